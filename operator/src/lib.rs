@@ -1,0 +1,1 @@
+//! capsule-operator: reconciles CapsulePools into warm worker pods.
