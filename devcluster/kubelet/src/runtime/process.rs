@@ -1,0 +1,182 @@
+//! One run of a container: a local process in its own process group, which dies with the kubelet.
+
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+
+use super::log_sink::LogSink;
+use super::reaper::Reaper;
+use crate::error::{Error, Result};
+
+/// Variables a pod process gets from the kubelet's own environment; everything else comes from
+/// the pod spec, as in a container.
+const INHERITED_ENV: &[&str] = &["PATH", "HOME", "LANG", "TMPDIR"];
+
+/// Output from a group that outlives its leader is not worth waiting for forever.
+const LOG_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Debug)]
+pub struct ProcessSpec {
+    /// Executable first, then its arguments.
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: PathBuf,
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitOutcome {
+    pub exit_code: i32,
+    pub signal: Option<i32>,
+}
+
+impl From<ExitStatus> for ExitOutcome {
+    fn from(status: ExitStatus) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(code), _) => ExitOutcome {
+                exit_code: code,
+                signal: None,
+            },
+            // A container killed by a signal reports 128 + signal number, as container runtimes do.
+            (None, Some(signal)) => ExitOutcome {
+                exit_code: 128 + signal,
+                signal: Some(signal),
+            },
+            (None, None) => ExitOutcome {
+                exit_code: 255,
+                signal: None,
+            },
+        }
+    }
+}
+
+pub struct RunningProcess {
+    child: Child,
+    pgid: i32,
+    reaper: Reaper,
+    log_copiers: Vec<JoinHandle<()>>,
+    exited: Option<ExitOutcome>,
+}
+
+impl RunningProcess {
+    pub async fn spawn(spec: &ProcessSpec, log: LogSink, reaper: &Reaper) -> Result<Self> {
+        let (program, args) = spec.argv.split_first().ok_or_else(|| Error::Spawn {
+            program: String::new(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"),
+        })?;
+        tokio::fs::create_dir_all(&spec.working_dir)
+            .await
+            .map_err(|e| Error::io(&spec.working_dir, e))?;
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .env_clear()
+            .envs(
+                INHERITED_ENV.iter().filter_map(|name| {
+                    std::env::var_os(name).map(|value| (name.to_string(), value))
+                }),
+            )
+            .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .current_dir(&spec.working_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let kubelet_pid = std::process::id() as libc::pid_t;
+        // SAFETY: the closure runs between fork and exec and calls only async-signal-safe functions
+        // (prctl, getppid, _exit) without allocating.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The kubelet may have died between fork and prctl: then nobody would kill us.
+                if libc::getppid() != kubelet_pid {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().map_err(|source| Error::Spawn {
+            program: program.clone(),
+            source,
+        })?;
+        let pgid = child.id().map(|pid| pid as i32).unwrap_or_default();
+        reaper.watch_group(pgid).await;
+        let mut log_copiers = Vec::with_capacity(2);
+        if let Some(stdout) = child.stdout.take() {
+            log_copiers.push(tokio::spawn(log.clone().copy_from(stdout)));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            log_copiers.push(tokio::spawn(log.copy_from(stderr)));
+        }
+        Ok(RunningProcess {
+            child,
+            pgid,
+            reaper: reaper.clone(),
+            log_copiers,
+            exited: None,
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pgid
+    }
+
+    /// Waits for the group leader to exit, then kills what is left of its group (as a container's
+    /// processes die with its PID 1) and flushes its output. Cancel-safe until the leader exits.
+    pub async fn wait(&mut self) -> ExitOutcome {
+        if let Some(outcome) = self.exited {
+            return outcome;
+        }
+        let outcome = match self.child.wait().await {
+            Ok(status) => ExitOutcome::from(status),
+            Err(_) => ExitOutcome {
+                exit_code: 255,
+                signal: None,
+            },
+        };
+        self.exited = Some(outcome);
+        self.signal_group(libc::SIGKILL);
+        for copier in self.log_copiers.drain(..) {
+            let _ = tokio::time::timeout(LOG_DRAIN_TIMEOUT, copier).await;
+        }
+        self.reaper.forget_group(self.pgid).await;
+        outcome
+    }
+
+    pub fn signal_group(&self, signal: i32) {
+        if self.pgid > 0 {
+            // SAFETY: plain syscall; a group that is already gone yields ESRCH, which is fine.
+            unsafe {
+                libc::kill(-self.pgid, signal);
+            }
+        }
+    }
+
+    /// SIGTERM to the group, up to `grace` for it to exit, then SIGKILL.
+    pub async fn stop(&mut self, grace: Duration) -> ExitOutcome {
+        if let Some(outcome) = self.exited {
+            return outcome;
+        }
+        self.signal_group(libc::SIGTERM);
+        if let Ok(outcome) = tokio::time::timeout(grace, self.wait()).await {
+            return outcome;
+        }
+        self.signal_group(libc::SIGKILL);
+        self.wait().await
+    }
+}
+
+impl Drop for RunningProcess {
+    fn drop(&mut self) {
+        if self.exited.is_none() {
+            self.signal_group(libc::SIGKILL);
+        }
+    }
+}
