@@ -36,7 +36,8 @@ fmt:
 
 ## crds: regenerate the committed CRD YAML from the Rust types
 crds:
-	$(CARGO) run -q -p capsule-operator -- crd > crds/capsule.dev_crds.yaml
+	$(CARGO) run -q -p capsule-crds --example print_crds > crds/capsule.dev_crds.yaml.tmp
+	mv crds/capsule.dev_crds.yaml.tmp crds/capsule.dev_crds.yaml
 
 ## bench: every benchmark of the project, one table
 bench:

@@ -1,0 +1,786 @@
+//! `CapsulePool`: a pool of pre-warmed Python workers and everything the operator reports about it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, EnvVar, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The most workers one pool may hold; the bound keeps a typo (`maxWorkers: 100000`) from
+/// flooding a cluster.
+pub const MAX_WORKERS_LIMIT: i32 = 1000;
+/// How many per-worker rows `status.workers` carries at most; the rest are counted, not listed.
+pub const MAX_WORKER_SUMMARIES: usize = 50;
+/// Largest warm-up code accepted, in bytes.
+pub const MAX_WARMUP_CODE_BYTES: u32 = 65_536;
+
+/// A pool of pre-warmed Python execution workers.
+///
+/// The operator keeps `spec.replicas` workers idle and ready (warm), never runs more than
+/// `spec.maxWorkers` in all, relays each worker's heartbeat into `status` and Prometheus, and recycles
+/// workers that are unhealthy or worn out.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "capsule.dev",
+    version = "v1alpha1",
+    kind = "CapsulePool",
+    namespaced,
+    shortname = "cpool",
+    category = "capsule",
+    status = "CapsulePoolStatus",
+    derive = "PartialEq",
+    doc = "A pool of pre-warmed Python execution workers kept ready for CapsuleSessions.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.idle",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(
+        name = "Warm",
+        type_ = "integer",
+        json_path = ".spec.replicas",
+        description = "Idle workers the pool keeps ready"
+    ),
+    printcolumn(
+        name = "Idle",
+        type_ = "integer",
+        json_path = ".status.idle",
+        description = "Workers ready for a session"
+    ),
+    printcolumn(
+        name = "Bound",
+        type_ = "integer",
+        json_path = ".status.bound",
+        description = "Workers held by a session"
+    ),
+    printcolumn(
+        name = "Unhealthy",
+        type_ = "integer",
+        json_path = ".status.unhealthy",
+        description = "Workers with a stale heartbeat or a failed container"
+    ),
+    printcolumn(
+        name = "Max",
+        type_ = "integer",
+        json_path = ".spec.maxWorkers",
+        description = "Most workers the pool may run",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the warm target is met"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        description = "Why the pool is or is not ready",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("self.maxWorkers >= self.replicas").message("maxWorkers must be at least replicas (the warm target): raise spec.maxWorkers or lower spec.replicas").field_path(".maxWorkers"))]
+#[serde(rename_all = "camelCase")]
+pub struct CapsulePoolSpec {
+    /// Warm target: how many idle workers the pool keeps ready for new sessions.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: i32,
+
+    /// The most workers (idle, bound and starting together) the pool may run.
+    #[serde(default = "default_max_workers")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_workers: i32,
+
+    /// The worker pod template: images, resources and scheduling.
+    #[serde(default)]
+    pub template: WorkerTemplate,
+
+    /// Code run in each new worker before it counts as idle (for example heavy imports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<WarmupSpec>,
+
+    /// How often workers report and when a silent worker counts as unhealthy.
+    #[serde(default)]
+    pub heartbeat: HeartbeatSpec,
+
+    /// Session behaviour: idle timeout and what happens on release.
+    #[serde(default)]
+    pub sessions: SessionPolicy,
+
+    /// When a worker is worn out and gets replaced.
+    #[serde(default)]
+    pub recycle: RecycleSpec,
+
+    /// Output streaming and input settings of each worker's executor.
+    #[serde(default)]
+    pub executor: ExecutorSpec,
+
+    /// The trace buffer kept by each worker's sidecar and its OTLP export.
+    #[serde(default)]
+    pub tracing: TracingSpec,
+
+    /// Which diagnostic views the sidecar serves to authorised callers.
+    #[serde(default)]
+    pub introspection: IntrospectionSpec,
+
+    /// Prometheus series the operator exports for this pool.
+    #[serde(default)]
+    pub metrics: MetricsSpec,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+fn default_max_workers() -> i32 {
+    10
+}
+
+/// The worker pod template.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerTemplate {
+    /// Image of the `worker` container (runs capsule-worker and Python). Required: a pool without
+    /// it is Degraded with reason InvalidSpec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub image: Option<String>,
+
+    /// Image of the `sidecar` container (trace buffer and introspection). Defaults to the
+    /// operator's `--sidecar-image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub sidecar_image: Option<String>,
+
+    /// Image pull policy for both containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<ImagePullPolicy>,
+
+    /// Resources of the worker container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Resources of the sidecar container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecar_resources: Option<ResourceRequirements>,
+
+    /// Extra environment variables for the worker container (names starting with CAPSULE_ and the
+    /// POD_* downward-API names are reserved and refused).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub env: Vec<EnvVar>,
+
+    /// Extra labels on worker pods (the operator's own `capsule.dev/*` labels win).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+
+    /// Extra annotations on worker pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+
+    /// Node selector for worker pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+
+    /// Tolerations for worker pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub tolerations: Vec<Toleration>,
+
+    /// Affinity rules for worker pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+
+    /// Priority class of worker pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+
+    /// Service account the worker pods run as (default: the namespace's `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+
+    /// Seconds a worker gets to finish after SIGTERM before it is killed.
+    #[serde(default = "default_grace_seconds")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub termination_grace_period_seconds: i64,
+}
+
+fn default_grace_seconds() -> i64 {
+    30
+}
+
+/// Image pull policy.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImagePullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+/// Warm-up run in every new worker before it counts as idle.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WarmupSpec {
+    /// Python code to run (for example `import numpy, pandas`). At most 64 KiB.
+    #[schemars(length(min = 1, max = 65536))]
+    pub code: String,
+
+    /// Seconds the warm-up may take before the worker is marked unhealthy and replaced.
+    #[serde(default = "default_warmup_timeout")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub timeout_seconds: i64,
+}
+
+fn default_warmup_timeout() -> i64 {
+    120
+}
+
+/// Heartbeat settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.stalenessSeconds > self.intervalSeconds").message("stalenessSeconds must be longer than intervalSeconds, or every worker would count as stale between two heartbeats").field_path(".stalenessSeconds"))]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatSpec {
+    /// Seconds between two heartbeats of a worker.
+    #[serde(default = "default_heartbeat_interval")]
+    #[schemars(range(min = 1, max = 300))]
+    pub interval_seconds: i64,
+
+    /// Seconds without a heartbeat after which a worker is Unhealthy and replaced.
+    #[serde(default = "default_staleness")]
+    #[schemars(range(min = 2, max = 3600))]
+    pub staleness_seconds: i64,
+}
+
+fn default_heartbeat_interval() -> i64 {
+    5
+}
+fn default_staleness() -> i64 {
+    30
+}
+
+impl Default for HeartbeatSpec {
+    fn default() -> Self {
+        Self {
+            interval_seconds: default_heartbeat_interval(),
+            staleness_seconds: default_staleness(),
+        }
+    }
+}
+
+/// How sessions use workers.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionPolicy {
+    /// Seconds without an execution after which a session is released. 0 never releases.
+    #[serde(default = "default_idle_timeout")]
+    #[schemars(range(min = 0, max = 604800))]
+    pub idle_timeout_seconds: i64,
+
+    /// Seconds a session may wait for a worker before it fails with reason AcquireTimeout.
+    #[serde(default = "default_acquire_timeout")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub acquire_timeout_seconds: i64,
+}
+
+fn default_idle_timeout() -> i64 {
+    1800
+}
+fn default_acquire_timeout() -> i64 {
+    300
+}
+
+impl Default for SessionPolicy {
+    fn default() -> Self {
+        Self {
+            idle_timeout_seconds: default_idle_timeout(),
+            acquire_timeout_seconds: default_acquire_timeout(),
+        }
+    }
+}
+
+/// When a worker is worn out. A worn-out worker is replaced once it is idle, never mid-session.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RecycleSpec {
+    /// Replace a worker after this many executions. Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_executions: Option<i64>,
+
+    /// Replace a worker whose resident memory (worker and interpreter) exceeds this many bytes.
+    /// Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1048576))]
+    pub max_rss_bytes: Option<i64>,
+
+    /// Replace a worker older than this many seconds. Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 60))]
+    pub max_age_seconds: Option<i64>,
+
+    /// What happens to a worker when its session is released: `Reset` clears the interpreter and
+    /// returns the worker to the pool; `Replace` deletes the pod and warms a new one.
+    #[serde(default)]
+    pub on_release: ReleaseAction,
+}
+
+impl Default for RecycleSpec {
+    fn default() -> Self {
+        Self {
+            max_executions: None,
+            max_rss_bytes: None,
+            max_age_seconds: None,
+            on_release: ReleaseAction::Reset,
+        }
+    }
+}
+
+/// What a released worker becomes.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReleaseAction {
+    #[default]
+    Reset,
+    Replace,
+}
+
+/// What the executor does when its bounded output queue is full.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackpressurePolicy {
+    /// Wait for room: loses nothing, slows the code that prints.
+    #[default]
+    Block,
+    /// Drop the newest output (counted).
+    DropNew,
+    /// Drop the oldest queued output (counted).
+    DropOldest,
+    /// Fail the execution with a clear error.
+    Error,
+}
+
+impl BackpressurePolicy {
+    /// The spelling used in the CRD, in env vars and in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Block => "Block",
+            Self::DropNew => "DropNew",
+            Self::DropOldest => "DropOldest",
+            Self::Error => "Error",
+        }
+    }
+}
+
+/// Executor settings of each worker.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutorSpec {
+    /// Output chunks the queue between interpreter and client holds.
+    #[serde(default = "default_queue_capacity")]
+    #[schemars(range(min = 1, max = 1048576))]
+    pub output_queue_capacity: i64,
+
+    /// What happens when the output queue is full.
+    #[serde(default)]
+    pub backpressure: BackpressurePolicy,
+
+    /// Milliseconds the executor waits for queued output to reach the client after the code ends
+    /// before failing with OutputDrainTimeout.
+    #[serde(default = "default_drain_timeout")]
+    #[schemars(range(min = 1, max = 600000))]
+    pub drain_timeout_ms: i64,
+
+    /// Seconds an `input()` request waits for an answer before it fails inside the code.
+    #[serde(default = "default_input_timeout")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub input_timeout_seconds: i64,
+
+    /// Milliseconds a cancelled execution gets to stop after KeyboardInterrupt before the
+    /// interpreter is killed and restarted.
+    #[serde(default = "default_cancel_grace")]
+    #[schemars(range(min = 1, max = 600000))]
+    pub cancel_grace_ms: i64,
+
+    /// Executions that may wait behind the running one; past it the worker answers 429.
+    #[serde(default = "default_execution_queue_limit")]
+    #[schemars(range(min = 0, max = 1024))]
+    pub execution_queue_limit: i64,
+}
+
+fn default_queue_capacity() -> i64 {
+    1024
+}
+fn default_drain_timeout() -> i64 {
+    5000
+}
+fn default_input_timeout() -> i64 {
+    300
+}
+fn default_cancel_grace() -> i64 {
+    2000
+}
+fn default_execution_queue_limit() -> i64 {
+    8
+}
+
+impl Default for ExecutorSpec {
+    fn default() -> Self {
+        Self {
+            output_queue_capacity: default_queue_capacity(),
+            backpressure: BackpressurePolicy::default(),
+            drain_timeout_ms: default_drain_timeout(),
+            input_timeout_seconds: default_input_timeout(),
+            cancel_grace_ms: default_cancel_grace(),
+            execution_queue_limit: default_execution_queue_limit(),
+        }
+    }
+}
+
+/// How identifiers in traces and introspection answers are protected.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Redaction {
+    /// Kept as they are.
+    None,
+    /// Replaced by a keyed hash, stable within the pool so the same id still correlates.
+    #[default]
+    Hash,
+    /// Removed.
+    Drop,
+}
+
+/// OTLP transport.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    #[default]
+    HttpProtobuf,
+    Grpc,
+}
+
+/// The sidecar's trace buffer and export.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TracingSpec {
+    /// Whether workers send trace events to their sidecar.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+
+    /// Trace events the buffer keeps; the oldest go first (counted).
+    #[serde(default = "default_trace_max_events")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub max_events: i64,
+
+    /// Seconds an event stays in the buffer.
+    #[serde(default = "default_trace_max_age")]
+    #[schemars(range(min = 1, max = 604800))]
+    pub max_age_seconds: i64,
+
+    /// Hard cap on the buffer's memory, in bytes.
+    #[serde(default = "default_trace_max_bytes")]
+    #[schemars(range(min = 65536, max = 1073741824))]
+    pub max_bytes: i64,
+
+    /// How session and execution identifiers are protected in traces.
+    #[serde(default)]
+    pub redaction: Redaction,
+
+    /// OTLP endpoint to export spans to (for example `http://otel-collector:4318`). Unset: the
+    /// sidecar's own OTEL_EXPORTER_OTLP_ENDPOINT, or no export.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512), regex(pattern = r"^https?://"))]
+    pub otlp_endpoint: Option<String>,
+
+    /// OTLP transport.
+    #[serde(default)]
+    pub otlp_protocol: OtlpProtocol,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_trace_max_events() -> i64 {
+    10_000
+}
+fn default_trace_max_age() -> i64 {
+    3600
+}
+fn default_trace_max_bytes() -> i64 {
+    16 * 1024 * 1024
+}
+
+impl Default for TracingSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_events: default_trace_max_events(),
+            max_age_seconds: default_trace_max_age(),
+            max_bytes: default_trace_max_bytes(),
+            redaction: Redaction::default(),
+            otlp_endpoint: None,
+            otlp_protocol: OtlpProtocol::default(),
+        }
+    }
+}
+
+/// A diagnostic view of the sidecar.
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord,
+)]
+pub enum IntrospectionView {
+    Traces,
+    Promises,
+    Namespace,
+    Counters,
+    Pool,
+}
+
+/// Policy-gated introspection: every view is off unless listed here and `enabled` is true.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IntrospectionSpec {
+    /// Master switch.
+    #[serde(default)]
+    pub enabled: bool,
+
+    /// The views served to callers that RBAC allows `get` on `capsulepools/introspection`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5), extend("x-kubernetes-list-type" = "set"))]
+    pub views: Vec<IntrospectionView>,
+
+    /// How identifiers are protected in answers.
+    #[serde(default)]
+    pub redaction: Redaction,
+
+    /// Write one audit record per request (allowed or denied).
+    #[serde(default = "default_true")]
+    pub audit: bool,
+}
+
+/// Prometheus series for this pool.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsSpec {
+    /// Export per-worker series (labelled by pod). Off by default: it multiplies series by the
+    /// pool's size.
+    #[serde(default)]
+    pub per_worker: bool,
+}
+
+/// What the operator observes of a pool.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CapsulePoolStatus {
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Ready, Progressing and Degraded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// Label selector of the pool's worker pods (for the scale subresource and autoscalers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+
+    /// All workers of the pool, whatever their phase.
+    #[serde(default)]
+    pub workers: i32,
+    /// Pods created, containers not yet running.
+    #[serde(default)]
+    pub starting: i32,
+    /// Running, warm-up not finished.
+    #[serde(default)]
+    pub warming: i32,
+    /// Ready and free for a session.
+    #[serde(default)]
+    pub idle: i32,
+    /// Held by a session.
+    #[serde(default)]
+    pub bound: i32,
+    /// Stale heartbeat or failed container; being replaced.
+    #[serde(default)]
+    pub unhealthy: i32,
+    /// Being deleted.
+    #[serde(default)]
+    pub terminating: i32,
+
+    /// One row per worker, at most 50 (the busiest first); `workers` counts them all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    pub worker_summaries: Vec<WorkerSummary>,
+
+    /// Executions by outcome, summed over the pool's workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executions: Option<ExecutionTotals>,
+
+    /// Executor counters, summed over the pool's workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<ExecutorTotals>,
+
+    /// Promise bridge counters, summed over the pool's workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<BridgeTotals>,
+
+    /// The pool's own counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolCounters>,
+}
+
+/// Phase of one worker, as the operator classifies it.
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+pub enum WorkerPhase {
+    Starting,
+    Warming,
+    Idle,
+    Bound,
+    Unhealthy,
+    Terminating,
+}
+
+impl WorkerPhase {
+    pub const ALL: [WorkerPhase; 6] = [
+        Self::Starting,
+        Self::Warming,
+        Self::Idle,
+        Self::Bound,
+        Self::Unhealthy,
+        Self::Terminating,
+    ];
+
+    /// The spelling used in status and as a metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "Starting",
+            Self::Warming => "Warming",
+            Self::Idle => "Idle",
+            Self::Bound => "Bound",
+            Self::Unhealthy => "Unhealthy",
+            Self::Terminating => "Terminating",
+        }
+    }
+}
+
+/// One worker in `status.workerSummaries`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerSummary {
+    /// Pod name.
+    pub pod: String,
+    pub phase: WorkerPhase,
+    /// The session holding it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// When its last heartbeat arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat: Option<Time>,
+    /// Resident memory of worker and interpreter, bytes.
+    #[serde(default)]
+    pub rss_bytes: i64,
+    /// CPU use in percent of one core, rounded to one decimal so status only changes meaningfully.
+    #[serde(default)]
+    pub cpu_percent: f64,
+    /// Names defined in the interpreter's namespace.
+    #[serde(default)]
+    pub namespace_size: i64,
+    /// Executions run since the worker started.
+    #[serde(default)]
+    pub executions: i64,
+}
+
+/// Executions by outcome.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionTotals {
+    pub ok: i64,
+    pub error: i64,
+    pub cancelled: i64,
+    pub timed_out: i64,
+}
+
+/// Output pump counters.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutorTotals {
+    pub outputs_enqueued: i64,
+    pub outputs_sent: i64,
+    pub outputs_dropped: i64,
+    /// Largest queue depth any worker saw.
+    pub max_queue_depth: i64,
+    pub drain_timeouts: i64,
+}
+
+/// Promise bridge counters.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BridgeTotals {
+    /// Promises pending right now.
+    pub pending: i64,
+    /// Most promises pending at once on any worker.
+    pub high_water: i64,
+    pub created: i64,
+    pub resolved: i64,
+    pub rejected: i64,
+    pub timeouts: i64,
+    pub cancellations: i64,
+}
+
+/// The pool's own counters, kept across worker restarts.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolCounters {
+    pub workers_created: i64,
+    pub workers_removed: i64,
+    pub workers_recycled: i64,
+    pub workers_restarted: i64,
+    /// Sessions that got an idle worker at once.
+    pub hits: i64,
+    /// Sessions that had to wait for a new worker.
+    pub misses: i64,
+    /// hits / (hits + misses), as a percentage string such as "97.5".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hit_rate_percent: Option<String>,
+    pub acquisition: AcquisitionCounters,
+    pub warmup: WarmupCounters,
+    pub health: HealthCounters,
+}
+
+/// Acquisition of workers by sessions.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AcquisitionCounters {
+    pub attempts: i64,
+    pub successes: i64,
+    pub timeouts: i64,
+    /// Mean acquisition latency, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_avg_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p50_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p99_ms: Option<i64>,
+}
+
+/// Warm-up triggers: idle workers fell below the target.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WarmupCounters {
+    pub triggers: i64,
+    pub workers_created: i64,
+}
+
+/// Health checks of workers.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCounters {
+    pub runs: i64,
+    pub triggers: i64,
+    pub removals: i64,
+}

@@ -1,0 +1,147 @@
+//! `CapsuleSession`: a claim on one warm worker of a pool.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A claim on one worker of a CapsulePool. While Bound, clients execute code on the worker at
+/// `status.endpoint` with the token in the Secret `status.tokenSecret`. Deleting the session releases
+/// the worker.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "capsule.dev",
+    version = "v1alpha1",
+    kind = "CapsuleSession",
+    namespaced,
+    shortname = "csess",
+    category = "capsule",
+    status = "CapsuleSessionStatus",
+    derive = "PartialEq",
+    doc = "A claim on one warm worker of a CapsulePool.",
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Pending, Bound, Released or Failed"
+    ),
+    printcolumn(
+        name = "Pool",
+        type_ = "string",
+        json_path = ".spec.pool",
+        description = "The CapsulePool the worker comes from"
+    ),
+    printcolumn(
+        name = "Worker",
+        type_ = "string",
+        json_path = ".status.worker",
+        description = "The worker pod"
+    ),
+    printcolumn(
+        name = "Warm",
+        type_ = "boolean",
+        json_path = ".status.warmHit",
+        description = "Whether an idle worker was ready at once",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Latency",
+        type_ = "integer",
+        json_path = ".status.acquisitionLatencyMs",
+        description = "Milliseconds from creation to bound",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct CapsuleSessionSpec {
+    /// Name of the CapsulePool (same namespace) to take a worker from. Cannot change.
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("pool is immutable: delete the session and create a new one"))]
+    pub pool: String,
+}
+
+/// Lifecycle of a session.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SessionPhase {
+    /// Waiting for a worker.
+    #[default]
+    Pending,
+    /// Holding a worker; executions go to `status.endpoint`.
+    Bound,
+    /// The worker was given back (idle timeout); the session can be deleted.
+    Released,
+    /// The session cannot be served; `status.message` says why.
+    Failed,
+}
+
+impl SessionPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::Bound => "Bound",
+            Self::Released => "Released",
+            Self::Failed => "Failed",
+        }
+    }
+}
+
+/// Where the session token is.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    pub name: String,
+    pub key: String,
+}
+
+/// What the operator observes of a session.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CapsuleSessionStatus {
+    #[serde(default)]
+    pub phase: SessionPhase,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Bound and, when not, why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// The worker pod serving the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+
+    /// Base URL of the worker's execute API (`POST <endpoint>/v1/executions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+
+    /// The Secret holding the bearer token for the execute API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret: Option<SecretKeyRef>,
+
+    /// Whether an idle worker was ready at once (a hit) or one had to be started (a miss).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_hit: Option<bool>,
+
+    /// Milliseconds from the session's creation to Bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acquisition_latency_ms: Option<i64>,
+
+    /// When the worker was bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound_at: Option<Time>,
+
+    /// Why the session is Failed or Released, in a word.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+
+    /// Why the session is Failed or Released, for a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}

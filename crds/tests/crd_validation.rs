@@ -1,0 +1,70 @@
+//! The CEL rules in the schema reject specs that can never work, with messages that name the fix.
+//! Evaluated with kube's client-side CEL validator against the generated schema, the same rules an
+//! API server runs.
+
+use capsule_crds::{CapsulePool, CapsuleSession};
+use kube::CustomResourceExt;
+use serde_json::{json, Value};
+
+fn validate(crd_schema: &Value, object: &Value, old: Option<&Value>) -> Result<(), String> {
+    kube::core::cel::Validator::new()
+        .validate(crd_schema, object, old)
+        .map_err(|errors| format!("{errors:?}"))
+}
+
+fn schema_of<T: CustomResourceExt>() -> Value {
+    let crd = serde_json::to_value(T::crd()).unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+fn pool(spec: Value) -> Value {
+    json!({"apiVersion": "capsule.dev/v1alpha1", "kind": "CapsulePool",
+           "metadata": {"name": "p", "namespace": "default"}, "spec": spec})
+}
+
+#[test]
+fn a_sound_pool_passes() {
+    let schema = schema_of::<CapsulePool>();
+    let ok = pool(
+        json!({"replicas": 2, "maxWorkers": 5, "template": {"image": "capsule-worker:dev"},
+                         "heartbeat": {"intervalSeconds": 5, "stalenessSeconds": 30}}),
+    );
+    validate(&schema, &ok, None).expect("a sound pool validates");
+}
+
+#[test]
+fn max_workers_below_the_warm_target_is_refused() {
+    let schema = schema_of::<CapsulePool>();
+    let bad = pool(json!({"replicas": 5, "maxWorkers": 2,
+                          "heartbeat": {"intervalSeconds": 5, "stalenessSeconds": 30}}));
+    let err = validate(&schema, &bad, None).expect_err("maxWorkers < replicas must be refused");
+    assert!(
+        err.contains("maxWorkers must be at least replicas"),
+        "{err}"
+    );
+}
+
+#[test]
+fn staleness_not_longer_than_interval_is_refused() {
+    let schema = schema_of::<CapsulePool>();
+    let bad = pool(json!({"replicas": 1, "maxWorkers": 2,
+                          "heartbeat": {"intervalSeconds": 10, "stalenessSeconds": 10}}));
+    let err = validate(&schema, &bad, None).expect_err("staleness == interval must be refused");
+    assert!(
+        err.contains("stalenessSeconds must be longer than intervalSeconds"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_session_cannot_move_to_another_pool() {
+    let schema = schema_of::<CapsuleSession>();
+    let session = |pool: &str| {
+        json!({"apiVersion": "capsule.dev/v1alpha1", "kind": "CapsuleSession",
+               "metadata": {"name": "s", "namespace": "default"}, "spec": {"pool": pool}})
+    };
+    validate(&schema, &session("a"), Some(&session("a"))).expect("unchanged pool is fine");
+    let err = validate(&schema, &session("b"), Some(&session("a")))
+        .expect_err("changing the pool must be refused");
+    assert!(err.contains("pool is immutable"), "{err}");
+}
