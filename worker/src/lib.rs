@@ -1,1 +1,26 @@
-//! Wire contracts between Capsule processes (heartbeat, trace event, frames) and the worker runtime.
+//! Capsule worker: the wire contracts between Capsule processes ([`wire`]) and the runtime of the
+//! `capsule-worker` binary (one supervised Python interpreter behind an HTTP execute API).
+//!
+//! Runtime modules: [`config`] (env vars), [`interpreter`] (process + frame protocol with the
+//! embedded driver), [`executor`] (one execution at a time, cancellation, restarts),
+//! [`output_queue`] (the bounded output pump), [`bridge`] (pending promises), [`api`] (axum),
+//! [`heartbeat`], [`trace_sender`], [`session`] (binding and token checks).
+
+pub mod api;
+pub mod bridge;
+pub mod config;
+pub mod error;
+pub mod executor;
+pub mod heartbeat;
+pub mod interpreter;
+pub mod logging;
+pub mod output_queue;
+pub mod procstat;
+pub mod runtime;
+pub mod session;
+pub mod stats;
+pub mod trace_sender;
+pub mod warn_once;
+pub mod wire;
+
+pub use error::{Error, Result};

@@ -1,0 +1,613 @@
+# Capsule interpreter driver: carried inside the capsule-worker binary and run as `python3 -c`.
+#
+# It keeps one namespace and one asyncio event loop alive across executions and talks to the worker
+# over length-prefixed JSON frames (u32 big-endian length + UTF-8 JSON) on private copies of fds 0
+# and 1. fd 0 is then pointed at /dev/null and fd 1 at fd 2, so nothing the code or its child
+# processes print can corrupt the frame stream: Python-level stdout/stderr go through `output`
+# frames, raw fd writes land on stderr, which the worker drains without logging it.
+#
+# Worker -> driver: execute {id, code} | cancel {id} | settle {promiseId, ok, value, kind, reason}
+#                   | reset | checkpoint {requestId}
+# Driver -> worker: ready | output {id, stream, text} | inputRequest {id, inputId, prompt}
+#                   | promiseCreate {id, promiseId, timeoutMs} | result | error | resetDone
+#                   | checkpoint | driverError {message}
+import ast
+import asyncio
+import builtins
+import inspect
+import json
+import linecache
+import os
+import pickle
+import queue
+import signal
+import struct
+import sys
+import threading
+import time
+import traceback
+import types
+
+MAX_FRAME_BYTES = 16 * 1024 * 1024
+OUTPUT_CHUNK_CHARS = 64 * 1024
+OUTPUT_FLUSH_SECONDS = 0.01
+MAX_REPR_CHARS = 64 * 1024
+MAX_TRACEBACK_CHARS = 256 * 1024
+PICKLE_ESTIMATE_LIMIT = 64 * 1024 * 1024
+BLOCKING_CALLS = {
+    "time.sleep",
+    "requests.get",
+    "requests.post",
+    "requests.request",
+    "urllib.request.urlopen",
+    "subprocess.run",
+    "subprocess.call",
+    "subprocess.check_output",
+    "socket.create_connection",
+}
+
+_frames_in = os.fdopen(os.dup(0), "rb", buffering=1024 * 1024)
+_frames_out_fd = os.dup(1)
+_devnull = os.open(os.devnull, os.O_RDONLY)
+os.dup2(_devnull, 0)
+os.close(_devnull)
+os.dup2(2, 1)
+
+_write_lock = threading.Lock()
+_MAIN_THREAD = threading.get_ident()
+
+
+class _State:
+    running = False
+    current_id = None
+    cancel_for = None
+    critical = 0
+    interrupt_pending = False
+    cell_counter = 0
+    input_counter = 0
+
+
+state = _State()
+
+
+def send(message):
+    data = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace")
+    if len(data) > MAX_FRAME_BYTES:
+        data = json.dumps(
+            {"type": "driverError", "message": "driver frame of %d bytes exceeds the maximum" % len(data)}
+        ).encode()
+    view = memoryview(struct.pack(">I", len(data)) + data)
+    with _write_lock:
+        while view:
+            written = os.write(_frames_out_fd, view)
+            view = view[written:]
+
+
+class _Critical:
+    """Defers a cancel's KeyboardInterrupt while the main thread writes a frame, so a frame is never cut."""
+
+    def __enter__(self):
+        if threading.get_ident() == _MAIN_THREAD:
+            state.critical += 1
+
+    def __exit__(self, *exc):
+        if threading.get_ident() != _MAIN_THREAD:
+            return False
+        state.critical -= 1
+        if state.critical == 0 and state.interrupt_pending and state.running:
+            state.interrupt_pending = False
+            raise KeyboardInterrupt
+        return False
+
+
+critical = _Critical()
+
+
+def _on_sigint(signum, frame):
+    if state.running and state.cancel_for is not None and state.cancel_for == state.current_id:
+        if state.critical > 0:
+            state.interrupt_pending = True
+        else:
+            raise KeyboardInterrupt
+
+
+class _OutputBuffer:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.has_data = threading.Event()
+        self.parts = []
+        self.size = 0
+        self.stream = "stdout"
+        self.signalled = False
+
+    def flush_locked(self):
+        if self.parts:
+            text = "".join(self.parts)
+            self.parts = []
+            self.size = 0
+            send({"type": "output", "id": state.current_id, "stream": self.stream, "text": text})
+        self.signalled = False
+        self.has_data.clear()
+
+    def flush(self):
+        with critical:
+            with self.lock:
+                self.flush_locked()
+
+
+output = _OutputBuffer()
+
+
+class CapsuleStream:
+    """sys.stdout / sys.stderr: text is batched into output frames, stream switches keep the order."""
+
+    encoding = "utf-8"
+    errors = "replace"
+
+    def __init__(self, name):
+        self.name = sys.intern(name)
+
+    def write(self, text):
+        # Hot path (print() calls it twice per line): no frame is written here unless a chunk is
+        # full or the stream switches, so the cancel guard is only taken around those writes.
+        if type(text) is not str:
+            if not isinstance(text, str):
+                raise TypeError("write() argument must be str, not %s" % type(text).__name__)
+            text = str(text)
+        size = len(text)
+        if not size:
+            return 0
+        buffer = output
+        with buffer.lock:
+            if buffer.stream is not self.name:
+                if buffer.parts:
+                    with critical:
+                        buffer.flush_locked()
+                buffer.stream = self.name
+            buffer.parts.append(text)
+            buffer.size += size
+            if buffer.size >= OUTPUT_CHUNK_CHARS:
+                with critical:
+                    buffer.flush_locked()
+            elif not buffer.signalled:
+                buffer.signalled = True
+                buffer.has_data.set()
+        return size
+
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
+    def flush(self):
+        output.flush()
+
+    def isatty(self):
+        return False
+
+    def readable(self):
+        return False
+
+    def writable(self):
+        return True
+
+    def fileno(self):
+        raise OSError("capsule output streams have no file descriptor")
+
+
+def _flusher():
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    while True:
+        output.has_data.wait()
+        time.sleep(OUTPUT_FLUSH_SECONDS)
+        with output.lock:
+            output.flush_locked()
+
+
+class PromiseError(Exception):
+    """A promise was rejected or cancelled through the worker."""
+
+
+class PromiseTimeout(PromiseError, TimeoutError):
+    """A promise (or an input request) was not settled within its timeout."""
+
+
+class _Waiter:
+    def __init__(self):
+        self.event = threading.Event()
+        self.outcome = None
+        self.future = None
+
+
+_waiters = {}
+_waiters_lock = threading.Lock()
+
+
+def _outcome_to_exception(outcome):
+    kind = outcome.get("kind", "rejected")
+    reason = outcome.get("reason") or kind
+    if kind == "timedOut":
+        return PromiseTimeout(reason)
+    return PromiseError(reason)
+
+
+def _settle_future(future, outcome):
+    if future.done():
+        return
+    if outcome.get("ok"):
+        future.set_result(outcome.get("value"))
+    else:
+        future.set_exception(_outcome_to_exception(outcome))
+
+
+def _settle(message):
+    with _waiters_lock:
+        waiter = _waiters.pop(message.get("promiseId"), None)
+    if waiter is None:
+        return
+    waiter.outcome = message
+    waiter.event.set()
+    if waiter.future is not None:
+        waiter.future.get_loop().call_soon_threadsafe(_settle_future, waiter.future, message)
+
+
+def _register(promise_id):
+    waiter = _Waiter()
+    with _waiters_lock:
+        _waiters[promise_id] = waiter
+    return waiter
+
+
+def _wait_sync(waiter):
+    while not waiter.event.wait(0.5):
+        pass
+    if waiter.outcome.get("ok"):
+        return waiter.outcome.get("value")
+    raise _outcome_to_exception(waiter.outcome)
+
+
+class Promise:
+    """A value that something outside the interpreter provides: `await capsule.promise("id")`."""
+
+    def __init__(self, promise_id, timeout=None):
+        if not isinstance(promise_id, str) or not promise_id:
+            raise ValueError("promise id must be a non-empty string")
+        self.id = promise_id
+        self._waiter = _register(promise_id)
+        output.flush()
+        timeout_ms = None if timeout is None else max(1, int(timeout * 1000))
+        with critical:
+            send({"type": "promiseCreate", "id": state.current_id, "promiseId": promise_id, "timeoutMs": timeout_ms})
+
+    def __await__(self):
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        with _waiters_lock:
+            self._waiter.future = future
+            settled = self._waiter.outcome
+        if settled is not None:
+            _settle_future(future, settled)
+        return (yield from future.__await__())
+
+    def result(self):
+        """Blocks until the promise settles (for code that is not async)."""
+        return _wait_sync(self._waiter)
+
+
+def _input(prompt=""):
+    state.input_counter += 1
+    input_id = "%s:input:%d" % (state.current_id, state.input_counter)
+    waiter = _register(input_id)
+    output.flush()
+    with critical:
+        send({"type": "inputRequest", "id": state.current_id, "inputId": input_id, "prompt": str(prompt)})
+    try:
+        value = _wait_sync(waiter)
+    except PromiseTimeout:
+        raise TimeoutError("input request %s was not answered in time" % input_id) from None
+    return "" if value is None else str(value)
+
+
+class _Stdin:
+    encoding = "utf-8"
+
+    def readline(self, size=-1):
+        return _input("") + "\n"
+
+    def read(self, size=-1):
+        return self.readline()
+
+    def isatty(self):
+        return False
+
+    def fileno(self):
+        raise OSError("capsule stdin has no file descriptor")
+
+
+capsule = types.ModuleType("capsule")
+capsule.__doc__ = "Capsule bridge: promises resolved through the worker's API."
+capsule.Promise = Promise
+capsule.PromiseError = PromiseError
+capsule.PromiseTimeout = PromiseTimeout
+capsule.promise = lambda promise_id, timeout=None: Promise(promise_id, timeout)
+capsule.execution_id = lambda: state.current_id
+sys.modules["capsule"] = capsule
+
+main_module = types.ModuleType("__main__")
+sys.modules["__main__"] = main_module
+namespace = main_module.__dict__
+
+
+def _fresh_namespace():
+    namespace.clear()
+    namespace["__name__"] = "__main__"
+    namespace["__builtins__"] = builtins
+
+
+_fresh_namespace()
+loop = asyncio.new_event_loop()
+asyncio.set_event_loop(loop)
+
+
+def namespace_size():
+    return sum(1 for name in list(namespace) if not name.startswith("__"))
+
+
+def _dotted(node):
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return ".".join(reversed(parts))
+    return None
+
+
+def _blocking_calls(tree, top_level_async):
+    found = set()
+
+    def visit(node, in_async):
+        if isinstance(node, ast.AsyncFunctionDef):
+            in_async = True
+        elif isinstance(node, (ast.FunctionDef, ast.Lambda)):
+            in_async = False
+        if in_async and isinstance(node, ast.Call):
+            name = _dotted(node.func)
+            if name in BLOCKING_CALLS:
+                found.add(name)
+        for child in ast.iter_child_nodes(node):
+            visit(child, in_async)
+
+    visit(tree, top_level_async)
+    return sorted(found)
+
+
+def _run_code_object(code):
+    result = eval(code, namespace)
+    if code.co_flags & inspect.CO_COROUTINE:
+        task = loop.create_task(result)
+        try:
+            result = loop.run_until_complete(task)
+        except BaseException:
+            if not task.done():
+                task.cancel()
+                try:
+                    loop.run_until_complete(asyncio.wait([task], timeout=1.0))
+                except BaseException:
+                    pass
+            raise
+    return result
+
+
+def _run_cell(source):
+    state.cell_counter += 1
+    filename = "<cell-%d>" % state.cell_counter
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    tree = ast.parse(source, filename, "exec")
+    flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+    last_expression = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last_expression = ast.Expression(tree.body.pop().value)
+    body_code = compile(tree, filename, "exec", flags=flags, dont_inherit=True)
+    expression_code = None
+    if last_expression is not None:
+        expression_code = compile(last_expression, filename, "eval", flags=flags, dont_inherit=True)
+    awaits = bool(body_code.co_flags & inspect.CO_COROUTINE) or bool(
+        expression_code is not None and expression_code.co_flags & inspect.CO_COROUTINE
+    )
+    full_tree = ast.parse(source, filename, "exec")
+    if awaits:
+        mode = "topLevelAwait"
+    elif any(isinstance(node, ast.AsyncFunctionDef) for node in ast.walk(full_tree)):
+        mode = "asyncDef"
+    else:
+        mode = "plain"
+    blocking = _blocking_calls(full_tree, awaits)
+    state.mode = mode
+    state.blocking = blocking
+    _run_code_object(body_code)
+    value = None
+    if expression_code is not None:
+        value = _run_code_object(expression_code)
+    text = None
+    if value is not None:
+        text = repr(value)
+        if len(text) > MAX_REPR_CHARS:
+            text = text[:MAX_REPR_CHARS] + "...[truncated]"
+    return text, mode, blocking
+
+
+def _format_error(exc):
+    if isinstance(exc, SyntaxError):
+        lines = traceback.format_exception_only(type(exc), exc)
+    else:
+        tb = exc.__traceback__
+        while tb is not None and not tb.tb_frame.f_code.co_filename.startswith("<cell-"):
+            tb = tb.tb_next
+        lines = traceback.format_exception(type(exc), exc, tb)
+    text_total = 0
+    kept = []
+    for line in lines:
+        text_total += len(line)
+        if text_total > MAX_TRACEBACK_CHARS:
+            kept.append("...[traceback truncated]\n")
+            break
+        kept.append(line)
+    evalue = str(exc)
+    if len(evalue) > MAX_REPR_CHARS:
+        evalue = evalue[:MAX_REPR_CHARS] + "...[truncated]"
+    return type(exc).__name__, evalue, kept
+
+
+def execute(execution_id, source):
+    state.current_id = execution_id
+    state.cancel_for = None
+    state.interrupt_pending = False
+    state.input_counter = 0
+    state.mode = "plain"
+    state.blocking = []
+    outcome = None
+    try:
+        state.running = True
+        try:
+            text, mode, blocking = _run_cell(source)
+        finally:
+            state.running = False
+        outcome = {"type": "result", "repr": text, "mode": mode, "blockingCalls": blocking}
+    except BaseException as exc:
+        state.running = False
+        ename, evalue, tb = _format_error(exc)
+        outcome = {
+            "type": "error",
+            "ename": ename,
+            "evalue": evalue,
+            "traceback": tb,
+            "mode": state.mode,
+            "blockingCalls": state.blocking,
+            "interrupted": isinstance(exc, KeyboardInterrupt) and state.cancel_for == execution_id,
+        }
+    state.interrupt_pending = False
+    try:
+        sys.stdout.flush()
+    except BaseException:
+        pass
+    output.flush()
+    outcome["id"] = execution_id
+    outcome["namespaceSize"] = namespace_size()
+    send(outcome)
+    state.current_id = None
+
+
+def reset():
+    for task in asyncio.all_tasks(loop):
+        task.cancel()
+    _fresh_namespace()
+    send({"type": "resetDone", "namespaceSize": namespace_size()})
+
+
+def _estimate(value):
+    try:
+        if sys.getsizeof(value) > PICKLE_ESTIMATE_LIMIT:
+            return sys.getsizeof(value), False
+        return len(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)), True
+    except Exception:
+        return sys.getsizeof(value), False
+
+
+def checkpoint(request_id):
+    names = functions = classes = modules = estimated = unpicklable = 0
+    for name, value in list(namespace.items()):
+        if name.startswith("__"):
+            continue
+        names += 1
+        if isinstance(value, types.ModuleType):
+            modules += 1
+            continue
+        if isinstance(value, type):
+            classes += 1
+        elif callable(value) and isinstance(value, (types.FunctionType, types.BuiltinFunctionType, types.MethodType)):
+            functions += 1
+        size, picklable = _estimate(value)
+        estimated += size
+        if not picklable:
+            unpicklable += 1
+    send(
+        {
+            "type": "checkpoint",
+            "requestId": request_id,
+            "names": names,
+            "functions": functions,
+            "classes": classes,
+            "modules": modules,
+            "estimatedBytes": estimated,
+            "unpicklable": unpicklable,
+        }
+    )
+
+
+_commands = queue.Queue()
+
+
+def _read_exactly(count):
+    data = _frames_in.read(count)
+    if data is None or len(data) < count:
+        os._exit(0)
+    return data
+
+
+def _reader():
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    while True:
+        (length,) = struct.unpack(">I", _read_exactly(4))
+        if length > MAX_FRAME_BYTES:
+            remaining = length
+            while remaining:
+                remaining -= len(_read_exactly(min(remaining, 1024 * 1024)))
+            send({"type": "driverError", "message": "worker frame of %d bytes exceeds the maximum" % length})
+            continue
+        try:
+            message = json.loads(_read_exactly(length))
+            kind = message["type"]
+        except Exception as exc:
+            send({"type": "driverError", "message": "malformed worker frame: %s" % type(exc).__name__})
+            continue
+        if kind == "cancel":
+            if state.running and state.current_id == message.get("id"):
+                state.cancel_for = message.get("id")
+                signal.pthread_kill(_MAIN_THREAD, signal.SIGINT)
+        elif kind == "settle":
+            _settle(message)
+        elif kind == "checkpoint":
+            try:
+                checkpoint(message.get("requestId"))
+            except Exception as exc:
+                send({"type": "driverError", "message": "checkpoint failed: %s" % type(exc).__name__})
+        else:
+            _commands.put(message)
+
+
+def main():
+    signal.signal(signal.SIGINT, _on_sigint)
+    sys.stdout = CapsuleStream("stdout")
+    sys.stderr = CapsuleStream("stderr")
+    sys.stdin = _Stdin()
+    builtins.input = _input
+    threading.Thread(target=_flusher, name="capsule-output-flusher", daemon=True).start()
+    threading.Thread(target=_reader, name="capsule-frame-reader", daemon=True).start()
+    send({"type": "ready", "pythonVersion": sys.version.split()[0]})
+    while True:
+        try:
+            message = _commands.get()
+            kind = message.get("type")
+            if kind == "execute":
+                execute(message.get("id"), message.get("code", ""))
+            elif kind == "reset":
+                reset()
+            else:
+                send({"type": "driverError", "message": "unknown frame type"})
+        except KeyboardInterrupt:
+            # A cancel that arrived after its execution ended: nothing to interrupt.
+            continue
+
+
+main()

@@ -1,0 +1,730 @@
+//! The executor: one execution at a time on the supervised interpreter, others waiting in a bounded
+//! queue; cancellation, timeouts, interpreter restarts and the output pump of each execution.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+
+use crate::bridge::{CreateError, PromiseKind, PromiseOrigin};
+use crate::error::{Error, Result};
+use crate::interpreter::{DriverEvent, FromDriver, Interpreter, ToDriver};
+use crate::output_queue::{OutputQueue, PushRefused};
+use crate::runtime::Runtime;
+use crate::stats::Outcome;
+use crate::warn_once::WarnOnce;
+use crate::wire::execute::{EventBody, ExecuteRequest, ExecutionEvent};
+use crate::wire::trace::{TraceEvent, TraceEventKind};
+
+/// How long a fresh interpreter may take to say it is ready (warm-up excluded).
+const INTERPRETER_START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait between attempts to start an interpreter that keeps failing.
+const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(30);
+
+static STRAY_FRAME: WarnOnce = WarnOnce::new();
+static BLOCKING_CALL: WarnOnce = WarnOnce::new();
+
+/// Cancellation state of one queued or running execution.
+#[derive(Debug)]
+pub struct ExecutionControl {
+    cancel: CancellationToken,
+    cancelled_by_api: AtomicBool,
+}
+
+/// Why a submission was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubmitError {
+    QueueFull { limit: usize },
+}
+
+#[derive(Debug)]
+struct Job {
+    id: String,
+    control: Arc<ExecutionControl>,
+    code: String,
+    timeout: Option<Duration>,
+    traceparent: Option<String>,
+    session: Option<String>,
+    queue: Arc<OutputQueue>,
+    submitted: Instant,
+}
+
+#[derive(Debug)]
+pub enum Work {
+    Execute(Box<JobBox>),
+    Reset(oneshot::Sender<Result<u64>>),
+}
+
+/// Opaque wrapper so `Work` stays small in the channel.
+#[derive(Debug)]
+pub struct JobBox(Job);
+
+/// The API's handle on the executor.
+#[derive(Debug)]
+pub struct ExecutorHandle {
+    jobs: mpsc::Sender<Work>,
+    limit: usize,
+    registry: Mutex<HashMap<String, Arc<ExecutionControl>>>,
+    active: AtomicUsize,
+}
+
+fn new_execution_id() -> String {
+    let bytes: [u8; 12] = rand::rng().random();
+    hex::encode(bytes)
+}
+
+impl ExecutorHandle {
+    pub fn new(limit: usize) -> (Self, mpsc::Receiver<Work>) {
+        let (jobs, rx) = mpsc::channel(limit.max(1));
+        (
+            ExecutorHandle {
+                jobs,
+                limit,
+                registry: Mutex::new(HashMap::new()),
+                active: AtomicUsize::new(0),
+            },
+            rx,
+        )
+    }
+
+    fn registry(&self) -> MutexGuard<'_, HashMap<String, Arc<ExecutionControl>>> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Executions queued or running.
+    pub fn active(&self) -> usize {
+        self.active.load(Relaxed)
+    }
+
+    /// Queues an execution; its events flow through the returned queue.
+    pub fn submit(
+        &self,
+        runtime: &Runtime,
+        request: ExecuteRequest,
+        traceparent: Option<String>,
+    ) -> Result<(String, Arc<OutputQueue>), SubmitError> {
+        let id = new_execution_id();
+        let queue = OutputQueue::new(
+            runtime.config.output_queue_capacity as usize,
+            runtime.config.backpressure,
+            runtime.stats.clone(),
+        );
+        let control = Arc::new(ExecutionControl {
+            cancel: CancellationToken::new(),
+            cancelled_by_api: AtomicBool::new(false),
+        });
+        let session = runtime.session.session_name();
+        let position = self.active() as u64;
+        let _ = queue.push_control(ExecutionEvent {
+            execution_id: id.clone(),
+            body: EventBody::Accepted {
+                queue_position: position,
+            },
+        });
+        let mut submit_event = TraceEvent::new(TraceEventKind::Submit, &id, session.as_deref())
+            .with_traceparent(traceparent.as_deref())
+            .with_attribute("codeBytes", request.code.len())
+            .with_attribute("queuePosition", position);
+        for (key, value) in request.metadata.iter().take(4) {
+            submit_event = submit_event.with_attribute(&format!("meta.{key}"), value);
+        }
+        self.registry().insert(id.clone(), control.clone());
+        self.active.fetch_add(1, Relaxed);
+        let job = Job {
+            id: id.clone(),
+            control,
+            code: request.code,
+            timeout: request.timeout_ms.map(Duration::from_millis),
+            traceparent,
+            session,
+            queue: queue.clone(),
+            submitted: Instant::now(),
+        };
+        if self
+            .jobs
+            .try_send(Work::Execute(Box::new(JobBox(job))))
+            .is_err()
+        {
+            self.registry().remove(&id);
+            self.active.fetch_sub(1, Relaxed);
+            return Err(SubmitError::QueueFull { limit: self.limit });
+        }
+        runtime.trace.send(submit_event);
+        Ok((id, queue))
+    }
+
+    /// Requests the cancel of a queued or running execution; false when there is none.
+    pub fn cancel(&self, id: &str) -> bool {
+        match self.registry().get(id) {
+            Some(control) => {
+                control.cancelled_by_api.store(true, Relaxed);
+                control.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Resets the namespace once the executions queued before it are done.
+    pub async fn reset(&self, wait_for_room: bool) -> Result<u64, ResetError> {
+        let (tx, rx) = oneshot::channel();
+        if wait_for_room {
+            self.jobs
+                .send(Work::Reset(tx))
+                .await
+                .map_err(|_| ResetError::Stopped)?;
+        } else {
+            self.jobs.try_send(Work::Reset(tx)).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => ResetError::QueueFull { limit: self.limit },
+                mpsc::error::TrySendError::Closed(_) => ResetError::Stopped,
+            })?;
+        }
+        match rx.await {
+            Ok(Ok(size)) => Ok(size),
+            Ok(Err(error)) => Err(ResetError::Failed(error.to_string())),
+            Err(_) => Err(ResetError::Stopped),
+        }
+    }
+
+    fn finished(&self, id: &str) {
+        self.registry().remove(id);
+        self.active.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Why a reset did not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResetError {
+    QueueFull { limit: usize },
+    Stopped,
+    Failed(String),
+}
+
+/// The executor task: owns the interpreter for the life of the process.
+pub async fn run(runtime: Arc<Runtime>, mut jobs: mpsc::Receiver<Work>) {
+    let mut interpreter = start_until_ready(&runtime).await;
+    loop {
+        tokio::select! {
+            work = jobs.recv() => match work {
+                None => break,
+                Some(Work::Execute(job)) => {
+                    interpreter = run_execution(&runtime, job.0, interpreter).await;
+                }
+                Some(Work::Reset(done)) => {
+                    interpreter = run_reset(&runtime, interpreter, done).await;
+                }
+            },
+            event = interpreter.events.recv() => match event {
+                Some(DriverEvent::Message(message)) => note_stray(&runtime, message),
+                Some(DriverEvent::Exited) | None => {
+                    let exit_code = interpreter.reap(&runtime.writer).await;
+                    tracing::warn!(?exit_code, "interpreter exited while idle; restarting, namespace lost");
+                    runtime.namespace_lost.store(true, Relaxed);
+                    interpreter = restart(&runtime).await;
+                }
+            }
+        }
+    }
+}
+
+fn note_stray(runtime: &Runtime, message: FromDriver) {
+    match message {
+        FromDriver::DriverError { message } => {
+            tracing::warn!(%message, "interpreter driver reported an error")
+        }
+        FromDriver::Result { namespace_size, .. } | FromDriver::Error { namespace_size, .. } => {
+            runtime.stats.namespace_size.store(namespace_size, Relaxed)
+        }
+        _ => STRAY_FRAME.warn(|| {
+            tracing::debug!("discarded interpreter output produced outside any execution")
+        }),
+    }
+}
+
+/// Starts an interpreter, retrying with backoff until one is up and warm.
+async fn start_until_ready(runtime: &Arc<Runtime>) -> Interpreter {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match start_interpreter(runtime).await {
+            Ok(interpreter) => return interpreter,
+            Err(error) => {
+                tracing::error!(%error, retry_in_ms = backoff.as_millis() as u64, "interpreter failed to start");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_RESTART_BACKOFF);
+            }
+        }
+    }
+}
+
+async fn restart(runtime: &Arc<Runtime>) -> Interpreter {
+    runtime.stats.interpreter_restarts.fetch_add(1, Relaxed);
+    runtime.stats.namespace_size.store(0, Relaxed);
+    start_until_ready(runtime).await
+}
+
+async fn start_interpreter(runtime: &Arc<Runtime>) -> Result<Interpreter> {
+    runtime.ready.store(false, Relaxed);
+    runtime.interpreter_pid.store(0, Relaxed);
+    let mut interpreter = Interpreter::spawn(
+        &runtime.config.python,
+        &runtime.writer,
+        runtime.checkpoints.clone(),
+    )
+    .await?;
+    match timeout(INTERPRETER_START_TIMEOUT, interpreter.events.recv()).await {
+        Ok(Some(DriverEvent::Message(FromDriver::Ready { python_version }))) => {
+            *runtime
+                .python_version
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = python_version;
+        }
+        Ok(_) => {
+            interpreter.kill(&runtime.writer).await;
+            return Err(Error::InterpreterGone);
+        }
+        Err(_) => {
+            interpreter.kill(&runtime.writer).await;
+            return Err(Error::InterpreterTimeout);
+        }
+    }
+    runtime
+        .interpreter_pid
+        .store(interpreter.pid.unwrap_or(0), Relaxed);
+    if let Some(code) = runtime.config.warmup_code.as_deref() {
+        let started = Instant::now();
+        runtime
+            .writer
+            .send(&ToDriver::Execute { id: "warmup", code })
+            .await?;
+        loop {
+            match interpreter.events.recv().await {
+                Some(DriverEvent::Message(FromDriver::Result { namespace_size, .. })) => {
+                    runtime.stats.namespace_size.store(namespace_size, Relaxed);
+                    tracing::info!(
+                        duration_ms = started.elapsed().as_millis() as u64,
+                        "warm-up code done"
+                    );
+                    break;
+                }
+                Some(DriverEvent::Message(FromDriver::Error {
+                    ename,
+                    namespace_size,
+                    ..
+                })) => {
+                    runtime.stats.namespace_size.store(namespace_size, Relaxed);
+                    tracing::error!(%ename, "warm-up code raised; the worker starts without it");
+                    break;
+                }
+                Some(DriverEvent::Message(FromDriver::InputRequest { input_id, .. })) => {
+                    runtime
+                        .bridge
+                        .refuse(&input_id, "input() is not available during warm-up")
+                        .await;
+                }
+                Some(DriverEvent::Message(FromDriver::PromiseCreate { promise_id, .. })) => {
+                    runtime
+                        .bridge
+                        .refuse(&promise_id, "promises are not available during warm-up")
+                        .await;
+                }
+                Some(DriverEvent::Message(_)) => {}
+                Some(DriverEvent::Exited) | None => {
+                    interpreter.reap(&runtime.writer).await;
+                    return Err(Error::InterpreterGone);
+                }
+            }
+        }
+    }
+    runtime.ready.store(true, Relaxed);
+    tracing::info!(pid = interpreter.pid, python = %runtime.python_version(), "interpreter ready");
+    Ok(interpreter)
+}
+
+async fn run_reset(
+    runtime: &Arc<Runtime>,
+    mut interpreter: Interpreter,
+    done: oneshot::Sender<Result<u64>>,
+) -> Interpreter {
+    if let Err(error) = runtime.writer.send(&ToDriver::Reset).await {
+        let _ = done.send(Err(error));
+        return interpreter;
+    }
+    loop {
+        match timeout(INTERPRETER_START_TIMEOUT, interpreter.events.recv()).await {
+            Ok(Some(DriverEvent::Message(FromDriver::ResetDone { namespace_size }))) => {
+                runtime.stats.namespace_size.store(namespace_size, Relaxed);
+                tracing::info!("namespace reset");
+                let _ = done.send(Ok(namespace_size));
+                return interpreter;
+            }
+            Ok(Some(DriverEvent::Message(message))) => note_stray(runtime, message),
+            Ok(Some(DriverEvent::Exited)) | Ok(None) | Err(_) => {
+                // A fresh interpreter is an empty namespace: the reset still happened.
+                interpreter.kill(&runtime.writer).await;
+                let interpreter = restart(runtime).await;
+                let _ = done.send(Ok(runtime.stats.namespace_size.load(Relaxed)));
+                return interpreter;
+            }
+        }
+    }
+}
+
+/// Why the worker is ending an execution early.
+#[derive(Debug, Clone)]
+enum Stop {
+    Cancelled,
+    TimedOut(u64),
+    /// The worker failed the execution with this final event (queue full, drain timeout).
+    Failed(EventBody),
+}
+
+struct Run<'a> {
+    runtime: &'a Arc<Runtime>,
+    job: Job,
+    stop: Option<Stop>,
+    grace_deadline: Option<tokio::time::Instant>,
+}
+
+impl Run<'_> {
+    fn event(&self, body: EventBody) -> ExecutionEvent {
+        ExecutionEvent {
+            execution_id: self.job.id.clone(),
+            body,
+        }
+    }
+
+    fn trace(&self, kind: TraceEventKind) -> TraceEvent {
+        TraceEvent::new(kind, &self.job.id, self.job.session.as_deref())
+            .with_traceparent(self.job.traceparent.as_deref())
+            .with_duration_ms(self.job.submitted.elapsed().as_millis() as u64)
+    }
+
+    /// Asks the code to stop (KeyboardInterrupt) and arms the kill deadline.
+    async fn request_stop(&mut self, stop: Stop) {
+        if self.stop.is_some() {
+            return;
+        }
+        tracing::debug!(execution = %self.job.id, reason = ?stop, "interrupting execution");
+        self.stop = Some(stop);
+        self.runtime
+            .trace
+            .send(self.trace(TraceEventKind::Interrupt));
+        let _ = self
+            .runtime
+            .writer
+            .send(&ToDriver::Cancel { id: &self.job.id })
+            .await;
+        self.grace_deadline =
+            Some(tokio::time::Instant::now() + self.runtime.config.cancel_grace());
+    }
+
+    /// Queues an output chunk under the policy; turns refusals into stops.
+    async fn deliver_output(&mut self, event: ExecutionEvent) {
+        let queue = self.job.queue.clone();
+        let drain_timeout = self.runtime.config.drain_timeout();
+        let bytes = match &event.body {
+            EventBody::Output { text, .. } => text.len(),
+            _ => 0,
+        };
+        let outcome = if self.stop.is_some() {
+            // Stopping: keep what fits, but never wait past the kill deadline.
+            let limit = self
+                .grace_deadline
+                .map(|d| d.saturating_duration_since(tokio::time::Instant::now()))
+                .unwrap_or(drain_timeout);
+            timeout(limit.min(drain_timeout), queue.push_output(event)).await
+        } else {
+            tokio::select! {
+                result = timeout(drain_timeout, queue.push_output(event)) => result,
+                _ = self.job.control.cancel.cancelled() => {
+                    self.runtime.stats.outputs_dropped.fetch_add(1, Relaxed);
+                    self.request_stop(Stop::Cancelled).await;
+                    return;
+                }
+            }
+        };
+        match outcome {
+            Ok(Ok(())) => self.runtime.trace.send(
+                self.trace(TraceEventKind::OutputFlush)
+                    .with_attribute("bytes", bytes),
+            ),
+            Ok(Err(PushRefused::Full)) => {
+                let capacity = self.runtime.config.output_queue_capacity;
+                self.request_stop(Stop::Failed(EventBody::Error {
+                    ename: "OutputQueueFull".into(),
+                    evalue: format!(
+                        "the output queue ({capacity} chunks) was full and the backpressure policy is Error"
+                    ),
+                    traceback: Vec::new(),
+                }))
+                .await;
+            }
+            Ok(Err(PushRefused::ConsumerGone)) => self.request_stop(Stop::Cancelled).await,
+            Err(_) if self.stop.is_some() => {
+                self.runtime.stats.outputs_dropped.fetch_add(1, Relaxed);
+            }
+            Err(_) => {
+                self.runtime.stats.outputs_dropped.fetch_add(1, Relaxed);
+                let body = self.drain_timeout_body();
+                self.request_stop(Stop::Failed(body)).await;
+            }
+        }
+    }
+
+    fn drain_timeout_body(&self) -> EventBody {
+        let report = self.job.queue.abandon_pending();
+        self.runtime.stats.drain_timeouts.fetch_add(1, Relaxed);
+        self.runtime.trace.send(
+            self.trace(TraceEventKind::DrainTimeout)
+                .with_attribute("pending", report.pending)
+                .with_attribute("queueSize", report.queue_size),
+        );
+        tracing::warn!(
+            execution = %self.job.id,
+            pending = report.pending,
+            queue_size = report.queue_size,
+            "client did not drain the output in time"
+        );
+        EventBody::OutputDrainTimeout {
+            pending: report.pending,
+            queue_size: report.queue_size,
+            sent: report.sent,
+            dropped: report.dropped,
+        }
+    }
+
+    /// The final event for a driver-reported error.
+    fn final_for_error(
+        &self,
+        ename: String,
+        evalue: String,
+        traceback: Vec<String>,
+        interrupted: bool,
+    ) -> EventBody {
+        if interrupted {
+            self.runtime.stats.interrupted.fetch_add(1, Relaxed);
+        }
+        match (&self.stop, interrupted) {
+            (Some(Stop::Failed(body)), _) => body.clone(),
+            (Some(Stop::Cancelled), true) => EventBody::Cancelled {
+                namespace_lost: false,
+            },
+            (Some(Stop::TimedOut(ms)), true) => EventBody::TimedOut {
+                timeout_ms: *ms,
+                namespace_lost: false,
+            },
+            _ => EventBody::Error {
+                ename,
+                evalue,
+                traceback,
+            },
+        }
+    }
+
+    /// The final event when the interpreter had to be killed.
+    fn final_for_kill(&self) -> EventBody {
+        match &self.stop {
+            Some(Stop::Failed(body)) => body.clone(),
+            Some(Stop::TimedOut(ms)) => EventBody::TimedOut {
+                timeout_ms: *ms,
+                namespace_lost: true,
+            },
+            _ => EventBody::Cancelled {
+                namespace_lost: true,
+            },
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn note_blocking_calls(runtime: &Runtime, calls: &[String]) {
+    if calls.is_empty() {
+        return;
+    }
+    runtime.stats.blocking_call_warnings.fetch_add(1, Relaxed);
+    BLOCKING_CALL.warn(|| {
+        tracing::warn!(
+            calls = %calls.join(","),
+            "async code calls a blocking function; it stalls the event loop (warned once)"
+        )
+    });
+}
+
+async fn run_execution(
+    runtime: &Arc<Runtime>,
+    job: Job,
+    mut interpreter: Interpreter,
+) -> Interpreter {
+    let mut run = Run {
+        runtime,
+        job,
+        stop: None,
+        grace_deadline: None,
+    };
+    let id = run.job.id.clone();
+    let code = std::mem::take(&mut run.job.code);
+    let exec_deadline = run.job.timeout.map(|t| tokio::time::Instant::now() + t);
+    let started = Instant::now();
+
+    let final_body = if run.job.control.cancel.is_cancelled() {
+        EventBody::Cancelled {
+            namespace_lost: false,
+        }
+    } else {
+        let namespace_lost = runtime.namespace_lost.swap(false, Relaxed);
+        let _ = run
+            .job
+            .queue
+            .push_control(run.event(EventBody::Started { namespace_lost }));
+        let sent = runtime
+            .writer
+            .send(&ToDriver::Execute {
+                id: &id,
+                code: &code,
+            })
+            .await;
+        drop(code);
+        if let Err(error) = sent {
+            tracing::error!(%error, "could not send code to the interpreter");
+        }
+        loop {
+            let cancel = run.job.control.cancel.clone();
+            let consumer_gone = run.job.queue.consumer_gone().clone();
+            let stopping = run.stop.is_some();
+            tokio::select! {
+                event = interpreter.events.recv() => match event {
+                    Some(DriverEvent::Message(message)) => match message {
+                        FromDriver::Output { stream, text, .. } => {
+                            run.deliver_output(run.event(EventBody::Output { stream, text })).await;
+                        }
+                        FromDriver::InputRequest { input_id, prompt, .. } => {
+                            let timeout_ms = runtime.config.input_timeout_ms;
+                            match create_promise(&run, &input_id, PromiseKind::Input, timeout_ms) {
+                                Ok(()) => {
+                                    let _ = run.job.queue.push_control(run.event(EventBody::InputRequest {
+                                        input_id, prompt, timeout_ms,
+                                    }));
+                                }
+                                Err(reason) => runtime.bridge.refuse(&input_id, reason).await,
+                            }
+                        }
+                        FromDriver::PromiseCreate { promise_id, timeout_ms, .. } => {
+                            let timeout_ms = timeout_ms.unwrap_or(runtime.config.input_timeout_ms);
+                            if let Err(reason) = create_promise(&run, &promise_id, PromiseKind::Promise, timeout_ms) {
+                                runtime.bridge.refuse(&promise_id, reason).await;
+                            }
+                        }
+                        FromDriver::Result { id: Some(ref frame_id), repr, mode, blocking_calls, namespace_size } if *frame_id == id => {
+                            runtime.stats.namespace_size.store(namespace_size, Relaxed);
+                            runtime.stats.record_mode(mode);
+                            note_blocking_calls(runtime, &blocking_calls);
+                            break match &run.stop {
+                                Some(Stop::Failed(body)) => body.clone(),
+                                _ => EventBody::Result { repr, mode, duration_ms: started.elapsed().as_millis() as u64 },
+                            };
+                        }
+                        FromDriver::Error { id: Some(ref frame_id), ename, evalue, traceback, mode, blocking_calls, interrupted, namespace_size } if *frame_id == id => {
+                            runtime.stats.namespace_size.store(namespace_size, Relaxed);
+                            runtime.stats.record_mode(mode);
+                            note_blocking_calls(runtime, &blocking_calls);
+                            break run.final_for_error(ename, evalue, traceback, interrupted);
+                        }
+                        other => note_stray(runtime, other),
+                    },
+                    Some(DriverEvent::Exited) | None => {
+                        let exit_code = interpreter.reap(&runtime.writer).await;
+                        tracing::warn!(?exit_code, execution = %id, "interpreter died during an execution; restarting, namespace lost");
+                        interpreter = restart(runtime).await;
+                        break EventBody::InterpreterRestarted {
+                            exit_code,
+                            reason: "the interpreter exited during the execution; it was restarted and the namespace is lost".into(),
+                        };
+                    }
+                },
+                _ = cancel.cancelled(), if !stopping => run.request_stop(Stop::Cancelled).await,
+                _ = consumer_gone.cancelled(), if !stopping => run.request_stop(Stop::Cancelled).await,
+                _ = sleep_until_opt(exec_deadline), if !stopping => {
+                    let ms = run.job.timeout.map(|t| t.as_millis() as u64).unwrap_or_default();
+                    run.request_stop(Stop::TimedOut(ms)).await;
+                }
+                _ = sleep_until_opt(run.grace_deadline), if stopping => {
+                    tracing::warn!(execution = %id, "interrupt had no effect within the grace period; killing the interpreter");
+                    runtime.stats.killed.fetch_add(1, Relaxed);
+                    interpreter.kill(&runtime.writer).await;
+                    interpreter = restart(runtime).await;
+                    break run.final_for_kill();
+                }
+            }
+        }
+    };
+
+    let cancelled_promises = runtime.bridge.cancel_execution(&id).await;
+    if cancelled_promises > 0 {
+        tracing::debug!(execution = %id, cancelled_promises, "cancelled promises of a finished execution");
+    }
+    let final_body = if matches!(final_body, EventBody::OutputDrainTimeout { .. }) {
+        final_body
+    } else {
+        match timeout(runtime.config.drain_timeout(), run.job.queue.drained()).await {
+            Ok(()) => final_body,
+            Err(_) => run.drain_timeout_body(),
+        }
+    };
+    finish(&run, final_body);
+    runtime.executor.finished(&id);
+    interpreter
+}
+
+fn create_promise(
+    run: &Run<'_>,
+    id: &str,
+    kind: PromiseKind,
+    timeout_ms: u64,
+) -> Result<(), &'static str> {
+    let origin = PromiseOrigin {
+        execution_id: run.job.id.clone(),
+        session: run.job.session.clone(),
+        traceparent: run.job.traceparent.clone(),
+    };
+    run.runtime
+        .bridge
+        .create(id, kind, origin, Duration::from_millis(timeout_ms))
+        .map_err(|error| match error {
+            CreateError::Duplicate => "a promise with this id is already pending",
+            CreateError::TooMany => "too many promises are pending",
+        })
+}
+
+fn finish(run: &Run<'_>, body: EventBody) {
+    let runtime = run.runtime;
+    let (outcome, trace_kind) = match &body {
+        EventBody::Result { .. } => (Outcome::Ok, TraceEventKind::Result),
+        EventBody::Cancelled { .. } => (Outcome::Cancelled, TraceEventKind::CancelEffective),
+        EventBody::TimedOut { .. } => (Outcome::TimedOut, TraceEventKind::CancelEffective),
+        _ => (Outcome::Error, TraceEventKind::Error),
+    };
+    runtime.stats.record_outcome(outcome);
+    if outcome == Outcome::Cancelled && run.job.control.cancelled_by_api.load(Relaxed) {
+        runtime.stats.cancels_effective.fetch_add(1, Relaxed);
+    }
+    let mut event = run
+        .trace(trace_kind)
+        .with_attribute("outcome", format!("{outcome:?}"));
+    if let EventBody::Error { ename, .. } = &body {
+        event = event.with_attribute("ename", ename);
+    }
+    runtime.trace.send(event);
+    tracing::debug!(execution = %run.job.id, ?outcome, "execution finished");
+    run.job.queue.finish(run.event(body));
+}

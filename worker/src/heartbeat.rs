@@ -1,0 +1,168 @@
+//! The heartbeat loop: reports to the operator every interval and obeys its reply.
+//!
+//! It runs in its own task and never touches the executor's path except to queue a reset, so it
+//! never blocks execution; a failed send is logged and retried with exponential backoff (capped at
+//! [`MAX_BACKOFF`]) and the loop never stops.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::procstat::{cpu_ticks, rss_bytes, CpuSampler};
+use crate::runtime::Runtime;
+use crate::wire::frame::MAX_FRAME_BYTES;
+use crate::wire::heartbeat::{Capabilities, Heartbeat, HeartbeatReply, Instruction};
+
+/// Longest wait between failed sends.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Bound on one heartbeat request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest heartbeat reply read, in bytes.
+pub const MAX_REPLY_BYTES: usize = 64 * 1024;
+
+fn capabilities(runtime: &Runtime) -> Capabilities {
+    let config = &runtime.config;
+    Capabilities {
+        worker_version: env!("CARGO_PKG_VERSION").to_owned(),
+        python_version: runtime.python_version(),
+        max_request_bytes: config.max_request_bytes,
+        max_frame_bytes: MAX_FRAME_BYTES as u64,
+        output_queue_capacity: config.output_queue_capacity,
+        backpressure: config.backpressure.as_str().to_owned(),
+        execution_queue_limit: config.execution_queue_limit,
+        drain_timeout_ms: config.drain_timeout_ms,
+        input_timeout_ms: config.input_timeout_ms,
+        cancel_grace_ms: config.cancel_grace_ms,
+    }
+}
+
+/// Builds the heartbeat body from the current counters.
+pub fn build(
+    runtime: &Runtime,
+    seq: u64,
+    with_capabilities: bool,
+    cpu: &mut CpuSampler,
+) -> Heartbeat {
+    let interpreter = runtime.interpreter_pid.load(Relaxed);
+    let mut rss = rss_bytes("self");
+    let mut ticks = cpu_ticks("self");
+    if interpreter != 0 {
+        let pid = interpreter.to_string();
+        rss += rss_bytes(&pid);
+        ticks += cpu_ticks(&pid);
+    }
+    Heartbeat {
+        pod: runtime.config.pod_name.clone(),
+        namespace: runtime.config.pod_namespace.clone(),
+        pool: runtime.config.pool.clone(),
+        seq,
+        sent_at: jiff::Timestamp::now().to_string(),
+        started_at: runtime.started_at.to_string(),
+        capabilities: with_capabilities.then(|| capabilities(runtime)),
+        state: runtime.state(),
+        session: runtime.session.session_name(),
+        rss_bytes: rss,
+        cpu_percent: cpu.sample(ticks),
+        namespace_size: runtime.stats.namespace_size.load(Relaxed),
+        interpreter_restarts: runtime.stats.interpreter_restarts.load(Relaxed),
+        executions: runtime.stats.executions(),
+        executor: runtime.stats.executor(),
+        bridge: runtime.bridge.counters(),
+        cancels: runtime.stats.cancels(),
+    }
+}
+
+/// Applies the operator's reply: session binding (level-triggered) and instructions.
+pub fn apply_reply(runtime: &Arc<Runtime>, reply: HeartbeatReply) {
+    match reply.session {
+        None => {}
+        Some(None) => {
+            runtime.session.release();
+        }
+        Some(Some(binding)) => {
+            if let Err(message) = runtime.session.bind(binding) {
+                tracing::warn!(%message, "heartbeat reply carried an invalid session binding");
+            }
+        }
+    }
+    for instruction in reply.instructions {
+        match instruction {
+            Instruction::Reset => {
+                tracing::info!("operator asked for a namespace reset");
+                let runtime = runtime.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = runtime.executor.reset(true).await {
+                        tracing::warn!(?error, "reset asked by the operator failed");
+                    }
+                });
+            }
+            Instruction::Drain => {
+                if !runtime.draining.swap(true, Relaxed) {
+                    tracing::info!("operator asked the worker to drain");
+                }
+            }
+        }
+    }
+}
+
+/// Runs forever: one heartbeat per interval, backoff after failures.
+pub async fn run(runtime: Arc<Runtime>, url: String) {
+    let client = match reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build() {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::error!(%error, "cannot build the heartbeat HTTP client; heartbeats disabled");
+            return;
+        }
+    };
+    let interval = runtime.config.heartbeat_interval();
+    let mut cpu = CpuSampler::new();
+    let mut seq = 0u64;
+    let mut capabilities_acknowledged = false;
+    let mut failures = 0u32;
+    loop {
+        seq += 1;
+        let heartbeat = build(&runtime, seq, !capabilities_acknowledged, &mut cpu);
+        let mut request = client.post(&url).json(&heartbeat);
+        if let Some(token) = &runtime.config.pool_token {
+            request = request.bearer_auth(token);
+        }
+        let delay = match send(request).await {
+            Ok(reply) => {
+                if failures > 0 {
+                    tracing::info!(failures, "heartbeats delivered again");
+                }
+                failures = 0;
+                capabilities_acknowledged = true;
+                apply_reply(&runtime, reply);
+                interval
+            }
+            Err(message) => {
+                failures += 1;
+                let backoff = Duration::from_millis(500)
+                    .saturating_mul(1u32 << failures.min(6))
+                    .min(MAX_BACKOFF);
+                if failures == 1 || failures.is_power_of_two() {
+                    tracing::warn!(%message, failures, retry_in_ms = backoff.as_millis() as u64, "heartbeat failed");
+                }
+                backoff
+            }
+        };
+        tokio::time::sleep(delay).await;
+    }
+}
+
+async fn send(request: reqwest::RequestBuilder) -> Result<HeartbeatReply, String> {
+    let response = request.send().await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("operator answered {status}"));
+    }
+    let body = response.bytes().await.map_err(|e| e.to_string())?;
+    if body.len() > MAX_REPLY_BYTES {
+        return Err(format!("reply larger than {MAX_REPLY_BYTES} bytes"));
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(HeartbeatReply::default());
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("malformed heartbeat reply: {e}"))
+}

@@ -1,0 +1,301 @@
+//! One supervised `python3` process running the driver (`driver.py`, carried in this binary), and
+//! the frame protocol between them.
+//!
+//! A reader task turns the driver's frames into [`DriverEvent`]s on a bounded channel (so a slow
+//! consumer slows the interpreter instead of growing memory); checkpoint replies, which the driver
+//! answers from its reader thread even while code runs, go straight to their waiting request.
+//! The interpreter's raw fds 1 and 2 (child processes, C extensions) are drained and discarded:
+//! their bytes are user output that must never reach the logs.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{Error, Result};
+use crate::warn_once::WarnOnce;
+use crate::wire::execute::{ExecutionMode, OutputStream};
+use crate::wire::frame::{self, FrameError};
+
+/// The Python driver, run with `python3 -c`.
+pub const DRIVER_SOURCE: &str = include_str!("../driver.py");
+
+/// Driver events buffered between the reader task and the executor.
+pub const DRIVER_EVENT_CAPACITY: usize = 64;
+
+/// Worker → driver frames.
+#[derive(Debug, Clone, Serialize)]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum ToDriver<'a> {
+    Execute {
+        id: &'a str,
+        code: &'a str,
+    },
+    Cancel {
+        id: &'a str,
+    },
+    Settle {
+        promise_id: &'a str,
+        ok: bool,
+        value: &'a serde_json::Value,
+        kind: &'a str,
+        reason: &'a str,
+    },
+    Reset,
+    Checkpoint {
+        request_id: u64,
+    },
+}
+
+/// Namespace metadata the driver reports for `GET /v1/checkpoint`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointFrame {
+    pub names: u64,
+    pub functions: u64,
+    pub classes: u64,
+    pub modules: u64,
+    pub estimated_bytes: u64,
+    pub unpicklable: u64,
+}
+
+/// Driver → worker frames.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum FromDriver {
+    Ready {
+        python_version: String,
+    },
+    Output {
+        id: Option<String>,
+        stream: OutputStream,
+        text: String,
+    },
+    InputRequest {
+        id: Option<String>,
+        input_id: String,
+        prompt: String,
+    },
+    PromiseCreate {
+        id: Option<String>,
+        promise_id: String,
+        timeout_ms: Option<u64>,
+    },
+    Result {
+        id: Option<String>,
+        repr: Option<String>,
+        mode: ExecutionMode,
+        #[serde(default)]
+        blocking_calls: Vec<String>,
+        namespace_size: u64,
+    },
+    Error {
+        id: Option<String>,
+        ename: String,
+        evalue: String,
+        traceback: Vec<String>,
+        mode: ExecutionMode,
+        #[serde(default)]
+        blocking_calls: Vec<String>,
+        interrupted: bool,
+        namespace_size: u64,
+    },
+    ResetDone {
+        namespace_size: u64,
+    },
+    Checkpoint {
+        request_id: u64,
+        #[serde(flatten)]
+        checkpoint: CheckpointFrame,
+    },
+    DriverError {
+        message: String,
+    },
+}
+
+/// What the reader task reports.
+#[derive(Debug)]
+pub enum DriverEvent {
+    Message(FromDriver),
+    /// The frame stream ended: the interpreter exited or closed its frame fd.
+    Exited,
+}
+
+/// The write side of the current interpreter, shared by the executor, the bridge and the API.
+/// Swapped on every restart; a frame sent while no interpreter runs fails with `InterpreterGone`.
+#[derive(Debug, Default)]
+pub struct DriverWriter {
+    stdin: tokio::sync::Mutex<Option<ChildStdin>>,
+}
+
+impl DriverWriter {
+    pub async fn send(&self, message: &ToDriver<'_>) -> Result<()> {
+        let mut guard = self.stdin.lock().await;
+        let stdin = guard.as_mut().ok_or(Error::InterpreterGone)?;
+        frame::write_frame_async(stdin, message).await?;
+        Ok(())
+    }
+
+    async fn replace(&self, stdin: Option<ChildStdin>) {
+        *self.stdin.lock().await = stdin;
+    }
+}
+
+/// Checkpoint requests waiting for the driver's answer.
+#[derive(Debug, Default)]
+pub struct CheckpointWaiters {
+    next_id: AtomicU64,
+    waiters: Mutex<HashMap<u64, oneshot::Sender<CheckpointFrame>>>,
+}
+
+impl CheckpointWaiters {
+    pub fn register(&self) -> (u64, oneshot::Receiver<CheckpointFrame>) {
+        let id = self.next_id.fetch_add(1, Relaxed) + 1;
+        let (tx, rx) = oneshot::channel();
+        self.lock().insert(id, tx);
+        (id, rx)
+    }
+
+    pub fn forget(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    fn complete(&self, id: u64, checkpoint: CheckpointFrame) {
+        if let Some(tx) = self.lock().remove(&id) {
+            let _ = tx.send(checkpoint);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<CheckpointFrame>>> {
+        self.waiters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A running interpreter.
+#[derive(Debug)]
+pub struct Interpreter {
+    child: Child,
+    pub pid: Option<u32>,
+    pub events: mpsc::Receiver<DriverEvent>,
+}
+
+static MALFORMED_DRIVER_FRAME: WarnOnce = WarnOnce::new();
+static RAW_INTERPRETER_OUTPUT: WarnOnce = WarnOnce::new();
+
+impl Interpreter {
+    /// Starts `python -c <driver>` and connects its frames to `writer` and the returned events.
+    pub async fn spawn(
+        python: &str,
+        writer: &DriverWriter,
+        checkpoints: Arc<CheckpointWaiters>,
+    ) -> Result<Interpreter> {
+        let mut child = Command::new(python)
+            .arg("-c")
+            .arg(DRIVER_SOURCE)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("PYTHONUNBUFFERED", "1")
+            .env_remove("CAPSULE_POOL_TOKEN")
+            .kill_on_drop(true)
+            .process_group(0)
+            .spawn()
+            .map_err(|source| Error::InterpreterSpawn {
+                program: python.to_owned(),
+                source,
+            })?;
+        let pid = child.id();
+        let stdin = child.stdin.take();
+        let mut stdout = child.stdout.take().ok_or(Error::InterpreterGone)?;
+        let mut stderr = child.stderr.take().ok_or(Error::InterpreterGone)?;
+        writer.replace(stdin).await;
+
+        tokio::spawn(async move {
+            let mut sink = vec![0u8; 16 * 1024];
+            loop {
+                match stderr.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => RAW_INTERPRETER_OUTPUT.warn(|| {
+                        tracing::warn!(
+                            bytes = n,
+                            "interpreter wrote to its raw stdout/stderr (e.g. a child process); \
+                             that output is discarded, only sys.stdout/sys.stderr reach clients"
+                        )
+                    }),
+                }
+            }
+        });
+
+        let (tx, events) = mpsc::channel(DRIVER_EVENT_CAPACITY);
+        tokio::spawn(async move {
+            loop {
+                let message = match frame::read_frame_bytes_async(&mut stdout).await {
+                    Ok(body) => frame::decode::<FromDriver>(&body),
+                    Err(error) => Err(error),
+                };
+                match message {
+                    Ok(FromDriver::Checkpoint {
+                        request_id,
+                        checkpoint,
+                    }) => checkpoints.complete(request_id, checkpoint),
+                    Ok(message) => {
+                        if tx.send(DriverEvent::Message(message)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(error) if error.is_recoverable() => {
+                        MALFORMED_DRIVER_FRAME.warn(
+                            || tracing::warn!(%error, "skipped a bad frame from the interpreter"),
+                        );
+                    }
+                    Err(FrameError::Closed) | Err(_) => {
+                        let _ = tx.send(DriverEvent::Exited).await;
+                        break;
+                    }
+                }
+            }
+        });
+
+        Ok(Interpreter { child, pid, events })
+    }
+
+    /// Kills the process (if still alive) and returns its exit code.
+    pub async fn kill(mut self, writer: &DriverWriter) -> Option<i32> {
+        writer.replace(None).await;
+        let _ = self.child.start_kill();
+        self.child
+            .wait()
+            .await
+            .ok()
+            .and_then(|status| status.code())
+    }
+
+    /// Waits for the exit code of a process whose frame stream already ended.
+    pub async fn reap(mut self, writer: &DriverWriter) -> Option<i32> {
+        writer.replace(None).await;
+        match tokio::time::timeout(std::time::Duration::from_secs(2), self.child.wait()).await {
+            Ok(Ok(status)) => status.code(),
+            _ => {
+                let _ = self.child.start_kill();
+                self.child
+                    .wait()
+                    .await
+                    .ok()
+                    .and_then(|status| status.code())
+            }
+        }
+    }
+}

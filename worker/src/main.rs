@@ -1,0 +1,82 @@
+//! `capsule-worker`: the worker pod's main container. Configuration: env vars (see README.md).
+//!
+//! Prints one line `capsule-worker listening on <addr>` on stdout once the API is bound (so a
+//! parent that asked for port 0 learns the port); logs go to stderr.
+
+use std::io::Write;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use capsule_worker::config::Config;
+use capsule_worker::runtime::Runtime;
+use capsule_worker::{api, heartbeat, logging, Error};
+
+/// How long running code may take to notice a shutdown before the process exits.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+#[tokio::main]
+async fn main() {
+    let config = match Config::load() {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("{message}");
+            std::process::exit(2);
+        }
+    };
+    logging::init(config.log_format);
+    if let Err(error) = serve(config).await {
+        tracing::error!(%error, "capsule-worker failed");
+        std::process::exit(1);
+    }
+}
+
+async fn serve(config: Config) -> Result<(), Error> {
+    let addr = config.listen_addr();
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: addr.to_string(),
+            source,
+        })?;
+    let local = listener.local_addr()?;
+    let runtime = Runtime::start(config);
+    if let Some(url) = runtime.config.heartbeat_url.clone() {
+        tokio::spawn(heartbeat::run(runtime.clone(), url));
+    }
+    tracing::info!(addr = %local, pool = %runtime.config.pool, pod = %runtime.config.pod_name, "capsule-worker listening");
+    {
+        let mut stdout = std::io::stdout();
+        let _ = writeln!(stdout, "capsule-worker listening on {local}");
+        let _ = stdout.flush();
+    }
+    let app = api::router(runtime.clone());
+    let server = axum::serve(listener, app);
+    tokio::select! {
+        result = server => result?,
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down: rejecting pending promises");
+            runtime.draining.store(true, Relaxed);
+            runtime.bridge.shutdown("the worker is shutting down").await;
+            let deadline = Instant::now() + SHUTDOWN_GRACE;
+            while runtime.executor.active() > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}

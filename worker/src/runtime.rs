@@ -1,0 +1,102 @@
+//! The worker's shared state: configuration, counters, session, bridge, executor handle.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use crate::bridge::Bridge;
+use crate::config::Config;
+use crate::executor::{self, ExecutorHandle};
+use crate::interpreter::{CheckpointWaiters, DriverWriter};
+use crate::session::SessionStore;
+use crate::stats::Stats;
+use crate::trace_sender::TraceSender;
+use crate::wire::execute::WorkerStats;
+use crate::wire::heartbeat::WorkerState;
+
+#[derive(Debug)]
+pub struct Runtime {
+    pub config: Config,
+    pub stats: Arc<Stats>,
+    pub bridge: Arc<Bridge>,
+    pub trace: Arc<TraceSender>,
+    pub session: SessionStore,
+    pub writer: Arc<DriverWriter>,
+    pub checkpoints: Arc<CheckpointWaiters>,
+    pub executor: ExecutorHandle,
+    /// Interpreter up and warm-up done.
+    pub ready: AtomicBool,
+    /// Asked to drain: no new executions, readiness false.
+    pub draining: AtomicBool,
+    /// The interpreter restarted outside an execution; the next `started` event says so.
+    pub namespace_lost: AtomicBool,
+    /// Pid of the current interpreter, 0 while none runs.
+    pub interpreter_pid: AtomicU32,
+    pub python_version: Mutex<String>,
+    pub started_at: jiff::Timestamp,
+}
+
+impl Runtime {
+    /// Builds the runtime and starts the executor (which starts the interpreter).
+    pub fn start(config: Config) -> Arc<Runtime> {
+        let trace = Arc::new(match &config.trace_socket {
+            Some(path) => TraceSender::start(path.clone()),
+            None => TraceSender::disabled(),
+        });
+        let writer = Arc::new(DriverWriter::default());
+        let (executor, jobs) = ExecutorHandle::new(config.execution_queue_limit as usize);
+        let runtime = Arc::new(Runtime {
+            session: SessionStore::new(config.pool_token.as_deref()),
+            stats: Arc::new(Stats::default()),
+            bridge: Bridge::new(writer.clone(), trace.clone()),
+            trace,
+            writer,
+            checkpoints: Arc::new(CheckpointWaiters::default()),
+            executor,
+            ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            namespace_lost: AtomicBool::new(false),
+            interpreter_pid: AtomicU32::new(0),
+            python_version: Mutex::new(String::new()),
+            started_at: jiff::Timestamp::now(),
+            config,
+        });
+        tokio::spawn(executor::run(runtime.clone(), jobs));
+        runtime
+    }
+
+    pub fn state(&self) -> WorkerState {
+        if !self.ready.load(Relaxed) {
+            WorkerState::Warming
+        } else if self.executor.active() > 0 {
+            WorkerState::Busy
+        } else {
+            WorkerState::Idle
+        }
+    }
+
+    pub fn python_version(&self) -> String {
+        self.python_version
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Every counter, as served by `GET /v1/stats`.
+    pub fn worker_stats(&self) -> WorkerStats {
+        WorkerStats {
+            state: self.state(),
+            session: self.session.session_name(),
+            draining: self.draining.load(Relaxed),
+            namespace_size: self.stats.namespace_size.load(Relaxed),
+            interpreter_restarts: self.stats.interpreter_restarts.load(Relaxed),
+            executions: self.stats.executions(),
+            modes: self.stats.modes(),
+            executor: self.stats.executor(),
+            bridge: self.bridge.counters(),
+            cancels: self.stats.cancels(),
+            trace: self.trace.counters(),
+            blocking_call_warnings: self.stats.blocking_call_warnings.load(Relaxed),
+            pending_promises: self.bridge.pending(),
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Heartbeat from a worker to the operator, and the operator's reply.
+//!
+//! Every counter is monotonic since the worker process started; gauges (`pending`, `namespaceSize`,
+//! `rssBytes`, `cpuPercent`) are sampled when the heartbeat is built.
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Worker lifecycle state as reported to the operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum WorkerState {
+    /// The interpreter is starting or running the pool's warm-up code.
+    Warming,
+    /// Ready and nothing running or queued.
+    Idle,
+    /// An execution is running or queued.
+    Busy,
+}
+
+/// Executions by final outcome.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionCounts {
+    pub ok: u64,
+    /// Errors raised by the code, plus executions that ended on an interpreter restart, an output
+    /// drain timeout or a full output queue under the `Error` policy.
+    pub error: u64,
+    pub cancelled: u64,
+    pub timed_out: u64,
+}
+
+/// Executions by how the code ran.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModeCounts {
+    /// Plain statements.
+    pub plain: u64,
+    /// Code with a top-level `await` (ran on the interpreter's persistent event loop).
+    pub top_level_await: u64,
+    /// Code that defines `async def` functions without awaiting at top level.
+    pub async_def: u64,
+}
+
+/// Output pump counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutorCounters {
+    pub outputs_enqueued: u64,
+    pub outputs_sent: u64,
+    pub outputs_dropped: u64,
+    pub max_queue_depth: u64,
+    pub drain_timeouts: u64,
+}
+
+/// Promise bridge counters (input requests and `capsule.promise` alike).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BridgeCounters {
+    /// Pending now (a gauge).
+    pub pending: u64,
+    /// Most promises pending at once since start.
+    pub high_water: u64,
+    pub created: u64,
+    pub resolved: u64,
+    pub rejected: u64,
+    pub timed_out: u64,
+    pub cancelled: u64,
+}
+
+/// Cancellation counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelCounters {
+    /// Cancel requests received.
+    pub requested: u64,
+    /// Requests that ended a queued or running execution.
+    pub effective: u64,
+    /// Requests for an execution that was not queued or running.
+    pub noop: u64,
+    /// Executions ended by `KeyboardInterrupt` raised in the code (cancel or timeout).
+    pub interrupted: u64,
+    /// Executions whose interpreter had to be killed because the interrupt had no effect in time.
+    #[serde(default)]
+    pub killed: u64,
+}
+
+/// Versions and limits, sent in the first heartbeat after start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Capabilities {
+    pub worker_version: String,
+    pub python_version: String,
+    pub max_request_bytes: u64,
+    pub max_frame_bytes: u64,
+    pub output_queue_capacity: u64,
+    pub backpressure: String,
+    pub execution_queue_limit: u64,
+    pub drain_timeout_ms: u64,
+    pub input_timeout_ms: u64,
+    pub cancel_grace_ms: u64,
+}
+
+/// Worker → operator, every heartbeat interval, `POST $CAPSULE_HEARTBEAT_URL` with the pool token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Heartbeat {
+    pub pod: String,
+    pub namespace: String,
+    pub pool: String,
+    /// Starts at 1 and grows by one per heartbeat attempt.
+    pub seq: u64,
+    /// RFC 3339.
+    pub sent_at: String,
+    /// RFC 3339: when this worker process started.
+    pub started_at: String,
+    /// Present until the operator has accepted one heartbeat from this process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Capabilities>,
+    pub state: WorkerState,
+    pub session: Option<String>,
+    /// Resident memory of the worker plus its interpreter.
+    pub rss_bytes: u64,
+    /// CPU of the worker plus its interpreter since the previous heartbeat, 100 = one core.
+    pub cpu_percent: f64,
+    /// Number of user names in the interpreter namespace.
+    pub namespace_size: u64,
+    pub interpreter_restarts: u64,
+    pub executions: ExecutionCounts,
+    pub executor: ExecutorCounters,
+    pub bridge: BridgeCounters,
+    pub cancels: CancelCounters,
+}
+
+/// A session binding: which session owns the worker and the sha256 of its token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionBinding {
+    pub session: String,
+    pub namespace: String,
+    /// Lower-case hex sha256 of the session token.
+    pub token_sha256: String,
+}
+
+/// Something the operator asks the worker to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Instruction {
+    /// Reset the interpreter namespace.
+    Reset,
+    /// Stop accepting executions (finish the queued ones) and report not ready.
+    Drain,
+}
+
+/// Operator → worker, the reply to a heartbeat.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatReply {
+    #[serde(default)]
+    pub instructions: Vec<Instruction>,
+    /// Level-triggered binding: field absent = no opinion (the worker keeps its binding);
+    /// `null` = unbound; an object = bound to that session.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_field"
+    )]
+    pub session: Option<Option<SessionBinding>>,
+}
+
+/// Lets `Option<Option<T>>` tell an absent field (outer `None`) from an explicit `null`.
+fn present_field<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reply_tells_absent_from_null_session() {
+        let absent: HeartbeatReply = serde_json::from_value(json!({})).unwrap();
+        assert_eq!(absent.session, None);
+        let null: HeartbeatReply =
+            serde_json::from_value(json!({"instructions": ["reset"], "session": null})).unwrap();
+        assert_eq!(null.session, Some(None));
+        assert_eq!(null.instructions, vec![Instruction::Reset]);
+        let bound: HeartbeatReply = serde_json::from_value(json!({
+            "instructions": ["drain"],
+            "session": {"session": "s1", "namespace": "ns", "tokenSha256": "ab"}
+        }))
+        .unwrap();
+        assert_eq!(
+            bound.session,
+            Some(Some(SessionBinding {
+                session: "s1".into(),
+                namespace: "ns".into(),
+                token_sha256: "ab".into()
+            }))
+        );
+    }
+
+    #[test]
+    fn counters_are_camel_case() {
+        let value = serde_json::to_value(CancelCounters::default()).unwrap();
+        assert!(value.get("noop").is_some());
+        let value = serde_json::to_value(ExecutionCounts::default()).unwrap();
+        assert!(value.get("timedOut").is_some());
+        let value = serde_json::to_value(BridgeCounters::default()).unwrap();
+        assert!(value.get("highWater").is_some() && value.get("timedOut").is_some());
+    }
+}
