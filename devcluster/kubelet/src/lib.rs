@@ -7,12 +7,20 @@
 //! and knows nothing of the API; the rest turns Pod objects into runtime launches and back into
 //! Pod status.
 
+pub mod controllers;
 pub mod error;
+pub mod events;
 pub mod image_map;
+pub(crate) mod kubelet;
+pub mod node;
+pub mod pod;
 pub mod runtime;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
 
 pub use error::{Error, Result};
 pub use image_map::{parse_image_mapping, ImageMap};
@@ -58,13 +66,66 @@ impl Default for KubeletConfig {
     }
 }
 
+/// What every pod worker shares.
+pub(crate) struct Shared {
+    pub client: kube::Client,
+    pub config: KubeletConfig,
+    pub image_map: ImageMap,
+    pub ips: pod::ip_pool::IpPool,
+    pub reaper: runtime::Reaper,
+    pub events: events::EventRecorder,
+}
+
 /// Runs the kubelet and the workload controllers until `shutdown` is cancelled, then stops every
-/// pod process (SIGTERM, grace period, SIGKILL) before returning.
+/// pod process (SIGTERM, grace period capped by `shutdown_grace`, SIGKILL) before returning.
 pub async fn run(
-    _client: kube::Client,
-    _config: KubeletConfig,
-    shutdown: tokio_util::sync::CancellationToken,
+    client: kube::Client,
+    config: KubeletConfig,
+    shutdown: CancellationToken,
 ) -> Result<()> {
-    shutdown.cancelled().await;
+    let working_dir = std::env::current_dir().map_err(|e| Error::io(".", e))?;
+    let state_dir = working_dir.join(&config.state_dir);
+    tokio::fs::create_dir_all(state_dir.join("pods"))
+        .await
+        .map_err(|e| Error::io(&state_dir, e))?;
+    let config = KubeletConfig {
+        state_dir,
+        ..config
+    };
+    let started = jiff::Timestamp::now();
+    node::register(&client, &config.node_name, started).await?;
+    let shared = Arc::new(Shared {
+        image_map: ImageMap::new(&config.image_map, &working_dir),
+        ips: pod::ip_pool::IpPool::new(),
+        reaper: runtime::Reaper::start()?,
+        events: events::EventRecorder::new(client.clone(), "kubelet", &config.node_name),
+        client: client.clone(),
+        config: config.clone(),
+    });
+    let controller_context = Arc::new(controllers::replicaset::Context {
+        client: client.clone(),
+        events: events::EventRecorder::new(client.clone(), "controller-manager", &config.node_name),
+    });
+    let heartbeat = tokio::spawn(node::heartbeat_loop(
+        client.clone(),
+        config.node_name.clone(),
+        started,
+    ));
+    let replica_sets = tokio::spawn(controllers::replicaset::run(
+        controller_context.clone(),
+        shutdown.clone(),
+    ));
+    let deployments = tokio::spawn(controllers::deployment::run(
+        controller_context,
+        shutdown.clone(),
+    ));
+    tracing::info!(node = %config.node_name, "kubelet running");
+    kubelet::PodLoop::new(shared.clone())
+        .run(shutdown.clone())
+        .await;
+    heartbeat.abort();
+    let _ = replica_sets.await;
+    let _ = deployments.await;
+    shared.reaper.shutdown().await;
     Ok(())
 }
