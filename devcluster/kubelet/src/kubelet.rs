@@ -232,7 +232,7 @@ impl PodLoop {
 
     /// Stops every pod (grace capped by the config) and waits for all of them.
     async fn shutdown(&mut self) {
-        let cap = self.shared.config.shutdown_grace;
+        let cap = self.shared.options.shutdown_grace;
         for worker in self.workers.values() {
             worker.request_stop(StopRequest {
                 grace: cap,

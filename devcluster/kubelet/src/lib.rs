@@ -36,27 +36,30 @@ pub struct KubeletConfig {
     /// Image patterns (`capsule-worker:*`, `busybox`, `*`) to the command that stands in for them.
     /// See [`image_map`] for matching and the `{args}` placeholder.
     pub image_map: Vec<(String, Vec<String>)>,
+}
+
+/// Knobs beyond [`KubeletConfig`], all with working defaults; see [`run_with_options`].
+#[derive(Clone, Debug)]
+pub struct KubeletOptions {
     /// URL of the API server as pods should reach it, written into each pod's kubeconfig
-    /// (`KUBECONFIG`) together with its service-account token. None: pods get no kubeconfig.
+    /// (`KUBECONFIG`) together with its service-account token. None: taken from the kubeconfig the
+    /// devcluster writes at `<state_dir>/kubeconfig`; without one, pods get no kubeconfig.
     pub api_server_url: Option<String>,
     /// PEM of the CA that signs the API server's certificate, for the pods' kubeconfig and the
     /// `ca.crt` of service-account token volumes. None with an `https` URL: TLS verification is
     /// skipped in the pods' kubeconfig.
     pub api_server_ca_pem: Option<String>,
-    /// Crash-loop back-off, initial delay and cap.
+    /// Crash-loop back-off, initial delay and cap (default 0.5 s doubling to 10 s).
     pub restart_backoff: runtime::Backoff,
-    /// Bound of each container's current log file.
+    /// Bound of each container's current log file (default 16 MiB).
     pub max_log_bytes: u64,
-    /// Longest grace period granted to pods when the kubelet itself shuts down.
+    /// Longest grace period granted to pods when the kubelet itself shuts down (default 10 s).
     pub shutdown_grace: Duration,
 }
 
-impl Default for KubeletConfig {
+impl Default for KubeletOptions {
     fn default() -> Self {
-        KubeletConfig {
-            node_name: "devcluster-node".into(),
-            state_dir: PathBuf::from("devcluster-state"),
-            image_map: Vec::new(),
+        KubeletOptions {
             api_server_url: None,
             api_server_ca_pem: None,
             restart_backoff: runtime::Backoff::default(),
@@ -66,10 +69,21 @@ impl Default for KubeletConfig {
     }
 }
 
+impl Default for KubeletConfig {
+    fn default() -> Self {
+        KubeletConfig {
+            node_name: "devcluster-node".into(),
+            state_dir: PathBuf::from("devcluster-state"),
+            image_map: Vec::new(),
+        }
+    }
+}
+
 /// What every pod worker shares.
 pub(crate) struct Shared {
     pub client: kube::Client,
     pub config: KubeletConfig,
+    pub options: KubeletOptions,
     pub image_map: ImageMap,
     pub ips: pod::ip_pool::IpPool,
     pub reaper: runtime::Reaper,
@@ -83,6 +97,16 @@ pub async fn run(
     config: KubeletConfig,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    run_with_options(client, config, KubeletOptions::default(), shutdown).await
+}
+
+/// [`run`] with explicit [`KubeletOptions`].
+pub async fn run_with_options(
+    client: kube::Client,
+    config: KubeletConfig,
+    options: KubeletOptions,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let working_dir = std::env::current_dir().map_err(|e| Error::io(".", e))?;
     let state_dir = working_dir.join(&config.state_dir);
     tokio::fs::create_dir_all(state_dir.join("pods"))
@@ -92,6 +116,7 @@ pub async fn run(
         state_dir,
         ..config
     };
+    let options = with_api_server_from_kubeconfig(options, &config.state_dir);
     let started = jiff::Timestamp::now();
     node::register(&client, &config.node_name, started).await?;
     let shared = Arc::new(Shared {
@@ -101,6 +126,7 @@ pub async fn run(
         events: events::EventRecorder::new(client.clone(), "kubelet", &config.node_name),
         client: client.clone(),
         config: config.clone(),
+        options,
     });
     let controller_context = Arc::new(controllers::replicaset::Context {
         client: client.clone(),
@@ -128,4 +154,47 @@ pub async fn run(
     let _ = deployments.await;
     shared.reaper.shutdown().await;
     Ok(())
+}
+
+/// Fills the API server URL and CA from `<state_dir>/kubeconfig` (current context) when unset.
+fn with_api_server_from_kubeconfig(
+    mut options: KubeletOptions,
+    state_dir: &std::path::Path,
+) -> KubeletOptions {
+    if options.api_server_url.is_some() {
+        return options;
+    }
+    let Ok(kubeconfig) = kube::config::Kubeconfig::read_from(state_dir.join("kubeconfig")) else {
+        return options;
+    };
+    let context_name = kubeconfig.current_context.clone().unwrap_or_default();
+    let cluster_name = kubeconfig
+        .contexts
+        .iter()
+        .find(|c| c.name == context_name)
+        .and_then(|c| c.context.as_ref())
+        .map(|c| c.cluster.clone());
+    let cluster = kubeconfig
+        .clusters
+        .iter()
+        .find(|c| Some(&c.name) == cluster_name.as_ref())
+        .or(kubeconfig.clusters.first())
+        .and_then(|c| c.cluster.as_ref());
+    if let Some(cluster) = cluster {
+        options.api_server_url = cluster.server.clone();
+        if options.api_server_ca_pem.is_none() {
+            options.api_server_ca_pem =
+                cluster
+                    .certificate_authority_data
+                    .as_deref()
+                    .and_then(|data| {
+                        use base64::Engine;
+                        base64::engine::general_purpose::STANDARD
+                            .decode(data)
+                            .ok()
+                            .and_then(|pem| String::from_utf8(pem).ok())
+                    });
+        }
+    }
+    options
 }

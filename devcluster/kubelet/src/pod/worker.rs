@@ -444,7 +444,7 @@ impl PodWorker {
             pod: &self.pod,
             pod_ip: &self.pod_ip,
             host_ip: HOST_IP,
-            api_server_ca_pem: self.shared.config.api_server_ca_pem.as_deref(),
+            api_server_ca_pem: self.shared.options.api_server_ca_pem.as_deref(),
         };
         let volumes_dir = self.pod_dir.join("volumes");
         let volumes = materialise(
@@ -462,8 +462,8 @@ impl PodWorker {
             pod_ip: &self.pod_ip,
             restart_policy: self.restart_policy,
             termination_grace: termination_grace(&self.spec),
-            backoff: self.shared.config.restart_backoff,
-            max_log_bytes: self.shared.config.max_log_bytes,
+            backoff: self.shared.options.restart_backoff,
+            max_log_bytes: self.shared.options.max_log_bytes,
         };
         let previous_counts = self.previous_restart_counts();
         let init_containers = self
@@ -563,7 +563,7 @@ impl PodWorker {
     /// A kubeconfig for the pod's own API calls (kube clients read `KUBECONFIG` before trying
     /// in-cluster config): the API server URL, its CA, and the service-account token file.
     async fn write_kubeconfig(&self, volumes: &Materialised) -> Result<Option<PathBuf>> {
-        let Some(server) = self.shared.config.api_server_url.as_deref() else {
+        let Some(server) = self.shared.options.api_server_url.as_deref() else {
             return Ok(None);
         };
         let token_volume = self
@@ -580,7 +580,7 @@ impl PodWorker {
             return Ok(None);
         };
         let mut cluster = serde_json::json!({ "server": server });
-        match &self.shared.config.api_server_ca_pem {
+        match &self.shared.options.api_server_ca_pem {
             Some(pem) => {
                 cluster["certificate-authority-data"] = base64::engine::general_purpose::STANDARD
                     .encode(pem.as_bytes())
@@ -613,7 +613,7 @@ impl PodWorker {
             pod: &self.pod,
             pod_ip: &self.pod_ip,
             host_ip: HOST_IP,
-            api_server_ca_pem: self.shared.config.api_server_ca_pem.as_deref(),
+            api_server_ca_pem: self.shared.options.api_server_ca_pem.as_deref(),
         };
         let mut shortest: Option<Duration> = None;
         for file in files {
