@@ -29,6 +29,9 @@ import traceback
 import types
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024
+# The worker compiles this file under this name, so its frames can be cut from users' tracebacks.
+DRIVER_FILENAME = "<capsule-driver>"
+RESULT_NAME = "__capsule_result__"
 OUTPUT_CHUNK_CHARS = 64 * 1024
 OUTPUT_FLUSH_SECONDS = 0.01
 MAX_REPR_CHARS = 64 * 1024
@@ -404,31 +407,28 @@ def _run_cell(source):
     filename = "<cell-%d>" % state.cell_counter
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     tree = ast.parse(source, filename, "exec")
-    flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
-    last_expression = None
-    if tree.body and isinstance(tree.body[-1], ast.Expr):
-        last_expression = ast.Expression(tree.body.pop().value)
-    body_code = compile(tree, filename, "exec", flags=flags, dont_inherit=True)
-    expression_code = None
-    if last_expression is not None:
-        expression_code = compile(last_expression, filename, "eval", flags=flags, dont_inherit=True)
-    awaits = bool(body_code.co_flags & inspect.CO_COROUTINE) or bool(
-        expression_code is not None and expression_code.co_flags & inspect.CO_COROUTINE
-    )
-    full_tree = ast.parse(source, filename, "exec")
-    if awaits:
-        mode = "topLevelAwait"
-    elif any(isinstance(node, ast.AsyncFunctionDef) for node in ast.walk(full_tree)):
-        mode = "asyncDef"
-    else:
-        mode = "plain"
-    blocking = _blocking_calls(full_tree, awaits)
+    has_async_def = any(isinstance(node, ast.AsyncFunctionDef) for node in ast.walk(tree))
+    # The last expression's value is captured by rewriting it into an assignment, so the whole
+    # cell compiles to one code object: with top-level await it runs as one coroutine.
+    captures = bool(tree.body) and isinstance(tree.body[-1], ast.Expr)
+    if captures:
+        last = tree.body[-1]
+        tree.body[-1] = ast.copy_location(
+            ast.Assign(targets=[ast.Name(id=RESULT_NAME, ctx=ast.Store())], value=last.value), last
+        )
+        ast.fix_missing_locations(tree)
+    code = compile(tree, filename, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
+    awaits = bool(code.co_flags & inspect.CO_COROUTINE)
+    mode = "topLevelAwait" if awaits else ("asyncDef" if has_async_def else "plain")
+    blocking = _blocking_calls(tree, awaits)
     state.mode = mode
     state.blocking = blocking
-    _run_code_object(body_code)
-    value = None
-    if expression_code is not None:
-        value = _run_code_object(expression_code)
+    namespace.pop(RESULT_NAME, None)
+    try:
+        _run_code_object(code)
+        value = namespace.get(RESULT_NAME)
+    finally:
+        namespace.pop(RESULT_NAME, None)
     text = None
     if value is not None:
         text = repr(value)
@@ -444,7 +444,11 @@ def _format_error(exc):
         tb = exc.__traceback__
         while tb is not None and not tb.tb_frame.f_code.co_filename.startswith("<cell-"):
             tb = tb.tb_next
-        lines = traceback.format_exception(type(exc), exc, tb)
+        report = traceback.TracebackException(type(exc), exc, tb)
+        report.stack = traceback.StackSummary.from_list(
+            [frame for frame in report.stack if frame.filename != DRIVER_FILENAME]
+        )
+        lines = list(report.format())
     text_total = 0
     kept = []
     for line in lines:

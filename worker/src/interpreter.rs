@@ -22,8 +22,13 @@ use crate::warn_once::WarnOnce;
 use crate::wire::execute::{ExecutionMode, OutputStream};
 use crate::wire::frame::{self, FrameError};
 
-/// The Python driver, run with `python3 -c`.
+/// The Python driver, carried in the binary.
 pub const DRIVER_SOURCE: &str = include_str!("../driver.py");
+
+/// `python3 -c` bootstrap: compiles the driver (passed as the next argument) under a name of its
+/// own, so its frames can be told apart from user code in tracebacks.
+const DRIVER_BOOTSTRAP: &str =
+    "import sys; exec(compile(sys.argv.pop(1), '<capsule-driver>', 'exec'))";
 
 /// Driver events buffered between the reader task and the executor.
 pub const DRIVER_EVENT_CAPACITY: usize = 64;
@@ -204,6 +209,7 @@ impl Interpreter {
     ) -> Result<Interpreter> {
         let mut child = Command::new(python)
             .arg("-c")
+            .arg(DRIVER_BOOTSTRAP)
             .arg(DRIVER_SOURCE)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -1,0 +1,302 @@
+//! The execute API against a real python3: namespace, output order, errors, await, cancel, restart.
+
+mod common;
+
+use capsule_worker::wire::execute::{EventBody, ExecuteRequest, ExecutionMode};
+use common::{final_event, outputs, result_repr, Worker, WAIT};
+
+#[tokio::test]
+async fn namespace_persists_and_results_carry_repr() {
+    let worker = Worker::start(&[]).await;
+    let events = worker.run("x = 40\ndef add(a, b):\n    return a + b").await;
+    assert_eq!(result_repr(&events), None);
+    assert!(matches!(events[0].body, EventBody::Accepted { .. }));
+    assert!(matches!(
+        events[1].body,
+        EventBody::Started {
+            namespace_lost: false
+        }
+    ));
+    let events = worker.run("add(x, 2)").await;
+    assert_eq!(result_repr(&events).as_deref(), Some("42"));
+    let events = worker.run("'a' * 3").await;
+    assert_eq!(result_repr(&events).as_deref(), Some("'aaa'"));
+    let stats = worker.stats().await;
+    assert_eq!(stats.executions.ok, 3);
+    assert_eq!(stats.modes.plain, 3);
+    assert_eq!(stats.namespace_size, 2, "x and add");
+}
+
+#[tokio::test]
+async fn stdout_and_stderr_interleave_in_order() {
+    let worker = Worker::start(&[]).await;
+    let code = "import sys\nfor i in range(3):\n    print('out', i)\n    print('err', i, file=sys.stderr)\nprint('end')";
+    let events = worker.run(code).await;
+    assert!(matches!(final_event(&events), EventBody::Result { .. }));
+    let mut expected = Vec::new();
+    for i in 0..3 {
+        expected.push(("stdout".to_owned(), format!("out {i}\n")));
+        expected.push(("stderr".to_owned(), format!("err {i}\n")));
+    }
+    expected.push(("stdout".to_owned(), "end\n".to_owned()));
+    assert_eq!(outputs(&events), expected);
+    let stats = worker.stats().await;
+    assert_eq!(stats.executor.outputs_enqueued, 7);
+    assert_eq!(stats.executor.outputs_sent, 7);
+    assert_eq!(stats.executor.outputs_dropped, 0);
+}
+
+#[tokio::test]
+async fn exception_returns_its_traceback() {
+    let worker = Worker::start(&[]).await;
+    let events = worker
+        .run("def inner():\n    raise ValueError('bad value')\n\ninner()")
+        .await;
+    match final_event(&events) {
+        EventBody::Error {
+            ename,
+            evalue,
+            traceback,
+        } => {
+            assert_eq!(ename, "ValueError");
+            assert_eq!(evalue, "bad value");
+            let text = traceback.concat();
+            assert!(
+                text.starts_with("Traceback (most recent call last):"),
+                "{text}"
+            );
+            assert!(text.contains("in inner"), "{text}");
+            assert!(text.contains("raise ValueError('bad value')"), "{text}");
+            assert!(
+                !text.contains("capsule-driver"),
+                "driver frames are hidden: {text}"
+            );
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    let events = worker.run("def broken(:").await;
+    assert!(
+        matches!(final_event(&events), EventBody::Error { ename, .. } if ename == "SyntaxError")
+    );
+    assert_eq!(worker.stats().await.executions.error, 2);
+}
+
+#[tokio::test]
+async fn top_level_await_runs_on_a_persistent_loop() {
+    let worker = Worker::start(&[]).await;
+    let events = worker
+        .run("import asyncio\nasync def twice(v):\n    await asyncio.sleep(0.01)\n    return v * 2")
+        .await;
+    assert!(matches!(
+        final_event(&events),
+        EventBody::Result {
+            mode: ExecutionMode::AsyncDef,
+            ..
+        }
+    ));
+    let events = worker
+        .run("await asyncio.sleep(0)\nfirst = id(asyncio.get_running_loop())\nawait twice(21)")
+        .await;
+    match final_event(&events) {
+        EventBody::Result { repr, mode, .. } => {
+            assert_eq!(repr.as_deref(), Some("42"));
+            assert_eq!(*mode, ExecutionMode::TopLevelAwait);
+        }
+        other => panic!("{other:?}"),
+    }
+    let events = worker
+        .run("await asyncio.sleep(0)\nid(asyncio.get_running_loop()) == first")
+        .await;
+    assert_eq!(result_repr(&events).as_deref(), Some("True"));
+    let stats = worker.stats().await;
+    assert_eq!(stats.modes.top_level_await, 2);
+    assert_eq!(stats.modes.async_def, 1);
+    assert_eq!(stats.blocking_call_warnings, 0);
+    let events = worker
+        .run("import time\nasync def slow():\n    time.sleep(0.01)\nawait slow()")
+        .await;
+    assert!(matches!(final_event(&events), EventBody::Result { .. }));
+    assert_eq!(worker.stats().await.blocking_call_warnings, 1);
+}
+
+#[tokio::test]
+async fn busy_loop_is_cancelled_and_the_worker_stays_usable() {
+    let worker = Worker::start(&[]).await;
+    worker.run("kept = 'still here'").await;
+    let mut stream = worker
+        .stream(&ExecuteRequest {
+            code: "print('looping', flush=True)\nwhile True:\n    pass".into(),
+            ..Default::default()
+        })
+        .await;
+    let id = loop {
+        let event = stream.expect_next().await;
+        if let EventBody::Output { .. } = event.body {
+            break event.execution_id;
+        }
+    };
+    let reply: serde_json::Value = worker
+        .post(&format!("/v1/executions/{id}/cancel"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reply["status"], "cancelling");
+    let rest = tokio::time::timeout(WAIT, stream.collect()).await.unwrap();
+    assert_eq!(
+        final_event(&rest),
+        &EventBody::Cancelled {
+            namespace_lost: false
+        }
+    );
+    let events = worker.run("kept").await;
+    assert_eq!(result_repr(&events).as_deref(), Some("'still here'"));
+
+    let reply: serde_json::Value = worker
+        .post(&format!("/v1/executions/{id}/cancel"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reply["status"], "notRunning");
+    let stats = worker.stats().await;
+    assert_eq!(stats.cancels.requested, 2);
+    assert_eq!(stats.cancels.effective, 1);
+    assert_eq!(stats.cancels.noop, 1);
+    assert_eq!(stats.cancels.interrupted, 1);
+    assert_eq!(stats.cancels.killed, 0);
+    assert_eq!(stats.executions.cancelled, 1);
+}
+
+#[tokio::test]
+async fn code_that_ignores_the_interrupt_is_killed_after_the_grace_period() {
+    let worker = Worker::start(&[("CAPSULE_CANCEL_GRACE_MS", "300")]).await;
+    worker.run("before = 1").await;
+    let code = "while True:\n    try:\n        while True:\n            pass\n    except KeyboardInterrupt:\n        pass";
+    let events = worker
+        .run_request(&ExecuteRequest {
+            code: code.into(),
+            timeout_ms: Some(300),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(
+        final_event(&events),
+        &EventBody::TimedOut {
+            timeout_ms: 300,
+            namespace_lost: true
+        }
+    );
+    let events = worker.run("'before' in dir()").await;
+    assert_eq!(result_repr(&events).as_deref(), Some("False"));
+    let stats = worker.stats().await;
+    assert_eq!(stats.cancels.killed, 1);
+    assert_eq!(stats.interpreter_restarts, 1);
+    assert_eq!(stats.executions.timed_out, 1);
+}
+
+#[tokio::test]
+async fn timeout_interrupts_blocking_sleep() {
+    let worker = Worker::start(&[]).await;
+    let events = worker
+        .run_request(&ExecuteRequest {
+            code: "import time\ntime.sleep(60)".into(),
+            timeout_ms: Some(200),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(
+        final_event(&events),
+        &EventBody::TimedOut {
+            timeout_ms: 200,
+            namespace_lost: false
+        }
+    );
+    let stats = worker.stats().await;
+    assert_eq!(stats.executions.timed_out, 1);
+    assert_eq!(stats.cancels.interrupted, 1);
+}
+
+#[tokio::test]
+async fn interpreter_exit_restarts_and_says_the_namespace_is_lost() {
+    let worker = Worker::start(&[]).await;
+    worker.run("value = 7").await;
+    let events = worker.run("import os\nos._exit(1)").await;
+    match final_event(&events) {
+        EventBody::InterpreterRestarted { exit_code, reason } => {
+            assert_eq!(*exit_code, Some(1));
+            assert!(reason.contains("namespace is lost"), "{reason}");
+        }
+        other => panic!("expected interpreterRestarted, got {other:?}"),
+    }
+    let events = worker.run("value").await;
+    assert!(matches!(final_event(&events), EventBody::Error { ename, .. } if ename == "NameError"));
+    let events = worker.run("1 + 1").await;
+    assert_eq!(result_repr(&events).as_deref(), Some("2"));
+    let stats = worker.stats().await;
+    assert_eq!(stats.interpreter_restarts, 1);
+    assert_eq!(stats.executions.error, 2);
+}
+
+#[tokio::test]
+async fn executions_queue_in_order_and_overflow_gets_429() {
+    let worker = Worker::start(&[("CAPSULE_EXECUTION_QUEUE_LIMIT", "1")]).await;
+    let mut first = worker
+        .stream(&ExecuteRequest {
+            code: "import time\nprint('go', flush=True)\ntime.sleep(2)\n'first'".into(),
+            ..Default::default()
+        })
+        .await;
+    loop {
+        if let EventBody::Output { .. } = first.expect_next().await.body {
+            break;
+        }
+    }
+    let mut second = worker
+        .stream(&ExecuteRequest {
+            code: "'second'".into(),
+            ..Default::default()
+        })
+        .await;
+    assert!(matches!(
+        second.expect_next().await.body,
+        EventBody::Accepted { queue_position: 1 }
+    ));
+    let third = worker
+        .post("/v1/executions")
+        .json(&ExecuteRequest {
+            code: "'third'".into(),
+            ..Default::default()
+        })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(third.status(), 429);
+    let body: serde_json::Value = third.json().await.unwrap();
+    assert_eq!(body["code"], "queueFull");
+    let first_events = tokio::time::timeout(WAIT, first.collect()).await.unwrap();
+    assert!(
+        matches!(final_event(&first_events), EventBody::Result { repr: Some(r), .. } if r == "'first'")
+    );
+    let second_events = tokio::time::timeout(WAIT, second.collect()).await.unwrap();
+    assert!(
+        matches!(final_event(&second_events), EventBody::Result { repr: Some(r), .. } if r == "'second'")
+    );
+}
+
+#[tokio::test]
+async fn reset_clears_the_namespace() {
+    let worker = Worker::start(&[]).await;
+    worker.run("a = 1\nb = 2").await;
+    assert_eq!(worker.stats().await.namespace_size, 2);
+    let response = worker.post("/v1/reset").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["namespaceSize"], 0);
+    let events = worker.run("'a' in dir()").await;
+    assert_eq!(result_repr(&events).as_deref(), Some("False"));
+}

@@ -1,0 +1,220 @@
+//! Heartbeats to a stand-in operator endpoint (a real axum server in the test).
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use capsule_worker::wire::heartbeat::{
+    Heartbeat, HeartbeatReply, Instruction, SessionBinding, WorkerState,
+};
+use common::{result_repr, sha256_hex, Worker, POOL_TOKEN, WAIT};
+
+#[derive(Default)]
+struct Operator {
+    received: Vec<Heartbeat>,
+    refuse_next: usize,
+    reply: HeartbeatReply,
+    bad_auth: usize,
+}
+
+type Shared = Arc<Mutex<Operator>>;
+
+async fn heartbeat(
+    State(operator): State<Shared>,
+    headers: HeaderMap,
+    Json(body): Json<Heartbeat>,
+) -> Result<Json<HeartbeatReply>, StatusCode> {
+    let mut operator = operator.lock().unwrap();
+    let authorized = headers.get("authorization").and_then(|v| v.to_str().ok())
+        == Some(&format!("Bearer {POOL_TOKEN}"));
+    if !authorized {
+        operator.bad_auth += 1;
+        return Err(StatusCode::UNAUTHORIZED);
+    }
+    operator.received.push(body);
+    if operator.refuse_next > 0 {
+        operator.refuse_next -= 1;
+        return Err(StatusCode::SERVICE_UNAVAILABLE);
+    }
+    Ok(Json(std::mem::take(&mut operator.reply)))
+}
+
+async fn start_operator(operator: Shared) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new()
+        .route("/v1/heartbeats", post(heartbeat))
+        .with_state(operator);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/v1/heartbeats")
+}
+
+async fn wait_until(operator: &Shared, what: &str, check: impl Fn(&Operator) -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if check(&operator.lock().unwrap()) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn heartbeats_report_counters_and_the_reply_is_obeyed() {
+    let operator: Shared = Arc::new(Mutex::new(Operator {
+        refuse_next: 1,
+        ..Default::default()
+    }));
+    let url = start_operator(operator.clone()).await;
+    let worker = Worker::start_unbound(&[
+        ("CAPSULE_HEARTBEAT_URL", &url),
+        ("CAPSULE_HEARTBEAT_INTERVAL_SECONDS", "1"),
+    ])
+    .await;
+    worker.wait_ready().await;
+
+    // The first send is refused: it is retried with backoff and keeps the capabilities.
+    wait_until(&operator, "two heartbeats", |o| o.received.len() >= 2).await;
+    {
+        let operator = operator.lock().unwrap();
+        let first = &operator.received[0];
+        assert_eq!(first.seq, 1);
+        assert_eq!(first.pod, "worker-0");
+        assert_eq!(first.namespace, "tests");
+        assert_eq!(first.pool, "pool-a");
+        assert!(first.capabilities.is_some());
+        let second = &operator.received[1];
+        assert_eq!(second.seq, 2);
+        let capabilities = second.capabilities.as_ref().expect("resent until accepted");
+        assert_eq!(capabilities.backpressure, "Block");
+        assert!(capabilities.python_version.starts_with("3."));
+        assert_eq!(operator.bad_auth, 0);
+    }
+    wait_until(&operator, "a heartbeat after the accepted one", |o| {
+        o.received.len() >= 3
+    })
+    .await;
+    {
+        let operator = operator.lock().unwrap();
+        let third = &operator.received[2];
+        assert!(
+            third.capabilities.is_none(),
+            "capabilities only until accepted"
+        );
+        assert_eq!(third.state, WorkerState::Idle);
+        assert_eq!(third.session, None);
+        assert!(
+            third.rss_bytes > 1_000_000,
+            "worker + interpreter RSS: {}",
+            third.rss_bytes
+        );
+    }
+
+    // Level-triggered binding through the reply.
+    operator.lock().unwrap().reply = HeartbeatReply {
+        instructions: vec![],
+        session: Some(Some(SessionBinding {
+            session: "session-a".into(),
+            namespace: "tests".into(),
+            token_sha256: sha256_hex(common::SESSION_TOKEN),
+        })),
+    };
+    wait_until(&operator, "a heartbeat naming the session", |o| {
+        o.received.last().and_then(|h| h.session.as_deref()) == Some("session-a")
+    })
+    .await;
+    let events = worker.run("kept = 1\nprint('x')\n1 + 1").await;
+    assert_eq!(result_repr(&events).as_deref(), Some("2"));
+    wait_until(&operator, "counters in a heartbeat", |o| {
+        o.received.last().is_some_and(|h| {
+            h.executions.ok == 1 && h.namespace_size == 1 && h.executor.outputs_sent == 1
+        })
+    })
+    .await;
+
+    // A reset instruction clears the namespace; drain makes the worker unready.
+    operator.lock().unwrap().reply = HeartbeatReply {
+        instructions: vec![Instruction::Reset, Instruction::Drain],
+        session: None,
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let ready = worker
+            .client
+            .get(worker.url("/readyz"))
+            .send()
+            .await
+            .unwrap();
+        if ready.status() == 503 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "drain never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while worker.stats().await.namespace_size != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reset never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = worker
+        .post("/v1/executions")
+        .json(&serde_json::json!({"code": "1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.status(),
+        503,
+        "a draining worker takes no new executions"
+    );
+
+    // `session: null` releases the binding.
+    operator.lock().unwrap().reply = HeartbeatReply {
+        instructions: vec![],
+        session: Some(None),
+    };
+    wait_until(&operator, "a heartbeat without session", |o| {
+        o.received.last().is_some_and(|h| h.session.is_none())
+    })
+    .await;
+    let seqs: Vec<u64> = operator
+        .lock()
+        .unwrap()
+        .received
+        .iter()
+        .map(|h| h.seq)
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+}
+
+#[tokio::test]
+async fn heartbeats_never_block_execution_when_the_operator_is_down() {
+    // Nothing listens on this address: every send fails.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}/v1/heartbeats", listener.local_addr().unwrap());
+    drop(listener);
+    let worker = Worker::start(&[
+        ("CAPSULE_HEARTBEAT_URL", &dead),
+        ("CAPSULE_HEARTBEAT_INTERVAL_SECONDS", "1"),
+    ])
+    .await;
+    for n in 0..3 {
+        let events = worker.run(&format!("{n} * 2")).await;
+        assert_eq!(result_repr(&events), Some((n * 2).to_string()));
+    }
+}
