@@ -1,0 +1,106 @@
+//! TokenReview, SubjectAccessReview (and the self / local forms), SelfSubjectReview: create-only
+//! kinds answered from the token table and RBAC, never stored.
+
+use crate::api::{json_response, Ctx, Shared};
+use crate::error::{Error, Result};
+use crate::rbac::{self, Attributes};
+use crate::resources::ResourceInfo;
+use crate::tokens::User;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+fn user_info(user: &User) -> Value {
+    json!({"username": user.name, "uid": user.uid, "groups": user.groups})
+}
+
+pub fn create(
+    shared: &Arc<Shared>,
+    ctx: &Ctx,
+    info: &ResourceInfo,
+    namespace: &str,
+) -> Result<Response> {
+    let mut review = ctx.json_body()?;
+    if !review.is_object() {
+        return Err(Error::bad_request("the review must be an object"));
+    }
+    review["apiVersion"] = json!(info.api_version());
+    review["kind"] = json!(info.kind);
+    let state = shared.lock();
+    let status = match info.kind.as_str() {
+        "TokenReview" => {
+            let token = review["spec"]["token"].as_str().unwrap_or_default();
+            let wanted: Vec<String> = review["spec"]["audiences"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            match state.tokens.authenticate(token) {
+                Some(issued) => {
+                    // A token for named audiences is only good for those audiences.
+                    let audiences: Vec<String> = if issued.audiences.is_empty() {
+                        wanted.clone()
+                    } else {
+                        issued.audiences.clone()
+                    };
+                    let audience_ok =
+                        wanted.is_empty() || wanted.iter().any(|w| audiences.contains(w));
+                    if audience_ok {
+                        json!({"authenticated": true, "user": user_info(&issued.user), "audiences": if wanted.is_empty() { audiences } else { wanted }})
+                    } else {
+                        json!({"authenticated": false, "error": "token audiences are invalid"})
+                    }
+                }
+                None => json!({"authenticated": false, "error": "invalid bearer token"}),
+            }
+        }
+        "SelfSubjectReview" => json!({"userInfo": user_info(&ctx.user)}),
+        _ => {
+            let spec = &review["spec"];
+            let user = match info.kind.as_str() {
+                "SelfSubjectAccessReview" => ctx.user.clone(),
+                _ => User {
+                    name: spec["user"].as_str().unwrap_or_default().into(),
+                    uid: spec["uid"].as_str().unwrap_or_default().into(),
+                    groups: spec["groups"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|v| v.as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                },
+            };
+            let attrs = &spec["resourceAttributes"];
+            if attrs.is_null() {
+                json!({"allowed": false, "reason": "only resourceAttributes are evaluated by the devcluster"})
+            } else {
+                let mut review_namespace =
+                    attrs["namespace"].as_str().unwrap_or_default().to_string();
+                if info.kind == "LocalSubjectAccessReview" {
+                    review_namespace = namespace.to_string();
+                }
+                let attributes = Attributes {
+                    verb: attrs["verb"].as_str().unwrap_or_default().into(),
+                    namespace: review_namespace,
+                    group: attrs["group"].as_str().unwrap_or_default().into(),
+                    resource: attrs["resource"].as_str().unwrap_or_default().into(),
+                    subresource: attrs["subresource"].as_str().unwrap_or_default().into(),
+                    name: attrs["name"].as_str().unwrap_or_default().into(),
+                };
+                if rbac::authorize(&state, &user, &attributes) {
+                    json!({"allowed": true, "reason": "allowed by RBAC"})
+                } else {
+                    json!({"allowed": false})
+                }
+            }
+        }
+    };
+    review["status"] = status;
+    Ok(json_response(StatusCode::CREATED, review, &[]))
+}

@@ -1,0 +1,282 @@
+//! Watches: replay from a resourceVersion out of the bounded history (or the current state as
+//! ADDED events), then live events; bookmarks; `sendInitialEvents`; 410 Gone as an ERROR event for
+//! versions older than the history; selector transitions (an object leaving a selector is DELETED).
+
+use crate::api::{Ctx, Shared};
+use crate::error::{Error, Result};
+use crate::handlers::{present, Selectors};
+use crate::resources::ResourceInfo;
+use crate::store::{object_key, EventType, ObjectKey, StoredEvent};
+use crate::table;
+use axum::body::{Body, Bytes};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+
+/// How often an idle watch with `allowWatchBookmarks` gets a BOOKMARK.
+pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(5);
+/// Server-side cap on a watch's life when the client sets no timeout (the real server uses 30–60 min).
+const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
+/// Encoded events buffered towards one slow client.
+const WATCH_OUTPUT_BUFFER: usize = 256;
+
+struct Watcher {
+    info: ResourceInfo,
+    namespace: Option<String>,
+    selectors: Selectors,
+    as_table: bool,
+    include_object: Option<String>,
+    /// Objects this watcher has been told about, so selector transitions become ADDED / DELETED.
+    visible: HashSet<ObjectKey>,
+}
+
+impl Watcher {
+    fn in_scope(&self, event: &StoredEvent) -> bool {
+        event.storage_key == self.info.storage_key()
+            && self.namespace.as_ref().is_none_or(|ns| {
+                event.object["metadata"]["namespace"].as_str() == Some(ns.as_str())
+            })
+    }
+
+    /// The event type this watcher sees for a change, if any.
+    fn translate(&mut self, event: &StoredEvent) -> Option<EventType> {
+        if !self.in_scope(event) {
+            return None;
+        }
+        let key = object_key(&event.object);
+        let was = self.visible.contains(&key);
+        let now = event.event_type != EventType::Deleted && self.selectors.matches(&event.object);
+        let seen = match (was, now) {
+            (false, true) => Some(EventType::Added),
+            (true, true) => Some(event.event_type),
+            (true, false) => Some(EventType::Deleted),
+            (false, false) => None,
+        };
+        if now {
+            self.visible.insert(key);
+        } else {
+            self.visible.remove(&key);
+        }
+        seen
+    }
+
+    fn encode(&self, event_type: &str, object: &Value) -> Bytes {
+        let object = if self.as_table {
+            let rv = object["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            table::table(
+                &self.info,
+                &[Arc::new(object.clone())],
+                &rv,
+                self.include_object.as_deref(),
+            )
+        } else {
+            present(&self.info, object)
+        };
+        let mut line =
+            serde_json::to_vec(&json!({"type": event_type, "object": object})).unwrap_or_default();
+        line.push(b'\n');
+        Bytes::from(line)
+    }
+
+    fn bookmark(&self, rv: u64, initial_events_end: bool) -> Bytes {
+        let mut metadata = json!({"resourceVersion": rv.to_string()});
+        if initial_events_end {
+            metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        let object = json!({"kind": self.info.kind, "apiVersion": self.info.api_version(), "metadata": metadata});
+        let mut line =
+            serde_json::to_vec(&json!({"type": "BOOKMARK", "object": object})).unwrap_or_default();
+        line.push(b'\n');
+        Bytes::from(line)
+    }
+}
+
+fn gone(requested: u64, oldest: u64) -> Value {
+    json!({"type": "ERROR", "object": {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": format!("too old resource version: {requested} ({oldest})"),
+        "reason": "Expired", "code": 410,
+    }})
+}
+
+pub async fn watch(
+    shared: &Arc<Shared>,
+    ctx: &Ctx,
+    info: &ResourceInfo,
+    namespace: &str,
+    name: Option<&str>,
+) -> Result<Response> {
+    let mut selectors = Selectors::from_ctx(ctx)?;
+    if let Some(name) = name {
+        let by_name = crate::selectors::FieldSelector::parse(&format!("metadata.name={name}"))?;
+        selectors.fields = Some(by_name);
+    }
+    let mut watcher = Watcher {
+        info: info.clone(),
+        namespace: Some(namespace.to_string()).filter(|n| !n.is_empty() && info.namespaced),
+        selectors,
+        as_table: ctx.wants_table(),
+        include_object: ctx.param("includeObject").map(str::to_string),
+        visible: HashSet::new(),
+    };
+    let allow_bookmarks = ctx.flag("allowWatchBookmarks");
+    let send_initial = ctx.flag("sendInitialEvents");
+    let timeout = ctx
+        .param("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_WATCH_TIMEOUT);
+    let requested: Option<u64> = match ctx.param("resourceVersion") {
+        None | Some("0") => None,
+        Some(text) => Some(
+            text.parse()
+                .map_err(|_| Error::bad_request(format!("invalid resource version {text:?}")))?,
+        ),
+    };
+
+    let mut first_lines: Vec<Bytes> = Vec::new();
+    let (receiver, start_rv) = {
+        let state = shared.lock();
+        let current = state.store.resource_version();
+        let initial_state = requested.is_none() || send_initial;
+        let mut start_rv = current;
+        if initial_state {
+            for object in state
+                .store
+                .list(&info.storage_key(), watcher.namespace.as_deref())
+            {
+                if watcher.selectors.matches(&object) {
+                    watcher.visible.insert(object_key(&object));
+                    first_lines.push(watcher.encode("ADDED", &object));
+                }
+            }
+            if send_initial && allow_bookmarks {
+                first_lines.push(watcher.bookmark(current, true));
+            }
+        } else if let Some(since) = requested {
+            for object in state
+                .store
+                .list(&info.storage_key(), watcher.namespace.as_deref())
+            {
+                if watcher.selectors.matches(&object) {
+                    watcher.visible.insert(object_key(&object));
+                }
+            }
+            match state.store.events_since(since) {
+                None => {
+                    let mut line = serde_json::to_vec(&gone(since, current)).unwrap_or_default();
+                    line.push(b'\n');
+                    return Ok(streaming(futures::stream::iter(vec![Ok::<_, Infallible>(
+                        Bytes::from(line),
+                    )])));
+                }
+                Some(events) => {
+                    // Objects changed since `since` are re-derived from the replayed events.
+                    for event in &events {
+                        if watcher.in_scope(event) {
+                            watcher.visible.remove(&object_key(&event.object));
+                        }
+                    }
+                    for event in &events {
+                        if let Some(kind) = watcher.translate(event) {
+                            first_lines.push(watcher.encode(kind.as_str(), &event.object));
+                        }
+                    }
+                    start_rv = current;
+                }
+            }
+        }
+        (state.store.subscribe(), start_rv)
+    };
+
+    let (sender, output) = mpsc::channel::<Bytes>(WATCH_OUTPUT_BUFFER);
+    let shutdown = shared.shutdown.clone();
+    tokio::spawn(async move {
+        for line in first_lines {
+            if sender.send(line).await.is_err() {
+                return;
+            }
+        }
+        pump(
+            watcher,
+            receiver,
+            sender,
+            start_rv,
+            allow_bookmarks,
+            timeout,
+            shutdown,
+        )
+        .await;
+    });
+    let mut output = output;
+    let stream = futures::stream::poll_fn(move |cx| {
+        output.poll_recv(cx).map(|o| o.map(Ok::<_, Infallible>))
+    });
+    Ok(streaming(stream))
+}
+
+fn streaming<S>(stream: S) -> Response
+where
+    S: futures::Stream<Item = std::result::Result<Bytes, Infallible>> + Send + 'static,
+{
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(axum::http::header::CONTENT_TYPE, "application/json")
+        .header(axum::http::header::CACHE_CONTROL, "no-cache, private")
+        .body(Body::from_stream(stream))
+        .expect("static headers are valid")
+}
+
+async fn pump(
+    mut watcher: Watcher,
+    mut receiver: broadcast::Receiver<Arc<StoredEvent>>,
+    sender: mpsc::Sender<Bytes>,
+    start_rv: u64,
+    allow_bookmarks: bool,
+    timeout: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let mut bookmarks = tokio::time::interval(BOOKMARK_INTERVAL);
+    bookmarks.tick().await;
+    let mut last_rv = start_rv;
+    loop {
+        tokio::select! {
+            _ = &mut deadline => break,
+            _ = shutdown.cancelled() => break,
+            _ = sender.closed() => return,
+            _ = bookmarks.tick(), if allow_bookmarks && !watcher.as_table => {
+                if sender.send(watcher.bookmark(last_rv, false)).await.is_err() {
+                    return;
+                }
+            }
+            received = receiver.recv() => match received {
+                Ok(event) => {
+                    if event.resource_version <= start_rv {
+                        continue;
+                    }
+                    last_rv = event.resource_version;
+                    if let Some(kind) = watcher.translate(&event) {
+                        if sender.send(watcher.encode(kind.as_str(), &event.object)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                // Too slow: end the stream; the client resumes from its last version.
+                Err(broadcast::error::RecvError::Lagged(_)) | Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    }
+    if allow_bookmarks && !watcher.as_table {
+        let _ = sender.send(watcher.bookmark(last_rv, false)).await;
+    }
+}
