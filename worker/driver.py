@@ -51,6 +51,13 @@ BLOCKING_CALLS = {
 
 _frames_in = os.fdopen(os.dup(0), "rb", buffering=1024 * 1024)
 _frames_out_fd = os.dup(1)
+try:
+    import fcntl
+
+    # A 1 MiB pipe (F_SETPIPE_SZ) lets a whole output chunk go in one write; best effort.
+    fcntl.fcntl(_frames_out_fd, 1031, 1024 * 1024)
+except (ImportError, OSError):
+    pass
 _devnull = os.open(os.devnull, os.O_RDONLY)
 os.dup2(_devnull, 0)
 os.close(_devnull)
@@ -79,11 +86,31 @@ def send(message):
         data = json.dumps(
             {"type": "driverError", "message": "driver frame of %d bytes exceeds the maximum" % len(data)}
         ).encode()
+    _write_frame(data)
+
+
+def _write_frame(data):
     view = memoryview(struct.pack(">I", len(data)) + data)
     with _write_lock:
         while view:
             written = os.write(_frames_out_fd, view)
             view = view[written:]
+
+
+_JSON_UNSAFE_ASCII = bytes(c for c in range(32) if c != 10) + b'"\\\x7f'
+
+
+def _send_output(stream, text):
+    # json.dumps escapes a large string one character at a time; plain ASCII text whose only
+    # special character is a newline (the common case) is escaped with two C-speed byte passes.
+    if text.isascii():
+        raw = text.encode("ascii")
+        if len(raw.translate(None, _JSON_UNSAFE_ASCII)) == len(raw):
+            head = json.dumps({"type": "output", "id": state.current_id, "stream": stream})
+            body = b"".join((head[:-1].encode(), b',"text":"', raw.replace(b"\n", b"\\n"), b'"}'))
+            _write_frame(body)
+            return
+    send({"type": "output", "id": state.current_id, "stream": stream, "text": text})
 
 
 class _Critical:
@@ -128,7 +155,7 @@ class _OutputBuffer:
             text = "".join(self.parts)
             self.parts = []
             self.size = 0
-            send({"type": "output", "id": state.current_id, "stream": self.stream, "text": text})
+            _send_output(self.stream, text)
         self.signalled = False
         self.has_data.clear()
 

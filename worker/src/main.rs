@@ -7,6 +7,7 @@ use std::io::Write;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use axum::serve::ListenerExt;
 use capsule_worker::config::Config;
 use capsule_worker::runtime::Runtime;
 use capsule_worker::{api, heartbeat, logging, Error};
@@ -50,6 +51,12 @@ async fn serve(config: Config) -> Result<(), Error> {
         let _ = stdout.flush();
     }
     let app = api::router(runtime.clone());
+    // Without TCP_NODELAY a streamed reply's small final chunk waits on delayed ACKs (~40 ms).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, app);
     tokio::select! {
         result = server => result?,

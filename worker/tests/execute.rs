@@ -40,9 +40,19 @@ async fn stdout_and_stderr_interleave_in_order() {
     }
     expected.push(("stdout".to_owned(), "end\n".to_owned()));
     assert_eq!(outputs(&events), expected);
+    let events = worker
+        .run("print('tab\\t \"quoted\" back\\\\slash é ✓')\nprint('bad \\ud800 surrogate')")
+        .await;
+    assert_eq!(
+        outputs(&events),
+        vec![(
+            "stdout".to_owned(),
+            "tab\t \"quoted\" back\\slash é ✓\nbad ? surrogate\n".to_owned()
+        )]
+    );
     let stats = worker.stats().await;
-    assert_eq!(stats.executor.outputs_enqueued, 7);
-    assert_eq!(stats.executor.outputs_sent, 7);
+    assert_eq!(stats.executor.outputs_enqueued, 8);
+    assert_eq!(stats.executor.outputs_sent, 8);
     assert_eq!(stats.executor.outputs_dropped, 0);
 }
 

@@ -1,1 +1,318 @@
-fn main() {}
+//! `capsule-worker-bench`: execute round trip and stdout throughput of capsule-worker, next to the
+//! same figures for a Jupyter kernel (ipykernel + jupyter_client from `$CAPSULE_TOOLS_DIR/venv`).
+//!
+//! Starts the real `capsule-worker` binary (from the same target directory unless `--worker-bin`),
+//! drives it over HTTP on loopback, prints a table and writes the figures as JSON to `--json`.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use capsule_worker::wire::execute::{EventBody, ExecuteRequest, ExecutionEvent, WorkerStats};
+use capsule_worker::wire::heartbeat::SessionBinding;
+use clap::Parser;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const JUPYTER_SCRIPT: &str = include_str!("../../bench/jupyter_bench.py");
+const POOL_TOKEN: &str = "bench-pool-token";
+const SESSION_TOKEN: &str = "bench-session-token";
+
+#[derive(Debug, Parser)]
+#[command(name = "capsule-worker-bench", about)]
+struct Args {
+    /// Where to write the figures as JSON.
+    #[arg(long, default_value = "target/capsule-worker-bench.json")]
+    json: PathBuf,
+    /// Measured `1+1` round trips (after the warm-up ones).
+    #[arg(long, default_value_t = 2000)]
+    iterations: usize,
+    /// Unmeasured round trips first.
+    #[arg(long, default_value_t = 200)]
+    warmup: usize,
+    /// Bytes printed (in 1 KiB lines) by the throughput run.
+    #[arg(long, default_value_t = 20 * 1024 * 1024)]
+    throughput_bytes: usize,
+    /// Throughput runs; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// The capsule-worker binary (default: next to this one).
+    #[arg(long)]
+    worker_bin: Option<PathBuf>,
+    /// Python for capsule-worker.
+    #[arg(long, default_value = "python3")]
+    python: String,
+    /// Where `scripts/install-tools.sh jupyter` put the venv.
+    #[arg(long, env = "CAPSULE_TOOLS_DIR")]
+    tools_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Figures {
+    p50_ms: f64,
+    p99_ms: f64,
+    throughput_mbps: f64,
+    all_output_received: bool,
+    outputs_dropped: u64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report {
+    iterations: usize,
+    throughput_bytes: usize,
+    capsule_worker: Figures,
+    jupyter: Figures,
+    targets: serde_json::Value,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("capsule-worker-bench: {message}");
+    std::process::exit(1);
+}
+
+struct WorkerProcess {
+    _child: tokio::process::Child,
+    base: String,
+    client: reqwest::Client,
+}
+
+async fn start_worker(args: &Args) -> WorkerProcess {
+    let bin = args.worker_bin.clone().unwrap_or_else(|| {
+        std::env::current_exe()
+            .expect("own path")
+            .with_file_name("capsule-worker")
+    });
+    let mut child = tokio::process::Command::new(&bin)
+        .env("CAPSULE_LISTEN_ADDR", "127.0.0.1:0")
+        .env("CAPSULE_POOL_TOKEN", POOL_TOKEN)
+        .env("CAPSULE_PYTHON", &args.python)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| {
+            fail(&format!(
+                "cannot start {}: {e} (build it: cargo build --release -p capsule-worker)",
+                bin.display()
+            ))
+        });
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .ok()
+        .and_then(|l| l.ok().flatten())
+        .unwrap_or_else(|| fail("capsule-worker did not start"));
+    let addr = line
+        .trim_start_matches("capsule-worker listening on ")
+        .to_owned();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let client = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .build()
+        .unwrap();
+    let base = format!("http://{addr}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
+            if r.status() == 200 {
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            fail("capsule-worker never became ready");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let bound = client
+        .put(format!("{base}/v1/session"))
+        .bearer_auth(POOL_TOKEN)
+        .json(&SessionBinding {
+            session: "bench".into(),
+            namespace: "bench".into(),
+            token_sha256: hex::encode(Sha256::digest(SESSION_TOKEN.as_bytes())),
+        })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bound.status(), 204, "session binding");
+    WorkerProcess {
+        _child: child,
+        base,
+        client,
+    }
+}
+
+/// Runs code and returns (output bytes, final event).
+async fn execute(worker: &WorkerProcess, code: &str) -> (usize, EventBody) {
+    let mut response = worker
+        .client
+        .post(format!("{}/v1/executions", worker.base))
+        .bearer_auth(SESSION_TOKEN)
+        .json(&ExecuteRequest {
+            code: code.into(),
+            ..Default::default()
+        })
+        .send()
+        .await
+        .unwrap();
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut output = 0usize;
+    let mut last = None;
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        buffer.extend_from_slice(&chunk);
+        let mut start = 0;
+        while let Some(pos) = buffer[start..].iter().position(|b| *b == b'\n') {
+            let event: ExecutionEvent =
+                serde_json::from_slice(&buffer[start..start + pos]).unwrap();
+            match event.body {
+                EventBody::Output { text, .. } => output += text.len(),
+                body if body.is_final() => last = Some(body),
+                _ => {}
+            }
+            start += pos + 1;
+        }
+        buffer.drain(..start);
+    }
+    (
+        output,
+        last.unwrap_or_else(|| fail("stream ended without a final event")),
+    )
+}
+
+async fn stats(worker: &WorkerProcess) -> WorkerStats {
+    worker
+        .client
+        .get(format!("{}/v1/stats", worker.base))
+        .bearer_auth(SESSION_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn bench_worker(args: &Args) -> Figures {
+    let worker = start_worker(args).await;
+    for _ in 0..args.warmup {
+        execute(&worker, "1+1").await;
+    }
+    let mut samples = Vec::with_capacity(args.iterations);
+    for _ in 0..args.iterations {
+        let started = Instant::now();
+        let (_, last) = execute(&worker, "1+1").await;
+        samples.push(started.elapsed().as_secs_f64() * 1000.0);
+        assert!(matches!(last, EventBody::Result { .. }));
+    }
+    samples.sort_by(f64::total_cmp);
+    let lines = args.throughput_bytes / 1024;
+    let code = format!("line = 'x' * 1023\nfor _ in range({lines}):\n    print(line)");
+    let dropped_before = stats(&worker).await.executor.outputs_dropped;
+    let mut throughputs = Vec::new();
+    let mut all_received = true;
+    for _ in 0..args.runs {
+        let started = Instant::now();
+        let (received, last) = execute(&worker, &code).await;
+        let seconds = started.elapsed().as_secs_f64();
+        all_received &= received == lines * 1024 && matches!(last, EventBody::Result { .. });
+        throughputs.push(received as f64 / seconds / 1e6);
+    }
+    throughputs.sort_by(f64::total_cmp);
+    let dropped = stats(&worker).await.executor.outputs_dropped - dropped_before;
+    Figures {
+        p50_ms: percentile(&samples, 0.5),
+        p99_ms: percentile(&samples, 0.99),
+        throughput_mbps: throughputs[throughputs.len() / 2],
+        all_output_received: all_received,
+        outputs_dropped: dropped,
+    }
+}
+
+async fn bench_jupyter(args: &Args) -> Figures {
+    let tools = args
+        .tools_dir
+        .clone()
+        .unwrap_or_else(|| fail("CAPSULE_TOOLS_DIR is not set: run `scripts/install-tools.sh jupyter` and set it (the Makefile does)"));
+    let python = tools.join("venv/bin/python");
+    let check = tokio::process::Command::new(&python)
+        .args(["-c", "import ipykernel, jupyter_client"])
+        .status()
+        .await;
+    if !matches!(check, Ok(status) if status.success()) {
+        fail(&format!(
+            "ipykernel + jupyter_client are missing from {}: run `scripts/install-tools.sh jupyter`",
+            python.display()
+        ));
+    }
+    let output = tokio::process::Command::new(&python)
+        .arg("-c")
+        .arg(JUPYTER_SCRIPT)
+        .arg(args.iterations.to_string())
+        .arg(args.warmup.to_string())
+        .arg(args.throughput_bytes.to_string())
+        .arg(args.runs.to_string())
+        .stderr(Stdio::inherit())
+        .output()
+        .await
+        .unwrap_or_else(|e| fail(&format!("cannot run the Jupyter bench: {e}")));
+    if !output.status.success() {
+        fail("the Jupyter bench failed (see stderr)");
+    }
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| fail(&format!("bad Jupyter bench output: {e}")));
+    Figures {
+        p50_ms: value["p50Ms"].as_f64().unwrap_or(f64::NAN),
+        p99_ms: value["p99Ms"].as_f64().unwrap_or(f64::NAN),
+        throughput_mbps: value["throughputMBps"].as_f64().unwrap_or(f64::NAN),
+        all_output_received: value["allOutputReceived"].as_bool().unwrap_or(false),
+        outputs_dropped: 0,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    if cfg!(debug_assertions) {
+        eprintln!("capsule-worker-bench: debug build; figures are only meaningful with --release");
+    }
+    let worker = bench_worker(&args).await;
+    let jupyter = bench_jupyter(&args).await;
+    let mb = args.throughput_bytes as f64 / 1e6;
+    println!("capsule-worker-bench ({} round trips of `1+1`, {mb:.1} MB printed in 1 KiB lines, median of {} runs)", args.iterations, args.runs);
+    println!(
+        "{:<16} {:>10} {:>10} {:>16} {:>10}",
+        "runtime", "p50 ms", "p99 ms", "stdout MB/s", "complete"
+    );
+    for (name, f) in [("capsule-worker", &worker), ("jupyter", &jupyter)] {
+        println!(
+            "{:<16} {:>10.3} {:>10.3} {:>16.1} {:>10}",
+            name, f.p50_ms, f.p99_ms, f.throughput_mbps, f.all_output_received
+        );
+    }
+    println!(
+        "targets: p50 <= 0.5 ms ({}), throughput >= 300 MB/s ({}), nothing dropped under Block ({})",
+        if worker.p50_ms <= 0.5 { "met" } else { "missed" },
+        if worker.throughput_mbps >= 300.0 { "met" } else { "missed" },
+        if worker.outputs_dropped == 0 && worker.all_output_received { "met" } else { "missed" },
+    );
+    let report = Report {
+        iterations: args.iterations,
+        throughput_bytes: args.throughput_bytes,
+        capsule_worker: worker,
+        jupyter,
+        targets: serde_json::json!({"p50Ms": 0.5, "throughputMBps": 300.0}),
+    };
+    if let Some(parent) = args.json.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    std::fs::write(&args.json, serde_json::to_vec_pretty(&report).unwrap())
+        .unwrap_or_else(|e| fail(&format!("cannot write {}: {e}", args.json.display())));
+    println!("figures written to {}", args.json.display());
+}

@@ -1,0 +1,70 @@
+# Jupyter baseline for capsule-worker-bench: the same two figures through a real ipykernel driven by
+# jupyter_client (execute round trip of `1+1`, stdout throughput of N bytes printed in 1 KiB lines).
+# Prints one JSON object on stdout.
+import json
+import statistics
+import sys
+import time
+
+from jupyter_client.manager import start_new_kernel
+
+iterations = int(sys.argv[1])
+warmup = int(sys.argv[2])
+total_bytes = int(sys.argv[3])
+runs = int(sys.argv[4])
+
+
+def execute(client, code):
+    """Runs code, returns (output bytes, seconds) once the kernel is idle again."""
+    started = time.perf_counter()
+    msg_id = client.execute(code, store_history=False)
+    received = 0
+    reply_seen = False
+    idle_seen = False
+    while not (reply_seen and idle_seen):
+        if not idle_seen:
+            msg = client.get_iopub_msg(timeout=120)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind = msg["msg_type"]
+            if kind == "stream":
+                received += len(msg["content"]["text"])
+            elif kind == "status" and msg["content"]["execution_state"] == "idle":
+                idle_seen = True
+        if idle_seen and not reply_seen:
+            reply = client.get_shell_msg(timeout=120)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                reply_seen = True
+    return received, time.perf_counter() - started
+
+
+manager, client = start_new_kernel(kernel_name="python3")
+try:
+    for _ in range(warmup):
+        execute(client, "1+1")
+    samples = []
+    for _ in range(iterations):
+        _, seconds = execute(client, "1+1")
+        samples.append(seconds * 1000.0)
+    samples.sort()
+    lines = total_bytes // 1024
+    code = "line = 'x' * 1023\nfor _ in range(%d):\n    print(line)" % lines
+    throughputs = []
+    received_ok = True
+    for _ in range(runs):
+        received, seconds = execute(client, code)
+        received_ok = received_ok and received == lines * 1024
+        throughputs.append(received / seconds / 1e6)
+    print(
+        json.dumps(
+            {
+                "p50Ms": samples[len(samples) // 2],
+                "p99Ms": samples[min(len(samples) - 1, int(len(samples) * 0.99))],
+                "throughputMBps": statistics.median(throughputs),
+                "allOutputReceived": received_ok,
+            }
+        )
+    )
+finally:
+    client.stop_channels()
+    manager.shutdown_kernel(now=True)
