@@ -27,6 +27,15 @@ pub struct Shared {
     /// Wakes the garbage collector after deletes.
     pub gc_wake: Notify,
     pub shutdown: CancellationToken,
+    pub counters: RequestCounters,
+}
+
+/// Requests served, by kind: tests use them to show clients do not relist.
+#[derive(Default, Debug)]
+pub struct RequestCounters {
+    pub lists: std::sync::atomic::AtomicU64,
+    pub watches: std::sync::atomic::AtomicU64,
+    pub writes: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -94,6 +103,13 @@ impl Ctx {
     pub fn json_body(&self) -> Result<Value> {
         if self.body.is_empty() {
             return Ok(Value::Null);
+        }
+        // Protobuf and CBOR are not spoken here; client-go retries with JSON after a 415.
+        let content_type = self.content_type();
+        if content_type.contains("protobuf") || content_type.contains("cbor") {
+            return Err(Error::UnsupportedMediaType {
+                message: format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type:?})"),
+            });
         }
         match serde_json::from_slice(&self.body) {
             Ok(v) => Ok(v),
@@ -340,6 +356,15 @@ async fn dispatch(
                         verb(&ctx.method, &path, &ctx.query),
                     ));
                 }
+            }
+            let counter = match verb(&ctx.method, &path, &ctx.query) {
+                "list" => Some(&shared.counters.lists),
+                "watch" => Some(&shared.counters.watches),
+                "get" => None,
+                _ => Some(&shared.counters.writes),
+            };
+            if let Some(counter) = counter {
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             handlers::handle(shared, &ctx, &info, &path).await
         }

@@ -30,6 +30,7 @@ pub mod server;
 pub mod store;
 pub mod subresources;
 pub mod table;
+pub mod tls;
 pub mod tokens;
 pub mod watch;
 

@@ -50,7 +50,10 @@ struct Snapshot {
 
 /// A running devcluster API server.
 pub struct DevCluster {
+    /// `https://127.0.0.1:<port>`.
     pub url: String,
+    /// PEM of the CA that signed the serving certificate (also in `<state_dir>/ca.crt`).
+    pub ca_pem: String,
     pub kubeconfig: PathBuf,
     pub admin_token: String,
     shared: Arc<Shared>,
@@ -61,11 +64,13 @@ pub struct DevCluster {
 /// Namespaces every cluster starts with.
 const INITIAL_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
-fn write_kubeconfig(path: &Path, url: &str, token: &str) -> Result<()> {
+fn write_kubeconfig(path: &Path, url: &str, token: &str, ca_pem: &str) -> Result<()> {
+    use base64::Engine;
+    let ca_data = base64::engine::general_purpose::STANDARD.encode(ca_pem);
     let config = json!({
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "devcluster", "cluster": {"server": url}}],
+        "clusters": [{"name": "devcluster", "cluster": {"server": url, "certificate-authority-data": ca_data}}],
         "users": [{"name": "devcluster-admin", "user": {"token": token}}],
         "contexts": [{"name": "devcluster", "context": {"cluster": "devcluster", "user": "devcluster-admin", "namespace": "default"}}],
         "current-context": "devcluster",
@@ -136,12 +141,16 @@ impl DevCluster {
             state_dir: state_dir.clone(),
             gc_wake: Notify::new(),
             shutdown: CancellationToken::new(),
+            counters: Default::default(),
         });
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let address = listener.local_addr()?;
-        let url = format!("http://{address}");
+        let identity = crate::tls::serving_identity(&state_dir, address)?;
+        let url = format!("https://{address}");
         let kubeconfig = state_dir.join("kubeconfig");
-        write_kubeconfig(&kubeconfig, &url, &admin_token)?;
+        write_kubeconfig(&kubeconfig, &url, &admin_token, &identity.ca_pem)?;
+        let listener =
+            crate::tls::TlsListener::new(listener, identity.config, shared.shutdown.clone())?;
 
         let router = axum::Router::new()
             .fallback(api::serve)
@@ -179,6 +188,7 @@ impl DevCluster {
         tracing::info!(%url, "devcluster serving");
         Ok(DevCluster {
             url,
+            ca_pem: identity.ca_pem.clone(),
             kubeconfig,
             admin_token,
             shared,
@@ -194,6 +204,17 @@ impl DevCluster {
     /// Cancelled when the server shuts down.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shared.shutdown.clone()
+    }
+
+    /// `(lists, watches, writes)` served so far, across all resources.
+    pub fn request_counts(&self) -> (u64, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.shared.counters;
+        (
+            c.lists.load(Relaxed),
+            c.watches.load(Relaxed),
+            c.writes.load(Relaxed),
+        )
     }
 
     /// A kube client for the admin user, configured from the written kubeconfig.
