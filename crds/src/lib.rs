@@ -1,6 +1,10 @@
 //! The Kubernetes API of Capsule Operator: `CapsulePool` and `CapsuleSession` (group `capsule.dev`,
 //! version `v1alpha1`). Field docs here are what `kubectl explain` prints.
 
+// kube's printcolumn(...) attributes repeat keys such as `type_` by design; clippy reads them as
+// duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod pool;
 pub mod session;
 

@@ -1,1 +1,16 @@
-//! capsule-operator: reconciles CapsulePools into warm worker pods.
+//! capsule-operator: reconciles CapsulePools into warm worker pods, relays their health into status
+//! and Prometheus, and serves metrics and health endpoints. `main.rs` only wires these together.
+
+pub mod conditions;
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod exposition;
+pub mod health;
+pub mod http;
+pub mod labels;
+pub mod metrics;
+pub mod pool;
+pub mod telemetry;
+
+pub use error::{Error, Result};

@@ -1,0 +1,28 @@
+//! Labels, annotations and names the operator puts on what it creates, so it can find them again.
+
+/// On every worker pod: the pool it belongs to.
+pub const POOL: &str = "capsule.dev/pool";
+/// On a bound worker pod: the session holding it.
+pub const SESSION: &str = "capsule.dev/session";
+/// On every worker pod: hash of the pool template it was built from.
+pub const TEMPLATE_HASH: &str = "capsule.dev/template-hash";
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const NAME: &str = "app.kubernetes.io/name";
+pub const COMPONENT: &str = "app.kubernetes.io/component";
+pub const MANAGER: &str = "capsule-operator";
+
+/// Field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "capsule-operator";
+
+/// Key of the pool token inside its Secret.
+pub const TOKEN_KEY: &str = "token";
+
+/// The Secret holding a pool's heartbeat token.
+pub fn pool_token_secret(pool: &str) -> String {
+    format!("{pool}-pool-token")
+}
+
+/// Label selector of a pool's worker pods.
+pub fn pool_selector(pool: &str) -> String {
+    format!("{POOL}={pool}")
+}

@@ -1,0 +1,77 @@
+//! A scripted API server behind kube's `tower-test` mock: every request the operator makes is
+//! recorded and answered by the test's responder, so tests can assert the exact API calls.
+
+use std::sync::{Arc, Mutex};
+
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use kube::client::Body;
+use kube::Client;
+use serde_json::{json, Value};
+
+/// One API call as the operator made it.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub method: Method,
+    pub path: String,
+    pub query: String,
+    pub body: Value,
+}
+
+impl Call {
+    /// `"POST /api/v1/namespaces/default/pods"`
+    pub fn line(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+}
+
+pub type Responder = Arc<dyn Fn(&Call) -> (StatusCode, Value) + Send + Sync>;
+
+/// Starts the fake; returns a client talking to it and the shared call log.
+pub fn start(responder: Responder) -> (Client, Arc<Mutex<Vec<Call>>>) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let log = calls.clone();
+    tokio::spawn(async move {
+        while let Some((request, send)) = handle.next_request().await {
+            let (parts, body) = request.into_parts();
+            let bytes = body.collect().await.expect("request body").to_bytes();
+            let body: Value = if bytes.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes)
+                    .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
+            };
+            let call = Call {
+                method: parts.method.clone(),
+                path: parts.uri.path().to_string(),
+                query: parts.uri.query().unwrap_or_default().to_string(),
+                body,
+            };
+            let (status, reply) = responder(&call);
+            log.lock().unwrap().push(call);
+            let response = Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+                .unwrap();
+            send.send_response(response);
+        }
+    });
+    (Client::new(service, "default"), calls)
+}
+
+pub fn not_found(what: &str) -> (StatusCode, Value) {
+    (
+        StatusCode::NOT_FOUND,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
+               "message": format!("{what} not found"), "code": 404}),
+    )
+}
+
+pub fn list(kind: &str, items: Vec<Value>) -> (StatusCode, Value) {
+    (
+        StatusCode::OK,
+        json!({"apiVersion": "v1", "kind": kind, "metadata": {"resourceVersion": "100"}, "items": items}),
+    )
+}

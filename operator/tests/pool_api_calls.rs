@@ -1,0 +1,480 @@
+//! Exact API calls of the pool controller, against kube's tower-test mock.
+
+mod fake_api;
+
+use std::sync::{Arc, Mutex};
+
+use capsule_crds::{CapsulePool, CapsulePoolStatus};
+use capsule_operator::config::OperatorConfig;
+use capsule_operator::context::Context;
+use capsule_operator::health::Health;
+use capsule_operator::metrics::Metrics;
+use capsule_operator::pool::{self, worker_pod};
+use fake_api::{list, not_found, Call};
+use http::{Method, StatusCode};
+use prometheus_client::registry::Registry;
+use serde_json::{json, Value};
+
+const NS: &str = "default";
+const POOL_UID: &str = "6b0f3c1e-0000-4000-8000-000000000001";
+
+fn pool(spec: Value, status: Option<CapsulePoolStatus>) -> CapsulePool {
+    let mut pool: CapsulePool = serde_json::from_value(json!({
+        "apiVersion": "capsule.dev/v1alpha1", "kind": "CapsulePool",
+        "metadata": {"name": "p", "namespace": NS, "uid": POOL_UID, "generation": 3,
+                     "resourceVersion": "41"},
+        "spec": spec,
+    }))
+    .unwrap();
+    pool.status = status;
+    pool
+}
+
+fn sound_spec(replicas: i32, max: i32) -> Value {
+    json!({"replicas": replicas, "maxWorkers": max, "template": {"image": "capsule-worker:test"}})
+}
+
+/// A worker pod of `pool` as the API server would hold it, in the given state.
+fn worker(pool: &CapsulePool, name: &str, state: &str) -> Value {
+    let mut pod = worker_pod::build(pool, &OperatorConfig::default());
+    pod.metadata.name = Some(name.into());
+    pod.metadata.generate_name = None;
+    pod.metadata.uid = Some(format!("uid-{name}"));
+    pod.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        format!("2026-11-27T10:00:0{}Z", name.len() % 10)
+            .parse()
+            .unwrap(),
+    ));
+    let mut value = serde_json::to_value(&pod).unwrap();
+    let status = match state {
+        "idle" => json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}),
+        "bound" => {
+            value["metadata"]["labels"]["capsule.dev/session"] = json!("s1");
+            json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]})
+        }
+        "failed" => json!({"phase": "Failed"}),
+        "pending" => json!({"phase": "Pending"}),
+        other => panic!("unknown state {other}"),
+    };
+    value["status"] = status;
+    value
+}
+
+struct Harness {
+    ctx: Arc<Context>,
+    calls: Arc<Mutex<Vec<Call>>>,
+}
+
+/// An API server with the given pods and (optionally) the pool's token Secret.
+fn harness(pods: Vec<Value>, secret_exists: bool) -> Harness {
+    let pods = Arc::new(pods);
+    let responder: fake_api::Responder = Arc::new(move |call: &Call| {
+        let p = call.path.as_str();
+        match (&call.method, p) {
+            (&Method::GET, "/api/v1/namespaces/default/secrets/p-pool-token") => {
+                if secret_exists {
+                    (
+                        StatusCode::OK,
+                        json!({"apiVersion": "v1", "kind": "Secret",
+                        "metadata": {"name": "p-pool-token", "namespace": NS}, "data": {"token": "dG9r"}}),
+                    )
+                } else {
+                    not_found("secrets \"p-pool-token\"")
+                }
+            }
+            (&Method::POST, "/api/v1/namespaces/default/secrets") => {
+                (StatusCode::CREATED, call.body.clone())
+            }
+            (&Method::GET, "/api/v1/namespaces/default/pods") => list("PodList", pods.to_vec()),
+            (&Method::POST, "/api/v1/namespaces/default/pods") => {
+                let mut pod = call.body.clone();
+                pod["metadata"]["name"] = json!("p-new01");
+                (StatusCode::CREATED, pod)
+            }
+            (&Method::DELETE, _) if p.starts_with("/api/v1/namespaces/default/pods/") => (
+                StatusCode::OK,
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": p.rsplit('/').next()}}),
+            ),
+            (&Method::PATCH, _) if p.starts_with("/api/v1/namespaces/default/pods/") => {
+                let name = p.rsplit('/').next().unwrap();
+                let mut pod = pods
+                    .iter()
+                    .find(|v| v["metadata"]["name"] == name)
+                    .cloned()
+                    .expect("patched pod exists");
+                pod["metadata"]["ownerReferences"] =
+                    call.body["metadata"]["ownerReferences"].clone();
+                (StatusCode::OK, pod)
+            }
+            (&Method::POST, "/apis/events.k8s.io/v1/namespaces/default/events") => {
+                (StatusCode::CREATED, call.body.clone())
+            }
+            (
+                &Method::PATCH,
+                "/apis/capsule.dev/v1alpha1/namespaces/default/capsulepools/p/status",
+            ) => {
+                let mut obj = call.body.clone();
+                obj["metadata"] = json!({"name": "p", "namespace": NS, "uid": POOL_UID});
+                obj["spec"] = json!({});
+                (StatusCode::OK, obj)
+            }
+            _ => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"message": format!("unexpected call {} {}", call.method, p)}),
+            ),
+        }
+    });
+    let (client, calls) = fake_api::start(responder);
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::register(&mut registry));
+    let ctx = Arc::new(Context::new(
+        client,
+        metrics,
+        OperatorConfig::default(),
+        Arc::new(Health::default()),
+    ));
+    Harness { ctx, calls }
+}
+
+impl Harness {
+    async fn reconcile(&self, pool: CapsulePool) -> Result<(), capsule_operator::Error> {
+        pool::reconcile(Arc::new(pool), self.ctx.clone())
+            .await
+            .map(|_| ())
+    }
+
+    /// The calls other than Event writes, which are asserted separately.
+    fn api_calls(&self) -> Vec<Call> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| !c.path.contains("/events"))
+            .cloned()
+            .collect()
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.api_calls().iter().map(Call::line).collect()
+    }
+
+    fn events(&self) -> Vec<String> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.path.contains("/events"))
+            .map(|c| c.body["reason"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    fn status_written(&self) -> CapsulePoolStatus {
+        let calls = self.api_calls();
+        let patch = calls
+            .iter()
+            .rev()
+            .find(|c| c.method == Method::PATCH && c.path.ends_with("/status"))
+            .expect("a status write");
+        assert!(
+            patch.query.contains("fieldManager=capsule-operator"),
+            "{}",
+            patch.query
+        );
+        assert!(patch.query.contains("force=true"), "{}", patch.query);
+        serde_json::from_value(patch.body["status"].clone()).unwrap()
+    }
+}
+
+const GET_SECRET: &str = "GET /api/v1/namespaces/default/secrets/p-pool-token";
+const LIST_PODS: &str = "GET /api/v1/namespaces/default/pods";
+const CREATE_POD: &str = "POST /api/v1/namespaces/default/pods";
+const WRITE_STATUS: &str =
+    "PATCH /apis/capsule.dev/v1alpha1/namespaces/default/capsulepools/p/status";
+
+fn env_of<'a>(container: &'a Value, name: &str) -> &'a Value {
+    container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("env {name} missing"))
+}
+
+#[tokio::test]
+async fn new_pool_creates_its_token_secret_and_warm_workers() {
+    let h = harness(vec![], false);
+    h.reconcile(pool(sound_spec(2, 5), None)).await.unwrap();
+    assert_eq!(
+        h.lines(),
+        [
+            GET_SECRET,
+            "POST /api/v1/namespaces/default/secrets",
+            LIST_PODS,
+            CREATE_POD,
+            CREATE_POD,
+            WRITE_STATUS
+        ]
+    );
+    let calls = h.api_calls();
+
+    let secret = &calls[1].body;
+    assert_eq!(secret["metadata"]["name"], "p-pool-token");
+    assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], POOL_UID);
+    assert_eq!(secret["metadata"]["ownerReferences"][0]["controller"], true);
+    let token = secret["data"]["token"].as_str().unwrap();
+    assert!(
+        token.len() >= 64,
+        "a random token of 32 bytes, base64 of its hex: {token}"
+    );
+
+    assert!(
+        calls[2]
+            .query
+            .contains("labelSelector=capsule.dev%2Fpool%3Dp"),
+        "{}",
+        calls[2].query
+    );
+
+    let pod = &calls[3].body;
+    assert_eq!(pod["metadata"]["generateName"], "p-");
+    assert_eq!(pod["metadata"]["labels"]["capsule.dev/pool"], "p");
+    assert_eq!(pod["metadata"]["ownerReferences"][0]["uid"], POOL_UID);
+    assert_eq!(pod["metadata"]["ownerReferences"][0]["kind"], "CapsulePool");
+    let containers = pod["spec"]["containers"].as_array().unwrap();
+    let names: Vec<&str> = containers
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["worker", "sidecar"]);
+    let worker = &containers[0];
+    assert_eq!(worker["image"], "capsule-worker:test");
+    assert_eq!(
+        env_of(worker, "POD_NAME")["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+    assert_eq!(
+        env_of(worker, "POD_NAMESPACE")["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.namespace"
+    );
+    assert_eq!(
+        env_of(worker, "POD_IP")["valueFrom"]["fieldRef"]["fieldPath"],
+        "status.podIP"
+    );
+    assert_eq!(
+        env_of(worker, "CAPSULE_POOL_TOKEN")["valueFrom"]["secretKeyRef"]["name"],
+        "p-pool-token"
+    );
+    assert_eq!(
+        env_of(worker, "CAPSULE_HEARTBEAT_URL")["value"],
+        OperatorConfig::default().heartbeat_url
+    );
+    assert_eq!(worker["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(pod["spec"]["volumes"][0]["emptyDir"]["medium"], "Memory");
+    assert_eq!(worker["volumeMounts"][0]["mountPath"], "/var/run/capsule");
+    assert_eq!(
+        containers[1]["volumeMounts"][0]["mountPath"],
+        "/var/run/capsule"
+    );
+
+    let status = h.status_written();
+    assert_eq!(status.observed_generation, Some(3));
+    assert_eq!(status.idle, 0);
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "WarmingUp")
+    );
+    assert_eq!(status.pool.unwrap().workers_created, 2);
+    assert_eq!(h.events(), ["WorkerCreated", "WorkerCreated"]);
+}
+
+#[tokio::test]
+async fn scale_up_creates_only_the_missing_workers() {
+    let p = pool(sound_spec(3, 5), None);
+    let h = harness(vec![worker(&p, "p-aaaaa", "idle")], true);
+    h.reconcile(p).await.unwrap();
+    assert_eq!(
+        h.lines(),
+        [GET_SECRET, LIST_PODS, CREATE_POD, CREATE_POD, WRITE_STATUS]
+    );
+}
+
+#[tokio::test]
+async fn scale_up_stops_at_max_workers_and_says_so() {
+    let p = pool(sound_spec(2, 3), None);
+    let h = harness(
+        vec![
+            worker(&p, "p-b1", "bound"),
+            worker(&p, "p-b2", "bound"),
+            worker(&p, "p-idle1", "idle"),
+        ],
+        true,
+    );
+    h.reconcile(p).await.unwrap();
+    assert_eq!(
+        h.lines(),
+        [GET_SECRET, LIST_PODS, WRITE_STATUS],
+        "no pod beyond maxWorkers"
+    );
+    let status = h.status_written();
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready.reason, "PoolExhausted");
+    assert!(
+        ready.message.contains("spec.maxWorkers"),
+        "{}",
+        ready.message
+    );
+}
+
+#[tokio::test]
+async fn scale_down_deletes_idle_workers_never_bound_ones() {
+    let p = pool(sound_spec(1, 5), None);
+    let h = harness(
+        vec![
+            worker(&p, "p-bound", "bound"),
+            worker(&p, "p-idle1", "idle"),
+            worker(&p, "p-idle22", "idle"),
+        ],
+        true,
+    );
+    h.reconcile(p).await.unwrap();
+    let lines = h.lines();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert_eq!(&lines[..2], [GET_SECRET, LIST_PODS]);
+    assert!(
+        lines[2].starts_with("DELETE /api/v1/namespaces/default/pods/p-idle"),
+        "{lines:?}"
+    );
+    assert_eq!(lines[3], WRITE_STATUS);
+    let delete = &h.api_calls()[2];
+    assert!(
+        delete.body["preconditions"]["uid"]
+            .as_str()
+            .unwrap()
+            .starts_with("uid-p-idle"),
+        "deletes are guarded by the pod's uid: {}",
+        delete.body
+    );
+    assert_eq!(h.events(), ["WorkerDeleted"]);
+}
+
+#[tokio::test]
+async fn a_failed_worker_is_replaced() {
+    let p = pool(sound_spec(1, 5), None);
+    let h = harness(vec![worker(&p, "p-dead", "failed")], true);
+    h.reconcile(p).await.unwrap();
+    assert_eq!(
+        h.lines(),
+        [
+            GET_SECRET,
+            LIST_PODS,
+            "DELETE /api/v1/namespaces/default/pods/p-dead",
+            CREATE_POD,
+            WRITE_STATUS
+        ]
+    );
+    let counters = h.status_written().pool.unwrap();
+    assert_eq!(
+        (
+            counters.workers_removed,
+            counters.health.removals,
+            counters.workers_created
+        ),
+        (1, 1, 1)
+    );
+}
+
+#[tokio::test]
+async fn an_unusable_spec_is_degraded_with_the_field_named_and_nothing_created() {
+    let h = harness(vec![], false);
+    h.reconcile(pool(
+        json!({"replicas": 2, "maxWorkers": 5, "template": {}}),
+        None,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        h.lines(),
+        [LIST_PODS, WRITE_STATUS],
+        "no Secret and no pod for a pool that cannot work"
+    );
+    let status = h.status_written();
+    let degraded = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap();
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "InvalidSpec")
+    );
+    assert!(
+        degraded.message.contains("spec.template.image"),
+        "{}",
+        degraded.message
+    );
+    assert_eq!(h.events(), ["InvalidSpec"]);
+}
+
+#[tokio::test]
+async fn nothing_changed_means_no_writes() {
+    // First pass against a steady pool: it writes the status once.
+    let steady = pool(sound_spec(2, 5), None);
+    let pods = vec![
+        worker(&steady, "p-one", "idle"),
+        worker(&steady, "p-two", "idle"),
+    ];
+    let first = harness(pods.clone(), true);
+    first.reconcile(steady.clone()).await.unwrap();
+    assert_eq!(first.lines(), [GET_SECRET, LIST_PODS, WRITE_STATUS]);
+    let written = first.status_written();
+    assert_eq!(written.idle, 2);
+
+    // Second pass sees that status stored: nothing to do, nothing to write.
+    let second = harness(pods, true);
+    second
+        .reconcile(pool(sound_spec(2, 5), Some(written)))
+        .await
+        .unwrap();
+    assert_eq!(
+        second.lines(),
+        [GET_SECRET, LIST_PODS],
+        "a pass with no change makes no write"
+    );
+    assert!(second.events().is_empty());
+}
+
+#[tokio::test]
+async fn an_orphaned_worker_is_adopted_not_duplicated() {
+    let p = pool(sound_spec(1, 5), None);
+    let mut orphan = worker(&p, "p-orphan", "idle");
+    orphan["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ownerReferences");
+    let h = harness(vec![orphan], true);
+    h.reconcile(p).await.unwrap();
+    assert_eq!(
+        h.lines(),
+        [
+            GET_SECRET,
+            LIST_PODS,
+            "PATCH /api/v1/namespaces/default/pods/p-orphan",
+            WRITE_STATUS
+        ],
+        "the adopted worker counts as the warm one: no new pod"
+    );
+    let patch = &h.api_calls()[2];
+    assert_eq!(
+        patch.body["metadata"]["ownerReferences"][0]["uid"],
+        POOL_UID
+    );
+}
