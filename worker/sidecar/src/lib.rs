@@ -1,0 +1,1 @@
+//! capsule-sidecar: the trace buffer, OTLP export and policy-gated introspection of one worker pod.
