@@ -278,14 +278,14 @@ async fn dispatch(
             if ctx.accept().contains("as=APIGroupDiscoveryList") =>
         {
             let core = matches!(route, Route::CoreVersions);
-            let version = if ctx.accept().contains("v=v2;")
-                || ctx.accept().contains("v=v2,")
-                || ctx.accept().ends_with("v=v2")
-                || ctx.accept().contains("v=v2;as")
-            {
-                "v2"
-            } else {
-                "v2beta1"
+            // The first discovery version the client lists that we serve.
+            let accept = ctx.accept();
+            let v2 = accept.find("v=v2;");
+            let v2beta1 = accept.find("v=v2beta1;");
+            let version = match (v2, v2beta1) {
+                (Some(a), Some(b)) if b < a => "v2beta1",
+                (None, Some(_)) => "v2beta1",
+                _ => "v2",
             };
             let body = discovery::aggregated(&shared.lock(), core, version);
             let content_type = format!(

@@ -353,6 +353,9 @@ impl State {
         let rv = self.store.next_resource_version();
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
         let stored = self.store.put(&storage_key, object, EventType::Added, rv);
+        if info.group.is_empty() && info.kind == "Namespace" {
+            self.create_default_service_account(&name);
+        }
         if info.kind == "CustomResourceDefinition" {
             self.establish_crd(&name)?;
             return Ok((*self.get(info, "", &name)?).clone());
@@ -394,6 +397,21 @@ impl State {
                 object["spec"]["replicas"] = json!(1);
             }
             _ => {}
+        }
+    }
+
+    /// What the service-account controller does for every new namespace.
+    fn create_default_service_account(&mut self, namespace: &str) {
+        let Some(info) = self.resolve("", "v1", "serviceaccounts") else {
+            return;
+        };
+        let options = WriteOptions {
+            manager: "kube-controller-manager".into(),
+            ..WriteOptions::default()
+        };
+        let account = json!({"metadata": {"name": "default"}});
+        if let Err(error) = self.create(&info, namespace, account, &options, &mut Vec::new()) {
+            tracing::debug!(%error, "default service account not created");
         }
     }
 

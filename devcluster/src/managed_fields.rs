@@ -452,7 +452,7 @@ pub fn apply(
         .find(|e| e.manager == manager && e.operation == "Apply" && in_scope(e, scope))
         .map(|e| e.fields.clone())
         .unwrap_or_default();
-    let mut object = merge_applied(live, &restrict_to_scope(config, scope), "");
+    let mut object = merge_applied(live, &tracked_part(config, scope), "");
     for path in previous.difference(&applied) {
         let owned_by_other = entries.iter().any(|e| {
             !(e.manager == manager && e.operation == "Apply")
@@ -467,15 +467,6 @@ pub fn apply(
     entries.retain(|e| !e.fields.is_empty());
     write_entries(&mut object, &entries);
     Ok(object)
-}
-
-fn restrict_to_scope(config: &Value, scope: Scope) -> Value {
-    let mut part = tracked_part(config, scope);
-    if let Scope::Main { .. } = scope {
-        // Labels, annotations and the like merge; the rest of metadata is the server's.
-        let _ = &mut part;
-    }
-    part
 }
 
 fn conflict_error(conflicts: &[(String, Option<String>, FieldPath)]) -> Error {
@@ -499,11 +490,6 @@ fn conflict_error(conflicts: &[(String, Option<String>, FieldPath)]) -> Error {
         text.push_str(&lines.join("\n"));
         text
     };
-    let causes = conflicts
-        .iter()
-        .map(|(m, v, p)| json!({"reason": "FieldManagerConflict", "message": describe(m, v), "field": format_path(p)}))
-        .collect::<Vec<_>>();
-    let _ = causes;
     Error::Conflict { message }
 }
 
