@@ -179,10 +179,22 @@ pub async fn watch(
                     )])));
                 }
                 Some(events) => {
-                    // Objects changed since `since` are re-derived from the replayed events.
+                    // What the client knew at `since`, for objects changed since: the first
+                    // replayed event says whether the object existed then (anything but ADDED);
+                    // whether it matched the selectors then is judged from that event's object.
+                    let mut first_seen = HashSet::new();
                     for event in &events {
-                        if watcher.in_scope(event) {
-                            watcher.visible.remove(&object_key(&event.object));
+                        if !watcher.in_scope(event) {
+                            continue;
+                        }
+                        let key = object_key(&event.object);
+                        if first_seen.insert(key.clone()) {
+                            let existed = event.event_type != EventType::Added;
+                            if existed && watcher.selectors.matches(&event.object) {
+                                watcher.visible.insert(key);
+                            } else {
+                                watcher.visible.remove(&key);
+                            }
                         }
                     }
                     for event in &events {

@@ -544,3 +544,54 @@ async fn deleting_a_namespace_removes_its_content_then_itself() {
     assert!(api.get_opt("inside").await.unwrap().is_none());
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_resumed_from_a_version_replays_adds_changes_and_deletes() {
+    let t = TestCluster::start("resume").await;
+    let api: Api<ConfigMap> = Api::namespaced(t.cluster.client().await.unwrap(), "default");
+    api.create(&PostParams::default(), &config_map("old"))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &config_map("changed"))
+        .await
+        .unwrap();
+    let since = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    api.delete("old", &Default::default()).await.unwrap();
+    let patch = json!({"data": {"n": "1"}});
+    api.patch("changed", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &config_map("new"))
+        .await
+        .unwrap();
+    let mut stream = api
+        .watch(&WatchParams::default().timeout(5), &since)
+        .await
+        .unwrap()
+        .boxed();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let event = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        match event {
+            WatchEvent::Added(cm) => seen.push(format!("ADDED {}", cm.metadata.name.unwrap())),
+            WatchEvent::Modified(cm) => {
+                seen.push(format!("MODIFIED {}", cm.metadata.name.unwrap()))
+            }
+            WatchEvent::Deleted(cm) => seen.push(format!("DELETED {}", cm.metadata.name.unwrap())),
+            WatchEvent::Bookmark(_) => {}
+            WatchEvent::Error(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(seen, ["DELETED old", "MODIFIED changed", "ADDED new"]);
+    t.stop().await;
+}
