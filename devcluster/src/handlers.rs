@@ -60,7 +60,6 @@ pub async fn handle(
                 &options,
                 &mut warnings,
             )?;
-            shared.gc_wake.notify_one();
             respond(
                 ctx,
                 info,
@@ -81,7 +80,6 @@ pub async fn handle(
                 scope,
                 &mut warnings,
             )?;
-            shared.gc_wake.notify_one();
             let code = if created {
                 StatusCode::CREATED
             } else {

@@ -39,6 +39,16 @@ pub struct StoredEvent {
     pub storage_key: String,
     pub event_type: EventType,
     pub object: Arc<Value>,
+    /// The object as JSON, encoded once for every watcher of its stored version.
+    pub encoded: std::sync::OnceLock<bytes::Bytes>,
+}
+
+impl StoredEvent {
+    pub fn encoded_object(&self) -> &bytes::Bytes {
+        self.encoded.get_or_init(|| {
+            bytes::Bytes::from(serde_json::to_vec(&*self.object).unwrap_or_default())
+        })
+    }
 }
 
 /// `(namespace or "", name)`.
@@ -144,6 +154,7 @@ impl Store {
             storage_key: storage_key.to_string(),
             event_type,
             object,
+            encoded: std::sync::OnceLock::new(),
         });
         self.history.push_back(event.clone());
         while self.history.len() > self.history_capacity {

@@ -86,6 +86,23 @@ impl Watcher {
         Bytes::from(line)
     }
 
+    /// Like [`Watcher::encode`], reusing the event's shared encoding when no rewrite is needed.
+    fn encode_event(&self, event_type: &str, event: &StoredEvent) -> Bytes {
+        let same_version =
+            event.object["apiVersion"].as_str() == Some(self.info.api_version().as_str());
+        if self.as_table || !same_version {
+            return self.encode(event_type, &event.object);
+        }
+        let object = event.encoded_object();
+        let mut line = Vec::with_capacity(object.len() + 32);
+        line.extend_from_slice(b"{\"type\":\"");
+        line.extend_from_slice(event_type.as_bytes());
+        line.extend_from_slice(b"\",\"object\":");
+        line.extend_from_slice(object);
+        line.extend_from_slice(b"}\n");
+        Bytes::from(line)
+    }
+
     fn bookmark(&self, rv: u64, initial_events_end: bool) -> Bytes {
         let mut metadata = json!({"resourceVersion": rv.to_string()});
         if initial_events_end {
@@ -199,7 +216,7 @@ pub async fn watch(
                     }
                     for event in &events {
                         if let Some(kind) = watcher.translate(event) {
-                            first_lines.push(watcher.encode(kind.as_str(), &event.object));
+                            first_lines.push(watcher.encode_event(kind.as_str(), event));
                         }
                     }
                     start_rv = current;
@@ -278,7 +295,7 @@ async fn pump(
                     }
                     last_rv = event.resource_version;
                     if let Some(kind) = watcher.translate(&event) {
-                        if sender.send(watcher.encode(kind.as_str(), &event.object)).await.is_err() {
+                        if sender.send(watcher.encode_event(kind.as_str(), &event)).await.is_err() {
                             return;
                         }
                     }
