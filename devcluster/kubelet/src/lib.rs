@@ -141,6 +141,10 @@ pub async fn run_with_options(
         controller_context.clone(),
         shutdown.clone(),
     ));
+    let service_accounts = tokio::spawn(controllers::service_account::run(
+        controller_context.clone(),
+        shutdown.clone(),
+    ));
     let deployments = tokio::spawn(controllers::deployment::run(
         controller_context,
         shutdown.clone(),
@@ -152,6 +156,7 @@ pub async fn run_with_options(
     heartbeat.abort();
     let _ = replica_sets.await;
     let _ = deployments.await;
+    let _ = service_accounts.await;
     shared.reaper.shutdown().await;
     Ok(())
 }

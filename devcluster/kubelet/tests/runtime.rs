@@ -333,3 +333,33 @@ async fn a_missing_executable_is_a_start_error_that_backs_off() {
     assert_eq!(snapshot.last_terminated.unwrap().reason, "StartError");
     handle.stop(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn the_watchdog_kills_the_groups_it_still_knows_when_its_pipe_closes() {
+    let reaper = Reaper::start().unwrap();
+    let spawn_group = || {
+        std::process::Command::new("sh")
+            .args(["-c", "sleep 60 & wait"])
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    };
+    use std::os::unix::process::CommandExt;
+    let mut known = spawn_group();
+    let mut forgotten = spawn_group();
+    reaper.watch_group(known.id() as i32).await;
+    reaper.watch_group(forgotten.id() as i32).await;
+    reaper.forget_group(forgotten.id() as i32).await;
+    reaper.shutdown().await;
+    let status = tokio::task::spawn_blocking(move || known.wait().unwrap())
+        .await
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "the known group was not killed");
+    assert!(
+        forgotten.try_wait().unwrap().is_none(),
+        "a forgotten group was killed"
+    );
+    forgotten.kill().unwrap();
+    forgotten.wait().unwrap();
+}

@@ -210,3 +210,107 @@ fn terminated_state(terminated: &Terminated, pid: Option<i32>) -> ContainerState
         container_id: pid.map(|pid| format!("devcluster://{pid}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(state: RunState, ready: bool) -> ContainerSnapshot {
+        ContainerSnapshot {
+            state,
+            last_terminated: None,
+            ready,
+            started: true,
+            restart_count: 0,
+            pid: None,
+        }
+    }
+
+    fn exited(code: i32) -> RunState {
+        RunState::Terminated(Terminated {
+            exit_code: code,
+            signal: None,
+            reason: if code == 0 { "Completed" } else { "Error" }.into(),
+            message: None,
+            started_at: Timestamp::now(),
+            finished_at: Timestamp::now(),
+        })
+    }
+
+    fn view(main: Vec<ContainerSnapshot>, policy: RestartPolicy) -> PodView<'static> {
+        PodView {
+            stage: Stage::Running,
+            init: Vec::new(),
+            main: main
+                .into_iter()
+                .map(|snapshot| ContainerView {
+                    name: "c",
+                    image: "busybox",
+                    snapshot,
+                })
+                .collect(),
+            restart_policy: policy,
+            pod_ip: "127.0.1.1",
+            host_ip: "127.0.0.1",
+            start_time: Timestamp::now(),
+        }
+    }
+
+    fn condition(status: &PodStatus, kind: &str) -> String {
+        status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == kind)
+            .map(|c| c.status.clone())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn phase_and_readiness_follow_the_containers() {
+        let mut clock = ConditionClock::default();
+        let running = RunState::Running {
+            started_at: Timestamp::now(),
+        };
+        let status = pod_status(
+            &view(
+                vec![
+                    snapshot(running.clone(), true),
+                    snapshot(running.clone(), false),
+                ],
+                RestartPolicy::Always,
+            ),
+            &mut clock,
+        );
+        assert_eq!(status.phase.as_deref(), Some("Running"));
+        assert_eq!(condition(&status, "Ready"), "False");
+        let status = pod_status(
+            &view(vec![snapshot(running, true)], RestartPolicy::Always),
+            &mut clock,
+        );
+        assert_eq!(condition(&status, "Ready"), "True");
+
+        let done = pod_status(
+            &view(vec![snapshot(exited(0), false)], RestartPolicy::Never),
+            &mut clock,
+        );
+        assert_eq!(done.phase.as_deref(), Some("Succeeded"));
+        let failed = pod_status(
+            &view(
+                vec![snapshot(exited(0), false), snapshot(exited(2), false)],
+                RestartPolicy::OnFailure,
+            ),
+            &mut clock,
+        );
+        assert_eq!(
+            failed.phase.as_deref(),
+            Some("Running"),
+            "OnFailure restarts the failed one"
+        );
+        let failed = pod_status(
+            &view(vec![snapshot(exited(2), false)], RestartPolicy::Never),
+            &mut clock,
+        );
+        assert_eq!(failed.phase.as_deref(), Some("Failed"));
+    }
+}

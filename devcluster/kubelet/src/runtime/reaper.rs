@@ -25,7 +25,8 @@ while read -r line; do
     -*) groups=$(printf '%s' "$groups" | sed "s/ ${line#-} / /") ;;
   esac
 done
-for group in $groups; do kill -KILL -- "-$group" 2>/dev/null; done
+# dash's kill takes no `--`; `-9 -PGID` names the group in every sh.
+for group in $groups; do kill -9 "-$group" 2>/dev/null; done
 "#;
 
 /// Handle to the watchdog; cheap to clone.
