@@ -15,6 +15,7 @@ import ast
 import asyncio
 import builtins
 import inspect
+import io
 import json
 import linecache
 import os
@@ -32,7 +33,7 @@ MAX_FRAME_BYTES = 16 * 1024 * 1024
 # The worker compiles this file under this name, so its frames can be cut from users' tracebacks.
 DRIVER_FILENAME = "<capsule-driver>"
 RESULT_NAME = "__capsule_result__"
-OUTPUT_CHUNK_CHARS = 64 * 1024
+OUTPUT_CHUNK_BYTES = 64 * 1024
 OUTPUT_FLUSH_SECONDS = 0.01
 MAX_REPR_CHARS = 64 * 1024
 MAX_TRACEBACK_CHARS = 256 * 1024
@@ -89,44 +90,44 @@ def send(message):
     _write_frame(data)
 
 
-def _write_frame(data):
-    view = memoryview(struct.pack(">I", len(data)) + data)
+def _write_frame(*parts):
+    view = memoryview(b"".join((struct.pack(">I", sum(map(len, parts))),) + parts))
     with _write_lock:
         while view:
             written = os.write(_frames_out_fd, view)
             view = view[written:]
 
 
-_JSON_UNSAFE_ASCII = bytes(c for c in range(32) if c != 10) + b'"\\\x7f'
+# Bytes a JSON string cannot carry raw (newline aside, which is escaped below).
+_JSON_UNSAFE = bytes(c for c in range(32) if c != 10) + b'"\\'
 
 
-def _send_output(stream, text):
-    # json.dumps escapes a large string one character at a time; plain ASCII text whose only
-    # special character is a newline (the common case) is escaped with two C-speed byte passes.
-    if text.isascii():
-        raw = text.encode("ascii")
-        if len(raw.translate(None, _JSON_UNSAFE_ASCII)) == len(raw):
-            head = json.dumps({"type": "output", "id": state.current_id, "stream": stream})
-            body = b"".join((head[:-1].encode(), b',"text":"', raw.replace(b"\n", b"\\n"), b'"}'))
-            _write_frame(body)
-            return
-    send({"type": "output", "id": state.current_id, "stream": stream, "text": text})
+def _send_output(stream, data):
+    # Output frames start with {"type":"output", and end with the text: the worker passes the
+    # text through to clients without unescaping it.
+    head = json.dumps(
+        {"type": "output", "id": state.current_id, "stream": stream}, separators=(",", ":")
+    )[:-1].encode()
+    # json.dumps escapes a large string one character at a time; ASCII text whose only special
+    # character is a newline (the common case) is escaped with C-speed byte passes instead.
+    if data.isascii() and len(data.translate(None, _JSON_UNSAFE)) == len(data):
+        _write_frame(head, b',"text":"', data.replace(b"\n", b"\\n"), b'"}')
+    else:
+        text = json.dumps(data.decode("utf-8", "replace"), ensure_ascii=False)
+        _write_frame(head, b',"text":', text.encode("utf-8"), b"}")
 
 
 class _Critical:
-    """Defers a cancel's KeyboardInterrupt while the main thread writes a frame, so a frame is never cut."""
+    """Defers a cancel's KeyboardInterrupt while the main thread writes a frame, so a frame is never
+    cut. The deferred interrupt is re-sent by the thread that keeps interrupting (see _reader)."""
 
     def __enter__(self):
         if threading.get_ident() == _MAIN_THREAD:
             state.critical += 1
 
     def __exit__(self, *exc):
-        if threading.get_ident() != _MAIN_THREAD:
-            return False
-        state.critical -= 1
-        if state.critical == 0 and state.interrupt_pending and state.running:
-            state.interrupt_pending = False
-            raise KeyboardInterrupt
+        if threading.get_ident() == _MAIN_THREAD:
+            state.critical -= 1
         return False
 
 
@@ -138,70 +139,63 @@ def _on_sigint(signum, frame):
         if state.critical > 0:
             state.interrupt_pending = True
         else:
+            state.interrupt_pending = False
             raise KeyboardInterrupt
 
 
-class _OutputBuffer:
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.has_data = threading.Event()
-        self.parts = []
-        self.size = 0
-        self.stream = "stdout"
-        self.signalled = False
+def _keep_interrupting(execution_id):
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    while state.running and state.current_id == execution_id:
+        time.sleep(0.02)
+        if state.interrupt_pending:
+            signal.pthread_kill(_MAIN_THREAD, signal.SIGINT)
 
-    def flush_locked(self):
-        if self.parts:
-            text = "".join(self.parts)
-            self.parts = []
-            self.size = 0
-            _send_output(self.stream, text)
-        self.signalled = False
-        self.has_data.clear()
 
-    def flush(self):
+class _FrameSink(io.RawIOBase):
+    """Raw end of the output streams: each write becomes one output frame."""
+
+    def __init__(self, stream):
+        super().__init__()
+        self.stream = stream
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        size = len(data)
         with critical:
-            with self.lock:
-                self.flush_locked()
+            _send_output(self.stream, bytes(data))
+        return size
 
 
-output = _OutputBuffer()
+def _text_stream(name):
+    # print() goes through C-implemented TextIOWrapper + BufferedWriter: Python code runs only once
+    # per chunk of OUTPUT_CHUNK_BYTES, which is what makes printing fast.
+    raw = io.BufferedWriter(_FrameSink(name), buffer_size=OUTPUT_CHUNK_BYTES)
+    stream = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", line_buffering=False, write_through=False)
+    stream._CHUNK_SIZE = OUTPUT_CHUNK_BYTES
+    return stream
 
 
-class CapsuleStream:
-    """sys.stdout / sys.stderr: text is batched into output frames, stream switches keep the order."""
+_stdout = _text_stream("stdout")
+_stderr = _text_stream("stderr")
+
+
+class _StderrStream:
+    """sys.stderr: flushes pending stdout before each write and itself after, so the order between
+    the two streams is kept (stdout stays on the fast buffered path)."""
 
     encoding = "utf-8"
     errors = "replace"
 
-    def __init__(self, name):
-        self.name = sys.intern(name)
+    @property
+    def buffer(self):
+        return _stderr.buffer
 
     def write(self, text):
-        # Hot path (print() calls it twice per line): no frame is written here unless a chunk is
-        # full or the stream switches, so the cancel guard is only taken around those writes.
-        if type(text) is not str:
-            if not isinstance(text, str):
-                raise TypeError("write() argument must be str, not %s" % type(text).__name__)
-            text = str(text)
-        size = len(text)
-        if not size:
-            return 0
-        buffer = output
-        with buffer.lock:
-            if buffer.stream is not self.name:
-                if buffer.parts:
-                    with critical:
-                        buffer.flush_locked()
-                buffer.stream = self.name
-            buffer.parts.append(text)
-            buffer.size += size
-            if buffer.size >= OUTPUT_CHUNK_CHARS:
-                with critical:
-                    buffer.flush_locked()
-            elif not buffer.signalled:
-                buffer.signalled = True
-                buffer.has_data.set()
+        _stdout.flush()
+        size = _stderr.write(text)
+        _stderr.flush()
         return size
 
     def writelines(self, lines):
@@ -209,7 +203,8 @@ class CapsuleStream:
             self.write(line)
 
     def flush(self):
-        output.flush()
+        _stdout.flush()
+        _stderr.flush()
 
     def isatty(self):
         return False
@@ -221,16 +216,26 @@ class CapsuleStream:
         return True
 
     def fileno(self):
-        raise OSError("capsule output streams have no file descriptor")
+        raise io.UnsupportedOperation("capsule output streams have no file descriptor")
+
+
+def flush_output():
+    _stdout.flush()
+    _stderr.flush()
+
+
+_executing = threading.Event()
 
 
 def _flusher():
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     while True:
-        output.has_data.wait()
+        _executing.wait()
         time.sleep(OUTPUT_FLUSH_SECONDS)
-        with output.lock:
-            output.flush_locked()
+        try:
+            _stdout.flush()
+        except Exception:
+            pass
 
 
 class PromiseError(Exception):
@@ -303,7 +308,7 @@ class Promise:
             raise ValueError("promise id must be a non-empty string")
         self.id = promise_id
         self._waiter = _register(promise_id)
-        output.flush()
+        flush_output()
         timeout_ms = None if timeout is None else max(1, int(timeout * 1000))
         with critical:
             send({"type": "promiseCreate", "id": state.current_id, "promiseId": promise_id, "timeoutMs": timeout_ms})
@@ -327,7 +332,7 @@ def _input(prompt=""):
     state.input_counter += 1
     input_id = "%s:input:%d" % (state.current_id, state.input_counter)
     waiter = _register(input_id)
-    output.flush()
+    flush_output()
     with critical:
         send({"type": "inputRequest", "id": state.current_id, "inputId": input_id, "prompt": str(prompt)})
     try:
@@ -492,6 +497,7 @@ def _format_error(exc):
 
 def execute(execution_id, source):
     state.current_id = execution_id
+    _executing.set()
     state.cancel_for = None
     state.interrupt_pending = False
     state.input_counter = 0
@@ -522,7 +528,8 @@ def execute(execution_id, source):
         sys.stdout.flush()
     except BaseException:
         pass
-    output.flush()
+    flush_output()
+    _executing.clear()
     outcome["id"] = execution_id
     outcome["namespaceSize"] = namespace_size()
     send(outcome)
@@ -606,6 +613,7 @@ def _reader():
             if state.running and state.current_id == message.get("id"):
                 state.cancel_for = message.get("id")
                 signal.pthread_kill(_MAIN_THREAD, signal.SIGINT)
+                threading.Thread(target=_keep_interrupting, args=(state.cancel_for,), daemon=True).start()
         elif kind == "settle":
             _settle(message)
         elif kind == "checkpoint":
@@ -619,8 +627,8 @@ def _reader():
 
 def main():
     signal.signal(signal.SIGINT, _on_sigint)
-    sys.stdout = CapsuleStream("stdout")
-    sys.stderr = CapsuleStream("stderr")
+    sys.stdout = _stdout
+    sys.stderr = _StderrStream()
     sys.stdin = _Stdin()
     builtins.input = _input
     threading.Thread(target=_flusher, name="capsule-output-flusher", daemon=True).start()

@@ -284,15 +284,17 @@ async fn execute(
             )
         })?;
     let guard = ConsumerGuard(queue);
-    let stream = futures::stream::unfold(guard, |guard| async move {
-        let batch = guard.0.next_batch().await?;
-        let mut chunk = Vec::with_capacity(256);
-        for event in &batch {
-            if serde_json::to_writer(&mut chunk, event).is_ok() {
-                chunk.push(b'\n');
+    let execution_id = id.clone();
+    let stream = futures::stream::unfold(guard, move |guard| {
+        let execution_id = execution_id.clone();
+        async move {
+            let batch = guard.0.next_batch().await?;
+            let mut chunk = Vec::with_capacity(256);
+            for event in &batch {
+                event.write_ndjson(&execution_id, &mut chunk);
             }
+            Some((Ok::<_, Infallible>(Bytes::from(chunk)), guard))
         }
-        Some((Ok::<_, Infallible>(Bytes::from(chunk)), guard))
     });
     let mut response = Response::new(Body::from_stream(stream));
     let headers = response.headers_mut();

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bridge::{CreateError, PromiseKind, PromiseOrigin};
 use crate::error::{Error, Result};
 use crate::interpreter::{DriverEvent, FromDriver, Interpreter, ToDriver};
-use crate::output_queue::{OutputQueue, PushRefused};
+use crate::output_queue::{OutputQueue, PushRefused, Queued};
 use crate::runtime::Runtime;
 use crate::stats::Outcome;
 use crate::warn_once::WarnOnce;
@@ -221,6 +221,9 @@ pub async fn run(runtime: Arc<Runtime>, mut jobs: mpsc::Receiver<Work>) {
             },
             event = interpreter.events.recv() => match event {
                 Some(DriverEvent::Message(message)) => note_stray(&runtime, message),
+                Some(DriverEvent::Output { .. }) => STRAY_FRAME.warn(|| {
+                    tracing::debug!("discarded interpreter output produced outside any execution")
+                }),
                 Some(DriverEvent::Exited) | None => {
                     let exit_code = interpreter.reap(&runtime.writer).await;
                     tracing::warn!(?exit_code, "interpreter exited while idle; restarting, namespace lost");
@@ -332,7 +335,7 @@ async fn start_interpreter(runtime: &Arc<Runtime>) -> Result<Interpreter> {
                         .refuse(&promise_id, "promises are not available during warm-up")
                         .await;
                 }
-                Some(DriverEvent::Message(_)) => {}
+                Some(DriverEvent::Message(_)) | Some(DriverEvent::Output { .. }) => {}
                 Some(DriverEvent::Exited) | None => {
                     interpreter.reap(&runtime.writer).await;
                     return Err(Error::InterpreterGone);
@@ -363,6 +366,7 @@ async fn run_reset(
                 return interpreter;
             }
             Ok(Some(DriverEvent::Message(message))) => note_stray(runtime, message),
+            Ok(Some(DriverEvent::Output { .. })) => {}
             Ok(Some(DriverEvent::Exited)) | Ok(None) | Err(_) => {
                 // A fresh interpreter is an empty namespace: the reset still happened.
                 interpreter.kill(&runtime.writer).await;
@@ -424,13 +428,9 @@ impl Run<'_> {
     }
 
     /// Queues an output chunk under the policy; turns refusals into stops.
-    async fn deliver_output(&mut self, event: ExecutionEvent) {
+    async fn deliver_output(&mut self, event: Queued, bytes: usize) {
         let queue = self.job.queue.clone();
         let drain_timeout = self.runtime.config.drain_timeout();
-        let bytes = match &event.body {
-            EventBody::Output { text, .. } => text.len(),
-            _ => 0,
-        };
         let outcome = if self.stop.is_some() {
             // Stopping: keep what fits, but never wait past the kill deadline.
             let limit = self
@@ -604,9 +604,14 @@ async fn run_execution(
             let stopping = run.stop.is_some();
             tokio::select! {
                 event = interpreter.events.recv() => match event {
+                    Some(DriverEvent::Output { stream, text }) => {
+                        let bytes = text.get().len();
+                        run.deliver_output(Queued::RawOutput { stream, text }, bytes).await;
+                    }
                     Some(DriverEvent::Message(message)) => match message {
                         FromDriver::Output { stream, text, .. } => {
-                            run.deliver_output(run.event(EventBody::Output { stream, text })).await;
+                            let bytes = text.len();
+                            run.deliver_output(run.event(EventBody::Output { stream, text }).into(), bytes).await;
                         }
                         FromDriver::InputRequest { input_id, prompt, .. } => {
                             let timeout_ms = runtime.config.input_timeout_ms;

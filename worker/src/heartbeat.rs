@@ -122,6 +122,12 @@ pub async fn run(runtime: Arc<Runtime>, url: String) {
     loop {
         seq += 1;
         let heartbeat = build(&runtime, seq, !capabilities_acknowledged, &mut cpu);
+        // Capabilities are resent until the operator accepted a copy that names the Python version
+        // (unknown while the first interpreter starts).
+        let complete_capabilities = heartbeat
+            .capabilities
+            .as_ref()
+            .is_some_and(|c| !c.python_version.is_empty());
         let mut request = client.post(&url).json(&heartbeat);
         if let Some(token) = &runtime.config.pool_token {
             request = request.bearer_auth(token);
@@ -132,7 +138,7 @@ pub async fn run(runtime: Arc<Runtime>, url: String) {
                     tracing::info!(failures, "heartbeats delivered again");
                 }
                 failures = 0;
-                capabilities_acknowledged = true;
+                capabilities_acknowledged |= complete_capabilities;
                 apply_reply(&runtime, reply);
                 interval
             }

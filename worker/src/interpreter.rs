@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{mpsc, oneshot};
@@ -131,9 +132,25 @@ pub enum FromDriver {
     },
 }
 
+/// An output frame read without unescaping its text (the common, hot case).
+#[derive(Debug, Deserialize)]
+struct RawOutputFrame<'a> {
+    stream: OutputStream,
+    #[serde(borrow)]
+    text: &'a RawValue,
+}
+
+/// Prefix the driver writes on every output frame.
+const OUTPUT_FRAME_PREFIX: &[u8] = br#"{"type":"output","#;
+
 /// What the reader task reports.
 #[derive(Debug)]
 pub enum DriverEvent {
+    /// An output chunk whose text is still JSON-encoded, to be passed through to clients as is.
+    Output {
+        stream: OutputStream,
+        text: Box<RawValue>,
+    },
     Message(FromDriver),
     /// The frame stream ended: the interpreter exited or closed its frame fd.
     Exited,
@@ -187,6 +204,17 @@ impl CheckpointWaiters {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<CheckpointFrame>>> {
         self.waiters.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+fn decode_raw_output(body: &[u8]) -> Option<DriverEvent> {
+    if !body.starts_with(OUTPUT_FRAME_PREFIX) {
+        return None;
+    }
+    let frame: RawOutputFrame<'_> = serde_json::from_slice(body).ok()?;
+    Some(DriverEvent::Output {
+        stream: frame.stream,
+        text: frame.text.to_owned(),
+    })
 }
 
 /// A running interpreter.
@@ -249,7 +277,15 @@ impl Interpreter {
         tokio::spawn(async move {
             loop {
                 let message = match frame::read_frame_bytes_async(&mut stdout).await {
-                    Ok(body) => frame::decode::<FromDriver>(&body),
+                    Ok(body) => {
+                        if let Some(output) = decode_raw_output(&body) {
+                            if tx.send(output).await.is_err() {
+                                break;
+                            }
+                            continue;
+                        }
+                        frame::decode::<FromDriver>(&body)
+                    }
                     Err(error) => Err(error),
                 };
                 match message {
@@ -303,5 +339,28 @@ impl Interpreter {
                     .and_then(|status| status.code())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_frames_pass_their_text_through_unparsed() {
+        let body = br#"{"type":"output","id":"e1","stream":"stdout","text":"a\nb \"q\""}"#;
+        match decode_raw_output(body) {
+            Some(DriverEvent::Output { stream, text }) => {
+                assert_eq!(stream, OutputStream::Stdout);
+                assert_eq!(text.get(), r#""a\nb \"q\"""#);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(decode_raw_output(br#"{"type":"result"}"#).is_none());
+        assert!(
+            decode_raw_output(b"{\"type\":\"output\",\"stream\":\"stdout\",\"text\":\"\xff\"}")
+                .is_none(),
+            "invalid UTF-8 is refused, not passed through"
+        );
     }
 }

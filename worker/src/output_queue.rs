@@ -15,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Backpressure;
 use crate::stats::Stats;
-use crate::wire::execute::{EventBody, ExecutionEvent};
+use serde_json::value::RawValue;
+
+use crate::wire::execute::{EventBody, ExecutionEvent, OutputStream};
 
 /// Most events handed to the client in one batch (one HTTP chunk).
 pub const MAX_BATCH_EVENTS: usize = 256;
@@ -29,11 +31,62 @@ pub enum PushRefused {
     ConsumerGone,
 }
 
+/// An event waiting for the client.
+#[derive(Debug, Clone)]
+pub enum Queued {
+    Event(ExecutionEvent),
+    /// An output chunk whose text is still the driver's JSON string, passed through unparsed.
+    RawOutput {
+        stream: OutputStream,
+        text: Box<RawValue>,
+    },
+}
+
+impl From<ExecutionEvent> for Queued {
+    fn from(event: ExecutionEvent) -> Self {
+        Queued::Event(event)
+    }
+}
+
+impl Queued {
+    fn is_output(&self) -> bool {
+        matches!(
+            self,
+            Queued::RawOutput { .. }
+                | Queued::Event(ExecutionEvent {
+                    body: EventBody::Output { .. },
+                    ..
+                })
+        )
+    }
+
+    /// Appends this event as one NDJSON line.
+    pub fn write_ndjson(&self, execution_id: &str, out: &mut Vec<u8>) {
+        match self {
+            Queued::Event(event) => {
+                if serde_json::to_writer(&mut *out, event).is_err() {
+                    return;
+                }
+            }
+            Queued::RawOutput { stream, text } => {
+                out.extend_from_slice(br#"{"executionId":"#);
+                let _ = serde_json::to_writer(&mut *out, execution_id);
+                out.extend_from_slice(br#","type":"output","stream":"#);
+                let _ = serde_json::to_writer(&mut *out, stream);
+                out.extend_from_slice(br#","text":"#);
+                out.extend_from_slice(text.get().as_bytes());
+                out.push(b'}');
+            }
+        }
+        out.push(b'\n');
+    }
+}
+
 #[derive(Debug, Default)]
 struct QueueState {
-    events: VecDeque<ExecutionEvent>,
+    events: VecDeque<Queued>,
     outputs_queued: usize,
-    final_event: Option<ExecutionEvent>,
+    final_event: Option<Queued>,
     finished: bool,
     sent: u64,
     dropped: u64,
@@ -59,8 +112,8 @@ pub struct OutputQueue {
     stats: Arc<Stats>,
 }
 
-fn is_output(event: &ExecutionEvent) -> bool {
-    matches!(event.body, EventBody::Output { .. })
+fn is_output(event: &Queued) -> bool {
+    event.is_output()
 }
 
 impl OutputQueue {
@@ -87,7 +140,7 @@ impl OutputQueue {
         &self.consumer_gone
     }
 
-    fn enqueue(&self, state: &mut QueueState, event: ExecutionEvent) {
+    fn enqueue(&self, state: &mut QueueState, event: Queued) {
         if is_output(&event) {
             state.outputs_queued += 1;
             self.stats.outputs_enqueued.fetch_add(1, Relaxed);
@@ -104,7 +157,8 @@ impl OutputQueue {
 
     /// Queues an output chunk under the backpressure policy. Under `Block` this waits for room;
     /// the caller bounds the wait with the drain timeout.
-    pub async fn push_output(&self, event: ExecutionEvent) -> Result<(), PushRefused> {
+    pub async fn push_output(&self, event: impl Into<Queued>) -> Result<(), PushRefused> {
+        let event = event.into();
         loop {
             if self.consumer_gone.is_cancelled() {
                 let mut state = self.lock();
@@ -147,6 +201,7 @@ impl OutputQueue {
 
     /// Queues a stream-control event regardless of capacity.
     pub fn push_control(&self, event: ExecutionEvent) -> Result<(), PushRefused> {
+        let event = Queued::Event(event);
         if self.consumer_gone.is_cancelled() {
             return Err(PushRefused::ConsumerGone);
         }
@@ -189,14 +244,14 @@ impl OutputQueue {
     pub fn finish(&self, event: ExecutionEvent) {
         let mut state = self.lock();
         if state.final_event.is_none() && !state.finished {
-            state.final_event = Some(event);
+            state.final_event = Some(Queued::Event(event));
         }
         self.events.notify_one();
     }
 
     /// Takes the next events for the client, waiting for some; `None` once the final event was
     /// handed out.
-    pub async fn next_batch(&self) -> Option<Vec<ExecutionEvent>> {
+    pub async fn next_batch(&self) -> Option<Vec<Queued>> {
         loop {
             {
                 let mut state = self.lock();
@@ -205,7 +260,7 @@ impl OutputQueue {
                 }
                 if !state.events.is_empty() {
                     let count = state.events.len().min(MAX_BATCH_EVENTS);
-                    let batch: Vec<ExecutionEvent> = state.events.drain(..count).collect();
+                    let batch: Vec<Queued> = state.events.drain(..count).collect();
                     let outputs = batch.iter().filter(|e| is_output(e)).count();
                     state.outputs_queued -= outputs;
                     state.sent += outputs as u64;
@@ -238,7 +293,6 @@ impl OutputQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::execute::OutputStream;
 
     fn output(n: usize) -> ExecutionEvent {
         ExecutionEvent {
@@ -250,14 +304,40 @@ mod tests {
         }
     }
 
-    fn texts(batch: &[ExecutionEvent]) -> Vec<String> {
+    fn texts(batch: &[Queued]) -> Vec<String> {
         batch
             .iter()
-            .filter_map(|e| match &e.body {
-                EventBody::Output { text, .. } => Some(text.clone()),
+            .filter_map(|e| match e {
+                Queued::Event(ExecutionEvent {
+                    body: EventBody::Output { text, .. },
+                    ..
+                }) => Some(text.clone()),
+                Queued::RawOutput { text, .. } => serde_json::from_str(text.get()).ok(),
                 _ => None,
             })
             .collect()
+    }
+
+    #[tokio::test]
+    async fn raw_output_becomes_the_same_ndjson_as_a_parsed_event() {
+        let raw = Queued::RawOutput {
+            stream: OutputStream::Stderr,
+            text: RawValue::from_string(r#""a\n\"b\"""#.to_owned()).unwrap(),
+        };
+        let mut line = Vec::new();
+        raw.write_ndjson("e1", &mut line);
+        assert_eq!(line.last(), Some(&b'\n'));
+        let parsed: ExecutionEvent = serde_json::from_slice(&line).unwrap();
+        assert_eq!(
+            parsed,
+            ExecutionEvent {
+                execution_id: "e1".into(),
+                body: EventBody::Output {
+                    stream: OutputStream::Stderr,
+                    text: "a\n\"b\"".into()
+                }
+            }
+        );
     }
 
     #[tokio::test]
@@ -321,7 +401,7 @@ mod tests {
         }
         producer.await.unwrap();
         assert_eq!(seen, (0..1000).map(|n| n.to_string()).collect::<Vec<_>>());
-        assert!(last.unwrap().body.is_final());
+        assert!(matches!(last, Some(Queued::Event(e)) if e.body.is_final()));
         assert_eq!(stats.outputs_dropped.load(Relaxed), 0);
         assert!(stats.max_queue_depth.load(Relaxed) <= 3);
     }

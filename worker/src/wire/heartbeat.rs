@@ -113,7 +113,8 @@ pub struct Heartbeat {
     pub sent_at: String,
     /// RFC 3339: when this worker process started.
     pub started_at: String,
-    /// Present until the operator has accepted one heartbeat from this process.
+    /// Present until the operator has accepted one heartbeat from this process whose capabilities
+    /// name the Python version (empty while the first interpreter starts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<Capabilities>,
     pub state: WorkerState,
