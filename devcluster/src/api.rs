@@ -104,9 +104,12 @@ impl Ctx {
         if self.body.is_empty() {
             return Ok(Value::Null);
         }
-        // Protobuf and CBOR are not spoken here; client-go retries with JSON after a 415.
         let content_type = self.content_type();
-        if content_type.contains("protobuf") || content_type.contains("cbor") {
+        if content_type.contains("protobuf") {
+            return crate::protobuf::decode(&self.body);
+        }
+        // client-go falls back to JSON after a 415 for CBOR.
+        if content_type.contains("cbor") {
             return Err(Error::UnsupportedMediaType {
                 message: format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type:?})"),
             });

@@ -21,6 +21,7 @@ pub mod handlers;
 pub mod managed_fields;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod rbac;
 pub mod resources;
 pub mod reviews;

@@ -416,3 +416,37 @@ async fn capsule_crds_apply_cleanly_and_explain() {
     assert!(explained.contains("FIELDS:"), "{explained}");
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imperative_commands_that_send_protobuf_work() {
+    let t = TestCluster::start("imperative").await;
+    t.ok(&["create", "configmap", "c1", "--from-literal=a=b"])
+        .await;
+    assert_eq!(
+        t.ok(&["get", "cm", "c1", "-o", "jsonpath={.data.a}"]).await,
+        "b"
+    );
+    t.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "s1",
+        "--from-literal=pw=hunter2",
+    ])
+    .await;
+    assert_eq!(
+        t.ok(&["get", "secret", "s1", "-o", "jsonpath={.data.pw}"])
+            .await,
+        "aHVudGVyMg=="
+    );
+    t.ok(&["create", "namespace", "team-a"]).await;
+    assert!(t
+        .ok(&["get", "sa", "default", "-n", "team-a", "-o", "name"])
+        .await
+        .contains("serviceaccount/default"));
+    t.ok(&["create", "serviceaccount", "robot"]).await;
+    let token = t.ok(&["create", "token", "robot"]).await;
+    assert_eq!(token.trim().len(), 64, "{token}");
+    assert_eq!(t.ok(&["auth", "can-i", "list", "pods"]).await.trim(), "yes");
+    t.stop().await;
+}
