@@ -28,9 +28,19 @@ pub fn kubectl_path() -> PathBuf {
     kubectl
 }
 
-/// The image map every e2e test uses: `busybox*` runs the container's own command.
+/// The image map every e2e test uses: `busybox*` runs the container's own command, `kubectl*`
+/// runs the real kubectl with the container's args.
 pub fn image_map() -> Vec<(String, Vec<String>)> {
-    vec![("busybox*".into(), vec!["{args}".into()])]
+    vec![
+        ("busybox*".into(), vec!["{args}".into()]),
+        (
+            "kubectl*".into(),
+            vec![
+                kubectl_path().to_string_lossy().into_owned(),
+                "{args}".into(),
+            ],
+        ),
+    ]
 }
 
 /// `kubectl` against one kubeconfig.
