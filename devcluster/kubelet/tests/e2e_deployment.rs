@@ -98,3 +98,60 @@ async fn a_deployment_runs_its_pods_and_a_deleted_pod_is_replaced() {
         .await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_change_rolls_out_a_new_replica_set_and_retires_the_old() {
+    let cluster = Cluster::start().await;
+    cluster.apply(DEPLOYMENT).await;
+    cluster
+        .kubectl(&["rollout", "status", "deployment/web", "--timeout=60s"])
+        .await;
+    let first: HashSet<String> =
+        running_ready_pods(&cluster.get_json(&["pods", "-l", "app=web"]).await);
+
+    cluster
+        .kubectl(&["set", "env", "deployment/web", "ROLLOUT=2"])
+        .await;
+    cluster
+        .kubectl(&["rollout", "status", "deployment/web", "--timeout=60s"])
+        .await;
+    let replica_sets = cluster
+        .wait_for(
+            "the old replica set scaled to zero",
+            &["replicasets", "-l", "app=web"],
+            |list| {
+                let items = list["items"].as_array().cloned().unwrap_or_default();
+                items.len() == 2
+                    && items
+                        .iter()
+                        .filter(|rs| rs["spec"]["replicas"] == 0)
+                        .count()
+                        == 1
+            },
+        )
+        .await;
+    let revisions: HashSet<String> = replica_sets["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|rs| {
+            rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(revisions, HashSet::from(["1".to_owned(), "2".to_owned()]));
+    let pods = cluster
+        .wait_for("only new pods", &["pods", "-l", "app=web"], |list| {
+            list["items"].as_array().is_some_and(|items| {
+                items.len() == 2
+                    && items.iter().all(|pod| {
+                        pod["spec"]["containers"][0]["env"][0]["value"] == "2"
+                            && support::pod_condition(pod, "Ready")
+                    })
+            })
+        })
+        .await;
+    assert!(running_ready_pods(&pods).is_disjoint(&first));
+    cluster.shutdown().await;
+}
