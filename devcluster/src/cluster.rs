@@ -256,6 +256,7 @@ impl State {
         warnings: &mut Vec<String>,
     ) -> Result<Value> {
         Self::check_type(info, &mut object)?;
+        let mut object = crate::events::to_storage(info, object);
         let meta = object["metadata"].as_object_mut().expect("checked above");
         if info.namespaced {
             match meta.get("namespace").and_then(Value::as_str) {
@@ -450,6 +451,7 @@ impl State {
         warnings: &mut Vec<String>,
     ) -> Result<Value> {
         Self::check_type(info, &mut object)?;
+        let mut object = crate::events::to_storage(info, object);
         let old = self.get(info, namespace, name)?;
         let body_name = object["metadata"]["name"].as_str().unwrap_or_default();
         if !body_name.is_empty() && body_name != name {
@@ -547,7 +549,7 @@ impl State {
                 old_meta["resourceVersion"].clone(),
             );
         }
-        new["apiVersion"] = json!(info.api_version());
+        new["apiVersion"] = json!(crate::events::stored_api_version(info));
         new["kind"] = json!(info.kind);
         if old["metadata"].get("deletionTimestamp").is_some() {
             let old_finalizers: Vec<&Value> = old["metadata"]["finalizers"]

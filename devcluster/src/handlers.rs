@@ -135,7 +135,7 @@ pub fn write_options(ctx: &Ctx) -> WriteOptions {
 
 /// The object as served at the requested version (versions share storage; no conversion).
 pub fn present(info: &ResourceInfo, object: &Value) -> Value {
-    let mut out = object.clone();
+    let mut out = crate::events::from_storage(info, object);
     out["apiVersion"] = json!(info.api_version());
     out
 }
@@ -331,6 +331,7 @@ pub fn patch_object(
         let force = ctx.flag("force");
         return match state.get(info, namespace, name) {
             Ok(live) => {
+                let live = present(info, &live);
                 let applied = managed_fields::apply(
                     &live,
                     &body,
@@ -373,7 +374,8 @@ pub fn patch_object(
             Err(e) => Err(e),
         };
     }
-    let live = state.get(info, namespace, name)?;
+    let stored = state.get(info, namespace, name)?;
+    let live = Arc::new(present(info, &stored));
     let patched = match kind {
         PatchKind::Merge => patch::apply_merge_patch(&live, &body),
         PatchKind::Json => patch::apply_json_patch(&live, &body)?,

@@ -16,6 +16,7 @@ pub mod cel_rules;
 pub mod cluster;
 pub mod discovery;
 pub mod error;
+pub mod events;
 pub mod gc;
 pub mod handlers;
 pub mod managed_fields;

@@ -55,8 +55,11 @@ impl ResourceInfo {
         }
     }
 
-    /// The key all versions of this resource share in the store.
+    /// The key all versions of this resource share in the store (both Event APIs share one).
     pub fn storage_key(&self) -> String {
+        if self.group == "events.k8s.io" && self.plural == "events" {
+            return "/events".into();
+        }
         format!("{}/{}", self.group, self.plural)
     }
 

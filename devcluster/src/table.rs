@@ -333,6 +333,9 @@ pub fn table(
     resource_version: &str,
     include_object: Option<&str>,
 ) -> Value {
+    if info.kind == "Event" {
+        return event_table(objects, resource_version, include_object);
+    }
     let custom_columns = info.custom && !info.printer_columns.is_empty();
     let mut columns = vec![name_column()];
     if info.kind == "CustomResourceDefinition" {
@@ -371,6 +374,86 @@ pub fn table(
                 cells.push(age(&object["metadata"]["creationTimestamp"]));
             }
             json!({"cells": cells, "object": row_object(object, include_object)})
+        })
+        .collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": resource_version},
+        "columnDefinitions": columns,
+        "rows": rows,
+    })
+}
+
+/// Events print like `kubectl get events` against a real cluster: no Name column in front.
+fn event_table(
+    objects: &[Arc<Value>],
+    resource_version: &str,
+    include_object: Option<&str>,
+) -> Value {
+    let columns = vec![
+        column("Last Seen", "string", "", "Time of the last occurrence.", 0),
+        column(
+            "Type",
+            "string",
+            "",
+            "Type of this event (Normal, Warning).",
+            0,
+        ),
+        column("Reason", "string", "", "Why the action was taken.", 0),
+        column("Object", "string", "", "The object this event is about.", 0),
+        column(
+            "Message",
+            "string",
+            "",
+            "A human-readable description of the event.",
+            0,
+        ),
+        column(
+            "Name",
+            "string",
+            "name",
+            "Name must be unique within a namespace.",
+            1,
+        ),
+    ];
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|e| {
+            let last = [
+                &e["lastTimestamp"],
+                &e["series"]["lastObservedTime"],
+                &e["eventTime"],
+                &e["deprecatedLastTimestamp"],
+                &e["metadata"]["creationTimestamp"],
+            ]
+            .into_iter()
+            .find(|v| v.is_string())
+            .cloned()
+            .unwrap_or(Value::Null);
+            let about = if e["involvedObject"].is_object() {
+                &e["involvedObject"]
+            } else {
+                &e["regarding"]
+            };
+            let object = format!(
+                "{}/{}",
+                about["kind"].as_str().unwrap_or_default().to_lowercase(),
+                about["name"].as_str().unwrap_or_default()
+            );
+            let message = e["message"]
+                .as_str()
+                .or(e["note"].as_str())
+                .unwrap_or_default();
+            let cells = vec![
+                age(&last),
+                e["type"].clone(),
+                e["reason"].clone(),
+                json!(object),
+                json!(message),
+                e["metadata"]["name"].clone(),
+            ];
+            json!({"cells": cells, "object": row_object(e, include_object)})
         })
         .collect();
     json!({

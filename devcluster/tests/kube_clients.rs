@@ -595,3 +595,34 @@ async fn watch_resumed_from_a_version_replays_adds_changes_and_deletes() {
     assert_eq!(seen, ["DELETED old", "MODIFIED changed", "ADDED new"]);
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_written_in_one_api_group_are_read_in_the_other() {
+    let t = TestCluster::start("events").await;
+    let client = t.cluster.client().await.unwrap();
+    let new_api: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), "default");
+    let event = serde_json::from_value(json!({
+        "metadata": {"name": "e1"},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reportingController": "capsule.dev/operator", "reportingInstance": "op-1",
+        "action": "Scale", "type": "Normal", "reason": "Scaled", "note": "pool scaled",
+        "regarding": {"kind": "CapsulePool", "name": "p1", "namespace": "default"},
+    }))
+    .unwrap();
+    new_api
+        .create(&PostParams::default(), &event)
+        .await
+        .unwrap();
+    let core: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client, "default");
+    let read = core.get("e1").await.unwrap();
+    assert_eq!(read.message.as_deref(), Some("pool scaled"));
+    assert_eq!(read.involved_object.name.as_deref(), Some("p1"));
+    assert_eq!(
+        read.reporting_component.as_deref(),
+        Some("capsule.dev/operator")
+    );
+    let back = new_api.get("e1").await.unwrap();
+    assert_eq!(back.note.as_deref(), Some("pool scaled"));
+    t.stop().await;
+}
