@@ -15,7 +15,7 @@ use capsule_worker::{api, heartbeat, logging, Error};
 /// How long running code may take to notice a shutdown before the process exits.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     let config = match Config::load() {
         Ok(config) => config,
@@ -68,6 +68,8 @@ async fn serve(config: Config) -> Result<(), Error> {
             while runtime.executor.active() > 0 && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            // Let the connection tasks write the final events they were just handed.
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
     Ok(())

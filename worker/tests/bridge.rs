@@ -201,3 +201,32 @@ async fn cancelling_an_execution_cancels_its_promises() {
     assert_eq!(bridge.cancelled, 1);
     assert_eq!(bridge.pending, 0);
 }
+
+#[tokio::test]
+async fn shutdown_rejects_pending_promises_with_a_clear_reason() {
+    let worker = Worker::start(&[]).await;
+    let mut stream = worker
+        .stream(&ExecuteRequest {
+            code: "import capsule\nawait capsule.promise('forever', timeout=600)".into(),
+            ..Default::default()
+        })
+        .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while worker.stats().await.bridge.pending == 0 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &worker.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let events = tokio::time::timeout(WAIT, stream.collect()).await.unwrap();
+    match final_event(&events) {
+        EventBody::Error { ename, evalue, .. } => {
+            assert_eq!(ename, "PromiseError");
+            assert!(evalue.contains("shutting down"), "{evalue}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
