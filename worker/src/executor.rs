@@ -577,7 +577,9 @@ async fn run_execution(
     let exec_deadline = run.job.timeout.map(|t| tokio::time::Instant::now() + t);
     let started = Instant::now();
 
-    let final_body = if run.job.control.cancel.is_cancelled() {
+    let final_body = if run.job.control.cancel.is_cancelled()
+        || run.job.queue.consumer_gone().is_cancelled()
+    {
         EventBody::Cancelled {
             namespace_lost: false,
         }

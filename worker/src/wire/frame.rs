@@ -128,8 +128,12 @@ pub async fn read_frame_bytes_async<R: AsyncRead + Unpin>(
     }
     match checked_len(header) {
         Ok(size) => {
-            let mut body = vec![0u8; size];
-            reader.read_exact(&mut body).await?;
+            // read_to_end into spare capacity: no zero-filling of a buffer about to be overwritten.
+            let mut body = Vec::with_capacity(size);
+            (&mut *reader).take(size as u64).read_to_end(&mut body).await?;
+            if body.len() < size {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            }
             Ok(body)
         }
         Err(size) => {
