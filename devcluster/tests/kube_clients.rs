@@ -626,3 +626,79 @@ async fn events_written_in_one_api_group_are_read_in_the_other() {
     assert_eq!(back.note.as_deref(), Some("pool scaled"));
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_written_with_server_side_apply_leaves_spec_and_generation_alone() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let t = TestCluster::start("status-apply").await;
+    let client = t.cluster.client().await.unwrap();
+    let crd: CustomResourceDefinition =
+        serde_yaml::from_str(&std::fs::read_to_string(common::fixture("widget-crd.yaml")).unwrap())
+            .unwrap();
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .create(&PostParams::default(), &crd)
+        .await
+        .unwrap();
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("test.capsule.dev", "v1", "Widget"),
+        "widgets",
+    );
+    let widgets: Api<DynamicObject> = Api::namespaced_with(client, "default", &resource);
+    let widget: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "test.capsule.dev/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"size": 2},
+    }))
+    .unwrap();
+    widgets
+        .create(&PostParams::default(), &widget)
+        .await
+        .unwrap();
+    for (manager, phase, replicas) in [("operator", "Ready", 1), ("other-operator", "Degraded", 2)]
+    {
+        let status = json!({"apiVersion": "test.capsule.dev/v1", "kind": "Widget", "metadata": {"name": "w"}, "status": {"phase": phase, "replicas": replicas}, "spec": {"size": 9}});
+        widgets
+            .patch_status(
+                "w",
+                &PatchParams::apply(manager).force(),
+                &Patch::Apply(&status),
+            )
+            .await
+            .unwrap();
+    }
+    let stored = widgets.get("w").await.unwrap();
+    assert_eq!(stored.data["status"]["phase"], "Degraded");
+    assert_eq!(
+        stored.data["spec"]["size"], 2,
+        "a status apply does not touch spec"
+    );
+    assert_eq!(stored.metadata.generation, Some(1));
+    let managers: Vec<(String, Option<String>)> = stored
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| (m.manager.unwrap_or_default(), m.subresource))
+        .collect();
+    assert!(
+        managers.contains(&("other-operator".into(), Some("status".into()))),
+        "{managers:?}"
+    );
+    assert!(
+        !managers.iter().any(|(m, _)| m == "operator"),
+        "the forced apply took every field: {managers:?}"
+    );
+    let conflict = json!({"apiVersion": "test.capsule.dev/v1", "kind": "Widget", "metadata": {"name": "w"}, "status": {"phase": "Lost"}});
+    let err = widgets
+        .patch_status(
+            "w",
+            &PatchParams::apply("operator"),
+            &Patch::Apply(&conflict),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 409),
+        "{err:?}"
+    );
+    t.stop().await;
+}
