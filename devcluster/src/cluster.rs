@@ -331,6 +331,7 @@ impl State {
         }
         self.prepare_for_create(info, &mut object);
         schema::validate_for_write(info, &mut object, None, options.validation, warnings)?;
+        Self::check_crd(info, &object)?;
         let now = now_rfc3339();
         if object["metadata"].get("managedFields").is_none() {
             managed_fields::record_update(
@@ -399,6 +400,18 @@ impl State {
             }
             _ => {}
         }
+    }
+
+    fn check_crd(info: &ResourceInfo, object: &Value) -> Result<()> {
+        if info.kind != "CustomResourceDefinition" || info.group != "apiextensions.k8s.io" {
+            return Ok(());
+        }
+        let causes = schema::validate_crd(object);
+        if causes.is_empty() {
+            return Ok(());
+        }
+        let name = object["metadata"]["name"].as_str().unwrap_or_default();
+        Err(invalid(info, name, causes))
     }
 
     /// What the service-account controller does for every new namespace.
@@ -574,6 +587,7 @@ impl State {
             }
         }
         schema::validate_for_write(info, new, Some(old), options.validation, warnings)?;
+        Self::check_crd(info, new)?;
         if scope != Scope::Status && spec_part(old) != spec_part(new) {
             let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
             new["metadata"]["generation"] = json!(generation);

@@ -450,3 +450,27 @@ async fn imperative_commands_that_send_protobuf_work() {
     assert_eq!(t.ok(&["auth", "can-i", "list", "pods"]).await.trim(), "yes");
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crd_with_a_broken_cel_rule_is_rejected() {
+    let t = TestCluster::start("bad-crd").await;
+    let crd = std::fs::read_to_string(fixture(WIDGET_CRD))
+        .unwrap()
+        .replace("self.size <= self.maxSize", "self.size <=");
+    let out = t.apply(&crd, &[]).await;
+    assert!(!out.success);
+    assert!(
+        out.stderr
+            .contains("The CustomResourceDefinition \"widgets.test.capsule.dev\" is invalid"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(
+            "x-kubernetes-validations[0].rule: Invalid value: \"self.size <=\": compilation failed"
+        ),
+        "{}",
+        out.stderr
+    );
+    t.stop().await;
+}
