@@ -441,6 +441,59 @@ pub fn validate_for_write(
     Err(invalid(info, &name, causes))
 }
 
+/// Checks the real server makes when a CRD is written: its name, and that every CEL rule compiles.
+pub fn validate_crd(crd: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let spec = &crd["spec"];
+    let expected = format!(
+        "{}.{}",
+        spec["names"]["plural"].as_str().unwrap_or_default(),
+        spec["group"].as_str().unwrap_or_default()
+    );
+    let name = crd["metadata"]["name"].as_str().unwrap_or_default();
+    if name != expected {
+        causes.push((
+            "metadata.name".into(),
+            "FieldValueInvalid".into(),
+            format!("Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"),
+        ));
+    }
+    fn walk(schema: &Value, path: &str, causes: &mut Vec<Cause>) {
+        if let Some(rules) = schema["x-kubernetes-validations"].as_array() {
+            for (i, rule) in rules.iter().enumerate() {
+                let text = rule["rule"].as_str().unwrap_or_default();
+                if let Err(error) = cel::Program::compile(text) {
+                    causes.push((
+                        format!("{path}.x-kubernetes-validations[{i}].rule"),
+                        "FieldValueInvalid".into(),
+                        format!("Invalid value: \"{text}\": compilation failed: {error}"),
+                    ));
+                }
+            }
+        }
+        if let Some(properties) = schema["properties"].as_object() {
+            for (key, child) in properties {
+                walk(child, &format!("{path}.properties[{key}]"), causes);
+            }
+        }
+        for nested in ["items", "additionalProperties"] {
+            if schema[nested].is_object() {
+                walk(&schema[nested], &format!("{path}.{nested}"), causes);
+            }
+        }
+    }
+    if let Some(versions) = spec["versions"].as_array() {
+        for (i, version) in versions.iter().enumerate() {
+            walk(
+                &version["schema"]["openAPIV3Schema"],
+                &format!("spec.versions[{i}].schema.openAPIV3Schema"),
+                &mut causes,
+            );
+        }
+    }
+    causes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -511,57 +564,4 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().ends_with("spec.size: Invalid value: -1: spec.size in body should be greater than or equal to 0"), "{err}");
     }
-}
-
-/// Checks the real server makes when a CRD is written: its name, and that every CEL rule compiles.
-pub fn validate_crd(crd: &Value) -> Vec<Cause> {
-    let mut causes = Vec::new();
-    let spec = &crd["spec"];
-    let expected = format!(
-        "{}.{}",
-        spec["names"]["plural"].as_str().unwrap_or_default(),
-        spec["group"].as_str().unwrap_or_default()
-    );
-    let name = crd["metadata"]["name"].as_str().unwrap_or_default();
-    if name != expected {
-        causes.push((
-            "metadata.name".into(),
-            "FieldValueInvalid".into(),
-            format!("Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"),
-        ));
-    }
-    fn walk(schema: &Value, path: &str, causes: &mut Vec<Cause>) {
-        if let Some(rules) = schema["x-kubernetes-validations"].as_array() {
-            for (i, rule) in rules.iter().enumerate() {
-                let text = rule["rule"].as_str().unwrap_or_default();
-                if let Err(error) = cel::Program::compile(text) {
-                    causes.push((
-                        format!("{path}.x-kubernetes-validations[{i}].rule"),
-                        "FieldValueInvalid".into(),
-                        format!("Invalid value: \"{text}\": compilation failed: {error}"),
-                    ));
-                }
-            }
-        }
-        if let Some(properties) = schema["properties"].as_object() {
-            for (key, child) in properties {
-                walk(child, &format!("{path}.properties[{key}]"), causes);
-            }
-        }
-        for nested in ["items", "additionalProperties"] {
-            if schema[nested].is_object() {
-                walk(&schema[nested], &format!("{path}.{nested}"), causes);
-            }
-        }
-    }
-    if let Some(versions) = spec["versions"].as_array() {
-        for (i, version) in versions.iter().enumerate() {
-            walk(
-                &version["schema"]["openAPIV3Schema"],
-                &format!("spec.versions[{i}].schema.openAPIV3Schema"),
-                &mut causes,
-            );
-        }
-    }
-    causes
 }
