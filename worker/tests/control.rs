@@ -293,3 +293,25 @@ async fn queued_execution_can_be_cancelled_before_it_runs() {
     let events = worker.run("'never_defined' in dir()").await;
     assert_eq!(result_repr(&events).as_deref(), Some("False"));
 }
+
+#[tokio::test]
+async fn malformed_and_oversized_interpreter_frames_are_skipped_not_fatal() {
+    let worker = Worker::start(&[]).await;
+    // Code that reaches the driver's private frame fd and writes garbage into the stream.
+    let code = "import capsule, os, struct\n\
+                fd = capsule.promise.__globals__['_frames_out_fd']\n\
+                lock = capsule.promise.__globals__['_write_lock']\n\
+                with lock:\n\
+                \x20   os.write(fd, struct.pack('>I', 5) + b'{nope')\n\
+                \x20   big = 17 * 1024 * 1024\n\
+                \x20   os.write(fd, struct.pack('>I', big))\n\
+                \x20   view = memoryview(b' ' * big)\n\
+                \x20   while view:\n\
+                \x20       view = view[os.write(fd, view):]\n\
+                'alive'";
+    let events = worker.run(code).await;
+    assert_eq!(result_repr(&events).as_deref(), Some("'alive'"));
+    let events = worker.run("1 + 2").await;
+    assert_eq!(result_repr(&events).as_deref(), Some("3"));
+    assert_eq!(worker.stats().await.interpreter_restarts, 0);
+}

@@ -127,6 +127,11 @@ impl Evictions {
     pub fn total(&self) -> u64 {
         self.by_count + self.by_bytes + self.by_age
     }
+
+    /// Events lost before their age bound: the loss a full buffer causes.
+    pub fn early(&self) -> u64 {
+        self.by_count + self.by_bytes
+    }
 }
 
 /// Events of all sessions, oldest first. Not synchronised: the caller holds it behind a mutex.

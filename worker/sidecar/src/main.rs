@@ -1,1 +1,161 @@
-fn main() {}
+//! `capsule-sidecar`: the worker pod's second container.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use capsule_sidecar::buffer::{Bounds, TraceBuffer};
+use capsule_sidecar::config::{Config, LogFormat};
+use capsule_sidecar::export::{self, SpanAssembler, SpanIdentity};
+use capsule_sidecar::gate::Gate;
+use capsule_sidecar::metrics::Metrics;
+use capsule_sidecar::receiver::{self, Ingest};
+use capsule_sidecar::redaction::Redactor;
+use capsule_sidecar::server::{self, AppState};
+use capsule_sidecar::views::Sources;
+use capsule_sidecar::{Error, Result};
+
+/// How often age-expired events are evicted when no new events arrive.
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(5);
+
+fn main() -> std::process::ExitCode {
+    let config = Config::parse();
+    init_logging(config.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("capsule-sidecar: cannot start the runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error @ Error::Config(_)) => {
+            eprintln!("capsule-sidecar: {error}");
+            std::process::ExitCode::from(2)
+        }
+        Err(error) => {
+            eprintln!("capsule-sidecar: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+async fn run(config: Config) -> Result<()> {
+    let views = config.enabled_views()?;
+    let key = if config.pool_token.is_empty() {
+        // Without the pool's key hashes are still keyed, just not stable across restarts.
+        tracing::warn!("CAPSULE_POOL_TOKEN is not set: hashed ids change when the sidecar restarts");
+        rand::random::<[u8; 32]>().to_vec()
+    } else {
+        config.pool_token.as_bytes().to_vec()
+    };
+    let metrics = Arc::new(Metrics::default());
+    let spans = match export::protocol_from_env()? {
+        Some(protocol) => Some(SpanAssembler::start(
+            protocol,
+            SpanIdentity {
+                pool: config.pool.clone(),
+                namespace: config.pod_namespace.clone(),
+                pod: config.pod_name.clone(),
+            },
+            metrics.clone(),
+        )?),
+        None => None,
+    };
+    let ingest = Arc::new(Ingest {
+        buffer: Mutex::new(TraceBuffer::new(Bounds {
+            max_events: config.trace_max_events as usize,
+            max_age: config.max_age(),
+            max_bytes: config.trace_max_bytes as usize,
+        })),
+        redactor: Redactor::new(config.trace_redaction, &key),
+        metrics: metrics.clone(),
+        spans,
+    });
+
+    let listener = receiver::bind(&config.trace_socket)?;
+    tokio::spawn(receiver::serve(listener, ingest.clone()));
+    tokio::spawn(expire_periodically(ingest.clone()));
+
+    let kube = match kube::Client::try_default().await {
+        Ok(client) => Some(client),
+        Err(error) => {
+            tracing::warn!(%error, "no Kubernetes credentials: introspection reviews and the Pool view are unavailable");
+            None
+        }
+    };
+    let http = reqwest::Client::builder()
+        .build()
+        .map_err(|e| Error::Worker(e.to_string()))?;
+    let state = Arc::new(AppState {
+        registry: metrics.registry(),
+        metrics: metrics.clone(),
+        gate: Gate::new(kube.clone(), &config.pool, &config.pod_namespace),
+        views,
+        audit: config.audit,
+        sources: Sources {
+            ingest: ingest.clone(),
+            redactor: Redactor::new(config.introspection_redaction, &key),
+            http,
+            worker_url: config.worker_base_url(),
+            pool_token: config.pool_token.clone(),
+            kube,
+            pool: config.pool.clone(),
+            namespace: config.pod_namespace.clone(),
+        },
+    });
+    let addr = config.listen();
+    let tcp = tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Io {
+        what: format!("binding {addr}"),
+        source,
+    })?;
+    let local = tcp.local_addr().map_err(|source| Error::Io {
+        what: "reading the listen address".into(),
+        source,
+    })?;
+    println!("capsule-sidecar listening on {local}");
+    tracing::info!(%local, socket = %config.trace_socket.display(), "capsule-sidecar serving");
+    axum::serve(tcp, server::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|source| Error::Io {
+            what: "serving HTTP".into(),
+            source,
+        })?;
+    let _ = std::fs::remove_file(&config.trace_socket);
+    Ok(())
+}
+
+async fn expire_periodically(ingest: Arc<Ingest>) {
+    let mut tick = tokio::time::interval(EXPIRY_INTERVAL);
+    loop {
+        tick.tick().await;
+        let mut buffer = ingest.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        buffer.expire(std::time::Instant::now());
+        ingest.metrics.buffer_events.set(buffer.len() as i64);
+        ingest.metrics.buffer_bytes.set(buffer.bytes() as i64);
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

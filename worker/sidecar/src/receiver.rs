@@ -49,7 +49,7 @@ impl Ingest {
         let after = buffer.evictions();
         self.metrics
             .events_dropped
-            .inc_by(after.total() - before.total());
+            .inc_by(after.early() - before.early());
         self.metrics.buffer_events.set(buffer.len() as i64);
         self.metrics.buffer_bytes.set(buffer.bytes() as i64);
     }

@@ -1,0 +1,200 @@
+//! The HTTP server on the pod IP (port 8001): `/healthz`, `/readyz`, `/metrics` (unauthenticated,
+//! like any scrape target) and the gated introspection views under `/v1/introspection/`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use prometheus_client::registry::Registry;
+use serde_json::json;
+
+use crate::audit::{self, AuditRecord};
+use crate::config::View;
+use crate::gate::{Gate, Verdict};
+use crate::metrics::{Decision, Metrics};
+use crate::views::Sources;
+
+/// Shared by every request.
+pub struct AppState {
+    pub metrics: Arc<Metrics>,
+    pub registry: Registry,
+    pub gate: Gate,
+    pub views: Vec<View>,
+    pub audit: bool,
+    pub sources: Sources,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .route("/v1/introspection/{view}", get(view))
+        .route("/v1/introspection/traces/{execution_id}", get(execution_traces))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, &state.registry).is_err() {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct RecentQuery {
+    limit: Option<usize>,
+}
+
+async fn view(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(query): Query<RecentQuery>,
+) -> Response {
+    let view = View::parse(&name).filter(|v| v.name().eq_ignore_ascii_case(&name));
+    gated(&state, &headers, view, |sources| async move {
+        match view {
+            Some(View::Traces) => Ok(sources.recent_traces(query.limit.unwrap_or(20))),
+            Some(View::Promises) => sources.promises().await,
+            Some(View::Namespace) => sources.namespace_summary().await,
+            Some(View::Counters) => sources.counters().await,
+            Some(View::Pool) => sources.pool_status().await,
+            None => unreachable!("gated() answers 404 for unknown views"),
+        }
+        .map(Some)
+    })
+    .await
+}
+
+async fn execution_traces(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(execution_id): Path<String>,
+) -> Response {
+    gated(&state, &headers, Some(View::Traces), |sources| async move {
+        Ok(sources.execution_traces(&execution_id))
+    })
+    .await
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+fn problem(status: StatusCode, code: &str, message: &str) -> Response {
+    let mut response = (status, Json(json!({ "code": code, "message": message }))).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+/// Authenticates, authorises, checks the policy, serves, and audits the outcome.
+async fn gated<'a, F, Fut>(
+    state: &'a Arc<AppState>,
+    headers: &HeaderMap,
+    view: Option<View>,
+    serve: F,
+) -> Response
+where
+    F: FnOnce(&'a Sources) -> Fut,
+    Fut: std::future::Future<Output = crate::Result<Option<serde_json::Value>>>,
+{
+    let view_name = view.map_or("unknown", View::name);
+    let (decision, user, response) = match state.gate.review(bearer(headers)).await {
+        Err(error) => {
+            tracing::warn!(%error, "access review failed");
+            (
+                Decision::Unavailable,
+                String::new(),
+                problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "reviewUnavailable",
+                    "the access review could not be completed",
+                ),
+            )
+        }
+        Ok(Verdict::Unauthenticated) => (
+            Decision::Unauthenticated,
+            String::new(),
+            problem(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "a valid bearer token is required",
+            ),
+        ),
+        Ok(Verdict::Forbidden(caller)) => (
+            Decision::Forbidden,
+            caller.username,
+            problem(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "get capsulepools/introspection is not allowed for this pool",
+            ),
+        ),
+        Ok(Verdict::Allowed(caller)) => {
+            match view.filter(|v| state.views.contains(v)) {
+                None => (
+                    Decision::Disabled,
+                    caller.username,
+                    problem(
+                        StatusCode::NOT_FOUND,
+                        "viewDisabled",
+                        "this view is not enabled by the pool's introspection policy",
+                    ),
+                ),
+                Some(_) => match serve(&state.sources).await {
+                    Ok(Some(body)) => (Decision::Allowed, caller.username, Json(body).into_response()),
+                    Ok(None) => (
+                        Decision::Allowed,
+                        caller.username,
+                        problem(StatusCode::NOT_FOUND, "notFound", "no such execution in the buffer"),
+                    ),
+                    Err(error) => {
+                        tracing::warn!(%error, view = view_name, "introspection source failed");
+                        (
+                            Decision::Allowed,
+                            caller.username,
+                            problem(
+                                StatusCode::BAD_GATEWAY,
+                                "sourceUnavailable",
+                                "the view's source could not be read",
+                            ),
+                        )
+                    }
+                },
+            }
+        }
+    };
+    state.metrics.record_decision(decision);
+    if state.audit {
+        audit::write(&AuditRecord {
+            user: if user.is_empty() { "system:anonymous" } else { &user },
+            view: view_name,
+            pool: &state.sources.pool,
+            namespace: &state.sources.namespace,
+            decision,
+            status: response.status().as_u16(),
+        });
+    }
+    response
+}

@@ -1,0 +1,230 @@
+//! The introspection views' data: traces from the buffer; pending promises, namespace summary and
+//! counters from the worker's API (with the pool token); the pool's status summary from the
+//! Kubernetes API. Every identifier passes the introspection policy's redaction; values, code and
+//! output are never read.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use capsule_worker::wire::execute::{Checkpoint, WorkerStats};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use serde_json::{json, Map, Value};
+
+use crate::buffer::StoredEvent;
+use crate::error::{Error, Result};
+use crate::receiver::Ingest;
+use crate::redaction::Redactor;
+
+/// Most executions the recent-traces view returns.
+pub const MAX_RECENT_EXECUTIONS: usize = 100;
+/// Largest worker reply read, in bytes.
+const MAX_WORKER_REPLY_BYTES: usize = 4 * 1024 * 1024;
+const WORKER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The sources the views read.
+pub struct Sources {
+    pub ingest: Arc<Ingest>,
+    pub redactor: Redactor,
+    pub http: reqwest::Client,
+    pub worker_url: String,
+    pub pool_token: String,
+    pub kube: Option<kube::Client>,
+    pub pool: String,
+    pub namespace: String,
+}
+
+impl Sources {
+    fn redact_into(&self, object: &mut Map<String, Value>, key: &str, value: Option<&str>) {
+        match value.and_then(|v| self.redactor.apply(v)) {
+            Some(v) => {
+                object.insert(key.to_owned(), Value::String(v));
+            }
+            None => {
+                object.remove(key);
+            }
+        }
+    }
+
+    fn event_json(&self, event: &StoredEvent) -> Value {
+        let mut value = serde_json::to_value(event).unwrap_or(Value::Null);
+        if let Value::Object(object) = &mut value {
+            self.redact_into(object, "executionId", Some(&event.execution_id));
+            self.redact_into(object, "session", event.session.as_deref());
+            let attributes: Map<String, Value> = event
+                .attributes
+                .iter()
+                .filter_map(|(k, v)| {
+                    let shown = if k.starts_with("meta.") {
+                        self.redactor.apply(v)?
+                    } else {
+                        v.to_string()
+                    };
+                    Some((k.to_string(), Value::String(shown)))
+                })
+                .collect();
+            object.insert("attributes".into(), Value::Object(attributes));
+        }
+        value
+    }
+
+    /// The events of one execution; the id may be given raw or as stored (hashed).
+    pub fn execution_traces(&self, execution_id: &str) -> Option<Value> {
+        let buffer = self.ingest.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut events = buffer.execution(execution_id);
+        if events.is_empty() {
+            events = buffer.execution(&self.ingest.redactor.hash(execution_id));
+        }
+        drop(buffer);
+        let first = events.first()?;
+        let mut object = Map::new();
+        self.redact_into(&mut object, "executionId", Some(&first.execution_id));
+        let events: Vec<Value> = events.iter().map(|e| self.event_json(e)).collect();
+        object.insert("events".into(), Value::Array(events));
+        Some(Value::Object(object))
+    }
+
+    /// The most recent executions, newest first.
+    pub fn recent_traces(&self, limit: usize) -> Value {
+        let limit = limit.clamp(1, MAX_RECENT_EXECUTIONS);
+        let recent = {
+            let buffer = self.ingest.buffer.lock().unwrap_or_else(|e| e.into_inner());
+            buffer.recent(None, limit)
+        };
+        let executions: Vec<Value> = recent
+            .iter()
+            .map(|(id, events)| {
+                let mut object = Map::new();
+                self.redact_into(&mut object, "executionId", Some(id));
+                self.redact_into(
+                    &mut object,
+                    "session",
+                    events.first().and_then(|e| e.session.as_deref()),
+                );
+                let events: Vec<Value> = events.iter().map(|e| self.event_json(e)).collect();
+                object.insert("events".into(), Value::Array(events));
+                Value::Object(object)
+            })
+            .collect();
+        json!({ "executions": executions })
+    }
+
+    async fn worker_get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let failed = |what: &str| Error::Worker(format!("GET {path}: {what}"));
+        let mut response = self
+            .http
+            .get(format!("{}{path}", self.worker_url))
+            .bearer_auth(&self.pool_token)
+            .timeout(WORKER_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| failed(&e.without_url().to_string()))?;
+        if !response.status().is_success() {
+            return Err(failed(&format!("status {}", response.status())));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| failed(&e.without_url().to_string()))?
+        {
+            if body.len() + chunk.len() > MAX_WORKER_REPLY_BYTES {
+                return Err(failed("reply too large"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        serde_json::from_slice(&body).map_err(|_| failed("unexpected reply"))
+    }
+
+    /// Pending promises and input requests: id, execution, kind, age, timeout.
+    pub async fn promises(&self) -> Result<Value> {
+        let stats: WorkerStats = self.worker_get("/v1/stats").await?;
+        let promises: Vec<Value> = stats
+            .pending_promises
+            .iter()
+            .map(|p| {
+                let mut object = Map::new();
+                self.redact_into(&mut object, "id", Some(&p.id));
+                self.redact_into(&mut object, "executionId", Some(&p.execution_id));
+                object.insert("kind".into(), json!(p.kind));
+                object.insert("ageMs".into(), json!(p.age_ms));
+                object.insert("timeoutMs".into(), json!(p.timeout_ms));
+                Value::Object(object)
+            })
+            .collect();
+        Ok(json!({ "pending": promises.len(), "promises": promises }))
+    }
+
+    /// The namespace summary: counts by type and the estimated size; never names' values.
+    pub async fn namespace_summary(&self) -> Result<Value> {
+        let checkpoint: Checkpoint = self.worker_get("/v1/checkpoint").await?;
+        Ok(json!({
+            "names": checkpoint.names,
+            "functions": checkpoint.functions,
+            "classes": checkpoint.classes,
+            "modules": checkpoint.modules,
+            "estimatedBytes": checkpoint.estimated_bytes,
+            "unpicklable": checkpoint.unpicklable,
+            "takenAt": checkpoint.taken_at,
+        }))
+    }
+
+    /// The worker's counters and the sidecar's own.
+    pub async fn counters(&self) -> Result<Value> {
+        let stats: WorkerStats = self.worker_get("/v1/stats").await?;
+        let (buffered, bytes, evictions) = {
+            let buffer = self.ingest.buffer.lock().unwrap_or_else(|e| e.into_inner());
+            (buffer.len(), buffer.bytes(), buffer.evictions())
+        };
+        let mut worker = serde_json::to_value(&stats).unwrap_or(Value::Null);
+        if let Value::Object(object) = &mut worker {
+            object.remove("pendingPromises");
+            self.redact_into(object, "session", stats.session.as_deref());
+        }
+        let metrics = &self.ingest.metrics;
+        Ok(json!({
+            "worker": worker,
+            "sidecar": {
+                "eventsReceived": metrics.events_received.get(),
+                "eventsDropped": metrics.events_dropped.get(),
+                "bufferEvents": buffered,
+                "bufferBytes": bytes,
+                "evictions": evictions,
+                "spansExported": metrics.spans_exported.get(),
+                "spanExportFailures": metrics.span_export_failures.get(),
+                "spansDropped": metrics.spans_dropped.get(),
+            }
+        }))
+    }
+
+    /// The pool's status summary: worker counts by phase and conditions.
+    pub async fn pool_status(&self) -> Result<Value> {
+        let client = self
+            .kube
+            .clone()
+            .ok_or_else(|| Error::Config("no Kubernetes credentials".into()))?;
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("capsule.dev", "v1alpha1", "CapsulePool"),
+            "capsulepools",
+        );
+        let api: Api<DynamicObject> = Api::namespaced_with(client, &self.namespace, &resource);
+        let pool = api.get(&self.pool).await?;
+        let status = pool.data.get("status").cloned().unwrap_or(Value::Null);
+        let mut summary = Map::new();
+        summary.insert("pool".into(), json!(self.pool));
+        summary.insert("namespace".into(), json!(self.namespace));
+        for key in [
+            "observedGeneration",
+            "workers",
+            "starting",
+            "warming",
+            "idle",
+            "bound",
+            "unhealthy",
+            "terminating",
+            "conditions",
+        ] {
+            summary.insert(key.into(), status.get(key).cloned().unwrap_or(Value::Null));
+        }
+        Ok(Value::Object(summary))
+    }
+}
