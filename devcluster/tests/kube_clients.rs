@@ -702,3 +702,43 @@ async fn status_written_with_server_side_apply_leaves_spec_and_generation_alone(
     );
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_page_with_limit_and_continue() {
+    let t = TestCluster::start("paging").await;
+    let api: Api<ConfigMap> = Api::namespaced(t.cluster.client().await.unwrap(), "default");
+    for i in 0..7 {
+        api.create(&PostParams::default(), &config_map(&format!("p{i}")))
+            .await
+            .unwrap();
+    }
+    let mut names = Vec::new();
+    let mut params = ListParams::default().limit(3);
+    let mut pages = 0;
+    loop {
+        let page = api.list(&params).await.unwrap();
+        pages += 1;
+        names.extend(
+            page.items
+                .iter()
+                .map(|cm| cm.metadata.name.clone().unwrap()),
+        );
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => {
+                assert_eq!(page.items.len(), 3);
+                params = params.continue_token(&token);
+            }
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(names, ["p0", "p1", "p2", "p3", "p4", "p5", "p6"]);
+    // kube's watcher pages its initial list the same way.
+    let all = watcher(api, watcher::Config::default().page_size(2))
+        .boxed()
+        .take_while(|e| futures::future::ready(!matches!(e, Ok(watcher::Event::InitDone))))
+        .filter(|e| futures::future::ready(matches!(e, Ok(watcher::Event::InitApply(_)))))
+        .count();
+    assert_eq!(tokio::time::timeout(WAIT, all).await.unwrap(), 7);
+    t.stop().await;
+}
