@@ -12,6 +12,9 @@ pub struct OperatorConfig {
     pub worker_port: i32,
     /// Port of the sidecar's introspection API.
     pub sidecar_port: i32,
+    /// How often each pool is reconciled (and its status rewritten when it changed) without a
+    /// triggering event: the relay's status interval.
+    pub status_interval: std::time::Duration,
 }
 
 impl Default for OperatorConfig {
@@ -21,6 +24,7 @@ impl Default for OperatorConfig {
             default_sidecar_image: format!("capsule-sidecar:{}", env!("CARGO_PKG_VERSION")),
             worker_port: 8000,
             sidecar_port: 8001,
+            status_interval: std::time::Duration::from_secs(10),
         }
     }
 }

@@ -1,12 +1,17 @@
 //! What every reconcile shares: the client, the event recorder, metrics, settings and the
 //! in-memory index of pools.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
-use capsule_crds::PoolCounters;
+use capsule_crds::{CapsuleSession, PoolCounters};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
 use kube::Client;
+
+use crate::relay::directory::Directory;
+use crate::relay::index::WorkerIndex;
 
 use crate::config::OperatorConfig;
 use crate::health::Health;
@@ -23,6 +28,38 @@ pub struct PoolState {
     pub counters: PoolCounters,
     /// Consecutive failed reconciles, for the retry backoff.
     pub failures: u32,
+    /// Workers already counted as a health trigger, so each is counted once.
+    pub unhealthy: BTreeSet<String>,
+    /// Whether idle workers were below the warm target at the last pass (a warm-up trigger fires
+    /// on the transition, not on every pass).
+    pub below_target: bool,
+    /// Recent acquisition latencies in milliseconds, at most [`LATENCY_WINDOW`].
+    pub latencies_ms: VecDeque<i64>,
+    /// Worker process restarts already added to `counters.workers_restarted`.
+    pub restarts_seen: u64,
+    /// Pods with per-worker series exported, to remove them when they go.
+    pub per_worker_series: BTreeSet<String>,
+    /// When status was last written (or the pool first seen by this process).
+    pub last_status_write: Option<Instant>,
+}
+
+/// How many recent acquisition latencies a pool keeps for its status quantiles.
+pub const LATENCY_WINDOW: usize = 1024;
+
+impl PoolState {
+    pub fn record_latency(&mut self, ms: i64) {
+        if self.latencies_ms.len() == LATENCY_WINDOW {
+            self.latencies_ms.pop_front();
+        }
+        self.latencies_ms.push_back(ms);
+        let mut sorted: Vec<i64> = self.latencies_ms.iter().copied().collect();
+        sorted.sort_unstable();
+        let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+        let acquisition = &mut self.counters.acquisition;
+        acquisition.latency_avg_ms = Some(sorted.iter().sum::<i64>() / sorted.len() as i64);
+        acquisition.latency_p50_ms = Some(at(0.5));
+        acquisition.latency_p99_ms = Some(at(0.99));
+    }
 }
 
 pub struct Context {
@@ -31,6 +68,17 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub config: OperatorConfig,
     pub health: Arc<Health>,
+    /// Workers as their heartbeats describe them.
+    pub index: Arc<WorkerIndex>,
+    /// The session controller's cache, once it runs (pools count the sessions waiting on them).
+    pub sessions: OnceLock<Store<CapsuleSession>>,
+    /// Pool tokens and pod facts from watch caches, once they run.
+    pub directory: OnceLock<Arc<dyn Directory>>,
+    /// Client for calls to workers (session bind and release).
+    pub http: reqwest::Client,
+    /// When this process started: a worker never heard from is not stale before the operator
+    /// has waited a staleness period itself.
+    pub started: Instant,
     pools: Mutex<HashMap<PoolKey, PoolState>>,
 }
 
@@ -51,6 +99,14 @@ impl Context {
             metrics,
             config,
             health,
+            index: Arc::new(WorkerIndex::default()),
+            sessions: OnceLock::new(),
+            directory: OnceLock::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("HTTP client"),
+            started: Instant::now(),
             pools: Mutex::new(HashMap::new()),
         }
     }
@@ -65,7 +121,7 @@ impl Context {
         let mut pools = self.pools.lock().expect("pool index lock");
         let state = pools.entry(key.clone()).or_insert_with(|| PoolState {
             counters: seed(),
-            failures: 0,
+            ..Default::default()
         });
         f(state)
     }

@@ -4,6 +4,10 @@
 pub const POOL: &str = "capsule.dev/pool";
 /// On a bound worker pod: the session holding it.
 pub const SESSION: &str = "capsule.dev/session";
+/// On a bound worker pod: lower-case hex sha256 of the session's token, which the worker checks.
+pub const SESSION_TOKEN_SHA256: &str = "capsule.dev/session-token-sha256";
+/// Finalizer on sessions: the worker is released before the session goes.
+pub const RELEASE_FINALIZER: &str = "capsule.dev/release";
 /// On every worker pod: hash of the pool template it was built from.
 pub const TEMPLATE_HASH: &str = "capsule.dev/template-hash";
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -25,4 +29,9 @@ pub fn pool_token_secret(pool: &str) -> String {
 /// Label selector of a pool's worker pods.
 pub fn pool_selector(pool: &str) -> String {
     format!("{POOL}={pool}")
+}
+
+/// The Secret holding a session's execute token.
+pub fn session_token_secret(session: &str) -> String {
+    format!("{session}-session-token")
 }

@@ -11,6 +11,8 @@ pub mod http;
 pub mod labels;
 pub mod metrics;
 pub mod pool;
+pub mod relay;
+pub mod session;
 pub mod telemetry;
 
 pub use error::{Error, Result};

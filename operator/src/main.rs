@@ -5,8 +5,9 @@ use capsule_operator::config::OperatorConfig;
 use capsule_operator::context::Context;
 use capsule_operator::health::Health;
 use capsule_operator::metrics::Metrics;
+use capsule_operator::relay::ingest::{self, IngestMetrics, IngestState};
 use capsule_operator::telemetry::{self, LogFormat};
-use capsule_operator::{http, pool};
+use capsule_operator::{http, pool, relay, session};
 use clap::{Parser, Subcommand};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
@@ -48,6 +49,9 @@ struct RunArgs {
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "CAPSULE_WATCH_NAMESPACE")]
     namespace: Option<String>,
+    /// Seconds between two status passes of each pool without a triggering event.
+    #[arg(long, env = "CAPSULE_STATUS_INTERVAL_SECONDS", default_value_t = 10)]
+    status_interval_seconds: u64,
     /// Log format.
     #[arg(long, env = "CAPSULE_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -74,18 +78,30 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = OperatorConfig {
         heartbeat_url: args.heartbeat_url,
         default_sidecar_image: args.sidecar_image,
+        status_interval: std::time::Duration::from_secs(args.status_interval_seconds.max(1)),
         ..OperatorConfig::default()
     };
     let ctx = Arc::new(Context::new(client, metrics, config, health.clone()));
     let shutdown = CancellationToken::new();
 
+    let ingest_metrics = IngestMetrics::register(&mut registry);
+    let (directory, caches_synced) =
+        relay::caches::start(ctx.client.clone(), args.namespace.clone(), shutdown.clone());
+    let _ = ctx.directory.set(directory.clone());
+    let ingest = IngestState {
+        index: ctx.index.clone(),
+        directory,
+        metrics: ingest_metrics,
+    };
+
     let listener = http::bind(args.listen).await?;
-    tracing::info!(addr = %listener.local_addr()?, "serving metrics and health");
+    tracing::info!(addr = %listener.local_addr()?, "serving metrics, health and heartbeats");
     let state = http::HttpState {
         registry: Arc::new(registry),
         health: health.clone(),
     };
-    let server = tokio::spawn(http::serve(listener, state, shutdown.clone()));
+    let app = http::router(state).merge(ingest::router(ingest));
+    let server = tokio::spawn(http::serve_router(listener, app, shutdown.clone()));
 
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -94,8 +110,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
 
     health.set_running(true);
-    let stop = shutdown.clone();
-    pool::run(ctx, args.namespace, async move { stop.cancelled().await }).await;
+    let (stop_pools, stop_sessions) = (shutdown.clone(), shutdown.clone());
+    let pools = pool::run(
+        ctx.clone(),
+        args.namespace.clone(),
+        caches_synced,
+        async move { stop_pools.cancelled().await },
+    );
+    let sessions = session::run(ctx, args.namespace, async move {
+        stop_sessions.cancelled().await
+    });
+    // Either loop ending is the operator ending: liveness fails and the process exits.
+    tokio::select! {
+        _ = pools => tracing::warn!("pool controller stopped"),
+        _ = sessions => tracing::warn!("session controller stopped"),
+    }
     health.set_running(false);
     shutdown.cancel();
     server.await??;

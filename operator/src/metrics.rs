@@ -8,7 +8,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::exponential_buckets;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::error::ErrorKind;
@@ -57,6 +57,44 @@ pub struct RemovalLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub namespace: String,
+    pub pool: String,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutputLabels {
+    pub namespace: String,
+    pub pool: String,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PromiseLabels {
+    pub namespace: String,
+    pub pool: String,
+    pub event: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerLabels {
+    pub namespace: String,
+    pub pool: String,
+    pub pod: String,
+}
+
+#[derive(Clone)]
+pub struct AcquisitionBuckets;
+
+impl MetricConstructor<Histogram> for AcquisitionBuckets {
+    fn new_metric(&self) -> Histogram {
+        // 1 ms … ~65 s
+        Histogram::new(exponential_buckets(0.001, 2.0, 17))
+    }
+}
+
 #[derive(Clone)]
 pub struct DurationBuckets;
 
@@ -80,6 +118,36 @@ pub struct Metrics {
     pub workers_created: Family<PoolLabels, Counter>,
     pub workers_removed: Family<RemovalLabels, Counter>,
     pub status_writes: Family<PoolLabels, Counter>,
+    pub rss_bytes: Family<PoolLabels, Gauge>,
+    pub cpu_cores: Family<PoolLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub namespace_names: Family<PoolLabels, Gauge>,
+    pub heartbeat_age: Family<PoolLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub executions: Family<OutcomeLabels, Counter>,
+    pub outputs: Family<OutputLabels, Counter>,
+    pub output_queue_max_depth: Family<PoolLabels, Gauge>,
+    pub drain_timeouts: Family<PoolLabels, Counter>,
+    pub promises_pending: Family<PoolLabels, Gauge>,
+    pub promises_high_water: Family<PoolLabels, Gauge>,
+    pub promises: Family<PromiseLabels, Counter>,
+    pub worker_restarts: Family<PoolLabels, Counter>,
+    pub hits: Family<PoolLabels, Counter>,
+    pub misses: Family<PoolLabels, Counter>,
+    pub acquisition: Family<PoolLabels, Histogram, AcquisitionBuckets>,
+    pub acquisition_timeouts: Family<PoolLabels, Counter>,
+    pub warmup_triggers: Family<PoolLabels, Counter>,
+    pub health_checks: Family<PoolLabels, Counter>,
+    pub health_triggers: Family<PoolLabels, Counter>,
+    pub worker_rss_bytes: Family<WorkerLabels, Gauge>,
+    pub worker_cpu_cores: Family<WorkerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub worker_heartbeat_age: Family<WorkerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+}
+
+/// Raises a counter to an absolute total kept elsewhere (the relay's index); never lowers it.
+pub fn raise_to(counter: &Counter, total: u64) {
+    let current = counter.get();
+    if total > current {
+        counter.inc_by(total - current);
+    }
 }
 
 impl Metrics {
@@ -96,6 +164,28 @@ impl Metrics {
             workers_created: Family::default(),
             workers_removed: Family::default(),
             status_writes: Family::default(),
+            rss_bytes: Family::default(),
+            cpu_cores: Family::default(),
+            namespace_names: Family::default(),
+            heartbeat_age: Family::default(),
+            executions: Family::default(),
+            outputs: Family::default(),
+            output_queue_max_depth: Family::default(),
+            drain_timeouts: Family::default(),
+            promises_pending: Family::default(),
+            promises_high_water: Family::default(),
+            promises: Family::default(),
+            worker_restarts: Family::default(),
+            hits: Family::default(),
+            misses: Family::default(),
+            acquisition: Family::new_with_constructor(AcquisitionBuckets),
+            acquisition_timeouts: Family::default(),
+            warmup_triggers: Family::default(),
+            health_checks: Family::default(),
+            health_triggers: Family::default(),
+            worker_rss_bytes: Family::default(),
+            worker_cpu_cores: Family::default(),
+            worker_heartbeat_age: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("capsule");
         r.register(
@@ -140,7 +230,7 @@ impl Metrics {
         );
         r.register(
             "pool_workers_removed",
-            "Worker pods deleted, by reason (failed, scale_down, outdated)",
+            "Worker pods deleted, by reason (failed, scale_down, outdated, stale, recycled, released)",
             m.workers_removed.clone(),
         );
         r.register(
@@ -203,11 +293,57 @@ impl Metrics {
                 reason: reason.as_str(),
             });
         }
-        for family in [&self.warm_target, &self.max_workers, &self.pool_ready] {
+        for family in [
+            &self.warm_target,
+            &self.max_workers,
+            &self.pool_ready,
+            &self.rss_bytes,
+            &self.namespace_names,
+            &self.output_queue_max_depth,
+            &self.promises_pending,
+            &self.promises_high_water,
+        ] {
             family.remove(pool);
         }
-        for family in [&self.workers_created, &self.status_writes] {
+        for family in [&self.cpu_cores, &self.heartbeat_age] {
             family.remove(pool);
+        }
+        for family in [
+            &self.workers_created,
+            &self.status_writes,
+            &self.drain_timeouts,
+            &self.worker_restarts,
+            &self.hits,
+            &self.misses,
+            &self.acquisition_timeouts,
+            &self.warmup_triggers,
+            &self.health_checks,
+            &self.health_triggers,
+        ] {
+            family.remove(pool);
+        }
+        self.acquisition.remove(pool);
+        let (ns, name) = (pool.namespace.clone(), pool.pool.clone());
+        for outcome in ["ok", "error", "cancelled", "timed_out"] {
+            self.executions.remove(&OutcomeLabels {
+                namespace: ns.clone(),
+                pool: name.clone(),
+                outcome,
+            });
+        }
+        for result in ["enqueued", "sent", "dropped"] {
+            self.outputs.remove(&OutputLabels {
+                namespace: ns.clone(),
+                pool: name.clone(),
+                result,
+            });
+        }
+        for event in ["created", "resolved", "rejected", "timed_out", "cancelled"] {
+            self.promises.remove(&PromiseLabels {
+                namespace: ns.clone(),
+                pool: name.clone(),
+                event,
+            });
         }
     }
 }

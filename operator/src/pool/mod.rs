@@ -9,7 +9,7 @@ pub mod worker_pod;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use capsule_crds::{CapsulePool, PoolCounters};
+use capsule_crds::{CapsulePool, PoolCounters, SessionPhase, WorkerPhase};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -25,10 +25,11 @@ use tracing::{info, instrument, warn};
 use crate::context::{Context, PoolKey};
 use crate::error::{backoff, Error, Result};
 use crate::labels;
-use crate::metrics::{ControllerLabels, ControllerName, PoolLabels, TraceLabels};
-
-/// Periodic resync even when nothing changes, so drift the watches missed is repaired.
-const RESYNC: Duration = Duration::from_secs(60);
+use crate::metrics::{
+    raise_to, ControllerLabels, ControllerName, OutcomeLabels, OutputLabels, PoolLabels,
+    PromiseLabels, TraceLabels, WorkerLabels,
+};
+use crate::relay::index::{PoolTotals, WorkerRecord};
 
 fn key_of(pool: &CapsulePool) -> Result<PoolKey> {
     let ns = pool
@@ -77,6 +78,7 @@ async fn reconcile_inner(pool: &CapsulePool, ctx: &Context) -> Result<Action> {
         // Pods and the token Secret go with the pool through their owner references.
         ctx.forget_pool(&key);
         ctx.metrics.forget_pool(&metric_labels);
+        ctx.index.forget_pool(&key.0, &key.1);
         return Ok(Action::await_change());
     }
     let (ns, name) = (&key.0, &key.1);
@@ -113,12 +115,18 @@ async fn reconcile_inner(pool: &CapsulePool, ctx: &Context) -> Result<Action> {
         }
     }
 
-    let workers = plan::classify_all(pool, &pods);
+    let now = Instant::now();
+    let signals = |pod: &Pod| worker_signals(ctx, pool, pod, now);
+    let workers = plan::classify_all(pool, &pods, &signals);
+    let live: Vec<String> = pods.iter().map(|p| p.name_any()).collect();
+    ctx.index.retire_missing(ns, name, &live);
+    let waiting = waiting_sessions(ctx, ns, name);
     let plan = if problems.is_empty() {
-        plan::plan(pool, &workers)
+        plan::plan(pool, &workers, waiting)
     } else {
         plan::Plan::default()
     };
+    record_health(ctx, &key, &metric_labels, &workers);
 
     let mut failure = None;
     for (pod_name, reason) in &plan.delete {
@@ -138,8 +146,12 @@ async fn reconcile_inner(pool: &CapsulePool, ctx: &Context) -> Result<Action> {
                 ctx.metrics.removed(&metric_labels, *reason);
                 ctx.with_pool(&key, PoolCounters::default, |s| {
                     s.counters.workers_removed += 1;
-                    if *reason == plan::RemovalReason::Failed {
-                        s.counters.health.removals += 1;
+                    match reason {
+                        plan::RemovalReason::Failed | plan::RemovalReason::Stale => {
+                            s.counters.health.removals += 1
+                        }
+                        plan::RemovalReason::Recycled => s.counters.workers_recycled += 1,
+                        _ => {}
                     }
                 });
                 info!(pod = %pod_name, reason = reason.as_str(), "deleted worker");
@@ -209,21 +221,56 @@ async fn reconcile_inner(pool: &CapsulePool, ctx: &Context) -> Result<Action> {
         info!(count = created, "created workers");
     }
 
+    let totals = ctx.index.pool_totals(ns, name);
+    let idle_now = workers
+        .iter()
+        .filter(|w| w.phase == WorkerPhase::Idle)
+        .count();
+    let below_target = problems.is_empty() && idle_now < pool.spec.replicas.max(0) as usize;
     let counters = ctx.with_pool(&key, PoolCounters::default, |s| {
         s.counters.workers_created += created as i64;
+        if below_target && !s.below_target {
+            s.counters.warmup.triggers += 1;
+            ctx.metrics
+                .warmup_triggers
+                .get_or_create(&metric_labels)
+                .inc();
+        }
+        if below_target {
+            s.counters.warmup.workers_created += created as i64;
+        }
+        s.below_target = below_target;
+        let new_restarts = totals.process_restarts.saturating_sub(s.restarts_seen);
+        s.counters.workers_restarted += new_restarts as i64;
+        s.restarts_seen = totals.process_restarts;
+        let (hits, misses) = (s.counters.hits, s.counters.misses);
+        s.counters.hit_rate_percent = (hits + misses > 0)
+            .then(|| format!("{:.1}", 100.0 * hits as f64 / (hits + misses) as f64));
         s.counters.clone()
     });
+    let records = pods
+        .iter()
+        .filter_map(|p| ctx.index.get(ns, &p.name_any()).map(|r| (p.name_any(), r)))
+        .collect();
     let observation = status::Observation {
         workers: &workers,
         plan: &plan,
         problems: &problems,
         failure: failure.clone(),
         counters,
+        totals: &totals,
+        records: &records,
     };
     let new_status = status::build(pool, &observation, Timestamp::now());
     publish_pool_metrics(ctx, pool, &metric_labels, &workers, &new_status);
+    publish_relay_metrics(ctx, pool, &key, &metric_labels, &totals, &records, now);
 
-    if pool.status.as_ref() != Some(&new_status) {
+    let relayed_due = ctx.with_pool(&key, PoolCounters::default, |s| {
+        let last = *s.last_status_write.get_or_insert(now);
+        now.saturating_duration_since(last) >= ctx.config.status_interval
+    });
+    let changed = pool.status.as_ref() != Some(&new_status);
+    if changed && (status::significant_change(pool.status.as_ref(), &new_status) || relayed_due) {
         let was_degraded = pool.status.as_ref().is_some_and(|s| {
             s.conditions
                 .iter()
@@ -265,7 +312,215 @@ async fn reconcile_inner(pool: &CapsulePool, ctx: &Context) -> Result<Action> {
         // Nothing to retry until the user changes the spec; the watch brings that change.
         return Ok(Action::await_change());
     }
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(ctx.config.status_interval))
+}
+
+/// Whether a worker's heartbeat is stale and whether it is worn out, from the relay's index.
+fn worker_signals(
+    ctx: &Context,
+    pool: &CapsulePool,
+    pod: &Pod,
+    now: Instant,
+) -> plan::WorkerSignals {
+    let spec = &pool.spec;
+    let ns = pod.namespace().unwrap_or_default();
+    let name = pod.name_any();
+    let staleness = Duration::from_secs(spec.heartbeat.staleness_seconds.max(1) as u64);
+    let pod_age = pod
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| Timestamp::now().duration_since(t.0).unsigned_abs())
+        .unwrap_or_default();
+    let record = ctx.index.get(&ns, &name);
+    let stale = match &record {
+        Some(r) => now.saturating_duration_since(r.last_seen) > staleness,
+        None => {
+            // Never heard from: give it the warm-up time and a staleness period, counted from
+            // when this operator process started watching.
+            let grace = staleness
+                + Duration::from_secs(
+                    spec.warmup
+                        .as_ref()
+                        .map_or(0, |w| w.timeout_seconds.max(0) as u64),
+                );
+            pod_age > grace && now.saturating_duration_since(ctx.started) > grace
+        }
+    };
+    let rules = &spec.recycle;
+    let worn_out = record.as_ref().is_some_and(|r| {
+        rules
+            .max_executions
+            .is_some_and(|max| r.totals().executions() >= max as u64)
+            || rules
+                .max_rss_bytes
+                .is_some_and(|max| r.rss_bytes >= max as u64)
+    }) || rules
+        .max_age_seconds
+        .is_some_and(|max| pod_age.as_secs() >= max as u64);
+    plan::WorkerSignals { stale, worn_out }
+}
+
+/// Sessions of this pool still waiting for a worker; the pool grows by that many (up to maxWorkers).
+fn waiting_sessions(ctx: &Context, namespace: &str, pool: &str) -> usize {
+    let Some(store) = ctx.sessions.get() else {
+        return 0;
+    };
+    store
+        .state()
+        .iter()
+        .filter(|s| {
+            s.namespace().as_deref() == Some(namespace)
+                && s.spec.pool == pool
+                && s.metadata.deletion_timestamp.is_none()
+                && s.status
+                    .as_ref()
+                    .is_none_or(|st| st.phase == SessionPhase::Pending)
+        })
+        .count()
+}
+
+/// Counts a health pass, and each newly unhealthy worker once.
+fn record_health(
+    ctx: &Context,
+    key: &PoolKey,
+    labels: &PoolLabels,
+    workers: &[plan::ClassifiedPod<'_>],
+) {
+    let unhealthy: std::collections::BTreeSet<String> = workers
+        .iter()
+        .filter(|w| w.phase == WorkerPhase::Unhealthy)
+        .map(|w| w.pod.name_any())
+        .collect();
+    ctx.metrics.health_checks.get_or_create(labels).inc();
+    ctx.with_pool(key, PoolCounters::default, |s| {
+        s.counters.health.runs += 1;
+        let new = unhealthy.difference(&s.unhealthy).count();
+        s.counters.health.triggers += new as i64;
+        if new > 0 {
+            ctx.metrics
+                .health_triggers
+                .get_or_create(labels)
+                .inc_by(new as u64);
+        }
+        s.unhealthy = unhealthy;
+    });
+}
+
+fn publish_relay_metrics(
+    ctx: &Context,
+    pool: &CapsulePool,
+    key: &PoolKey,
+    labels: &PoolLabels,
+    totals: &PoolTotals,
+    records: &std::collections::BTreeMap<String, WorkerRecord>,
+    now: Instant,
+) {
+    let m = &ctx.metrics;
+    let c = &totals.counters;
+    m.rss_bytes
+        .get_or_create(labels)
+        .set(records.values().map(|r| r.rss_bytes as i64).sum());
+    m.cpu_cores
+        .get_or_create(labels)
+        .set(records.values().map(|r| r.cpu_percent / 100.0).sum());
+    m.namespace_names
+        .get_or_create(labels)
+        .set(records.values().map(|r| r.namespace_size as i64).sum());
+    let oldest = records
+        .values()
+        .map(|r| now.saturating_duration_since(r.last_seen).as_secs_f64())
+        .fold(0.0, f64::max);
+    m.heartbeat_age.get_or_create(labels).set(oldest);
+    let (ns, name) = (labels.namespace.clone(), labels.pool.clone());
+    for (outcome, total) in [
+        ("ok", c.exec_ok),
+        ("error", c.exec_error),
+        ("cancelled", c.exec_cancelled),
+        ("timed_out", c.exec_timed_out),
+    ] {
+        let series = m.executions.get_or_create(&OutcomeLabels {
+            namespace: ns.clone(),
+            pool: name.clone(),
+            outcome,
+        });
+        raise_to(&series, total);
+    }
+    for (result, total) in [
+        ("enqueued", c.outputs_enqueued),
+        ("sent", c.outputs_sent),
+        ("dropped", c.outputs_dropped),
+    ] {
+        let series = m.outputs.get_or_create(&OutputLabels {
+            namespace: ns.clone(),
+            pool: name.clone(),
+            result,
+        });
+        raise_to(&series, total);
+    }
+    for (event, total) in [
+        ("created", c.promises_created),
+        ("resolved", c.promises_resolved),
+        ("rejected", c.promises_rejected),
+        ("timed_out", c.promises_timed_out),
+        ("cancelled", c.promises_cancelled),
+    ] {
+        let series = m.promises.get_or_create(&PromiseLabels {
+            namespace: ns.clone(),
+            pool: name.clone(),
+            event,
+        });
+        raise_to(&series, total);
+    }
+    raise_to(&m.drain_timeouts.get_or_create(labels), c.drain_timeouts);
+    raise_to(
+        &m.worker_restarts.get_or_create(labels),
+        totals.process_restarts,
+    );
+    m.output_queue_max_depth
+        .get_or_create(labels)
+        .set(totals.max_queue_depth as i64);
+    m.promises_pending
+        .get_or_create(labels)
+        .set(totals.pending_promises as i64);
+    m.promises_high_water
+        .get_or_create(labels)
+        .set(totals.promise_high_water as i64);
+
+    // Per-worker series only where the pool asks for them; removed when the worker goes.
+    let wanted: std::collections::BTreeSet<String> = if pool.spec.metrics.per_worker {
+        records.keys().cloned().collect()
+    } else {
+        Default::default()
+    };
+    let previous = ctx.with_pool(key, PoolCounters::default, |s| {
+        std::mem::replace(&mut s.per_worker_series, wanted.clone())
+    });
+    for gone in previous.difference(&wanted) {
+        let l = WorkerLabels {
+            namespace: ns.clone(),
+            pool: name.clone(),
+            pod: gone.clone(),
+        };
+        m.worker_rss_bytes.remove(&l);
+        m.worker_cpu_cores.remove(&l);
+        m.worker_heartbeat_age.remove(&l);
+    }
+    for pod in &wanted {
+        let r = &records[pod];
+        let l = WorkerLabels {
+            namespace: ns.clone(),
+            pool: name.clone(),
+            pod: pod.clone(),
+        };
+        m.worker_rss_bytes.get_or_create(&l).set(r.rss_bytes as i64);
+        m.worker_cpu_cores
+            .get_or_create(&l)
+            .set(r.cpu_percent / 100.0);
+        m.worker_heartbeat_age
+            .get_or_create(&l)
+            .set(now.saturating_duration_since(r.last_seen).as_secs_f64());
+    }
 }
 
 /// Takes ownership of a pod that carries the pool's label but no controller (for example one whose
@@ -345,6 +600,7 @@ pub fn error_policy(pool: Arc<CapsulePool>, error: &Error, ctx: Arc<Context>) ->
 pub async fn run(
     ctx: Arc<Context>,
     namespace: Option<String>,
+    caches_synced: impl std::future::Future<Output = ()> + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
@@ -361,6 +617,7 @@ pub async fn run(
     let store = controller.store();
     let health = ctx.health.clone();
     tokio::spawn(async move {
+        caches_synced.await;
         if store.wait_until_ready().await.is_ok() {
             health.set_synced(true);
         }

@@ -18,14 +18,32 @@ pub enum RemovalReason {
     ScaleDown,
     /// Built from an older template and not bound.
     Outdated,
+    /// No heartbeat within the pool's staleness bound.
+    Stale,
+    /// Past a recycle rule (executions, RSS or age) and idle.
+    Recycled,
+    /// Its session was released and the pool replaces released workers.
+    Released,
 }
 
 impl RemovalReason {
+    pub const ALL: [RemovalReason; 6] = [
+        Self::Failed,
+        Self::ScaleDown,
+        Self::Outdated,
+        Self::Stale,
+        Self::Recycled,
+        Self::Released,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Failed => "failed",
             Self::ScaleDown => "scale_down",
             Self::Outdated => "outdated",
+            Self::Stale => "stale",
+            Self::Recycled => "recycled",
+            Self::Released => "released",
         }
     }
 }
@@ -36,6 +54,19 @@ pub struct ClassifiedPod<'a> {
     pub pod: &'a Pod,
     pub phase: WorkerPhase,
     pub current: bool,
+    /// Unhealthy because its heartbeat is stale (as opposed to a failed pod).
+    pub stale: bool,
+    /// Idle and past a recycle rule.
+    pub worn_out: bool,
+}
+
+/// What the relay knows of a worker beyond its pod.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkerSignals {
+    /// No heartbeat within the staleness bound.
+    pub stale: bool,
+    /// Past a recycle rule.
+    pub worn_out: bool,
 }
 
 /// Everything the pool controller does in one pass.
@@ -98,14 +129,32 @@ pub fn classify(pod: &Pod) -> WorkerPhase {
 
 /// Classifies the pool's pods. Pods are ordered newest first so that scale-down removes the
 /// youngest (least warmed) workers.
-pub fn classify_all<'a>(pool: &CapsulePool, pods: &'a [Pod]) -> Vec<ClassifiedPod<'a>> {
+pub fn classify_all<'a>(
+    pool: &CapsulePool,
+    pods: &'a [Pod],
+    signals: &dyn Fn(&Pod) -> WorkerSignals,
+) -> Vec<ClassifiedPod<'a>> {
     let hash = worker_pod::template_hash(pool);
     let mut out: Vec<ClassifiedPod<'a>> = pods
         .iter()
-        .map(|pod| ClassifiedPod {
-            pod,
-            phase: classify(pod),
-            current: worker_pod::is_current(pod, &hash),
+        .map(|pod| {
+            let seen = signals(pod);
+            let mut phase = classify(pod);
+            let stale = seen.stale
+                && matches!(
+                    phase,
+                    WorkerPhase::Warming | WorkerPhase::Idle | WorkerPhase::Bound
+                );
+            if stale {
+                phase = WorkerPhase::Unhealthy;
+            }
+            ClassifiedPod {
+                pod,
+                phase,
+                current: worker_pod::is_current(pod, &hash),
+                stale,
+                worn_out: seen.worn_out && phase == WorkerPhase::Idle,
+            }
         })
         .collect();
     out.sort_by(|a, b| {
@@ -118,17 +167,24 @@ pub fn classify_all<'a>(pool: &CapsulePool, pods: &'a [Pod]) -> Vec<ClassifiedPo
     out
 }
 
-/// Decides deletions and creations so that the unbound, healthy workers reach `spec.replicas`
-/// without the pool's live pods ever exceeding `spec.maxWorkers`. Bound workers are never deleted.
-pub fn plan(pool: &CapsulePool, workers: &[ClassifiedPod<'_>]) -> Plan {
+/// Decides deletions and creations so that the unbound, healthy workers reach `spec.replicas` plus
+/// the sessions waiting for a worker, without the pool's live pods ever exceeding `spec.maxWorkers`.
+/// Bound workers are never deleted unless they are unhealthy.
+pub fn plan(pool: &CapsulePool, workers: &[ClassifiedPod<'_>], waiting_sessions: usize) -> Plan {
     let mut plan = Plan::default();
-    let target = pool.spec.replicas.max(0) as usize;
+    let target = pool.spec.replicas.max(0) as usize + waiting_sessions;
     let max = pool.spec.max_workers.max(0) as usize;
 
     // Failed workers go first; outdated unbound ones are replaced (bound ones finish their session).
     for w in workers {
         match w.phase {
+            WorkerPhase::Unhealthy if w.stale => {
+                plan.delete.push((w.pod.name_any(), RemovalReason::Stale))
+            }
             WorkerPhase::Unhealthy => plan.delete.push((w.pod.name_any(), RemovalReason::Failed)),
+            WorkerPhase::Idle if w.worn_out => plan
+                .delete
+                .push((w.pod.name_any(), RemovalReason::Recycled)),
             WorkerPhase::Starting | WorkerPhase::Warming | WorkerPhase::Idle if !w.current => plan
                 .delete
                 .push((w.pod.name_any(), RemovalReason::Outdated)),
@@ -140,6 +196,7 @@ pub fn plan(pool: &CapsulePool, workers: &[ClassifiedPod<'_>]) -> Plan {
         .iter()
         .filter(|w| {
             w.current
+                && !w.worn_out
                 && matches!(
                     w.phase,
                     WorkerPhase::Starting | WorkerPhase::Warming | WorkerPhase::Idle

@@ -6,8 +6,14 @@ use capsule_crds::{
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
+use std::collections::BTreeMap;
+
+use capsule_crds::{BridgeTotals, ExecutionTotals, ExecutorTotals};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
 use crate::conditions::{self, DesiredCondition};
 use crate::labels;
+use crate::relay::index::{PoolTotals, WorkerRecord};
 
 use super::plan::{ClassifiedPod, Plan};
 
@@ -41,6 +47,10 @@ pub struct Observation<'a> {
     /// A failure of this pass worth surfacing (for example a pod the API server refused).
     pub failure: Option<String>,
     pub counters: PoolCounters,
+    /// The relay's totals for the pool.
+    pub totals: &'a PoolTotals,
+    /// The relay's record of each worker that has sent a heartbeat, by pod name.
+    pub records: &'a BTreeMap<String, WorkerRecord>,
 }
 
 /// Builds the status; conditions keep their transition times from the pool's current status.
@@ -139,21 +149,30 @@ pub fn build(pool: &CapsulePool, seen: &Observation<'_>, now: Timestamp) -> Caps
     let mut summaries: Vec<WorkerSummary> = seen
         .workers
         .iter()
-        .map(|w| WorkerSummary {
-            pod: w.pod.name_any(),
-            phase: w.phase,
-            session: w.pod.labels().get(labels::SESSION).cloned(),
-            last_heartbeat: None,
-            rss_bytes: 0,
-            cpu_percent: 0.0,
-            namespace_size: 0,
-            executions: 0,
+        .map(|w| {
+            let name = w.pod.name_any();
+            let record = seen.records.get(&name);
+            WorkerSummary {
+                session: w.pod.labels().get(labels::SESSION).cloned(),
+                phase: w.phase,
+                last_heartbeat: record.map(|r| Time(r.last_seen_at)),
+                rss_bytes: record.map_or(0, |r| r.rss_bytes as i64),
+                cpu_percent: record.map_or(0.0, |r| (r.cpu_percent * 10.0).round() / 10.0),
+                namespace_size: record.map_or(0, |r| r.namespace_size as i64),
+                executions: record.map_or(0, |r| r.totals().executions() as i64),
+                pod: name,
+            }
         })
         .collect();
-    summaries.sort_by(|a, b| a.pod.cmp(&b.pod));
+    // The busiest first, so the rows that matter survive the bound.
+    summaries.sort_by(|a, b| {
+        b.executions
+            .cmp(&a.executions)
+            .then_with(|| a.pod.cmp(&b.pod))
+    });
     summaries.truncate(MAX_WORKER_SUMMARIES);
 
-    let previous = pool.status.clone().unwrap_or_default();
+    let c = &seen.totals.counters;
     CapsulePoolStatus {
         observed_generation: generation,
         conditions: conditions::merge(existing, &desired, generation, now),
@@ -166,9 +185,55 @@ pub fn build(pool: &CapsulePool, seen: &Observation<'_>, now: Timestamp) -> Caps
         unhealthy,
         terminating: count(&counts, WorkerPhase::Terminating),
         worker_summaries: summaries,
-        executions: previous.executions,
-        executor: previous.executor,
-        bridge: previous.bridge,
+        executions: Some(ExecutionTotals {
+            ok: c.exec_ok as i64,
+            error: c.exec_error as i64,
+            cancelled: c.exec_cancelled as i64,
+            timed_out: c.exec_timed_out as i64,
+        }),
+        executor: Some(ExecutorTotals {
+            outputs_enqueued: c.outputs_enqueued as i64,
+            outputs_sent: c.outputs_sent as i64,
+            outputs_dropped: c.outputs_dropped as i64,
+            max_queue_depth: seen.totals.max_queue_depth as i64,
+            drain_timeouts: c.drain_timeouts as i64,
+        }),
+        bridge: Some(BridgeTotals {
+            pending: seen.totals.pending_promises as i64,
+            high_water: seen.totals.promise_high_water as i64,
+            created: c.promises_created as i64,
+            resolved: c.promises_resolved as i64,
+            rejected: c.promises_rejected as i64,
+            timeouts: c.promises_timed_out as i64,
+            cancellations: c.promises_cancelled as i64,
+        }),
         pool: Some(seen.counters.clone()),
     }
+}
+
+/// Whether `new` differs from `old` in what a user acts on (counts by phase, conditions, generation),
+/// as opposed to relayed figures (memory, CPU, counters, last heartbeats) that move with every
+/// heartbeat and are written at most once per status interval.
+pub fn significant_change(old: Option<&CapsulePoolStatus>, new: &CapsulePoolStatus) -> bool {
+    let Some(old) = old else { return true };
+    old.observed_generation != new.observed_generation
+        || old.conditions != new.conditions
+        || old.selector != new.selector
+        || (
+            old.workers,
+            old.starting,
+            old.warming,
+            old.idle,
+            old.bound,
+            old.unhealthy,
+            old.terminating,
+        ) != (
+            new.workers,
+            new.starting,
+            new.warming,
+            new.idle,
+            new.bound,
+            new.unhealthy,
+            new.terminating,
+        )
 }

@@ -1,0 +1,399 @@
+//! The in-memory index of workers, fed by heartbeats. Nothing here touches the API server: the pool
+//! controller reads it when it builds status, so a heartbeat costs a map update, not a write.
+//!
+//! Counters are monotonic per worker process. A worker whose process restarted (new `startedAt`, or
+//! any counter going backwards) has its previous values folded into a base, as Prometheus treats a
+//! counter reset; a worker that goes away has its totals folded into its pool's retired totals. So
+//! pool totals never go backwards while the operator runs.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use capsule_worker::wire::heartbeat::{Heartbeat, WorkerState};
+use k8s_openapi::jiff::Timestamp;
+
+/// Identity of a worker: namespace and pod name.
+pub type WorkerKey = (String, String);
+/// Identity of a pool: namespace and pool name.
+pub type PoolKey = (String, String);
+
+/// Monotonic counters of one worker, summed the same way for a pool.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub exec_ok: u64,
+    pub exec_error: u64,
+    pub exec_cancelled: u64,
+    pub exec_timed_out: u64,
+    pub outputs_enqueued: u64,
+    pub outputs_sent: u64,
+    pub outputs_dropped: u64,
+    pub drain_timeouts: u64,
+    pub promises_created: u64,
+    pub promises_resolved: u64,
+    pub promises_rejected: u64,
+    pub promises_timed_out: u64,
+    pub promises_cancelled: u64,
+    pub interpreter_restarts: u64,
+}
+
+impl Counters {
+    fn from_heartbeat(hb: &Heartbeat) -> Self {
+        Self {
+            exec_ok: hb.executions.ok,
+            exec_error: hb.executions.error,
+            exec_cancelled: hb.executions.cancelled,
+            exec_timed_out: hb.executions.timed_out,
+            outputs_enqueued: hb.executor.outputs_enqueued,
+            outputs_sent: hb.executor.outputs_sent,
+            outputs_dropped: hb.executor.outputs_dropped,
+            drain_timeouts: hb.executor.drain_timeouts,
+            promises_created: hb.bridge.created,
+            promises_resolved: hb.bridge.resolved,
+            promises_rejected: hb.bridge.rejected,
+            promises_timed_out: hb.bridge.timed_out,
+            promises_cancelled: hb.bridge.cancelled,
+            interpreter_restarts: hb.interpreter_restarts,
+        }
+    }
+
+    fn fields(&self) -> [u64; 14] {
+        [
+            self.exec_ok,
+            self.exec_error,
+            self.exec_cancelled,
+            self.exec_timed_out,
+            self.outputs_enqueued,
+            self.outputs_sent,
+            self.outputs_dropped,
+            self.drain_timeouts,
+            self.promises_created,
+            self.promises_resolved,
+            self.promises_rejected,
+            self.promises_timed_out,
+            self.promises_cancelled,
+            self.interpreter_restarts,
+        ]
+    }
+
+    fn any_below(&self, earlier: &Counters) -> bool {
+        self.fields()
+            .iter()
+            .zip(earlier.fields())
+            .any(|(now, before)| *now < before)
+    }
+
+    pub fn add(&mut self, other: &Counters) {
+        self.exec_ok += other.exec_ok;
+        self.exec_error += other.exec_error;
+        self.exec_cancelled += other.exec_cancelled;
+        self.exec_timed_out += other.exec_timed_out;
+        self.outputs_enqueued += other.outputs_enqueued;
+        self.outputs_sent += other.outputs_sent;
+        self.outputs_dropped += other.outputs_dropped;
+        self.drain_timeouts += other.drain_timeouts;
+        self.promises_created += other.promises_created;
+        self.promises_resolved += other.promises_resolved;
+        self.promises_rejected += other.promises_rejected;
+        self.promises_timed_out += other.promises_timed_out;
+        self.promises_cancelled += other.promises_cancelled;
+        self.interpreter_restarts += other.interpreter_restarts;
+    }
+
+    pub fn executions(&self) -> u64 {
+        self.exec_ok + self.exec_error + self.exec_cancelled + self.exec_timed_out
+    }
+}
+
+/// What the index knows of one worker.
+#[derive(Clone, Debug)]
+pub struct WorkerRecord {
+    pub pool: String,
+    pub last_seen: Instant,
+    pub last_seen_at: Timestamp,
+    pub seq: u64,
+    pub started_at: String,
+    pub state: WorkerState,
+    pub session: Option<String>,
+    pub rss_bytes: u64,
+    pub cpu_percent: f64,
+    pub namespace_size: u64,
+    pub pending_promises: u64,
+    pub promise_high_water: u64,
+    pub max_queue_depth: u64,
+    /// Counters as the current process reported them.
+    pub raw: Counters,
+    /// Counters of earlier processes of this worker.
+    pub base: Counters,
+    /// Process restarts seen (each new `startedAt`).
+    pub process_restarts: u64,
+    /// Last time an execution ran or finished, for the session idle timeout.
+    pub last_activity: Instant,
+}
+
+impl WorkerRecord {
+    pub fn totals(&self) -> Counters {
+        let mut t = self.base;
+        t.add(&self.raw);
+        t
+    }
+}
+
+/// Aggregates of one pool.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PoolTotals {
+    pub counters: Counters,
+    pub pending_promises: u64,
+    pub promise_high_water: u64,
+    pub max_queue_depth: u64,
+    pub process_restarts: u64,
+}
+
+/// Outcome of recording one heartbeat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recorded {
+    First,
+    Updated,
+    ProcessRestarted,
+    /// An older or duplicate sequence number from the same process: ignored.
+    Stale,
+}
+
+#[derive(Default)]
+struct Inner {
+    workers: HashMap<WorkerKey, WorkerRecord>,
+    retired: HashMap<PoolKey, PoolTotals>,
+}
+
+#[derive(Default)]
+pub struct WorkerIndex {
+    inner: Mutex<Inner>,
+}
+
+impl WorkerIndex {
+    pub fn record(&self, hb: &Heartbeat, now: Instant) -> Recorded {
+        let raw = Counters::from_heartbeat(hb);
+        let mut inner = self.inner.lock().expect("worker index lock");
+        let key = (hb.namespace.clone(), hb.pod.clone());
+        let outcome;
+        match inner.workers.get_mut(&key) {
+            None => {
+                outcome = Recorded::First;
+                inner.workers.insert(
+                    key,
+                    WorkerRecord {
+                        pool: hb.pool.clone(),
+                        last_seen: now,
+                        last_seen_at: Timestamp::now(),
+                        seq: hb.seq,
+                        started_at: hb.started_at.clone(),
+                        state: hb.state,
+                        session: hb.session.clone(),
+                        rss_bytes: hb.rss_bytes,
+                        cpu_percent: hb.cpu_percent,
+                        namespace_size: hb.namespace_size,
+                        pending_promises: hb.bridge.pending,
+                        promise_high_water: hb.bridge.high_water,
+                        max_queue_depth: hb.executor.max_queue_depth,
+                        raw,
+                        base: Counters::default(),
+                        process_restarts: 0,
+                        last_activity: now,
+                    },
+                );
+            }
+            Some(rec) => {
+                let restarted = rec.started_at != hb.started_at || raw.any_below(&rec.raw);
+                if !restarted && hb.seq <= rec.seq {
+                    return Recorded::Stale;
+                }
+                if restarted {
+                    let previous = rec.raw;
+                    rec.base.add(&previous);
+                    rec.process_restarts += 1;
+                    rec.started_at = hb.started_at.clone();
+                    outcome = Recorded::ProcessRestarted;
+                } else {
+                    outcome = Recorded::Updated;
+                }
+                if hb.state == WorkerState::Busy || raw.executions() != rec.raw.executions() {
+                    rec.last_activity = now;
+                }
+                rec.pool = hb.pool.clone();
+                rec.last_seen = now;
+                rec.last_seen_at = Timestamp::now();
+                rec.seq = hb.seq;
+                rec.state = hb.state;
+                rec.session = hb.session.clone();
+                rec.rss_bytes = hb.rss_bytes;
+                rec.cpu_percent = hb.cpu_percent;
+                rec.namespace_size = hb.namespace_size;
+                rec.pending_promises = hb.bridge.pending;
+                rec.promise_high_water = rec.promise_high_water.max(hb.bridge.high_water);
+                rec.max_queue_depth = rec.max_queue_depth.max(hb.executor.max_queue_depth);
+                rec.raw = raw;
+            }
+        }
+        outcome
+    }
+
+    pub fn get(&self, namespace: &str, pod: &str) -> Option<WorkerRecord> {
+        let inner = self.inner.lock().expect("worker index lock");
+        inner
+            .workers
+            .get(&(namespace.to_string(), pod.to_string()))
+            .cloned()
+    }
+
+    /// Marks activity on a worker (a session was just bound), restarting its idle clock.
+    pub fn touch(&self, namespace: &str, pod: &str, now: Instant) {
+        let mut inner = self.inner.lock().expect("worker index lock");
+        if let Some(rec) = inner
+            .workers
+            .get_mut(&(namespace.to_string(), pod.to_string()))
+        {
+            rec.last_activity = now;
+        }
+    }
+
+    /// Age of the worker's last heartbeat, if it ever sent one.
+    pub fn heartbeat_age(&self, namespace: &str, pod: &str, now: Instant) -> Option<Duration> {
+        self.get(namespace, pod)
+            .map(|r| now.saturating_duration_since(r.last_seen))
+    }
+
+    /// Folds the workers of `pool` that are not in `live_pods` into the pool's retired totals.
+    pub fn retire_missing(&self, namespace: &str, pool: &str, live_pods: &[String]) {
+        let mut inner = self.inner.lock().expect("worker index lock");
+        let gone: Vec<WorkerKey> = inner
+            .workers
+            .iter()
+            .filter(|((ns, pod), rec)| {
+                ns == namespace && rec.pool == pool && !live_pods.contains(pod)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in gone {
+            if let Some(rec) = inner.workers.remove(&key) {
+                let retired = inner
+                    .retired
+                    .entry((namespace.to_string(), pool.to_string()))
+                    .or_default();
+                retired.counters.add(&rec.totals());
+                retired.process_restarts += rec.process_restarts;
+                retired.promise_high_water = retired.promise_high_water.max(rec.promise_high_water);
+                retired.max_queue_depth = retired.max_queue_depth.max(rec.max_queue_depth);
+            }
+        }
+    }
+
+    /// Forgets a deleted pool entirely.
+    pub fn forget_pool(&self, namespace: &str, pool: &str) {
+        let mut inner = self.inner.lock().expect("worker index lock");
+        inner
+            .workers
+            .retain(|(ns, _), rec| !(ns == namespace && rec.pool == pool));
+        inner
+            .retired
+            .remove(&(namespace.to_string(), pool.to_string()));
+    }
+
+    /// Totals of a pool: its live workers plus those retired.
+    pub fn pool_totals(&self, namespace: &str, pool: &str) -> PoolTotals {
+        let inner = self.inner.lock().expect("worker index lock");
+        let mut out = inner
+            .retired
+            .get(&(namespace.to_string(), pool.to_string()))
+            .cloned()
+            .unwrap_or_default();
+        out.pending_promises = 0;
+        for ((ns, _), rec) in inner.workers.iter() {
+            if ns == namespace && rec.pool == pool {
+                out.counters.add(&rec.totals());
+                out.pending_promises += rec.pending_promises;
+                out.promise_high_water = out.promise_high_water.max(rec.promise_high_water);
+                out.max_queue_depth = out.max_queue_depth.max(rec.max_queue_depth);
+                out.process_restarts += rec.process_restarts;
+            }
+        }
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().expect("worker index lock").workers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use capsule_worker::wire::heartbeat::*;
+
+    fn hb(pod: &str, seq: u64, started: &str, ok: u64) -> Heartbeat {
+        Heartbeat {
+            pod: pod.into(),
+            namespace: "ns".into(),
+            pool: "p".into(),
+            seq,
+            sent_at: "2026-11-27T10:00:00Z".into(),
+            started_at: started.into(),
+            capabilities: None,
+            state: WorkerState::Idle,
+            session: None,
+            rss_bytes: 1000,
+            cpu_percent: 1.5,
+            namespace_size: 3,
+            interpreter_restarts: 0,
+            executions: ExecutionCounts {
+                ok,
+                ..Default::default()
+            },
+            executor: ExecutorCounters::default(),
+            bridge: BridgeCounters::default(),
+            cancels: CancelCounters::default(),
+        }
+    }
+
+    #[test]
+    fn totals_survive_a_worker_process_restart_and_its_removal() {
+        let index = WorkerIndex::default();
+        let t = Instant::now();
+        assert_eq!(index.record(&hb("w1", 1, "A", 5), t), Recorded::First);
+        assert_eq!(index.record(&hb("w1", 2, "A", 7), t), Recorded::Updated);
+        assert_eq!(
+            index.record(&hb("w1", 2, "A", 7), t),
+            Recorded::Stale,
+            "a duplicate is ignored"
+        );
+        // The process restarted: its counters start again from zero.
+        assert_eq!(
+            index.record(&hb("w1", 1, "B", 2), t),
+            Recorded::ProcessRestarted
+        );
+        assert_eq!(index.pool_totals("ns", "p").counters.exec_ok, 9);
+        index.record(&hb("w2", 1, "C", 1), t);
+        assert_eq!(index.pool_totals("ns", "p").counters.exec_ok, 10);
+        // w1 goes away: its 9 stay in the pool's totals.
+        index.retire_missing("ns", "p", &["w2".to_string()]);
+        assert_eq!(index.len(), 1);
+        let totals = index.pool_totals("ns", "p");
+        assert_eq!(totals.counters.exec_ok, 10);
+        assert_eq!(totals.process_restarts, 1);
+    }
+
+    #[test]
+    fn a_counter_going_backwards_is_a_reset() {
+        let index = WorkerIndex::default();
+        let t = Instant::now();
+        index.record(&hb("w1", 1, "A", 5), t);
+        assert_eq!(
+            index.record(&hb("w1", 2, "A", 1), t),
+            Recorded::ProcessRestarted
+        );
+        assert_eq!(index.pool_totals("ns", "p").counters.exec_ok, 6);
+    }
+}

@@ -1,0 +1,6 @@
+//! The heartbeat relay: ingest, the in-memory worker index, and the lookups ingest needs.
+
+pub mod caches;
+pub mod directory;
+pub mod index;
+pub mod ingest;

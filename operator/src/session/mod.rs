@@ -1,0 +1,666 @@
+//! The CapsuleSession controller: binds an idle worker of the referenced pool to each session, hands
+//! the client an endpoint and a token, and releases the worker when the session goes.
+//!
+//! Binding is a compare-and-swap on the worker pod (a patch carrying the pod's resourceVersion), so
+//! two sessions can never take the same worker, even across operator restarts: a session that finds a
+//! pod already labelled with its own name finishes that binding instead of taking another.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use capsule_crds::{
+    CapsulePool, CapsuleSession, CapsuleSessionStatus, PoolCounters, ReleaseAction, SecretKeyRef,
+    SessionPhase, WorkerPhase,
+};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::ByteString;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::watcher;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tracing::{info, instrument, warn};
+
+use crate::conditions::{self, DesiredCondition};
+use crate::context::Context;
+use crate::error::{backoff, Error, Result};
+use crate::labels;
+use crate::metrics::{ControllerLabels, ControllerName, PoolLabels};
+use crate::pool::plan;
+use crate::pool::token::new_token;
+
+/// How often a waiting session looks for a worker again (a new worker turning Ready also wakes it).
+const WAIT_POLL: Duration = Duration::from_millis(250);
+/// How often a bound session checks its worker and idle timeout.
+const BOUND_CHECK: Duration = Duration::from_secs(5);
+
+fn pool_labels(ns: &str, pool: &str) -> PoolLabels {
+    PoolLabels {
+        namespace: ns.into(),
+        pool: pool.into(),
+    }
+}
+
+#[instrument(skip_all, fields(namespace = session.namespace().unwrap_or_default(), session = session.name_any()))]
+pub async fn reconcile(session: Arc<CapsuleSession>, ctx: Arc<Context>) -> Result<Action> {
+    let controller = ControllerLabels {
+        controller: ControllerName::session,
+    };
+    ctx.metrics.reconcile_runs.get_or_create(&controller).inc();
+    let started = Instant::now();
+    let result = reconcile_inner(&session, &ctx).await;
+    ctx.metrics
+        .reconcile_duration
+        .get_or_create(&controller)
+        .observe(started.elapsed().as_secs_f64(), None, None);
+    result
+}
+
+async fn reconcile_inner(session: &CapsuleSession, ctx: &Context) -> Result<Action> {
+    let ns = session
+        .namespace()
+        .ok_or_else(|| Error::MissingNamespace(session.name_any()))?;
+    let name = session.name_any();
+    let sessions: Api<CapsuleSession> = Api::namespaced(ctx.client.clone(), &ns);
+    let has_finalizer = session
+        .finalizers()
+        .iter()
+        .any(|f| f == labels::RELEASE_FINALIZER);
+
+    if session.metadata.deletion_timestamp.is_some() {
+        if has_finalizer {
+            release(ctx, session, &ns).await?;
+            let remaining: Vec<&String> = session
+                .finalizers()
+                .iter()
+                .filter(|f| *f != labels::RELEASE_FINALIZER)
+                .collect();
+            let patch = json!({"metadata": {"finalizers": remaining, "resourceVersion": session.resource_version()}});
+            sessions
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+        }
+        return Ok(Action::await_change());
+    }
+    if !has_finalizer {
+        let mut finalizers = session.finalizers().to_vec();
+        finalizers.push(labels::RELEASE_FINALIZER.into());
+        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": session.resource_version()}});
+        sessions
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        // The patch's watch event brings the next pass.
+        return Ok(Action::await_change());
+    }
+
+    let phase = session.status.as_ref().map(|s| s.phase).unwrap_or_default();
+    match phase {
+        SessionPhase::Released | SessionPhase::Failed => Ok(Action::await_change()),
+        SessionPhase::Bound => check_bound(ctx, session, &ns).await,
+        SessionPhase::Pending => acquire(ctx, session, &ns).await,
+    }
+}
+
+/// Writes the session's status with server-side apply, only when it changed.
+async fn write_status(
+    ctx: &Context,
+    session: &CapsuleSession,
+    status: CapsuleSessionStatus,
+) -> Result<()> {
+    if session.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let ns = session.namespace().unwrap_or_default();
+    let api: Api<CapsuleSession> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch =
+        json!({"apiVersion": "capsule.dev/v1alpha1", "kind": "CapsuleSession", "status": status});
+    api.patch_status(
+        &session.name_any(),
+        &PatchParams::apply(labels::FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+fn status_with(
+    session: &CapsuleSession,
+    phase: SessionPhase,
+    ready: DesiredCondition,
+) -> CapsuleSessionStatus {
+    let mut status = session.status.clone().unwrap_or_default();
+    status.phase = phase;
+    status.observed_generation = session.metadata.generation;
+    status.conditions = conditions::merge(
+        &status.conditions,
+        &[ready],
+        session.metadata.generation,
+        Timestamp::now(),
+    );
+    status
+}
+
+async fn event(
+    ctx: &Context,
+    session: &CapsuleSession,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: reason.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &session.object_ref(&())).await {
+        warn!(error = %e, "publishing event failed");
+    }
+}
+
+fn age_ms(session: &CapsuleSession) -> i64 {
+    session
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| Timestamp::now().duration_since(t.0).as_millis() as i64)
+        .unwrap_or(0)
+        .max(0)
+}
+
+async fn acquire(ctx: &Context, session: &CapsuleSession, ns: &str) -> Result<Action> {
+    let name = session.name_any();
+    let pool_name = session.spec.pool.clone();
+    let key = (ns.to_string(), pool_name.clone());
+    let metric = pool_labels(ns, &pool_name);
+    let pools: Api<CapsulePool> = Api::namespaced(ctx.client.clone(), ns);
+    let Some(pool) = pools.get_opt(&pool_name).await? else {
+        let status = status_with(
+            session,
+            SessionPhase::Pending,
+            DesiredCondition::new(
+                "Bound",
+                false,
+                "PoolNotFound",
+                format!("CapsulePool {pool_name} does not exist in namespace {ns}: create it or fix spec.pool"),
+            ),
+        );
+        write_status(ctx, session, status).await?;
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    };
+
+    // Count the attempt once per session: the first pass that sees it pending.
+    let first_pass = session
+        .status
+        .as_ref()
+        .is_none_or(|s| s.conditions.is_empty());
+    if first_pass {
+        ctx.with_pool(&key, PoolCounters::default, |s| {
+            s.counters.acquisition.attempts += 1
+        });
+    }
+
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let listed = pods
+        .list(&ListParams::default().labels(&labels::pool_selector(&pool_name)))
+        .await?
+        .items;
+
+    // Finish a binding an earlier pass (or an earlier operator) started.
+    if let Some(pod) = listed
+        .iter()
+        .find(|p| p.labels().get(labels::SESSION) == Some(&name))
+    {
+        return finish_binding(ctx, session, &pool, pod.clone(), first_pass).await;
+    }
+
+    let now = Instant::now();
+    let mut candidates: Vec<&Pod> = listed
+        .iter()
+        .filter(|p| plan::classify(p) == WorkerPhase::Idle)
+        .filter(|p| {
+            // A worker that has heartbeated recently; one never heard from is trusted only while the
+            // operator itself is young (after a restart the index is empty for a heartbeat period).
+            match ctx.index.heartbeat_age(ns, &p.name_any(), now) {
+                Some(age) => age.as_secs() <= pool.spec.heartbeat.staleness_seconds as u64,
+                None => true,
+            }
+        })
+        .collect();
+    // Oldest first: the most warmed-up worker.
+    candidates.sort_by(|a, b| {
+        a.metadata
+            .creation_timestamp
+            .cmp(&b.metadata.creation_timestamp)
+    });
+
+    let token_hash = ensure_token(ctx, session, ns).await?.1;
+    for pod in candidates {
+        let patch = json!({"metadata": {
+            "resourceVersion": pod.resource_version(),
+            "labels": {labels::SESSION: name},
+            "annotations": {labels::SESSION_TOKEN_SHA256: token_hash},
+        }});
+        match pods
+            .patch(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(bound) => return finish_binding(ctx, session, &pool, bound, first_pass).await,
+            // Another session took it first: try the next.
+            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    // A miss: no idle worker. The pool controller counts this session as waiting and grows.
+    let waited_ms = age_ms(session);
+    let already_missed = session
+        .status
+        .as_ref()
+        .is_some_and(|s| s.warm_hit == Some(false));
+    if !already_missed {
+        ctx.with_pool(&key, PoolCounters::default, |s| s.counters.misses += 1);
+        ctx.metrics.misses.get_or_create(&metric).inc();
+    }
+    let timeout_ms = pool.spec.sessions.acquire_timeout_seconds * 1000;
+    if waited_ms > timeout_ms {
+        ctx.with_pool(&key, PoolCounters::default, |s| {
+            s.counters.acquisition.timeouts += 1
+        });
+        ctx.metrics
+            .acquisition_timeouts
+            .get_or_create(&metric)
+            .inc();
+        let message = format!(
+            "no worker of pool {pool_name} became free within spec.sessions.acquireTimeoutSeconds ({}s)",
+            pool.spec.sessions.acquire_timeout_seconds
+        );
+        let mut status = status_with(
+            session,
+            SessionPhase::Failed,
+            DesiredCondition::new("Bound", false, "AcquireTimeout", message.clone()),
+        );
+        status.reason = Some("AcquireTimeout".into());
+        status.message = Some(message.clone());
+        write_status(ctx, session, status).await?;
+        event(ctx, session, EventType::Warning, "AcquireTimeout", message).await;
+        return Ok(Action::await_change());
+    }
+    let live = listed
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .count();
+    let condition = if live as i32 >= pool.spec.max_workers {
+        DesiredCondition::new(
+            "Bound",
+            false,
+            "PoolExhausted",
+            format!(
+                "all {} workers of pool {pool_name} are in use (spec.maxWorkers): waiting for one to be released",
+                pool.spec.max_workers
+            ),
+        )
+    } else {
+        DesiredCondition::new(
+            "Bound",
+            false,
+            "WaitingForWorker",
+            format!("starting a new worker in pool {pool_name}"),
+        )
+    };
+    let mut status = status_with(session, SessionPhase::Pending, condition);
+    status.warm_hit = Some(false);
+    write_status(ctx, session, status).await?;
+    Ok(Action::requeue(WAIT_POLL))
+}
+
+/// The session's token Secret (created once, owned by the session) and the token's sha256.
+async fn ensure_token(
+    ctx: &Context,
+    session: &CapsuleSession,
+    ns: &str,
+) -> Result<(String, String)> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let secret_name = labels::session_token_secret(&session.name_any());
+    let token = match secrets.get_opt(&secret_name).await? {
+        Some(existing) => crate::relay::directory::secret_token(&existing).unwrap_or_default(),
+        None => {
+            let token = new_token();
+            let secret = Secret {
+                metadata: ObjectMeta {
+                    name: Some(secret_name.clone()),
+                    namespace: Some(ns.into()),
+                    labels: Some(BTreeMap::from([
+                        (labels::SESSION.to_string(), session.name_any()),
+                        (labels::MANAGED_BY.to_string(), labels::MANAGER.to_string()),
+                    ])),
+                    owner_references: Some(vec![session
+                        .controller_owner_ref(&())
+                        .expect("stored session has a uid")]),
+                    ..Default::default()
+                },
+                type_: Some("Opaque".into()),
+                data: Some(BTreeMap::from([(
+                    labels::TOKEN_KEY.to_string(),
+                    ByteString(token.as_bytes().to_vec()),
+                )])),
+                ..Default::default()
+            };
+            match secrets.create(&PostParams::default(), &secret).await {
+                Ok(_) => token,
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    let existing = secrets.get(&secret_name).await?;
+                    crate::relay::directory::secret_token(&existing).unwrap_or_default()
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    let hash = hex::encode(Sha256::digest(token.as_bytes()));
+    Ok((token, hash))
+}
+
+fn pool_token(ctx: &Context, ns: &str, pool: &str) -> Option<String> {
+    ctx.directory.get().and_then(|d| d.pool_token(ns, pool))
+}
+
+fn endpoint(pod: &Pod, port: i32) -> Option<String> {
+    let ip = pod.status.as_ref()?.pod_ip.as_ref()?;
+    Some(format!("http://{ip}:{port}"))
+}
+
+async fn finish_binding(
+    ctx: &Context,
+    session: &CapsuleSession,
+    pool: &CapsulePool,
+    pod: Pod,
+    first_pass: bool,
+) -> Result<Action> {
+    let ns = session.namespace().unwrap_or_default();
+    let name = session.name_any();
+    let pool_name = pool.name_any();
+    let key = (ns.clone(), pool_name.clone());
+    let metric = pool_labels(&ns, &pool_name);
+    let token_hash = ensure_token(ctx, session, &ns).await?.1;
+    let Some(url) = endpoint(&pod, ctx.config.worker_port) else {
+        return Ok(Action::requeue(WAIT_POLL));
+    };
+
+    // Tell the worker at once; its heartbeat reply says the same, so a lost call heals itself.
+    if let Some(token) = pool_token(ctx, &ns, &pool_name) {
+        let body = json!({"session": name, "namespace": ns, "tokenSha256": token_hash});
+        match ctx
+            .http
+            .put(format!("{url}/v1/session"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => {
+                warn!(status = %r.status(), pod = %pod.name_any(), "worker refused the session binding; its next heartbeat retries")
+            }
+            Err(e) => {
+                warn!(error = %e, pod = %pod.name_any(), "worker unreachable for the session binding; its next heartbeat retries")
+            }
+        }
+    }
+    ctx.index.touch(&ns, &pod.name_any(), Instant::now());
+
+    let warm_hit = session
+        .status
+        .as_ref()
+        .and_then(|s| s.warm_hit)
+        .unwrap_or(true)
+        && first_pass;
+    let latency_ms = age_ms(session);
+    ctx.with_pool(&key, PoolCounters::default, |s| {
+        s.counters.acquisition.successes += 1;
+        if warm_hit {
+            s.counters.hits += 1;
+        }
+        s.record_latency(latency_ms);
+    });
+    if warm_hit {
+        ctx.metrics.hits.get_or_create(&metric).inc();
+    }
+    ctx.metrics
+        .acquisition
+        .get_or_create(&metric)
+        .observe(latency_ms as f64 / 1000.0);
+
+    let mut status = status_with(
+        session,
+        SessionPhase::Bound,
+        DesiredCondition::new(
+            "Bound",
+            true,
+            "WorkerBound",
+            format!("bound to worker {}", pod.name_any()),
+        ),
+    );
+    status.worker = Some(pod.name_any());
+    status.endpoint = Some(url);
+    status.token_secret = Some(SecretKeyRef {
+        name: labels::session_token_secret(&name),
+        key: labels::TOKEN_KEY.into(),
+    });
+    status.warm_hit = Some(warm_hit);
+    status.acquisition_latency_ms = Some(latency_ms);
+    status.bound_at = Some(Time(Timestamp::now()));
+    status.reason = None;
+    status.message = None;
+    write_status(ctx, session, status).await?;
+    info!(worker = %pod.name_any(), warm_hit, latency_ms, "session bound");
+    event(
+        ctx,
+        session,
+        EventType::Normal,
+        "Bound",
+        format!("bound to worker {} in {latency_ms} ms", pod.name_any()),
+    )
+    .await;
+    // Wake the pool so it refills its warm target.
+    Ok(Action::requeue(BOUND_CHECK))
+}
+
+async fn check_bound(ctx: &Context, session: &CapsuleSession, ns: &str) -> Result<Action> {
+    let name = session.name_any();
+    let status = session.status.clone().unwrap_or_default();
+    let worker = status.worker.clone().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let pod = pods.get_opt(&worker).await?;
+    let lost = match &pod {
+        None => Some(format!("worker {worker} is gone")),
+        Some(p) if p.labels().get(labels::SESSION) != Some(&name) => Some(format!(
+            "worker {worker} is no longer bound to this session"
+        )),
+        Some(p) if p.metadata.deletion_timestamp.is_some() => {
+            Some(format!("worker {worker} is being deleted"))
+        }
+        Some(p) if plan::classify(p) == WorkerPhase::Unhealthy => {
+            Some(format!("worker {worker} failed"))
+        }
+        Some(_) => None,
+    };
+    let pools: Api<CapsulePool> = Api::namespaced(ctx.client.clone(), ns);
+    let pool = pools.get_opt(&session.spec.pool).await?;
+    let stale = pool.as_ref().is_some_and(|pool| {
+        ctx.index
+            .heartbeat_age(ns, &worker, Instant::now())
+            .is_some_and(|age| age.as_secs() > pool.spec.heartbeat.staleness_seconds as u64)
+    });
+    let lost =
+        lost.or_else(|| stale.then(|| format!("worker {worker} stopped sending heartbeats")));
+    if let Some(message) = lost {
+        let mut failed = status_with(
+            session,
+            SessionPhase::Failed,
+            DesiredCondition::new("Bound", false, "WorkerLost", message.clone()),
+        );
+        failed.reason = Some("WorkerLost".into());
+        failed.message = Some(message.clone());
+        write_status(ctx, session, failed).await?;
+        event(ctx, session, EventType::Warning, "WorkerLost", message).await;
+        return Ok(Action::await_change());
+    }
+
+    // Idle timeout: no execution for that long releases the session.
+    if let Some(pool) = pool {
+        let timeout = pool.spec.sessions.idle_timeout_seconds;
+        if timeout > 0 {
+            if let Some(record) = ctx.index.get(ns, &worker) {
+                let idle_for = Instant::now().saturating_duration_since(record.last_activity);
+                if idle_for.as_secs() as i64 >= timeout {
+                    release(ctx, session, ns).await?;
+                    let message = format!(
+                        "no execution for {timeout}s (spec.sessions.idleTimeoutSeconds of pool {})",
+                        pool.name_any()
+                    );
+                    let mut released = status_with(
+                        session,
+                        SessionPhase::Released,
+                        DesiredCondition::new("Bound", false, "IdleTimeout", message.clone()),
+                    );
+                    released.reason = Some("IdleTimeout".into());
+                    released.message = Some(message.clone());
+                    write_status(ctx, session, released).await?;
+                    event(ctx, session, EventType::Normal, "Released", message).await;
+                    return Ok(Action::await_change());
+                }
+            }
+        }
+    }
+    Ok(Action::requeue(BOUND_CHECK))
+}
+
+/// Gives the session's worker back: reset and return it to the pool, or replace it, per the pool's
+/// `spec.recycle.onRelease`. A worker that cannot be reset is replaced: a dirty worker is never
+/// handed to the next session.
+async fn release(ctx: &Context, session: &CapsuleSession, ns: &str) -> Result<()> {
+    let name = session.name_any();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let bound = pods
+        .list(&ListParams::default().labels(&format!("{}={}", labels::SESSION, name)))
+        .await?
+        .items;
+    let pools: Api<CapsulePool> = Api::namespaced(ctx.client.clone(), ns);
+    let pool = pools.get_opt(&session.spec.pool).await?;
+    let action = pool
+        .as_ref()
+        .map(|p| p.spec.recycle.on_release)
+        .unwrap_or(ReleaseAction::Replace);
+    for pod in bound {
+        let pod_name = pod.name_any();
+        let mut reset_ok = false;
+        if action == ReleaseAction::Reset {
+            if let (Some(url), Some(token)) = (
+                endpoint(&pod, ctx.config.worker_port),
+                pool_token(ctx, ns, &session.spec.pool),
+            ) {
+                reset_ok = ctx
+                    .http
+                    .delete(format!("{url}/v1/session?reset=true"))
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+            }
+        }
+        if reset_ok {
+            let patch = json!({"metadata": {
+                "labels": {labels::SESSION: null},
+                "annotations": {labels::SESSION_TOKEN_SHA256: null},
+            }});
+            pods.patch(&pod_name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+            info!(worker = %pod_name, "released worker (reset)");
+        } else {
+            match pods.delete(&pod_name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+            let key = (ns.to_string(), session.spec.pool.clone());
+            ctx.with_pool(&key, PoolCounters::default, |s| {
+                s.counters.workers_removed += 1
+            });
+            ctx.metrics.removed(
+                &pool_labels(ns, &session.spec.pool),
+                plan::RemovalReason::Released,
+            );
+            info!(worker = %pod_name, "released worker (replaced)");
+        }
+        event(
+            ctx,
+            session,
+            EventType::Normal,
+            "Released",
+            format!("released worker {pod_name}"),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+pub fn error_policy(_session: Arc<CapsuleSession>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_failed(ControllerName::session, error.kind());
+    warn!(error = %error, "session reconcile failed");
+    Action::requeue(backoff(1))
+}
+
+/// Runs the session controller until `shutdown` resolves; publishes its cache to the context so the
+/// pool controller can count waiting sessions.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let (sessions, pods): (Api<CapsuleSession>, Api<Pod>) = match &namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client, ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client)),
+    };
+    let controller = Controller::new(sessions, watcher::Config::default());
+    let _ = ctx.sessions.set(controller.store());
+    let store = controller.store();
+    // A worker turning Ready wakes the sessions waiting on its pool.
+    let pod_watch =
+        watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
+    controller
+        .watches(pods, pod_watch, move |pod: Pod| {
+            let pool = pod.labels().get(labels::POOL).cloned();
+            let ns = pod.namespace();
+            store
+                .state()
+                .into_iter()
+                .filter(|s| s.namespace() == ns && Some(&s.spec.pool) == pool.as_ref())
+                .filter(|s| {
+                    s.status
+                        .as_ref()
+                        .is_none_or(|st| st.phase == SessionPhase::Pending)
+                })
+                .map(|s| kube::runtime::reflector::ObjectRef::from_obj(s.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
