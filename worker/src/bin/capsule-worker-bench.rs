@@ -149,6 +149,45 @@ async fn start_worker(args: &Args) -> WorkerProcess {
     }
 }
 
+/// An event line read without copying its text: the client validates the JSON (serde checks the
+/// string) and counts the decoded bytes, like a client that forwards output without keeping it.
+#[derive(serde::Deserialize)]
+struct LinePeek<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    #[serde(borrow, default)]
+    text: Option<&'a serde_json::value::RawValue>,
+}
+
+/// Decoded UTF-8 length of a JSON string literal (`raw` includes the quotes).
+fn unescaped_len(raw: &str) -> usize {
+    let bytes = &raw.as_bytes()[1..raw.len() - 1];
+    let mut length = 0;
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] != b'\\' {
+            length += 1;
+            index += 1;
+        } else if bytes[index + 1] == b'u' {
+            let hex = &raw[index + 3..index + 7];
+            let code = u32::from_str_radix(hex, 16).unwrap_or(0xFFFD);
+            // A surrogate pair (two escapes) encodes one 4-byte character.
+            length += match code {
+                0xD800..=0xDBFF => 4,
+                0xDC00..=0xDFFF => 0,
+                0..=0x7F => 1,
+                0x80..=0x7FF => 2,
+                _ => 3,
+            };
+            index += 6;
+        } else {
+            length += 1;
+            index += 2;
+        }
+    }
+    length
+}
+
 /// Runs code and returns (output bytes, final event).
 async fn execute(worker: &WorkerProcess, code: &str) -> (usize, EventBody) {
     let mut response = worker
@@ -169,12 +208,16 @@ async fn execute(worker: &WorkerProcess, code: &str) -> (usize, EventBody) {
         buffer.extend_from_slice(&chunk);
         let mut start = 0;
         while let Some(pos) = buffer[start..].iter().position(|b| *b == b'\n') {
-            let event: ExecutionEvent =
-                serde_json::from_slice(&buffer[start..start + pos]).unwrap();
-            match event.body {
-                EventBody::Output { text, .. } => output += text.len(),
-                body if body.is_final() => last = Some(body),
-                _ => {}
+            let line = &buffer[start..start + pos];
+            let peek: LinePeek<'_> = serde_json::from_slice(line).unwrap();
+            match (peek.kind, peek.text) {
+                ("output", Some(text)) => output += unescaped_len(text.get()),
+                _ => {
+                    let event: ExecutionEvent = serde_json::from_slice(line).unwrap();
+                    if event.body.is_final() {
+                        last = Some(event.body);
+                    }
+                }
             }
             start += pos + 1;
         }
@@ -315,4 +358,18 @@ async fn main() {
     std::fs::write(&args.json, serde_json::to_vec_pretty(&report).unwrap())
         .unwrap_or_else(|e| fail(&format!("cannot write {}: {e}", args.json.display())));
     println!("figures written to {}", args.json.display());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unescaped_length_matches_the_decoded_text() {
+        for text in ["plain", "a\nb\t\"q\" \\ é ✓ 😀", "", "\u{1}"] {
+            let raw = serde_json::to_string(text).unwrap();
+            assert_eq!(unescaped_len(&raw), text.len(), "{raw}");
+        }
+        assert_eq!(unescaped_len(r#""\u00e9\ud83d\ude00\n""#), "é😀\n".len());
+    }
 }

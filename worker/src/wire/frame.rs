@@ -130,7 +130,10 @@ pub async fn read_frame_bytes_async<R: AsyncRead + Unpin>(
         Ok(size) => {
             // read_to_end into spare capacity: no zero-filling of a buffer about to be overwritten.
             let mut body = Vec::with_capacity(size);
-            (&mut *reader).take(size as u64).read_to_end(&mut body).await?;
+            (&mut *reader)
+                .take(size as u64)
+                .read_to_end(&mut body)
+                .await?;
             if body.len() < size {
                 return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
             }
