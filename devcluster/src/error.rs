@@ -13,6 +13,12 @@ pub enum Error {
     AlreadyExists { message: String },
     #[error("{message}")]
     Conflict { message: String },
+    /// A server-side apply conflict; `causes` name each contested field and its manager.
+    #[error("{message}")]
+    ApplyConflict {
+        message: String,
+        causes: Vec<serde_json::Value>,
+    },
     /// 422 with field causes; `message` is already worded like the real server's.
     #[error("{message}")]
     Invalid {
@@ -77,7 +83,9 @@ impl Error {
     pub fn status_code(&self) -> StatusCode {
         match self {
             Error::NotFound { .. } => StatusCode::NOT_FOUND,
-            Error::AlreadyExists { .. } | Error::Conflict { .. } => StatusCode::CONFLICT,
+            Error::AlreadyExists { .. } | Error::Conflict { .. } | Error::ApplyConflict { .. } => {
+                StatusCode::CONFLICT
+            }
             Error::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::BadRequest { .. } | Error::Json(_) | Error::Yaml(_) => StatusCode::BAD_REQUEST,
             Error::Gone { .. } => StatusCode::GONE,
@@ -94,7 +102,7 @@ impl Error {
         match self {
             Error::NotFound { .. } => "NotFound",
             Error::AlreadyExists { .. } => "AlreadyExists",
-            Error::Conflict { .. } => "Conflict",
+            Error::Conflict { .. } | Error::ApplyConflict { .. } => "Conflict",
             Error::Invalid { .. } => "Invalid",
             Error::BadRequest { .. } | Error::Json(_) | Error::Yaml(_) => "BadRequest",
             Error::Gone { .. } => "Expired",

@@ -490,7 +490,11 @@ fn conflict_error(conflicts: &[(String, Option<String>, FieldPath)]) -> Error {
         text.push_str(&lines.join("\n"));
         text
     };
-    Error::Conflict { message }
+    let causes = conflicts
+        .iter()
+        .map(|(m, v, p)| json!({"reason": "FieldManagerConflict", "message": describe(m, v), "field": format_path(p)}))
+        .collect();
+    Error::ApplyConflict { message, causes }
 }
 
 #[cfg(test)]
