@@ -68,6 +68,9 @@ impl Worker {
             .env("POD_NAMESPACE", "tests")
             .env("CAPSULE_POOL", "pool-a")
             .env("RUST_LOG", "capsule_worker=warn")
+            // A loaded machine may take a while to schedule the interrupted interpreter; tests
+            // that want the kill path set a short grace themselves.
+            .env("CAPSULE_CANCEL_GRACE_MS", "15000")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);

@@ -1,1 +1,288 @@
-fn main() {}
+//! `capsule-sidecar-bench`: events per second the sidecar takes in, resident bytes per buffered
+//! event, and the execute round-trip p50 with tracing on versus off. Runs the real binaries found
+//! next to this one (`capsule-sidecar`, `capsule-worker`); prints a table and writes JSON.
+
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use capsule_worker::wire::frame;
+use capsule_worker::wire::trace::{TraceEvent, TraceEventKind};
+use clap::Parser;
+use sha2::Digest;
+
+#[derive(Parser)]
+#[command(about = "Benchmark the capsule-sidecar")]
+struct Args {
+    /// Events written for the ingest rate.
+    #[arg(long, default_value_t = 500_000)]
+    events: u64,
+    /// Events buffered for the memory figure.
+    #[arg(long, default_value_t = 100_000)]
+    buffered: u64,
+    /// Execute round trips per mode (tracing on / off), after 20 warm-up ones.
+    #[arg(long, default_value_t = 300)]
+    round_trips: usize,
+    /// Where the JSON goes.
+    #[arg(long, default_value = "capsule-sidecar-bench.json")]
+    json: PathBuf,
+}
+
+struct Proc {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sibling(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let path = exe.parent().expect("bin dir").join(name);
+    assert!(
+        path.exists(),
+        "{} missing: build it with `cargo build -p {} --release`",
+        path.display(),
+        if name == "capsule-worker" { "capsule-worker" } else { "capsule-sidecar" }
+    );
+    path
+}
+
+fn spawn(mut command: Command, prefix: &str) -> Proc {
+    command.stdout(Stdio::piped()).stderr(Stdio::null()).stdin(Stdio::null());
+    let mut child = command.spawn().expect("spawn");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(rest) = line.strip_prefix(prefix) {
+                    break rest.trim().to_owned();
+                }
+            }
+            _ => panic!("{prefix}: no ready line"),
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Proc { child, addr }
+}
+
+fn sidecar(socket: &Path, max_events: u64, max_bytes: u64) -> Proc {
+    let mut command = Command::new(sibling("capsule-sidecar"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("CAPSULE_LISTEN_ADDR", "127.0.0.1:0")
+        .env("CAPSULE_TRACE_SOCKET", socket)
+        .env("CAPSULE_POOL_TOKEN", "bench-token")
+        .env("CAPSULE_TRACE_MAX_EVENTS", max_events.to_string())
+        .env("CAPSULE_TRACE_MAX_BYTES", max_bytes.to_string())
+        .env("KUBECONFIG", "/nonexistent")
+        .env("RUST_LOG", "error");
+    spawn(command, "capsule-sidecar listening on")
+}
+
+fn worker(socket: Option<&Path>) -> Proc {
+    let mut command = Command::new(sibling("capsule-worker"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", std::env::temp_dir())
+        .env("CAPSULE_LISTEN_ADDR", "127.0.0.1:0")
+        .env("CAPSULE_POOL_TOKEN", "bench-token")
+        .env("CAPSULE_PYTHON", std::env::var_os("CAPSULE_PYTHON").unwrap_or("python3".into()))
+        .env("RUST_LOG", "error");
+    if let Some(socket) = socket {
+        command.env("CAPSULE_TRACE_SOCKET", socket);
+    }
+    spawn(command, "capsule-worker listening on")
+}
+
+fn rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+async fn metric(http: &reqwest::Client, proc: &Proc, name: &str) -> f64 {
+    let text = http
+        .get(format!("http://{}/metrics", proc.addr))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+fn write_events(socket: &Path, count: u64) {
+    let mut stream = BufWriter::new(UnixStream::connect(socket).expect("connect"));
+    for n in 0..count {
+        let event = TraceEvent::new(TraceEventKind::OutputFlush, &format!("exec-{}", n / 8), Some("bench"))
+            .with_duration_ms(n)
+            .with_attribute("bytes", 1024);
+        stream.write_all(&frame::encode(&event).unwrap()).unwrap();
+    }
+    stream.flush().unwrap();
+}
+
+async fn wait_received(http: &reqwest::Client, proc: &Proc, count: u64) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while metric(http, proc, "capsule_sidecar_trace_events_received_total").await < count as f64 {
+        assert!(Instant::now() < deadline, "events never all received");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn bind(http: &reqwest::Client, worker: &Proc) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = http.get(format!("http://{}/readyz", worker.addr)).send().await;
+        if ready.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "worker never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = http
+        .put(format!("http://{}/v1/session", worker.addr))
+        .bearer_auth("bench-token")
+        .json(&serde_json::json!({
+            "session": "bench", "namespace": "bench",
+            "tokenSha256": hex::encode(sha2::Sha256::digest(b"session-token")),
+        }))
+        .send()
+        .await
+        .expect("bind")
+        .status();
+    assert_eq!(status, 204);
+}
+
+async fn round_trip(http: &reqwest::Client, worker: &Proc) -> Duration {
+    let started = Instant::now();
+    let body = http
+        .post(format!("http://{}/v1/executions", worker.addr))
+        .bearer_auth("session-token")
+        .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .json(&serde_json::json!({ "code": "1 + 1" }))
+        .send()
+        .await
+        .expect("execute")
+        .text()
+        .await
+        .expect("body");
+    assert!(body.contains("\"result\""));
+    started.elapsed()
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> f64 {
+    samples.sort();
+    let index = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[index].as_secs_f64() * 1000.0
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let dir = std::env::temp_dir().join(format!("capsule-sidecar-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let http = reqwest::Client::new();
+
+    // Ingest rate: the buffer bounded at its defaults, so eviction is part of the cost.
+    let socket = dir.join("ingest.sock");
+    let ingest = sidecar(&socket, 10_000, 16 * 1024 * 1024);
+    let started = Instant::now();
+    let path = socket.clone();
+    let events = args.events;
+    let writer = std::thread::spawn(move || write_events(&path, events));
+    wait_received(&http, &ingest, args.events).await;
+    writer.join().unwrap();
+    let events_per_second = args.events as f64 / started.elapsed().as_secs_f64();
+    let ingest_rss = rss(ingest.child.id());
+    drop(ingest);
+
+    // Resident bytes per buffered event: nothing evicted, RSS growth over the events held.
+    let socket = dir.join("memory.sock");
+    let memory = sidecar(&socket, args.buffered, 1024 * 1024 * 1024);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = rss(memory.child.id());
+    write_events(&socket, args.buffered);
+    wait_received(&http, &memory, args.buffered).await;
+    let after = rss(memory.child.id());
+    let buffered = metric(&http, &memory, "capsule_sidecar_trace_buffer_events").await;
+    let accounted = metric(&http, &memory, "capsule_sidecar_trace_buffer_bytes").await;
+    let rss_per_event = after.saturating_sub(before) as f64 / buffered.max(1.0);
+    let accounted_per_event = accounted / buffered.max(1.0);
+    drop(memory);
+
+    // Round trips: two workers up at once, one tracing to a sidecar, requests alternating.
+    let socket = dir.join("trace.sock");
+    let traced_sidecar = sidecar(&socket, 10_000, 16 * 1024 * 1024);
+    let plain = worker(None);
+    let traced = worker(Some(&socket));
+    bind(&http, &plain).await;
+    bind(&http, &traced).await;
+    for _ in 0..20 {
+        round_trip(&http, &plain).await;
+        round_trip(&http, &traced).await;
+    }
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for n in 0..args.round_trips {
+        if n % 2 == 0 {
+            off.push(round_trip(&http, &plain).await);
+            on.push(round_trip(&http, &traced).await);
+        } else {
+            on.push(round_trip(&http, &traced).await);
+            off.push(round_trip(&http, &plain).await);
+        }
+    }
+    let received = metric(&http, &traced_sidecar, "capsule_sidecar_trace_events_received_total").await;
+    let (off_p50, on_p50) = (percentile(&mut off, 0.5), percentile(&mut on, 0.5));
+    let (off_p99, on_p99) = (percentile(&mut off, 0.99), percentile(&mut on, 0.99));
+    let overhead = (on_p50 - off_p50) / off_p50 * 100.0;
+    drop((plain, traced, traced_sidecar));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    println!("| figure | value |");
+    println!("| --- | --- |");
+    println!("| events ingested per second ({} events) | {events_per_second:.0} |", args.events);
+    println!("| sidecar RSS after ingest (bounded buffer) | {ingest_rss} B |");
+    println!("| resident bytes per buffered event ({buffered:.0} events) | {rss_per_event:.0} |");
+    println!("| accounted bytes per buffered event | {accounted_per_event:.0} |");
+    println!("| execute p50 tracing off | {off_p50:.3} ms |");
+    println!("| execute p50 tracing on | {on_p50:.3} ms |");
+    println!("| execute p99 off / on | {off_p99:.3} / {on_p99:.3} ms |");
+    println!("| p50 overhead (target ≤ 3 %) | {overhead:.2} % |");
+    println!("| trace events received during round trips | {received:.0} |");
+    let json = serde_json::json!({
+        "eventsPerSecond": events_per_second,
+        "ingestEvents": args.events,
+        "ingestRssBytes": ingest_rss,
+        "residentBytesPerBufferedEvent": rss_per_event,
+        "accountedBytesPerBufferedEvent": accounted_per_event,
+        "bufferedEvents": buffered,
+        "roundTrips": args.round_trips,
+        "executeP50MsTracingOff": off_p50,
+        "executeP50MsTracingOn": on_p50,
+        "executeP99MsTracingOff": off_p99,
+        "executeP99MsTracingOn": on_p99,
+        "p50OverheadPercent": overhead,
+        "traceEventsReceived": received,
+    });
+    std::fs::write(&args.json, serde_json::to_vec_pretty(&json).unwrap()).expect("writing JSON");
+    println!("wrote {}", args.json.display());
+}
