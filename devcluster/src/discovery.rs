@@ -106,6 +106,7 @@ fn subresource_shape(
             "TokenRequest".into(),
             vec!["create"],
         ),
+        "binding" => (String::new(), "v1".into(), "Binding".into(), vec!["create"]),
         "finalize" => (
             String::new(),
             "v1".into(),

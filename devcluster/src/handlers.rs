@@ -42,6 +42,9 @@ pub async fn handle(
         (&Method::GET, Some(name), Some("log")) => {
             subresources::log(shared, ctx, &namespace, name).await
         }
+        (&Method::POST, Some(name), Some("binding")) => {
+            subresources::bind(shared, ctx, info, &namespace, name)
+        }
         (&Method::POST, Some(name), Some("token")) => {
             subresources::token(shared, ctx, &namespace, name)
         }

@@ -154,7 +154,15 @@ const BUILTINS: &[Builtin] = &[
     ),
     Builtin {
         categories: &["all"],
-        ..kind("", "v1", "Pod", "pods", &["po"], true, &["status", "log"])
+        ..kind(
+            "",
+            "v1",
+            "Pod",
+            "pods",
+            &["po"],
+            true,
+            &["status", "log", "binding"],
+        )
     },
     kind("", "v1", "Secret", "secrets", &[], true, &[]),
     kind("", "v1", "ConfigMap", "configmaps", &["cm"], true, &[]),

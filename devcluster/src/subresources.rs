@@ -347,3 +347,58 @@ pub fn token(shared: &Arc<Shared>, ctx: &Ctx, namespace: &str, name: &str) -> Re
     });
     Ok(json_response(StatusCode::CREATED, response, &[]))
 }
+
+/// `pods/binding`: what a scheduler posts to put a pod on a node (sets `spec.nodeName` once).
+pub fn bind(
+    shared: &Arc<Shared>,
+    ctx: &Ctx,
+    info: &ResourceInfo,
+    namespace: &str,
+    name: &str,
+) -> Result<Response> {
+    let binding = ctx.json_body()?;
+    let node = binding["target"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if node.is_empty() {
+        return Err(crate::cluster::invalid(
+            &ResourceInfo {
+                kind: "Binding".into(),
+                ..info.clone()
+            },
+            name,
+            vec![(
+                "target.name".into(),
+                "FieldValueRequired".into(),
+                "Required value".into(),
+            )],
+        ));
+    }
+    let mut state = shared.lock();
+    let pod = state.get(info, namespace, name)?;
+    if let Some(current) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+        return Err(Error::conflict(format!(
+            "Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{current}\""
+        )));
+    }
+    let mut bound = (*pod).clone();
+    bound["spec"]["nodeName"] = json!(node);
+    let scope = Scope::Main {
+        status_is_separate: true,
+    };
+    state.update(
+        info,
+        namespace,
+        name,
+        bound,
+        scope,
+        &write_options(ctx),
+        &mut Vec::new(),
+    )?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        &[],
+    ))
+}

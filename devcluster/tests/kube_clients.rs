@@ -742,3 +742,50 @@ async fn lists_page_with_limit_and_continue() {
     assert_eq!(tokio::time::timeout(WAIT, all).await.unwrap(), 7);
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_are_bound_once_through_the_binding_subresource() {
+    let t = TestCluster::start("binding").await;
+    let pods: Api<Pod> = Api::namespaced(t.cluster.client().await.unwrap(), "default");
+    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "b"}, "spec": {"containers": [{"name": "main", "image": "busybox"}]}})).unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let binding = k8s_openapi::api::core::v1::Binding {
+        metadata: kube::api::ObjectMeta {
+            name: Some("b".into()),
+            ..Default::default()
+        },
+        target: k8s_openapi::api::core::v1::ObjectReference {
+            kind: Some("Node".into()),
+            name: Some("devcluster".into()),
+            ..Default::default()
+        },
+    };
+    let _: serde_json::Value = pods
+        .create_subresource("binding", "b", &PostParams::default(), &binding)
+        .await
+        .unwrap();
+    assert_eq!(
+        pods.get("b")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .node_name
+            .as_deref(),
+        Some("devcluster")
+    );
+    let again = pods
+        .create_subresource::<_, serde_json::Value>(
+            "binding",
+            "b",
+            &PostParams::default(),
+            &binding,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(again, kube::Error::Api(ref s) if s.code == 409),
+        "{again:?}"
+    );
+    t.stop().await;
+}
