@@ -97,6 +97,10 @@ pub struct Config {
     /// Path of the sidecar's Unix socket for trace events; unset = no trace events.
     #[arg(long, env = "CAPSULE_TRACE_SOCKET")]
     pub trace_socket: Option<PathBuf>,
+    /// Runtime threads: 1 runs everything on one thread (lowest round-trip latency); more use a
+    /// multi-threaded runtime.
+    #[arg(long, env = "CAPSULE_WORKER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub worker_threads: u64,
     /// Log format on stderr.
     #[arg(long, env = "CAPSULE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -15,8 +15,7 @@ use capsule_worker::{api, heartbeat, logging, Error};
 /// How long running code may take to notice a shutdown before the process exits.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() {
+fn main() {
     let config = match Config::load() {
         Ok(config) => config,
         Err(message) => {
@@ -25,7 +24,24 @@ async fn main() {
         }
     };
     logging::init(config.log_format);
-    if let Err(error) = serve(config).await {
+    let runtime = if config.worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.worker_threads as usize)
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            std::process::exit(1);
+        }
+    };
+    if let Err(error) = runtime.block_on(serve(config)) {
         tracing::error!(%error, "capsule-worker failed");
         std::process::exit(1);
     }

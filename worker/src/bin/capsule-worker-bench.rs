@@ -40,6 +40,9 @@ struct Args {
     /// The capsule-worker binary (default: next to this one).
     #[arg(long)]
     worker_bin: Option<PathBuf>,
+    /// CAPSULE_WORKER_THREADS for the measured worker.
+    #[arg(long, default_value_t = 1)]
+    worker_threads: u64,
     /// Python for capsule-worker.
     #[arg(long, default_value = "python3")]
     python: String,
@@ -93,6 +96,7 @@ async fn start_worker(args: &Args) -> WorkerProcess {
         .env("CAPSULE_LISTEN_ADDR", "127.0.0.1:0")
         .env("CAPSULE_POOL_TOKEN", POOL_TOKEN)
         .env("CAPSULE_PYTHON", &args.python)
+        .env("CAPSULE_WORKER_THREADS", args.worker_threads.to_string())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .kill_on_drop(true)
