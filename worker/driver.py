@@ -98,23 +98,22 @@ def _write_frame(*parts):
             view = view[written:]
 
 
-# Bytes a JSON string cannot carry raw (newline aside, which is escaped below).
-_JSON_UNSAFE = bytes(c for c in range(32) if c != 10) + b'"\\'
-
-
 def _send_output(stream, data):
-    # Output frames start with {"type":"output", and end with the text: the worker passes the
-    # text through to clients without unescaping it.
+    # Output frames are {"type":"output","id":..,"stream":..,"text":"<text>"} with the text escaped
+    # by C-speed byte replaces (json.dumps escapes one character at a time). Backslash, quote,
+    # newline, tab and carriage return are escaped here; the worker escapes any other control
+    # character and replaces invalid UTF-8, so the text reaches clients as valid JSON.
     head = json.dumps(
         {"type": "output", "id": state.current_id, "stream": stream}, separators=(",", ":")
     )[:-1].encode()
-    # json.dumps escapes a large string one character at a time; ASCII text whose only special
-    # character is a newline (the common case) is escaped with C-speed byte passes instead.
-    if data.isascii() and len(data.translate(None, _JSON_UNSAFE)) == len(data):
-        _write_frame(head, b',"text":"', data.replace(b"\n", b"\\n"), b'"}')
-    else:
-        text = json.dumps(data.decode("utf-8", "replace"), ensure_ascii=False)
-        _write_frame(head, b',"text":', text.encode("utf-8"), b"}")
+    escaped = (
+        data.replace(b"\\", b"\\\\")
+        .replace(b'"', b'\\"')
+        .replace(b"\n", b"\\n")
+        .replace(b"\t", b"\\t")
+        .replace(b"\r", b"\\r")
+    )
+    _write_frame(head, b',"text":"', escaped, b'"}')
 
 
 class _Critical:

@@ -206,15 +206,58 @@ impl CheckpointWaiters {
     }
 }
 
+/// Where the driver puts the text of an output frame: `...,"text":"<escaped>"}`.
+const OUTPUT_TEXT_MARKER: &[u8] = br#","text":""#;
+
 fn decode_raw_output(body: &[u8]) -> Option<DriverEvent> {
     if !body.starts_with(OUTPUT_FRAME_PREFIX) {
         return None;
     }
-    let frame: RawOutputFrame<'_> = serde_json::from_slice(body).ok()?;
+    if let Ok(frame) = serde_json::from_slice::<RawOutputFrame<'_>>(body) {
+        return Some(DriverEvent::Output {
+            stream: frame.stream,
+            text: frame.text.to_owned(),
+        });
+    }
+    // The driver escapes only backslash, quote, \n, \t and \r: text holding another control
+    // character or invalid UTF-8 (bytes written to sys.stdout.buffer) is repaired here.
+    let start = body
+        .windows(OUTPUT_TEXT_MARKER.len())
+        .position(|w| w == OUTPUT_TEXT_MARKER)?;
+    let head = &body[..start];
+    let escaped = body.get(start + OUTPUT_TEXT_MARKER.len()..body.len().checked_sub(2)?)?;
+    if !body.ends_with(b"\"}") {
+        return None;
+    }
+    let mut header = head.to_vec();
+    header.push(b'}');
+    let stream = serde_json::from_slice::<OutputHead>(&header).ok()?.stream;
     Some(DriverEvent::Output {
-        stream: frame.stream,
-        text: frame.text.to_owned(),
+        stream,
+        text: repair_text(escaped)?,
     })
+}
+
+#[derive(Debug, Deserialize)]
+struct OutputHead {
+    stream: OutputStream,
+}
+
+/// Turns driver-escaped text that is not valid JSON into a valid JSON string: invalid UTF-8 becomes
+/// U+FFFD and remaining control characters become `\u00XX` escapes.
+fn repair_text(escaped: &[u8]) -> Option<Box<RawValue>> {
+    let text = String::from_utf8_lossy(escaped);
+    let mut json = String::with_capacity(text.len() + 16);
+    json.push('"');
+    for ch in text.chars() {
+        if (ch as u32) < 0x20 {
+            json.push_str(&format!("\\u{:04x}", ch as u32));
+        } else {
+            json.push(ch);
+        }
+    }
+    json.push('"');
+    RawValue::from_string(json).ok()
 }
 
 /// A running interpreter.
@@ -357,10 +400,18 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(decode_raw_output(br#"{"type":"result"}"#).is_none());
-        assert!(
-            decode_raw_output(b"{\"type\":\"output\",\"stream\":\"stdout\",\"text\":\"\xff\"}")
-                .is_none(),
-            "invalid UTF-8 is refused, not passed through"
-        );
+    }
+
+    #[test]
+    fn control_characters_and_invalid_utf8_are_repaired() {
+        let body = b"{\"type\":\"output\",\"id\":\"e\",\"stream\":\"stderr\",\"text\":\"a\x01b\xff\\\"q\\\"\"}";
+        match decode_raw_output(body) {
+            Some(DriverEvent::Output { stream, text }) => {
+                assert_eq!(stream, OutputStream::Stderr);
+                let decoded: String = serde_json::from_str(text.get()).unwrap();
+                assert_eq!(decoded, "a\u{1}b\u{fffd}\"q\"");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -351,3 +351,19 @@ async fn cancel_during_heavy_output_keeps_the_stream_intact() {
     assert_eq!(result_repr(&events).as_deref(), Some("'usable'"));
     assert_eq!(worker.stats().await.cancels.killed, 0);
 }
+
+#[tokio::test]
+async fn control_characters_and_raw_bytes_reach_the_client_as_valid_json() {
+    let worker = Worker::start(&[]).await;
+    let events = worker
+        .run("import sys\nprint('bell\\x07 tab\\t cr\\r end')\nsys.stdout.flush()\nsys.stdout.buffer.write(b'raw \\xff bytes\\n')")
+        .await;
+    assert!(matches!(final_event(&events), EventBody::Result { .. }));
+    assert_eq!(
+        outputs(&events),
+        vec![(
+            "stdout".to_owned(),
+            "bell\u{7} tab\t cr\r end\nraw \u{fffd} bytes\n".to_owned()
+        )]
+    );
+}
