@@ -105,12 +105,9 @@ async fn output_goes_to_the_log_and_a_clean_exit_completes() {
         (0, "Completed")
     );
     let log = std::fs::read_to_string(dir.path().join("main.log")).unwrap();
-    assert!(log.contains("hello out"), "{log}");
-    assert!(log.contains("err"), "{log}");
-    assert!(
-        log.contains(&dir.path().join("work").display().to_string()),
-        "{log}"
-    );
+    // stdout and stderr share one stream, in the order they were written.
+    let expected = format!("hello out\nerr\n{}\n", dir.path().join("work").display());
+    assert_eq!(log, expected);
 }
 
 #[tokio::test]

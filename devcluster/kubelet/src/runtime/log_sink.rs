@@ -67,6 +67,9 @@ impl LogSink {
             sink.written = 0;
         }
         sink.file.write_all(bytes).await?;
+        // tokio hands writes to a background thread; flushing waits until the bytes are in the
+        // file, so `kubectl logs` (and a finished container's status) never runs ahead of them.
+        sink.file.flush().await?;
         sink.written += bytes.len() as u64;
         Ok(())
     }

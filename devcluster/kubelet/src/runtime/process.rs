@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 const INHERITED_ENV: &[&str] = &["PATH", "HOME", "LANG", "TMPDIR"];
 
 /// Output from a group that outlives its leader is not worth waiting for forever.
-const LOG_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+const LOG_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug)]
 pub struct ProcessSpec {
@@ -71,6 +71,15 @@ impl RunningProcess {
         tokio::fs::create_dir_all(&spec.working_dir)
             .await
             .map_err(|e| Error::io(&spec.working_dir, e))?;
+        // One pipe for stdout and stderr, as a container runtime's log keeps them interleaved in
+        // the order they were written.
+        let pipe_failed = |source| Error::Spawn {
+            program: program.clone(),
+            source,
+        };
+        let (output_writer, output_reader) = tokio::net::unix::pipe::pipe().map_err(pipe_failed)?;
+        let stdout = output_writer.into_blocking_fd().map_err(pipe_failed)?;
+        let stderr = stdout.try_clone().map_err(pipe_failed)?;
         let mut command = Command::new(program);
         command
             .args(args)
@@ -83,8 +92,8 @@ impl RunningProcess {
             .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .current_dir(&spec.working_dir)
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(stderr))
             .process_group(0)
             .kill_on_drop(true);
         let kubelet_pid = std::process::id() as libc::pid_t;
@@ -102,19 +111,16 @@ impl RunningProcess {
                 Ok(())
             });
         }
-        let mut child = command.spawn().map_err(|source| Error::Spawn {
+        let spawned = command.spawn();
+        // The command holds the pipe's write ends: they must close here for the log to see EOF.
+        drop(command);
+        let child = spawned.map_err(|source| Error::Spawn {
             program: program.clone(),
             source,
         })?;
         let pgid = child.id().map(|pid| pid as i32).unwrap_or_default();
         reaper.watch_group(pgid).await;
-        let mut log_copiers = Vec::with_capacity(2);
-        if let Some(stdout) = child.stdout.take() {
-            log_copiers.push(tokio::spawn(log.clone().copy_from(stdout)));
-        }
-        if let Some(stderr) = child.stderr.take() {
-            log_copiers.push(tokio::spawn(log.copy_from(stderr)));
-        }
+        let log_copiers = vec![tokio::spawn(log.copy_from(output_reader))];
         Ok(RunningProcess {
             child,
             pgid,
