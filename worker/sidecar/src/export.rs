@@ -298,7 +298,9 @@ async fn export_loop(
         }
         let count = batch.len() as u64;
         match exporter.export(std::mem::take(&mut batch)).await {
-            Ok(()) => metrics.spans_exported.inc_by(count),
+            Ok(()) => {
+                metrics.spans_exported.inc_by(count);
+            }
             Err(error) => {
                 metrics.span_export_failures.inc_by(count);
                 tracing::warn!(%error, spans = count, "OTLP export failed (counted)");

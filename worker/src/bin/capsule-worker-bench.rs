@@ -208,10 +208,14 @@ async fn execute(worker: &WorkerProcess, code: &str) -> (usize, EventBody) {
     let mut buffer: Vec<u8> = Vec::new();
     let mut output = 0usize;
     let mut last = None;
+    // Bytes of `buffer` already searched for a newline (a long line arrives over many chunks).
+    let mut searched = 0;
     while let Some(chunk) = response.chunk().await.unwrap() {
         buffer.extend_from_slice(&chunk);
         let mut start = 0;
-        while let Some(pos) = buffer[start..].iter().position(|b| *b == b'\n') {
+        while let Some(pos) = buffer[searched..].iter().position(|b| *b == b'\n') {
+            let pos = searched + pos - start;
+            searched = start + pos + 1;
             let line = &buffer[start..start + pos];
             let peek: LinePeek<'_> = serde_json::from_slice(line).unwrap();
             match (peek.kind, peek.text) {
@@ -226,6 +230,7 @@ async fn execute(worker: &WorkerProcess, code: &str) -> (usize, EventBody) {
             start += pos + 1;
         }
         buffer.drain(..start);
+        searched = buffer.len();
     }
     (
         output,
