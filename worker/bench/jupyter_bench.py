@@ -61,6 +61,7 @@ try:
                 "p50Ms": samples[len(samples) // 2],
                 "p99Ms": samples[min(len(samples) - 1, int(len(samples) * 0.99))],
                 "throughputMBps": statistics.median(throughputs),
+                "throughputRunsMBps": sorted(throughputs),
                 "allOutputReceived": received_ok,
             }
         )

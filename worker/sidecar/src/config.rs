@@ -66,12 +66,21 @@ pub struct Config {
     #[arg(long, env = "CAPSULE_POOL", default_value = "")]
     pub pool: String,
     /// The pool's secret token: key of the keyed hash, and bearer towards the worker's stats.
-    #[arg(long, env = "CAPSULE_POOL_TOKEN", default_value = "", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "CAPSULE_POOL_TOKEN",
+        default_value = "",
+        hide_env_values = true
+    )]
     pub pool_token: String,
     /// HTTP address; default `$POD_IP:8001`, else `127.0.0.1:8001`.
     #[arg(long, env = "CAPSULE_LISTEN_ADDR")]
     pub listen_addr: Option<SocketAddr>,
-    #[arg(long, env = "CAPSULE_TRACE_SOCKET", default_value = "/var/run/capsule/trace.sock")]
+    #[arg(
+        long,
+        env = "CAPSULE_TRACE_SOCKET",
+        default_value = "/var/run/capsule/trace.sock"
+    )]
     pub trace_socket: PathBuf,
     /// Most events buffered (1..=10,000,000).
     #[arg(long, env = "CAPSULE_TRACE_MAX_EVENTS", default_value_t = 10_000,
@@ -85,12 +94,22 @@ pub struct Config {
     #[arg(long, env = "CAPSULE_TRACE_MAX_BYTES", default_value_t = 16 * 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(65_536..=1_073_741_824))]
     pub trace_max_bytes: u64,
-    #[arg(long, env = "CAPSULE_TRACE_REDACTION", value_enum, default_value = "Hash")]
+    #[arg(
+        long,
+        env = "CAPSULE_TRACE_REDACTION",
+        value_enum,
+        default_value = "Hash"
+    )]
     pub trace_redaction: Redaction,
     /// Comma list among Traces,Promises,Namespace,Counters,Pool; empty = introspection off.
     #[arg(long, env = "CAPSULE_INTROSPECTION_VIEWS", default_value = "")]
     pub introspection_views: String,
-    #[arg(long, env = "CAPSULE_INTROSPECTION_REDACTION", value_enum, default_value = "Hash")]
+    #[arg(
+        long,
+        env = "CAPSULE_INTROSPECTION_REDACTION",
+        value_enum,
+        default_value = "Hash"
+    )]
     pub introspection_redaction: Redaction,
     #[arg(long, env = "CAPSULE_AUDIT", default_value_t = true, action = clap::ArgAction::Set)]
     pub audit: bool,

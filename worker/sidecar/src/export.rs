@@ -95,7 +95,11 @@ pub struct SpanAssembler {
 
 impl SpanAssembler {
     /// Starts the export task (on the current tokio runtime) and returns the assembler feeding it.
-    pub fn start(protocol: Protocol, identity: SpanIdentity, metrics: Arc<Metrics>) -> Result<Self> {
+    pub fn start(
+        protocol: Protocol,
+        identity: SpanIdentity,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self> {
         let mut exporter = build_exporter(protocol)?;
         let resource = opentelemetry_sdk::Resource::builder()
             .with_service_name(
@@ -164,7 +168,9 @@ impl SpanAssembler {
                 open.remove(&oldest);
             }
         }
-        self.metrics.spans_dropped.inc_by((before - open.len()) as u64);
+        self.metrics
+            .spans_dropped
+            .inc_by((before - open.len()) as u64);
     }
 
     fn finish(

@@ -10,6 +10,7 @@ pub mod buffer;
 pub mod config;
 pub mod error;
 pub mod export;
+pub mod exposition;
 pub mod gate;
 pub mod metrics;
 pub mod receiver;

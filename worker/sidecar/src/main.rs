@@ -58,7 +58,9 @@ async fn run(config: Config) -> Result<()> {
     let views = config.enabled_views()?;
     let key = if config.pool_token.is_empty() {
         // Without the pool's key hashes are still keyed, just not stable across restarts.
-        tracing::warn!("CAPSULE_POOL_TOKEN is not set: hashed ids change when the sidecar restarts");
+        tracing::warn!(
+            "CAPSULE_POOL_TOKEN is not set: hashed ids change when the sidecar restarts"
+        );
         rand::random::<[u8; 32]>().to_vec()
     } else {
         config.pool_token.as_bytes().to_vec()
@@ -119,10 +121,12 @@ async fn run(config: Config) -> Result<()> {
         },
     });
     let addr = config.listen();
-    let tcp = tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Io {
-        what: format!("binding {addr}"),
-        source,
-    })?;
+    let tcp = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Io {
+            what: format!("binding {addr}"),
+            source,
+        })?;
     let local = tcp.local_addr().map_err(|source| Error::Io {
         what: "reading the listen address".into(),
         source,

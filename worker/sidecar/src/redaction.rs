@@ -31,7 +31,9 @@ pub struct Redactor {
 
 impl std::fmt::Debug for Redactor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Redactor").field("mode", &self.mode).finish_non_exhaustive()
+        f.debug_struct("Redactor")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
     }
 }
 

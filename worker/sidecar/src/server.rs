@@ -13,6 +13,7 @@ use serde_json::json;
 
 use crate::audit::{self, AuditRecord};
 use crate::config::View;
+use crate::exposition;
 use crate::gate::{Gate, Verdict};
 use crate::metrics::{Decision, Metrics};
 use crate::views::Sources;
@@ -33,23 +34,28 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .route("/v1/introspection/{view}", get(view))
-        .route("/v1/introspection/traces/{execution_id}", get(execution_traces))
+        .route(
+            "/v1/introspection/traces/{execution_id}",
+            get(execution_traces),
+        )
         .with_state(state)
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let mut text = String::new();
     if prometheus_client::encoding::text::encode(&mut text, &state.registry).is_err() {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    if exposition::wants_openmetrics(accept) {
+        ([(header::CONTENT_TYPE, exposition::OPENMETRICS)], text).into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, exposition::PROMETHEUS_TEXT)],
+            exposition::to_prometheus_text(&text),
+        )
+            .into_response()
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -101,9 +107,10 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 fn problem(status: StatusCode, code: &str, message: &str) -> Response {
     let mut response = (status, Json(json!({ "code": code, "message": message }))).into_response();
     if status == StatusCode::UNAUTHORIZED {
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
     }
     response
 }
@@ -151,44 +158,54 @@ where
                 "get capsulepools/introspection is not allowed for this pool",
             ),
         ),
-        Ok(Verdict::Allowed(caller)) => {
-            match view.filter(|v| state.views.contains(v)) {
-                None => (
-                    Decision::Disabled,
+        Ok(Verdict::Allowed(caller)) => match view.filter(|v| state.views.contains(v)) {
+            None => (
+                Decision::Disabled,
+                caller.username,
+                problem(
+                    StatusCode::NOT_FOUND,
+                    "viewDisabled",
+                    "this view is not enabled by the pool's introspection policy",
+                ),
+            ),
+            Some(_) => match serve(&state.sources).await {
+                Ok(Some(body)) => (
+                    Decision::Allowed,
+                    caller.username,
+                    Json(body).into_response(),
+                ),
+                Ok(None) => (
+                    Decision::Allowed,
                     caller.username,
                     problem(
                         StatusCode::NOT_FOUND,
-                        "viewDisabled",
-                        "this view is not enabled by the pool's introspection policy",
+                        "notFound",
+                        "no such execution in the buffer",
                     ),
                 ),
-                Some(_) => match serve(&state.sources).await {
-                    Ok(Some(body)) => (Decision::Allowed, caller.username, Json(body).into_response()),
-                    Ok(None) => (
+                Err(error) => {
+                    tracing::warn!(%error, view = view_name, "introspection source failed");
+                    (
                         Decision::Allowed,
                         caller.username,
-                        problem(StatusCode::NOT_FOUND, "notFound", "no such execution in the buffer"),
-                    ),
-                    Err(error) => {
-                        tracing::warn!(%error, view = view_name, "introspection source failed");
-                        (
-                            Decision::Allowed,
-                            caller.username,
-                            problem(
-                                StatusCode::BAD_GATEWAY,
-                                "sourceUnavailable",
-                                "the view's source could not be read",
-                            ),
-                        )
-                    }
-                },
-            }
-        }
+                        problem(
+                            StatusCode::BAD_GATEWAY,
+                            "sourceUnavailable",
+                            "the view's source could not be read",
+                        ),
+                    )
+                }
+            },
+        },
     };
     state.metrics.record_decision(decision);
     if state.audit {
         audit::write(&AuditRecord {
-            user: if user.is_empty() { "system:anonymous" } else { &user },
+            user: if user.is_empty() {
+                "system:anonymous"
+            } else {
+                &user
+            },
             view: view_name,
             pool: &state.sources.pool,
             namespace: &state.sources.namespace,

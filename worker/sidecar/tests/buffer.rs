@@ -99,15 +99,27 @@ fn none_keeps_identifiers() {
 fn hash_is_keyed_and_stable() {
     let first = stored("exec-1", Redaction::Hash);
     let again = stored("exec-1", Redaction::Hash);
-    assert_eq!(first.execution_id, again.execution_id, "stable within the pool");
+    assert_eq!(
+        first.execution_id, again.execution_id,
+        "stable within the pool"
+    );
     assert_eq!(&*first.execution_id, keyed_hash(KEY, "exec-1"));
     assert!(first.execution_id.starts_with(HASH_PREFIX));
-    assert_eq!(first.session.as_deref(), Some(&*keyed_hash(KEY, "session-1")));
-    assert_eq!(first.attribute("meta.user"), Some(&*keyed_hash(KEY, "alice")));
+    assert_eq!(
+        first.session.as_deref(),
+        Some(&*keyed_hash(KEY, "session-1"))
+    );
+    assert_eq!(
+        first.attribute("meta.user"),
+        Some(&*keyed_hash(KEY, "alice"))
+    );
     assert_eq!(first.attribute("codeBytes"), Some("12"), "numbers stay");
     let other_pool =
         StoredEvent::from_wire(event("exec-1"), &Redactor::new(Redaction::Hash, b"other"));
-    assert_ne!(other_pool.execution_id, first.execution_id, "keyed per pool");
+    assert_ne!(
+        other_pool.execution_id, first.execution_id,
+        "keyed per pool"
+    );
     // Hashing an already hashed value leaves it as it is.
     let redactor = Redactor::new(Redaction::Hash, KEY);
     assert_eq!(redactor.hash(&first.execution_id), &*first.execution_id);
@@ -129,12 +141,16 @@ fn long_fields_are_truncated_at_the_documented_bound() {
     wire.execution_id = "x".repeat(10_000);
     wire.session = Some("é".repeat(5_000));
     for n in 0..50 {
-        wire.attributes.insert(format!("k{n:02}{}", "k".repeat(1000)), "v".repeat(10_000));
+        wire.attributes
+            .insert(format!("k{n:02}{}", "k".repeat(1000)), "v".repeat(10_000));
     }
     let event = StoredEvent::from_wire(wire, &Redactor::new(Redaction::None, KEY));
     assert_eq!(event.execution_id.len(), MAX_FIELD_BYTES);
     assert!(event.session.as_ref().unwrap().len() <= MAX_FIELD_BYTES);
-    assert_eq!(event.attributes.len(), capsule_sidecar::buffer::MAX_ATTRIBUTES);
+    assert_eq!(
+        event.attributes.len(),
+        capsule_sidecar::buffer::MAX_ATTRIBUTES
+    );
     assert!(event
         .attributes
         .iter()

@@ -31,9 +31,10 @@ async fn a_million_events_stay_under_the_memory_cap() {
     let writer = std::thread::spawn(move || {
         let mut stream = BufWriter::new(UnixStream::connect(&socket_for_writer).unwrap());
         for n in 0..EVENTS {
-            let event = TraceEvent::new(TraceEventKind::OutputFlush, &format!("exec-{n}"), Some("s"))
-                .with_duration_ms(n)
-                .with_attribute("bytes", 1024);
+            let event =
+                TraceEvent::new(TraceEventKind::OutputFlush, &format!("exec-{n}"), Some("s"))
+                    .with_duration_ms(n)
+                    .with_attribute("bytes", 1024);
             stream.write_all(&frame::encode(&event).unwrap()).unwrap();
         }
         stream.flush().unwrap();

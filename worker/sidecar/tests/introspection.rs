@@ -61,7 +61,12 @@ fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) {
         .stdin(std::process::Stdio::piped())
         .output_piped();
     if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     }
     let output = child.wait_with_output().unwrap();
     assert!(
@@ -112,14 +117,26 @@ async fn start_cluster(dir: &Path) -> Cluster {
     let state = dir.join("devcluster");
     let mut command = Command::new(sibling_binary("capsule-devcluster", "capsule-devcluster"));
     command
-        .args(["serve", "--no-kubelet", "--listen", "127.0.0.1:0", "--state-dir"])
+        .args([
+            "serve",
+            "--no-kubelet",
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+        ])
         .arg(&state)
         .env("RUST_LOG", "warn");
     let process = start_with_ready_line(command, "ready", &dir.join("devcluster.stderr"));
     let kubeconfig = state.join("kubeconfig");
     kubectl(
         &kubeconfig,
-        &["apply", "-f", &common::workspace_root().join("crds/capsule.dev_crds.yaml").to_string_lossy()],
+        &[
+            "apply",
+            "-f",
+            &common::workspace_root()
+                .join("crds/capsule.dev_crds.yaml")
+                .to_string_lossy(),
+        ],
         None,
     );
     // The CRD is served at once; the pool follows.
@@ -197,7 +214,10 @@ async fn gate_answers_401_403_404_200_with_redaction_and_audit() {
         command
             .env("KUBECONFIG", &cluster.kubeconfig)
             .env("CAPSULE_WORKER_URL", worker.url(""))
-            .env("CAPSULE_INTROSPECTION_VIEWS", "Traces,Promises,Counters,Pool")
+            .env(
+                "CAPSULE_INTROSPECTION_VIEWS",
+                "Traces,Promises,Counters,Pool",
+            )
             .env("CAPSULE_INTROSPECTION_REDACTION", mode);
         let mut sidecar = start_sidecar(command, &sidecar_dir);
 
@@ -261,10 +281,18 @@ async fn gate_answers_401_403_404_200_with_redaction_and_audit() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         assert_eq!(records.len(), requests, "{mode}: {records:?}");
-        let decisions: Vec<&str> = records.iter().map(|r| r["decision"].as_str().unwrap()).collect();
+        let decisions: Vec<&str> = records
+            .iter()
+            .map(|r| r["decision"].as_str().unwrap())
+            .collect();
         assert_eq!(
             &decisions[..4],
-            ["unauthenticated", "unauthenticated", "forbidden", "disabled"]
+            [
+                "unauthenticated",
+                "unauthenticated",
+                "forbidden",
+                "disabled"
+            ]
         );
         assert!(decisions[4..].iter().all(|d| *d == "allowed"));
         assert_eq!(records[2]["user"], "system:serviceaccount:team-a:stranger");
@@ -273,14 +301,22 @@ async fn gate_answers_401_403_404_200_with_redaction_and_audit() {
         for record in &records {
             assert_eq!(record["pool"], POOL);
             assert_eq!(record["namespace"], NAMESPACE);
-            assert!(record["time"].as_str().is_some_and(|t| t.parse::<jiff::Timestamp>().is_ok()));
+            assert!(record["time"]
+                .as_str()
+                .is_some_and(|t| t.parse::<jiff::Timestamp>().is_ok()));
         }
         let logs = sidecar.stderr();
-        assert!(!logs.contains(&viewer) && !logs.contains(&stranger), "tokens never logged");
+        assert!(
+            !logs.contains(&viewer) && !logs.contains(&stranger),
+            "tokens never logged"
+        );
 
         let metrics = scrape(&sidecar).await;
         assert_eq!(
-            metric(&metrics, r#"capsule_sidecar_introspection_requests_total{decision="Forbidden"}"#),
+            metric(
+                &metrics,
+                r#"capsule_sidecar_introspection_requests_total{decision="Forbidden"}"#
+            ),
             Some(1.0),
             "{metrics}"
         );

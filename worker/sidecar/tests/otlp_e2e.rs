@@ -40,7 +40,12 @@ async fn execution_with_traceparent_reaches_a_real_otlp_receiver() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut receiver = Command::new(oteltap)
-        .args(["--port", &port.to_string(), "--await-span", r"^capsule\.execute$"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--await-span",
+            r"^capsule\.execute$",
+        ])
         .env("PYTHONUNBUFFERED", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -55,7 +60,12 @@ async fn execution_with_traceparent_reaches_a_real_otlp_receiver() {
         }
     });
     let deadline = Instant::now() + WAIT;
-    while !output.lock().unwrap().iter().any(|l| l.starts_with("Awaiting")) {
+    while !output
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.starts_with("Awaiting"))
+    {
         assert!(Instant::now() < deadline, "oteltap never started");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -63,7 +73,10 @@ async fn execution_with_traceparent_reaches_a_real_otlp_receiver() {
     let socket = dir.path().join("trace.sock");
     let mut command = sidecar_command(&socket);
     command
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{port}"))
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{port}"),
+        )
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
         .env("CAPSULE_TRACE_REDACTION", "Hash");
     let mut sidecar = start_sidecar(command, dir.path());
@@ -102,8 +115,16 @@ async fn execution_with_traceparent_reaches_a_real_otlp_receiver() {
     let span: Value = serde_json::from_str(matched.trim()).expect("span JSON");
 
     assert_eq!(span["name"], "capsule.execute");
-    assert_eq!(b64_to_hex(&span["traceId"]), TRACE_ID, "same trace as the client");
-    assert_eq!(b64_to_hex(&span["parentSpanId"]), PARENT_SPAN, "parented to the request");
+    assert_eq!(
+        b64_to_hex(&span["traceId"]),
+        TRACE_ID,
+        "same trace as the client"
+    );
+    assert_eq!(
+        b64_to_hex(&span["parentSpanId"]),
+        PARENT_SPAN,
+        "parented to the request"
+    );
     let attributes: Vec<(String, String)> = span["attributes"]
         .as_array()
         .unwrap()
@@ -111,7 +132,10 @@ async fn execution_with_traceparent_reaches_a_real_otlp_receiver() {
         .map(|a| {
             (
                 a["key"].as_str().unwrap().to_owned(),
-                a["value"]["stringValue"].as_str().unwrap_or_default().to_owned(),
+                a["value"]["stringValue"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
             )
         })
         .collect();
@@ -139,7 +163,13 @@ async fn execution_with_traceparent_reaches_a_real_otlp_receiver() {
     assert_eq!(event_names.last(), Some(&"result"), "{event_names:?}");
 
     // Nothing of the code, its output or its value anywhere in what the receiver got.
-    for secret in [CODE_MARKER, OUTPUT_MARKER, "RESULT_VALUE_MARKER", "session-1", &execution_id] {
+    for secret in [
+        CODE_MARKER,
+        OUTPUT_MARKER,
+        "RESULT_VALUE_MARKER",
+        "session-1",
+        &execution_id,
+    ] {
         assert!(
             !received.contains(secret),
             "{secret:?} leaked into the exported telemetry"
@@ -162,7 +192,10 @@ async fn an_exporter_that_is_down_is_counted_and_never_blocks() {
     let mut command = sidecar_command(&socket);
     // Nothing listens on this port.
     command
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{}", free_port()))
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{}", free_port()),
+        )
         .env("OTEL_EXPORTER_OTLP_TIMEOUT", "2000");
     let mut sidecar = start_sidecar(command, dir.path());
     let mut worker = start_worker(worker_command(Some(&socket)), dir.path());
@@ -172,7 +205,10 @@ async fn an_exporter_that_is_down_is_counted_and_never_blocks() {
         assert_eq!(events.last().unwrap()["type"], "result");
     }
     let text = wait_for_metric(&sidecar, "capsule_sidecar_span_export_failures_total", 1.0).await;
-    assert_eq!(metric(&text, "capsule_sidecar_spans_exported_total"), Some(0.0));
+    assert_eq!(
+        metric(&text, "capsule_sidecar_spans_exported_total"),
+        Some(0.0)
+    );
     worker.stop();
     sidecar.stop();
 }

@@ -12,7 +12,12 @@ use capsule_worker::wire::trace::{TraceEvent, TraceEventKind};
 use common::*;
 
 fn valid(execution: &str) -> Vec<u8> {
-    frame::encode(&TraceEvent::new(TraceEventKind::Submit, execution, Some("s"))).unwrap()
+    frame::encode(&TraceEvent::new(
+        TraceEventKind::Submit,
+        execution,
+        Some("s"),
+    ))
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,7 +39,9 @@ async fn malformed_and_oversized_frames_are_counted_and_skipped() {
     stream.write_all(b"{nope").unwrap();
     // JSON, but not a trace event.
     let wrong = br#"{"kind":"noSuchKind"}"#;
-    stream.write_all(&(wrong.len() as u32).to_be_bytes()).unwrap();
+    stream
+        .write_all(&(wrong.len() as u32).to_be_bytes())
+        .unwrap();
     stream.write_all(wrong).unwrap();
     // Larger than the sidecar's frame bound: skipped without desynchronising the stream.
     let big = capsule_sidecar::receiver::MAX_TRACE_FRAME_BYTES + 1;
@@ -45,16 +52,25 @@ async fn malformed_and_oversized_frames_are_counted_and_skipped() {
 
     let text = wait_for_metric(&sidecar, "capsule_sidecar_trace_events_received_total", 2.0).await;
     assert_eq!(
-        metric(&text, r#"capsule_sidecar_trace_frames_rejected_total{reason="Malformed"}"#),
+        metric(
+            &text,
+            r#"capsule_sidecar_trace_frames_rejected_total{reason="Malformed"}"#
+        ),
         Some(2.0),
         "{text}"
     );
     assert_eq!(
-        metric(&text, r#"capsule_sidecar_trace_frames_rejected_total{reason="Oversized"}"#),
+        metric(
+            &text,
+            r#"capsule_sidecar_trace_frames_rejected_total{reason="Oversized"}"#
+        ),
         Some(1.0),
         "{text}"
     );
-    assert_eq!(metric(&text, "capsule_sidecar_trace_buffer_events"), Some(2.0));
+    assert_eq!(
+        metric(&text, "capsule_sidecar_trace_buffer_events"),
+        Some(2.0)
+    );
 
     // A frame cut short ends that connection only; a new writer is served.
     stream.write_all(&100u32.to_be_bytes()).unwrap();
@@ -68,13 +84,19 @@ async fn malformed_and_oversized_frames_are_counted_and_skipped() {
     drop(second);
     let text = wait_for_metric(&sidecar, "capsule_sidecar_trace_events_received_total", 3.0).await;
     assert_eq!(
-        metric(&text, r#"capsule_sidecar_trace_frames_rejected_total{reason="Oversized"}"#),
+        metric(
+            &text,
+            r#"capsule_sidecar_trace_frames_rejected_total{reason="Oversized"}"#
+        ),
         Some(2.0),
         "{text}"
     );
 
     let mut sidecar = sidecar;
-    assert!(sidecar.child.try_wait().unwrap().is_none(), "the sidecar is still running");
+    assert!(
+        sidecar.child.try_wait().unwrap().is_none(),
+        "the sidecar is still running"
+    );
     let health = reqwest::get(sidecar.url("/healthz")).await.unwrap();
     assert_eq!(health.status(), 200);
     let logs = sidecar.stderr();
@@ -108,7 +130,9 @@ async fn metrics_pass_promtool_and_introspection_is_off_by_default() {
     check.1.clear();
 
     // No token and no credentials: 401, with an audit record.
-    let response = reqwest::get(sidecar.url("/v1/introspection/counters")).await.unwrap();
+    let response = reqwest::get(sidecar.url("/v1/introspection/counters"))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 401);
     assert!(sidecar.stderr().contains(r#""decision":"unauthenticated""#));
 }

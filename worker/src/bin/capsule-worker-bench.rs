@@ -57,6 +57,8 @@ struct Figures {
     p50_ms: f64,
     p99_ms: f64,
     throughput_mbps: f64,
+    /// Every throughput run, sorted (the machine's load shows in their spread).
+    throughput_runs_mbps: Vec<f64>,
     all_output_received: bool,
     outputs_dropped: u64,
 }
@@ -282,6 +284,7 @@ async fn bench_worker(args: &Args) -> Figures {
         p50_ms: percentile(&samples, 0.5),
         p99_ms: percentile(&samples, 0.99),
         throughput_mbps: throughputs[throughputs.len() / 2],
+        throughput_runs_mbps: throughputs.clone(),
         all_output_received: all_received,
         outputs_dropped: dropped,
     }
@@ -323,6 +326,10 @@ async fn bench_jupyter(args: &Args) -> Figures {
         p50_ms: value["p50Ms"].as_f64().unwrap_or(f64::NAN),
         p99_ms: value["p99Ms"].as_f64().unwrap_or(f64::NAN),
         throughput_mbps: value["throughputMBps"].as_f64().unwrap_or(f64::NAN),
+        throughput_runs_mbps: value["throughputRunsMBps"]
+            .as_array()
+            .map(|runs| runs.iter().filter_map(|v| v.as_f64()).collect())
+            .unwrap_or_default(),
         all_output_received: value["allOutputReceived"].as_bool().unwrap_or(false),
         outputs_dropped: 0,
     }
@@ -339,13 +346,18 @@ async fn main() {
     let mb = args.throughput_bytes as f64 / 1e6;
     println!("capsule-worker-bench ({} round trips of `1+1`, {mb:.1} MB printed in 1 KiB lines, median of {} runs)", args.iterations, args.runs);
     println!(
-        "{:<16} {:>10} {:>10} {:>16} {:>10}",
-        "runtime", "p50 ms", "p99 ms", "stdout MB/s", "complete"
+        "{:<16} {:>10} {:>10} {:>16} {:>22} {:>10}",
+        "runtime", "p50 ms", "p99 ms", "stdout MB/s", "runs min..max MB/s", "complete"
     );
     for (name, f) in [("capsule-worker", &worker), ("jupyter", &jupyter)] {
+        let runs = &f.throughput_runs_mbps;
+        let spread = match (runs.first(), runs.last()) {
+            (Some(min), Some(max)) => format!("{min:.1}..{max:.1}"),
+            _ => "-".to_owned(),
+        };
         println!(
-            "{:<16} {:>10.3} {:>10.3} {:>16.1} {:>10}",
-            name, f.p50_ms, f.p99_ms, f.throughput_mbps, f.all_output_received
+            "{:<16} {:>10.3} {:>10.3} {:>16.1} {:>22} {:>10}",
+            name, f.p50_ms, f.p99_ms, f.throughput_mbps, spread, f.all_output_received
         );
     }
     println!(

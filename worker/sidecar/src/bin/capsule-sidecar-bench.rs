@@ -49,13 +49,20 @@ fn sibling(name: &str) -> PathBuf {
         path.exists(),
         "{} missing: build it with `cargo build -p {} --release`",
         path.display(),
-        if name == "capsule-worker" { "capsule-worker" } else { "capsule-sidecar" }
+        if name == "capsule-worker" {
+            "capsule-worker"
+        } else {
+            "capsule-sidecar"
+        }
     );
     path
 }
 
 fn spawn(mut command: Command, prefix: &str) -> Proc {
-    command.stdout(Stdio::piped()).stderr(Stdio::null()).stdin(Stdio::null());
+    command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .stdin(Stdio::null());
     let mut child = command.spawn().expect("spawn");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let addr = loop {
@@ -95,7 +102,10 @@ fn worker(socket: Option<&Path>) -> Proc {
         .env("HOME", std::env::temp_dir())
         .env("CAPSULE_LISTEN_ADDR", "127.0.0.1:0")
         .env("CAPSULE_POOL_TOKEN", "bench-token")
-        .env("CAPSULE_PYTHON", std::env::var_os("CAPSULE_PYTHON").unwrap_or("python3".into()))
+        .env(
+            "CAPSULE_PYTHON",
+            std::env::var_os("CAPSULE_PYTHON").unwrap_or("python3".into()),
+        )
         .env("RUST_LOG", "error");
     if let Some(socket) = socket {
         command.env("CAPSULE_TRACE_SOCKET", socket);
@@ -132,9 +142,13 @@ async fn metric(http: &reqwest::Client, proc: &Proc, name: &str) -> f64 {
 fn write_events(socket: &Path, count: u64) {
     let mut stream = BufWriter::new(UnixStream::connect(socket).expect("connect"));
     for n in 0..count {
-        let event = TraceEvent::new(TraceEventKind::OutputFlush, &format!("exec-{}", n / 8), Some("bench"))
-            .with_duration_ms(n)
-            .with_attribute("bytes", 1024);
+        let event = TraceEvent::new(
+            TraceEventKind::OutputFlush,
+            &format!("exec-{}", n / 8),
+            Some("bench"),
+        )
+        .with_duration_ms(n)
+        .with_attribute("bytes", 1024);
         stream.write_all(&frame::encode(&event).unwrap()).unwrap();
     }
     stream.flush().unwrap();
@@ -151,7 +165,10 @@ async fn wait_received(http: &reqwest::Client, proc: &Proc, count: u64) {
 async fn bind(http: &reqwest::Client, worker: &Proc) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let ready = http.get(format!("http://{}/readyz", worker.addr)).send().await;
+        let ready = http
+            .get(format!("http://{}/readyz", worker.addr))
+            .send()
+            .await;
         if ready.is_ok_and(|r| r.status().is_success()) {
             break;
         }
@@ -177,7 +194,10 @@ async fn round_trip(http: &reqwest::Client, worker: &Proc) -> Duration {
     let body = http
         .post(format!("http://{}/v1/executions", worker.addr))
         .bearer_auth("session-token")
-        .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
         .json(&serde_json::json!({ "code": "1 + 1" }))
         .send()
         .await
@@ -250,7 +270,12 @@ async fn main() {
             off.push(round_trip(&http, &plain).await);
         }
     }
-    let received = metric(&http, &traced_sidecar, "capsule_sidecar_trace_events_received_total").await;
+    let received = metric(
+        &http,
+        &traced_sidecar,
+        "capsule_sidecar_trace_events_received_total",
+    )
+    .await;
     let (off_p50, on_p50) = (percentile(&mut off, 0.5), percentile(&mut on, 0.5));
     let (off_p99, on_p99) = (percentile(&mut off, 0.99), percentile(&mut on, 0.99));
     let overhead = (on_p50 - off_p50) / off_p50 * 100.0;
@@ -259,7 +284,10 @@ async fn main() {
 
     println!("| figure | value |");
     println!("| --- | --- |");
-    println!("| events ingested per second ({} events) | {events_per_second:.0} |", args.events);
+    println!(
+        "| events ingested per second ({} events) | {events_per_second:.0} |",
+        args.events
+    );
     println!("| sidecar RSS after ingest (bounded buffer) | {ingest_rss} B |");
     println!("| resident bytes per buffered event ({buffered:.0} events) | {rss_per_event:.0} |");
     println!("| accounted bytes per buffered event | {accounted_per_event:.0} |");

@@ -124,12 +124,12 @@ pub fn start_with_ready_line(mut command: Command, prefix: &str, stderr_path: &P
     let mut child = command.spawn().expect("spawning the process");
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
-    let prefix = prefix.to_owned();
+    let wanted = prefix.to_owned();
     std::thread::spawn(move || {
         let mut lines = BufReader::new(stdout).lines();
         for line in lines.by_ref() {
             let Ok(line) = line else { return };
-            if let Some(rest) = line.strip_prefix(&prefix) {
+            if let Some(rest) = line.strip_prefix(&wanted) {
                 let _ = tx.send(rest.trim().to_owned());
                 break;
             }
@@ -184,19 +184,21 @@ pub fn start_sidecar(command: Command, dir: &Path) -> Running {
 pub fn wait_for_path(path: &Path) {
     let deadline = Instant::now() + WAIT;
     while !path.exists() {
-        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 /// One sample's value from Prometheus text (`name` with its labels exactly as printed).
 pub fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().ok())?
-        })
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok())?
+    })
 }
 
 pub async fn scrape(sidecar: &Running) -> String {
@@ -279,7 +281,11 @@ pub async fn bind_session(worker: &Running, session: &str, session_token: &str) 
         if ready.is_ok_and(|r| r.status().is_success()) {
             break;
         }
-        assert!(Instant::now() < deadline, "worker never ready:\n{}", worker.stderr());
+        assert!(
+            Instant::now() < deadline,
+            "worker never ready:\n{}",
+            worker.stderr()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let response = http
