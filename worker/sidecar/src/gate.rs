@@ -40,13 +40,16 @@ pub enum Verdict {
     Allowed(Caller),
 }
 
+/// Verdicts by the SHA-256 of the token, with when they were reviewed.
+type ReviewCache = HashMap<[u8; 32], (Instant, Verdict)>;
+
 /// What the gate needs to ask.
 #[derive(Clone)]
 pub struct Gate {
     client: Option<kube::Client>,
     pool: String,
     namespace: String,
-    cache: std::sync::Arc<Mutex<HashMap<[u8; 32], (Instant, Verdict)>>>,
+    cache: std::sync::Arc<Mutex<ReviewCache>>,
 }
 
 impl Gate {
