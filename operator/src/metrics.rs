@@ -238,6 +238,116 @@ impl Metrics {
             "Status writes to the API server",
             m.status_writes.clone(),
         );
+        r.register(
+            "pool_rss_bytes",
+            "Resident memory of the pool's workers and interpreters",
+            m.rss_bytes.clone(),
+        );
+        r.register(
+            "pool_cpu_usage_cores",
+            "CPU of the pool's workers and interpreters, in cores",
+            m.cpu_cores.clone(),
+        );
+        r.register(
+            "pool_namespace_names",
+            "Names defined in the pool's interpreter namespaces",
+            m.namespace_names.clone(),
+        );
+        r.register(
+            "pool_heartbeat_age_seconds",
+            "Age of the oldest last heartbeat among the pool's workers",
+            m.heartbeat_age.clone(),
+        );
+        r.register(
+            "pool_executions",
+            "Executions by outcome (ok, error, cancelled, timed_out)",
+            m.executions.clone(),
+        );
+        r.register(
+            "pool_outputs",
+            "Output chunks by result (enqueued, sent, dropped)",
+            m.outputs.clone(),
+        );
+        r.register(
+            "pool_output_queue_max_depth",
+            "Deepest output queue any worker of the pool reported",
+            m.output_queue_max_depth.clone(),
+        );
+        r.register(
+            "pool_output_drain_timeouts",
+            "Executions that ended with OutputDrainTimeout",
+            m.drain_timeouts.clone(),
+        );
+        r.register(
+            "pool_promises_pending",
+            "Bridge promises pending now",
+            m.promises_pending.clone(),
+        );
+        r.register(
+            "pool_promises_high_water",
+            "Most bridge promises pending at once on one worker",
+            m.promises_high_water.clone(),
+        );
+        r.register(
+            "pool_promises",
+            "Bridge promises by event (created, resolved, rejected, timed_out, cancelled)",
+            m.promises.clone(),
+        );
+        r.register(
+            "pool_worker_restarts",
+            "Worker processes that started again",
+            m.worker_restarts.clone(),
+        );
+        r.register(
+            "pool_hits",
+            "Sessions that got an idle worker at once",
+            m.hits.clone(),
+        );
+        r.register(
+            "pool_misses",
+            "Sessions that had to wait for a new worker",
+            m.misses.clone(),
+        );
+        r.register(
+            "pool_acquisition_seconds",
+            "Time from a session's creation to its worker being bound",
+            m.acquisition.clone(),
+        );
+        r.register(
+            "pool_acquisition_timeouts",
+            "Sessions that failed waiting for a worker",
+            m.acquisition_timeouts.clone(),
+        );
+        r.register(
+            "pool_warmup_triggers",
+            "Times idle workers fell below the warm target",
+            m.warmup_triggers.clone(),
+        );
+        r.register(
+            "pool_health_checks",
+            "Health passes over the pool's workers",
+            m.health_checks.clone(),
+        );
+        r.register(
+            "pool_health_triggers",
+            "Workers found unhealthy (each counted once)",
+            m.health_triggers.clone(),
+        );
+        r.register(
+            "worker_rss_bytes",
+            "Resident memory of one worker (only for pools with spec.metrics.perWorker)",
+            m.worker_rss_bytes.clone(),
+        );
+        r.register(
+            "worker_cpu_usage_cores",
+            "CPU of one worker in cores (only for pools with spec.metrics.perWorker)",
+            m.worker_cpu_cores.clone(),
+        );
+        r.register(
+            "worker_heartbeat_age_seconds",
+            "Age of one worker's last heartbeat (only for pools with spec.metrics.perWorker)",
+            m.worker_heartbeat_age.clone(),
+        );
         m
     }
 
@@ -282,11 +392,7 @@ impl Metrics {
                 phase: phase.as_str(),
             });
         }
-        for reason in [
-            RemovalReason::Failed,
-            RemovalReason::ScaleDown,
-            RemovalReason::Outdated,
-        ] {
+        for reason in RemovalReason::ALL {
             self.workers_removed.remove(&RemovalLabels {
                 namespace: pool.namespace.clone(),
                 pool: pool.pool.clone(),

@@ -1,1 +1,242 @@
-//! Helpers shared by the end-to-end tests: locating tools and binaries, starting processes.
+//! Helpers shared by the end-to-end tests: locating binaries and tools, and running the devcluster,
+//! the operator and kubectl as real processes that are stopped when the test ends.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A binary of this workspace, built by `cargo build --workspace --bins` (as `make test` does).
+pub fn bin(name: &str) -> PathBuf {
+    // Test executables live in target/<profile>/deps; the binaries one level up.
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` (make test does) before the end-to-end tests",
+        path.display()
+    );
+    path
+}
+
+/// An outside tool installed by `scripts/install-tools.sh` under `$CAPSULE_TOOLS_DIR` (default `.tools`).
+pub fn tool(name: &str) -> PathBuf {
+    let dir = std::env::var("CAPSULE_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace().join(".tools"));
+    let path = dir.join("bin").join(name);
+    assert!(
+        path.exists(),
+        "{name} is not installed at {}: run `scripts/install-tools.sh` (make tools)",
+        path.display()
+    );
+    path
+}
+
+/// A free loopback port (bound, then released for the process under test to take).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process that is stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Process {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Process {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends SIGTERM and waits up to `grace` for the process to exit, then SIGKILLs it.
+    pub fn stop(&mut self, grace: Duration) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(15));
+    }
+}
+
+/// A running `capsule-devcluster serve`.
+pub struct DevCluster {
+    pub process: Process,
+    pub kubeconfig: PathBuf,
+    pub url: String,
+    pub state_dir: PathBuf,
+}
+
+impl DevCluster {
+    /// Starts the devcluster with its kubelet mapping the worker and sidecar images to this
+    /// workspace's binaries.
+    pub fn start(state_dir: &Path) -> DevCluster {
+        let worker = bin("capsule-worker");
+        let sidecar = bin("capsule-sidecar");
+        let mut child = Command::new(bin("capsule-devcluster"))
+            .arg("serve")
+            .arg("--state-dir")
+            .arg(state_dir)
+            .arg("--image-map")
+            .arg(format!("capsule-worker:*={}", worker.display()))
+            .arg("--image-map")
+            .arg(format!("capsule-sidecar:*={}", sidecar.display()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::File::create(state_dir.join("devcluster.log")).unwrap(),
+            ))
+            .spawn()
+            .expect("devcluster starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("ready line");
+        assert!(
+            line.starts_with("ready "),
+            "devcluster did not start: {line:?}"
+        );
+        let field = |key: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .unwrap_or_else(|| panic!("{key} missing from {line:?}"))
+                .to_string()
+        };
+        DevCluster {
+            kubeconfig: PathBuf::from(field("kubeconfig=")),
+            url: field("url="),
+            state_dir: state_dir.to_path_buf(),
+            process: Process {
+                child,
+                name: "capsule-devcluster".into(),
+            },
+        }
+    }
+
+    /// Runs kubectl against the devcluster; panics with its stderr when it fails.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let out = self.kubectl_output(args, None);
+        assert!(
+            out.status.success(),
+            "kubectl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs kubectl with optional stdin; returns its raw output.
+    pub fn kubectl_output(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+        use std::io::Write;
+        let mut cmd = Command::new(tool("kubectl"));
+        cmd.args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("kubectl runs");
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+
+    /// `kubectl apply -f -` with `yaml`.
+    pub fn apply(&self, yaml: &str) -> String {
+        let out = self.kubectl_output(&["apply", "-f", "-"], Some(yaml));
+        assert!(
+            out.status.success(),
+            "kubectl apply failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A jsonpath of an object, or "" while it does not exist.
+    pub fn jsonpath(&self, kind_name: &[&str], path: &str) -> String {
+        let mut args: Vec<&str> = vec!["get"];
+        args.extend_from_slice(kind_name);
+        let expr = format!("jsonpath={path}");
+        args.extend_from_slice(&["-o", &expr]);
+        let out = self.kubectl_output(&args, None);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// Starts `capsule-operator run` against the devcluster, serving on `port`.
+pub fn start_operator(
+    cluster: &DevCluster,
+    port: u16,
+    log: &Path,
+    extra_env: &[(&str, &str)],
+) -> Process {
+    let mut cmd = Command::new(bin("capsule-operator"));
+    cmd.arg("run")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--heartbeat-url")
+        .arg(format!("http://127.0.0.1:{port}/v1/heartbeats"))
+        .arg("--sidecar-image")
+        .arg("capsule-sidecar:dev")
+        .arg("--status-interval-seconds")
+        .arg("1")
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .env("RUST_LOG", "info,kube=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(log).unwrap()));
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    Process {
+        child: cmd.spawn().expect("operator starts"),
+        name: "capsule-operator".into(),
+    }
+}
+
+/// Polls `check` until it returns Some, or panics after `timeout` with `what` and the last value.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match check() {
+            Ok(v) => return v,
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}; last: {last}");
+}

@@ -290,6 +290,7 @@ async fn reconcile_inner(pool: &CapsulePool, ctx: &Context) -> Result<Action> {
         let patch = json!({
             "apiVersion": "capsule.dev/v1alpha1",
             "kind": "CapsulePool",
+            "metadata": {"name": name},
             "status": new_status,
         });
         pools
@@ -334,7 +335,7 @@ fn worker_signals(
         .unwrap_or_default();
     let record = ctx.index.get(&ns, &name);
     let stale = match &record {
-        Some(r) => now.saturating_duration_since(r.last_seen) > staleness,
+        Some(r) => r.lost_session || now.saturating_duration_since(r.last_seen) > staleness,
         None => {
             // Never heard from: give it the warm-up time and a staleness period, counted from
             // when this operator process started watching.
@@ -618,13 +619,20 @@ pub async fn run(
     let health = ctx.health.clone();
     tokio::spawn(async move {
         caches_synced.await;
-        if store.wait_until_ready().await.is_ok() {
+        tracing::debug!("secret and pod caches synced");
+        if crate::health::store_ready(&store).await {
+            tracing::info!("watches synced: ready");
             health.set_synced(true);
         }
     });
     controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| futures::future::ready(()))
+        .for_each(|result| {
+            if let Err(error) = result {
+                warn!(%error, "pool controller stream error");
+            }
+            futures::future::ready(())
+        })
         .await;
 }

@@ -50,7 +50,9 @@ pub fn start(
     let (secrets_ready, pods_ready) = (secrets.clone(), pods.clone());
     let synced = async move {
         let _ = secrets_ready.wait_until_ready().await;
+        tracing::debug!("secret cache synced");
         let _ = pods_ready.wait_until_ready().await;
+        tracing::debug!("pod cache synced");
     };
     (Arc::new(StoreDirectory { secrets, pods }), synced)
 }

@@ -129,6 +129,9 @@ pub struct WorkerRecord {
     pub process_restarts: u64,
     /// Last time an execution ran or finished, for the session idle timeout.
     pub last_activity: Instant,
+    /// The process restarted while a session held the worker: the session's namespace is gone, so
+    /// the worker is unhealthy and its session failed.
+    pub lost_session: bool,
 }
 
 impl WorkerRecord {
@@ -171,7 +174,9 @@ pub struct WorkerIndex {
 }
 
 impl WorkerIndex {
-    pub fn record(&self, hb: &Heartbeat, now: Instant) -> Recorded {
+    /// Records one heartbeat. `bound` says whether the operator has the pod bound to a session
+    /// (its label), which the heartbeat itself may not show yet.
+    pub fn record(&self, hb: &Heartbeat, bound: bool, now: Instant) -> Recorded {
         let raw = Counters::from_heartbeat(hb);
         let mut inner = self.inner.lock().expect("worker index lock");
         let key = (hb.namespace.clone(), hb.pod.clone());
@@ -199,6 +204,7 @@ impl WorkerIndex {
                         base: Counters::default(),
                         process_restarts: 0,
                         last_activity: now,
+                        lost_session: false,
                     },
                 );
             }
@@ -212,6 +218,9 @@ impl WorkerIndex {
                     rec.base.add(&previous);
                     rec.process_restarts += 1;
                     rec.started_at = hb.started_at.clone();
+                    if bound || rec.session.is_some() {
+                        rec.lost_session = true;
+                    }
                     outcome = Recorded::ProcessRestarted;
                 } else {
                     outcome = Recorded::Updated;
@@ -362,20 +371,26 @@ mod tests {
     fn totals_survive_a_worker_process_restart_and_its_removal() {
         let index = WorkerIndex::default();
         let t = Instant::now();
-        assert_eq!(index.record(&hb("w1", 1, "A", 5), t), Recorded::First);
-        assert_eq!(index.record(&hb("w1", 2, "A", 7), t), Recorded::Updated);
         assert_eq!(
-            index.record(&hb("w1", 2, "A", 7), t),
+            index.record(&hb("w1", 1, "A", 5), false, t),
+            Recorded::First
+        );
+        assert_eq!(
+            index.record(&hb("w1", 2, "A", 7), false, t),
+            Recorded::Updated
+        );
+        assert_eq!(
+            index.record(&hb("w1", 2, "A", 7), false, t),
             Recorded::Stale,
             "a duplicate is ignored"
         );
         // The process restarted: its counters start again from zero.
         assert_eq!(
-            index.record(&hb("w1", 1, "B", 2), t),
+            index.record(&hb("w1", 1, "B", 2), false, t),
             Recorded::ProcessRestarted
         );
         assert_eq!(index.pool_totals("ns", "p").counters.exec_ok, 9);
-        index.record(&hb("w2", 1, "C", 1), t);
+        index.record(&hb("w2", 1, "C", 1), false, t);
         assert_eq!(index.pool_totals("ns", "p").counters.exec_ok, 10);
         // w1 goes away: its 9 stay in the pool's totals.
         index.retire_missing("ns", "p", &["w2".to_string()]);
@@ -389,9 +404,9 @@ mod tests {
     fn a_counter_going_backwards_is_a_reset() {
         let index = WorkerIndex::default();
         let t = Instant::now();
-        index.record(&hb("w1", 1, "A", 5), t);
+        index.record(&hb("w1", 1, "A", 5), false, t);
         assert_eq!(
-            index.record(&hb("w1", 2, "A", 1), t),
+            index.record(&hb("w1", 2, "A", 1), false, t),
             Recorded::ProcessRestarted
         );
         assert_eq!(index.pool_totals("ns", "p").counters.exec_ok, 6);

@@ -154,7 +154,8 @@ async fn heartbeat(State(state): State<IngestState>, headers: HeaderMap, body: B
             "this pod is not a worker of that pool",
         );
     };
-    if state.index.record(&hb, Instant::now()) == Recorded::ProcessRestarted {
+    let bound = facts.binding.is_some();
+    if state.index.record(&hb, bound, Instant::now()) == Recorded::ProcessRestarted {
         state.metrics.process_restarts.inc();
     }
     state.metrics.received.inc();

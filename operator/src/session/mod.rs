@@ -118,8 +118,8 @@ async fn write_status(
     }
     let ns = session.namespace().unwrap_or_default();
     let api: Api<CapsuleSession> = Api::namespaced(ctx.client.clone(), &ns);
-    let patch =
-        json!({"apiVersion": "capsule.dev/v1alpha1", "kind": "CapsuleSession", "status": status});
+    let patch = json!({"apiVersion": "capsule.dev/v1alpha1", "kind": "CapsuleSession",
+                       "metadata": {"name": session.name_any()}, "status": status});
     api.patch_status(
         &session.name_any(),
         &PatchParams::apply(labels::FIELD_MANAGER).force(),
@@ -502,8 +502,12 @@ async fn check_bound(ctx: &Context, session: &CapsuleSession, ns: &str) -> Resul
             .heartbeat_age(ns, &worker, Instant::now())
             .is_some_and(|age| age.as_secs() > pool.spec.heartbeat.staleness_seconds as u64)
     });
-    let lost =
-        lost.or_else(|| stale.then(|| format!("worker {worker} stopped sending heartbeats")));
+    let restarted = ctx.index.get(ns, &worker).is_some_and(|r| r.lost_session);
+    let lost = lost
+        .or_else(|| stale.then(|| format!("worker {worker} stopped sending heartbeats")))
+        .or_else(|| {
+            restarted.then(|| format!("worker {worker} restarted: the session's namespace is lost"))
+        });
     if let Some(message) = lost {
         let mut failed = status_with(
             session,
@@ -661,6 +665,11 @@ pub async fn run(
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| futures::future::ready(()))
+        .for_each(|result| {
+            if let Err(error) = result {
+                warn!(%error, "session controller stream error");
+            }
+            futures::future::ready(())
+        })
         .await;
 }

@@ -1,0 +1,385 @@
+//! The operator's core job end to end, with real processes: the devcluster (API server and process
+//! kubelet), the operator, capsule-worker and capsule-sidecar in each pod, real kubectl, and a real
+//! Prometheus server scraping the operator.
+
+use std::time::Duration;
+
+use base64::Engine;
+use capsule_e2e::{free_port, start_operator, tool, wait_for, workspace, DevCluster, Process};
+use serde_json::{json, Value};
+
+const POOL: &str = r#"
+apiVersion: capsule.dev/v1alpha1
+kind: CapsulePool
+metadata:
+  name: p
+  namespace: default
+spec:
+  replicas: 2
+  maxWorkers: 3
+  template:
+    image: capsule-worker:dev
+  heartbeat:
+    intervalSeconds: 1
+    stalenessSeconds: 4
+  recycle:
+    onRelease: Reset
+  sessions:
+    idleTimeoutSeconds: 0
+"#;
+
+fn session(name: &str) -> String {
+    format!(
+        "apiVersion: capsule.dev/v1alpha1\nkind: CapsuleSession\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  pool: p\n"
+    )
+}
+
+fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+fn pool_field(cluster: &DevCluster, path: &str) -> String {
+    cluster.jsonpath(&["cpool", "p"], path)
+}
+
+fn wait_idle(cluster: &DevCluster, want: &str, what: &str) {
+    wait_for(what, Duration::from_secs(120), || {
+        let idle = pool_field(cluster, "{.status.idle}");
+        let bound = pool_field(cluster, "{.status.bound}");
+        if idle == want {
+            Ok(())
+        } else {
+            Err(format!("idle={idle:?} bound={bound:?}"))
+        }
+    });
+}
+
+fn wait_session_phase(cluster: &DevCluster, name: &str, phase: &str) {
+    wait_for(
+        &format!("session {name} {phase}"),
+        Duration::from_secs(60),
+        || {
+            let got = cluster.jsonpath(&["csess", name], "{.status.phase}");
+            let message = cluster.jsonpath(&["csess", name], "{.status.conditions[0].message}");
+            if got == phase {
+                Ok(())
+            } else {
+                Err(format!("phase={got:?} ({message})"))
+            }
+        },
+    );
+}
+
+/// The pid of the capsule-worker process of `pod`, found by its downward-API POD_NAME.
+fn worker_pid(pod: &str) -> Option<i32> {
+    let needle = format!("POD_NAME={pod}");
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
+            continue;
+        };
+        if exe.file_name().is_none_or(|n| n != "capsule-worker") {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if environ.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+fn execute(endpoint: &str, token: &str, code: &str) -> (u16, Vec<Value>) {
+    let response = http()
+        .post(format!("{endpoint}/v1/executions"))
+        .bearer_auth(token)
+        .json(&json!({"code": code}))
+        .send()
+        .expect("execute request");
+    let status = response.status().as_u16();
+    let body = response.text().unwrap();
+    let events = body
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    (status, events)
+}
+
+fn start_prometheus(dir: &std::path::Path, operator_port: u16) -> (Process, u16) {
+    let port = free_port();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: capsule-operator\n    static_configs:\n      - targets: ['127.0.0.1:{operator_port}']\n"
+        ),
+    )
+    .unwrap();
+    let child = std::process::Command::new(tool("prometheus"))
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("prometheus-data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(
+            std::fs::File::create(dir.join("prometheus.log")).unwrap(),
+        ))
+        .spawn()
+        .expect("prometheus starts");
+    (
+        Process {
+            child,
+            name: "prometheus".into(),
+        },
+        port,
+    )
+}
+
+fn promql(port: u16, query: &str) -> Option<f64> {
+    let body: Value = http()
+        .get(format!("http://127.0.0.1:{port}/api/v1/query"))
+        .query(&[("query", query)])
+        .send()
+        .ok()?
+        .json()
+        .ok()?;
+    body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
+#[test]
+fn pools_warm_up_sessions_bind_execute_and_release_and_dead_workers_are_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = DevCluster::start(dir.path());
+    let crds = workspace().join("crds/capsule.dev_crds.yaml");
+    cluster.kubectl(&["apply", "-f", crds.to_str().unwrap()]);
+
+    let port = free_port();
+    let _operator = start_operator(&cluster, port, &dir.path().join("operator.log"), &[]);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_for("operator ready", Duration::from_secs(60), || {
+        match http().get(format!("{base}/readyz")).send() {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(format!("{}", r.status())),
+            Err(e) => Err(e.to_string()),
+        }
+    });
+
+    // A pool warms up: its workers run, heartbeat, and the numbers show in kubectl and status.
+    cluster.apply(POOL);
+    wait_idle(&cluster, "2", "two idle workers");
+    let table = cluster.kubectl(&["get", "cpool", "p"]);
+    let header = table.lines().next().unwrap();
+    for column in ["WARM", "IDLE", "BOUND", "UNHEALTHY", "READY", "AGE"] {
+        assert!(header.contains(column), "column {column} missing: {table}");
+    }
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(&row[..6], ["p", "2", "2", "0", "0", "True"], "{table}");
+    wait_for(
+        "heartbeats relayed into status",
+        Duration::from_secs(30),
+        || {
+            let summaries: Value =
+                serde_json::from_str(&pool_field(&cluster, "{.status.workerSummaries}"))
+                    .map_err(|e| e.to_string())?;
+            let rows = summaries.as_array().ok_or("no summaries")?;
+            let relayed = rows
+                .iter()
+                .filter(|r| {
+                    r["lastHeartbeat"].is_string() && r["rssBytes"].as_i64().unwrap_or(0) > 0
+                })
+                .count();
+            if relayed == 2 {
+                Ok(())
+            } else {
+                Err(format!("{summaries}"))
+            }
+        },
+    );
+
+    // A session binds a warm worker; code runs on it with the session's token.
+    cluster.apply(&session("s1"));
+    wait_session_phase(&cluster, "s1", "Bound");
+    assert_eq!(
+        cluster.jsonpath(&["csess", "s1"], "{.status.warmHit}"),
+        "true"
+    );
+    let endpoint = cluster.jsonpath(&["csess", "s1"], "{.status.endpoint}");
+    let secret = cluster.jsonpath(&["csess", "s1"], "{.status.tokenSecret.name}");
+    let token_b64 = cluster.jsonpath(&["secret", &secret], "{.data.token}");
+    let token = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(token_b64.trim())
+            .unwrap(),
+    )
+    .unwrap();
+    let worker_of_s1 = cluster.jsonpath(&["csess", "s1"], "{.status.worker}");
+
+    let (status, _) = execute(&endpoint, "not-the-token", "1+1");
+    assert_eq!(status, 401, "a wrong session token is refused");
+    let (status, events) = execute(
+        &endpoint,
+        &token,
+        "x = 21\nprint('hello from capsule')\nx * 2",
+    );
+    assert_eq!(status, 200, "{events:?}");
+    let output: String = events
+        .iter()
+        .filter(|e| e["type"] == "output")
+        .map(|e| e["text"].as_str().unwrap_or_default())
+        .collect();
+    assert!(output.contains("hello from capsule"), "{events:?}");
+    let last = events.last().expect("a final event");
+    assert_eq!(last["type"], "result", "{events:?}");
+    assert_eq!(last["repr"], "42", "{events:?}");
+    wait_for(
+        "pool shows the bound worker",
+        Duration::from_secs(30),
+        || {
+            let bound = pool_field(&cluster, "{.status.bound}");
+            let ok = pool_field(&cluster, "{.status.executions.ok}");
+            if bound == "1" && ok.parse::<i64>().unwrap_or(0) >= 1 {
+                Ok(())
+            } else {
+                Err(format!("bound={bound} ok={ok}"))
+            }
+        },
+    );
+
+    // Forged heartbeats are refused and counted.
+    let forged = |token: &str, pod: &str| {
+        http()
+            .post(format!("{base}/v1/heartbeats"))
+            .bearer_auth(token)
+            .json(&json!({"pod": pod, "namespace": "default", "pool": "p", "seq": 1,
+                "sentAt": "2026-11-27T00:00:00Z", "startedAt": "2026-11-27T00:00:00Z", "state": "idle",
+                "session": null, "rssBytes": 1, "cpuPercent": 0.0, "namespaceSize": 0, "interpreterRestarts": 0,
+                "executions": {"ok": 0, "error": 0, "cancelled": 0, "timedOut": 0},
+                "executor": {"outputsEnqueued": 0, "outputsSent": 0, "outputsDropped": 0, "maxQueueDepth": 0, "drainTimeouts": 0},
+                "bridge": {"pending": 0, "highWater": 0, "created": 0, "resolved": 0, "rejected": 0, "timedOut": 0, "cancelled": 0},
+                "cancels": {"requested": 0, "effective": 0, "noop": 0, "interrupted": 0}}))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(forged("forged-token", &worker_of_s1), 401, "wrong token");
+    let pool_token_b64 = cluster.jsonpath(&["secret", "p-pool-token"], "{.data.token}");
+    let pool_token = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(pool_token_b64.trim())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        forged(&pool_token, "not-a-worker-of-p"),
+        403,
+        "a pod outside the pool"
+    );
+    let metrics = http()
+        .get(format!("{base}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("capsule_heartbeats_rejected_total{reason=\"bad_token\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("capsule_heartbeats_rejected_total{reason=\"wrong_pool\"} 1"),
+        "{metrics}"
+    );
+
+    // Deleting the session resets the worker and gives it back to the pool.
+    cluster.kubectl(&["delete", "csess", "s1", "--timeout=60s"]);
+    wait_idle(&cluster, "2", "the released worker idle again");
+    let labels = cluster.jsonpath(&["pod", &worker_of_s1], "{.metadata.labels}");
+    assert!(
+        !labels.contains("capsule.dev/session"),
+        "the reset worker is unbound: {labels}"
+    );
+
+    // A real Prometheus scrapes the operator: idle gauge and hit counter have the right values.
+    let (_prometheus, prom_port) = start_prometheus(dir.path(), port);
+    wait_for("Prometheus sees the pool", Duration::from_secs(60), || {
+        let idle = promql(
+            prom_port,
+            "capsule_pool_workers{namespace=\"default\",pool=\"p\",phase=\"Idle\"}",
+        );
+        let hits = promql(
+            prom_port,
+            "capsule_pool_hits_total{namespace=\"default\",pool=\"p\"}",
+        );
+        if idle == Some(2.0) && hits == Some(1.0) {
+            Ok(())
+        } else {
+            let scraped = http()
+                .get(format!("{base}/metrics"))
+                .header("accept", "application/openmetrics-text;version=1.0.0")
+                .send()
+                .map(|r| r.text().unwrap_or_default())
+                .unwrap_or_default();
+            let hits_lines: Vec<&str> = scraped.lines().filter(|l| l.contains("hits")).collect();
+            let targets = http()
+                .get(format!("http://127.0.0.1:{prom_port}/api/v1/targets"))
+                .send()
+                .map(|r| r.text().unwrap_or_default())
+                .unwrap_or_default();
+            Err(format!(
+                "idle={idle:?} hits={hits:?}; operator says {hits_lines:?}; targets {targets}"
+            ))
+        }
+    });
+
+    // Killing a bound worker's process: the worker is unhealthy, replaced, and its session Failed.
+    cluster.apply(&session("s2"));
+    wait_session_phase(&cluster, "s2", "Bound");
+    let victim = cluster.jsonpath(&["csess", "s2"], "{.status.worker}");
+    let pid = wait_for("the worker process", Duration::from_secs(10), || {
+        worker_pid(&victim).ok_or("not found".to_string())
+    });
+    unsafe { libc_kill(pid) };
+    // Two staleness periods (4 s each) plus the time to notice.
+    wait_for("session s2 failed", Duration::from_secs(20), || {
+        let phase = cluster.jsonpath(&["csess", "s2"], "{.status.phase}");
+        if phase == "Failed" {
+            Ok(())
+        } else {
+            Err(phase)
+        }
+    });
+    assert_eq!(
+        cluster.jsonpath(&["csess", "s2"], "{.status.reason}"),
+        "WorkerLost"
+    );
+    wait_for("the dead worker replaced", Duration::from_secs(60), || {
+        let pods = cluster.kubectl(&["get", "pods", "-l", "capsule.dev/pool=p", "-o", "name"]);
+        if pods.contains(&victim) {
+            Err(pods)
+        } else {
+            Ok(())
+        }
+    });
+    wait_idle(&cluster, "2", "the pool back to its warm target");
+    let triggers: i64 = pool_field(&cluster, "{.status.pool.health.triggers}")
+        .parse()
+        .unwrap_or(0);
+    assert!(triggers >= 1, "health trigger counted");
+}
+
+unsafe fn libc_kill(pid: i32) {
+    extern "C" {
+        fn kill(pid: i32, sig: i32) -> i32;
+    }
+    kill(pid, 9);
+}
