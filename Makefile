@@ -6,7 +6,7 @@ export PATH := $(TOOLS)/bin:$(PATH)
 # Tests find outside tools here and fail loudly when one is missing.
 export CAPSULE_TOOLS_DIR := $(TOOLS)
 
-.PHONY: all build test e2e lint fmt crds crds-check chart bench tools demo clean
+.PHONY: all build test e2e lint fmt crds chart bench tools demo clean
 
 all: build
 
@@ -33,6 +33,10 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+## demo: the system on the embedded devcluster (CAPSULE_DEMO_EXIT=1 stops after the first result)
+demo:
+	scripts/demo.sh
 
 ## crds: regenerate the committed CRD YAML from the Rust types
 crds:

@@ -446,7 +446,8 @@ impl PodWorker {
             host_ip: HOST_IP,
             api_server_ca_pem: self.shared.options.api_server_ca_pem.as_deref(),
         };
-        let volumes_dir = self.pod_dir.join("volumes");
+        let volumes_dir = short_volumes_dir(&self.pod_dir)
+            .map_err(|e| crate::error::Error::io(self.pod_dir.join("volumes"), e))?;
         let volumes = materialise(
             &context,
             &mut objects,
@@ -645,6 +646,7 @@ impl PodWorker {
                 tracing::warn!(%error, pod = %crate::events::name_of(&self.pod), "removing deleted pod failed")
             }
         }
+        let _ = tokio::fs::remove_file(volumes_link(&self.pod_dir)).await;
         if let Err(error) = tokio::fs::remove_dir_all(&self.pod_dir).await {
             if error.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(%error, dir = %self.pod_dir.display(), "pod directory not removed");
@@ -665,4 +667,28 @@ async fn forward_events(
             .record(&regarding, event.warning, event.reason, &event.message)
             .await;
     }
+}
+
+/// The short link through which a pod's volumes are reached.
+fn volumes_link(pod_dir: &std::path::Path) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    pod_dir.hash(&mut hasher);
+    std::env::temp_dir().join(format!("cdv-{:016x}", hasher.finish()))
+}
+
+/// A pod's volumes live in `<pod dir>/volumes` but are handed to containers through a short link in
+/// the temp dir: a Unix socket in a volume (the worker's trace socket) must stay under the 108-byte
+/// `sun_path` limit wherever the devcluster's state dir is.
+fn short_volumes_dir(pod_dir: &std::path::Path) -> std::io::Result<PathBuf> {
+    let real = pod_dir.join("volumes");
+    std::fs::create_dir_all(&real)?;
+    let link = volumes_link(pod_dir);
+    match std::fs::read_link(&link) {
+        Ok(target) if target == real => return Ok(link),
+        Ok(_) => std::fs::remove_file(&link)?,
+        Err(_) => {}
+    }
+    std::os::unix::fs::symlink(&real, &link)?;
+    Ok(link)
 }
