@@ -20,12 +20,25 @@ fn the_demo_runs_python_on_a_warm_worker_and_stops_cleanly() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("hello from a warm Capsule worker on Python"), "{stdout}");
+    assert!(
+        stdout.contains("hello from a warm Capsule worker on Python"),
+        "{stdout}"
+    );
     assert!(stdout.contains("=> 42"), "{stdout}");
     assert!(stdout.contains("demo-session   Bound"), "{stdout}");
-    assert!(stdout.contains("capsule_pool_hits_total{namespace=\"default\",pool=\"demo\"} 1"), "{stdout}");
+    assert!(
+        stdout.contains("capsule_pool_hits_total{namespace=\"default\",pool=\"demo\"} 1"),
+        "{stdout}"
+    );
     assert!(stdout.contains("demo complete"), "{stdout}");
     // No process of the demo outlives it.
-    let leftovers = Command::new("pgrep").args(["-f", &state.path().display().to_string()]).output().unwrap();
-    assert!(leftovers.stdout.is_empty(), "processes left behind: {}", String::from_utf8_lossy(&leftovers.stdout));
+    let leftovers = Command::new("pgrep")
+        .args(["-f", &state.path().display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        leftovers.stdout.is_empty(),
+        "processes left behind: {}",
+        String::from_utf8_lossy(&leftovers.stdout)
+    );
 }

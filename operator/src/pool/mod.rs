@@ -76,9 +76,7 @@ async fn reconcile_inner(pool: &CapsulePool, ctx: &Context) -> Result<Action> {
     let metric_labels = labels_of(&key);
     if pool.metadata.deletion_timestamp.is_some() {
         // Pods and the token Secret go with the pool through their owner references.
-        ctx.forget_pool(&key);
-        ctx.metrics.forget_pool(&metric_labels);
-        ctx.index.forget_pool(&key.0, &key.1);
+        forget(ctx, &key);
         return Ok(Action::await_change());
     }
     let (ns, name) = (&key.0, &key.1);
@@ -304,6 +302,9 @@ async fn reconcile_inner(pool: &CapsulePool, ctx: &Context) -> Result<Action> {
             .status_writes
             .get_or_create(&metric_labels)
             .inc();
+        ctx.with_pool(&key, PoolCounters::default, |s| {
+            s.last_status_write = Some(Instant::now())
+        });
     }
 
     if let Some(message) = failure {
@@ -586,6 +587,28 @@ async fn publish(
     }
 }
 
+/// Drops everything the operator keeps about a deleted pool: its state, its index entries and every
+/// Prometheus series, per-worker ones included.
+fn forget(ctx: &Context, key: &PoolKey) {
+    let labels = labels_of(key);
+    let per_worker = ctx.with_pool(key, PoolCounters::default, |s| {
+        std::mem::take(&mut s.per_worker_series)
+    });
+    for pod in per_worker {
+        let l = WorkerLabels {
+            namespace: key.0.clone(),
+            pool: key.1.clone(),
+            pod,
+        };
+        ctx.metrics.worker_rss_bytes.remove(&l);
+        ctx.metrics.worker_cpu_cores.remove(&l);
+        ctx.metrics.worker_heartbeat_age.remove(&l);
+    }
+    ctx.forget_pool(key);
+    ctx.metrics.forget_pool(&labels);
+    ctx.index.forget_pool(&key.0, &key.1);
+}
+
 /// Retry with per-pool exponential backoff.
 pub fn error_policy(pool: Arc<CapsulePool>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
@@ -627,10 +650,18 @@ pub async fn run(
     });
     controller
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| {
-            if let Err(error) = result {
-                warn!(%error, "pool controller stream error");
+            match result {
+                // kube-runtime does not reconcile an object gone from its cache: a deleted pool
+                // surfaces here, and its in-memory state and series go with it.
+                Err(kube::runtime::controller::Error::ObjectNotFound(gone)) => {
+                    if let Some(ns) = gone.namespace.clone() {
+                        forget(&ctx, &(ns, gone.name.clone()));
+                    }
+                }
+                Err(error) => warn!(%error, "pool controller stream error"),
+                Ok(_) => {}
             }
             futures::future::ready(())
         })

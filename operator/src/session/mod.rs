@@ -230,7 +230,9 @@ async fn acquire(ctx: &Context, session: &CapsuleSession, ns: &str) -> Result<Ac
             // operator itself is young (after a restart the index is empty for a heartbeat period).
             match ctx.index.heartbeat_age(ns, &p.name_any(), now) {
                 Some(age) => age.as_secs() <= pool.spec.heartbeat.staleness_seconds as u64,
-                None => true,
+                None => {
+                    ctx.started.elapsed().as_secs() <= pool.spec.heartbeat.staleness_seconds as u64
+                }
             }
         })
         .collect();
