@@ -50,6 +50,7 @@ bench:
 	mkdir -p target/bench
 	target/release/capsule-worker-bench --json target/bench/worker.json
 	target/release/capsule-devcluster-bench --output target/bench/devcluster.json
+	target/release/capsule-operator-bench --json target/bench/operator-ingest.json
 	@if [ -x target/release/capsule-sidecar-bench ]; then target/release/capsule-sidecar-bench --json target/bench/sidecar.json; fi
 
 clean:
