@@ -383,6 +383,13 @@ impl Metrics {
         }
     }
 
+    /// Drops the per-worker series of one worker.
+    pub fn forget_worker(&self, worker: &WorkerLabels) {
+        self.worker_rss_bytes.remove(worker);
+        self.worker_cpu_cores.remove(worker);
+        self.worker_heartbeat_age.remove(worker);
+    }
+
     /// Drops every series of a pool that no longer exists, so label sets stay bounded by live pools.
     pub fn forget_pool(&self, pool: &PoolLabels) {
         for phase in WorkerPhase::ALL {

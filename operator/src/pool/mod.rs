@@ -114,7 +114,12 @@ async fn reconcile_inner(pool: &CapsulePool, ctx: &Context) -> Result<Action> {
     }
 
     let now = Instant::now();
-    let signals = |pod: &Pod| worker_signals(ctx, pool, pod, now);
+    // One read of the index per worker serves both the health signals and the status.
+    let records: std::collections::BTreeMap<String, WorkerRecord> = pods
+        .iter()
+        .filter_map(|p| ctx.index.get(ns, &p.name_any()).map(|r| (p.name_any(), r)))
+        .collect();
+    let signals = |pod: &Pod| worker_signals(ctx, pool, pod, records.get(&pod.name_any()), now);
     let workers = plan::classify_all(pool, &pods, &signals);
     let live: Vec<String> = pods.iter().map(|p| p.name_any()).collect();
     ctx.index.retire_missing(ns, name, &live);
@@ -246,10 +251,6 @@ async fn reconcile_inner(pool: &CapsulePool, ctx: &Context) -> Result<Action> {
             .then(|| format!("{:.1}", 100.0 * hits as f64 / (hits + misses) as f64));
         s.counters.clone()
     });
-    let records = pods
-        .iter()
-        .filter_map(|p| ctx.index.get(ns, &p.name_any()).map(|r| (p.name_any(), r)))
-        .collect();
     let observation = status::Observation {
         workers: &workers,
         plan: &plan,
@@ -322,11 +323,10 @@ fn worker_signals(
     ctx: &Context,
     pool: &CapsulePool,
     pod: &Pod,
+    record: Option<&WorkerRecord>,
     now: Instant,
 ) -> plan::WorkerSignals {
     let spec = &pool.spec;
-    let ns = pod.namespace().unwrap_or_default();
-    let name = pod.name_any();
     let staleness = Duration::from_secs(spec.heartbeat.staleness_seconds.max(1) as u64);
     let pod_age = pod
         .metadata
@@ -334,8 +334,7 @@ fn worker_signals(
         .as_ref()
         .map(|t| Timestamp::now().duration_since(t.0).unsigned_abs())
         .unwrap_or_default();
-    let record = ctx.index.get(&ns, &name);
-    let stale = match &record {
+    let stale = match record {
         Some(r) => r.lost_session || now.saturating_duration_since(r.last_seen) > staleness,
         None => {
             // Never heard from: give it the warm-up time and a staleness period, counted from
@@ -350,7 +349,7 @@ fn worker_signals(
         }
     };
     let rules = &spec.recycle;
-    let worn_out = record.as_ref().is_some_and(|r| {
+    let worn_out = record.is_some_and(|r| {
         rules
             .max_executions
             .is_some_and(|max| r.totals().executions() >= max as u64)
@@ -499,14 +498,11 @@ fn publish_relay_metrics(
         std::mem::replace(&mut s.per_worker_series, wanted.clone())
     });
     for gone in previous.difference(&wanted) {
-        let l = WorkerLabels {
+        m.forget_worker(&WorkerLabels {
             namespace: ns.clone(),
             pool: name.clone(),
             pod: gone.clone(),
-        };
-        m.worker_rss_bytes.remove(&l);
-        m.worker_cpu_cores.remove(&l);
-        m.worker_heartbeat_age.remove(&l);
+        });
     }
     for pod in &wanted {
         let r = &records[pod];
@@ -595,14 +591,11 @@ fn forget(ctx: &Context, key: &PoolKey) {
         std::mem::take(&mut s.per_worker_series)
     });
     for pod in per_worker {
-        let l = WorkerLabels {
+        ctx.metrics.forget_worker(&WorkerLabels {
             namespace: key.0.clone(),
             pool: key.1.clone(),
             pod,
-        };
-        ctx.metrics.worker_rss_bytes.remove(&l);
-        ctx.metrics.worker_cpu_cores.remove(&l);
-        ctx.metrics.worker_heartbeat_age.remove(&l);
+        });
     }
     ctx.forget_pool(key);
     ctx.metrics.forget_pool(&labels);
