@@ -10,6 +10,8 @@ pub const SESSION_TOKEN_SHA256: &str = "capsule.dev/session-token-sha256";
 pub const RELEASE_FINALIZER: &str = "capsule.dev/release";
 /// On every worker pod: hash of the pool template it was built from.
 pub const TEMPLATE_HASH: &str = "capsule.dev/template-hash";
+/// On the operator replica's own pod while it holds the lease: the heartbeat Service selects it.
+pub const LEADER: &str = "capsule.dev/leader";
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const NAME: &str = "app.kubernetes.io/name";
 pub const COMPONENT: &str = "app.kubernetes.io/component";

@@ -9,6 +9,7 @@ pub mod exposition;
 pub mod health;
 pub mod http;
 pub mod labels;
+pub mod leader;
 pub mod metrics;
 pub mod pool;
 pub mod relay;

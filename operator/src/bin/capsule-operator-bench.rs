@@ -10,9 +10,11 @@ use std::io::{BufRead, BufReader};
 use std::sync::Arc;
 use std::time::Instant;
 
+use capsule_operator::leader::Leadership;
 use capsule_operator::relay::directory::{Directory, PodFacts};
 use capsule_operator::relay::index::WorkerIndex;
 use capsule_operator::relay::ingest::{self, IngestMetrics, IngestState};
+use capsule_operator::relay::limits::{IngestLimits, Rate};
 use clap::Parser;
 use futures::StreamExt;
 use serde_json::json;
@@ -77,6 +79,12 @@ async fn serve(workers: usize) {
         index: Arc::new(WorkerIndex::default()),
         directory: Arc::new(StaticDirectory { workers }),
         metrics: IngestMetrics::register(&mut registry),
+        // The benchmark measures ingest work, not the limiter refusing a synthetic flood.
+        limits: Arc::new(IngestLimits::new(
+            Rate::new(u32::MAX / 2, u32::MAX / 2).unwrap(),
+            Rate::new(u32::MAX / 2, u32::MAX / 2).unwrap(),
+        )),
+        leadership: Leadership::always(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     println!("{}", listener.local_addr().unwrap());

@@ -4,13 +4,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use capsule_worker::wire::heartbeat::{Heartbeat, HeartbeatReply};
+use capsule_worker::wire::heartbeat::HeartbeatReply;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -20,11 +20,12 @@ use sha2::{Digest, Sha256};
 
 use super::directory::Directory;
 use super::index::{Recorded, WorkerIndex};
+use super::limits::IngestLimits;
+use super::validate::parse_heartbeat;
+use crate::leader::Leadership;
 
 /// Largest heartbeat body accepted; a real one is about 1 KiB.
 pub const MAX_HEARTBEAT_BYTES: usize = 64 * 1024;
-/// Longest name (pod, namespace, pool) accepted, as Kubernetes allows.
-const MAX_NAME_BYTES: usize = 253;
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RejectLabels {
@@ -50,7 +51,7 @@ impl IngestMetrics {
         );
         r.register(
             "heartbeats_rejected",
-            "Heartbeats refused, by reason (unauthenticated, bad_token, unknown_pool, wrong_pool, invalid)",
+            "Heartbeats refused, by reason (unauthenticated, bad_token, unknown_pool, wrong_pool, invalid, too_large, rate_limited_pod, rate_limited_overall, not_leader)",
             m.rejected.clone(),
         );
         r.register(
@@ -71,17 +72,31 @@ pub struct IngestState {
     pub index: Arc<WorkerIndex>,
     pub directory: Arc<dyn Directory>,
     pub metrics: IngestMetrics,
+    pub limits: Arc<IngestLimits>,
+    /// Only the leader ingests: a follower's index would be thrown away.
+    pub leadership: Leadership,
 }
 
 pub fn router(state: IngestState) -> Router {
     Router::new()
         .route("/v1/heartbeats", post(heartbeat))
-        .layer(DefaultBodyLimit::max(MAX_HEARTBEAT_BYTES))
+        // The body is read with its own bound in the handler, so an oversized one is counted.
+        .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
 
 fn refuse(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({"error": message}))).into_response()
+}
+
+/// 429 or 503 with the time after which a retry can succeed.
+fn refuse_for_now(status: StatusCode, retry_after_seconds: u32, message: &str) -> Response {
+    (
+        status,
+        [(header::RETRY_AFTER, retry_after_seconds.to_string())],
+        Json(json!({"error": message})),
+    )
+        .into_response()
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -103,7 +118,23 @@ fn tokens_match(given: &str, expected: &str) -> bool {
         == 0
 }
 
-async fn heartbeat(State(state): State<IngestState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn heartbeat(State(state): State<IngestState>, headers: HeaderMap, body: Body) -> Response {
+    if !state.leadership.is_leading() {
+        state.metrics.reject("not_leader");
+        return refuse_for_now(
+            StatusCode::SERVICE_UNAVAILABLE,
+            1,
+            "this operator replica is not the leader: send heartbeats to the operator's Service",
+        );
+    }
+    if state.limits.check_overall().is_err() {
+        state.metrics.reject("rate_limited_overall");
+        return refuse_for_now(
+            StatusCode::TOO_MANY_REQUESTS,
+            1,
+            "the operator is receiving more heartbeats than its overall limit",
+        );
+    }
     let Some(token) = bearer(&headers) else {
         state.metrics.reject("unauthenticated");
         return refuse(
@@ -111,33 +142,23 @@ async fn heartbeat(State(state): State<IngestState>, headers: HeaderMap, body: B
             "missing bearer token: send the pool token",
         );
     };
-    let hb: Heartbeat = match serde_json::from_slice(&body) {
-        Ok(hb) => hb,
-        Err(e) => {
-            state.metrics.reject("invalid");
-            return refuse(StatusCode::BAD_REQUEST, &format!("invalid heartbeat: {e}"));
-        }
-    };
-    for (field, value) in [
-        ("pod", &hb.pod),
-        ("namespace", &hb.namespace),
-        ("pool", &hb.pool),
-    ] {
-        if value.is_empty() || value.len() > MAX_NAME_BYTES {
-            state.metrics.reject("invalid");
+    let body = match axum::body::to_bytes(body, MAX_HEARTBEAT_BYTES).await {
+        Ok(body) => body,
+        Err(_) => {
+            state.metrics.reject("too_large");
             return refuse(
-                StatusCode::BAD_REQUEST,
-                &format!("invalid heartbeat: {field} must be 1 to 253 bytes"),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("a heartbeat body is at most {MAX_HEARTBEAT_BYTES} bytes"),
             );
         }
-    }
-    if !hb.cpu_percent.is_finite() || hb.cpu_percent < 0.0 {
-        state.metrics.reject("invalid");
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "invalid heartbeat: cpuPercent must be a finite number >= 0",
-        );
-    }
+    };
+    let hb = match parse_heartbeat(&body) {
+        Ok(hb) => hb,
+        Err(invalid) => {
+            state.metrics.reject("invalid");
+            return refuse(StatusCode::BAD_REQUEST, &invalid.to_string());
+        }
+    };
     let Some(expected) = state.directory.pool_token(&hb.namespace, &hb.pool) else {
         state.metrics.reject("unknown_pool");
         return refuse(StatusCode::NOT_FOUND, "unknown pool");
@@ -154,6 +175,14 @@ async fn heartbeat(State(state): State<IngestState>, headers: HeaderMap, body: B
             "this pod is not a worker of that pool",
         );
     };
+    if state.limits.check_pod(&hb.namespace, &hb.pod).is_err() {
+        state.metrics.reject("rate_limited_pod");
+        return refuse_for_now(
+            StatusCode::TOO_MANY_REQUESTS,
+            1,
+            "this pod sends heartbeats faster than its limit",
+        );
+    }
     let bound = facts.binding.is_some();
     if state.index.record(&hb, bound, Instant::now()) == Recorded::ProcessRestarted {
         state.metrics.process_restarts.inc();

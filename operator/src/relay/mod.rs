@@ -4,3 +4,5 @@ pub mod caches;
 pub mod directory;
 pub mod index;
 pub mod ingest;
+pub mod limits;
+pub mod validate;

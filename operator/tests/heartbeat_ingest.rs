@@ -1,0 +1,191 @@
+//! Heartbeat ingest over real HTTP: bounds, rate limits and the follower refusal, each counted.
+
+use std::sync::Arc;
+
+use capsule_operator::leader::Leadership;
+use capsule_operator::relay::directory::{Directory, PodFacts};
+use capsule_operator::relay::index::WorkerIndex;
+use capsule_operator::relay::ingest::{self, IngestMetrics, IngestState, MAX_HEARTBEAT_BYTES};
+use capsule_operator::relay::limits::{IngestLimits, Rate, DEFAULT_OVERALL};
+use prometheus_client::registry::Registry;
+use serde_json::json;
+
+const TOKEN: &str = "pool-token";
+
+/// Pods `w0`..`w9` of pool `demo` in namespace `default`.
+struct Workers;
+
+impl Directory for Workers {
+    fn pool_token(&self, namespace: &str, pool: &str) -> Option<String> {
+        (namespace == "default" && pool == "demo").then(|| TOKEN.to_string())
+    }
+    fn pod(&self, _namespace: &str, pod: &str) -> Option<PodFacts> {
+        let i: usize = pod.strip_prefix('w')?.parse().ok()?;
+        (i < 10).then(|| PodFacts {
+            pool: Some("demo".into()),
+            binding: None,
+        })
+    }
+}
+
+fn heartbeat(pod: &str, seq: u64) -> serde_json::Value {
+    json!({"pod": pod, "namespace": "default", "pool": "demo", "seq": seq,
+        "sentAt": "2026-11-28T00:00:00Z", "startedAt": "2026-11-28T00:00:00Z", "state": "idle",
+        "session": null, "rssBytes": 1, "cpuPercent": 0.0, "namespaceSize": 0, "interpreterRestarts": 0,
+        "executions": {"ok": 0, "error": 0, "cancelled": 0, "timedOut": 0},
+        "executor": {"outputsEnqueued": 0, "outputsSent": 0, "outputsDropped": 0, "maxQueueDepth": 0, "drainTimeouts": 0},
+        "bridge": {"pending": 0, "highWater": 0, "created": 0, "resolved": 0, "rejected": 0, "timedOut": 0, "cancelled": 0},
+        "cancels": {"requested": 0, "effective": 0, "noop": 0, "interrupted": 0}})
+}
+
+struct Server {
+    url: String,
+    registry: Arc<Registry>,
+}
+
+impl Server {
+    async fn start(limits: IngestLimits, leadership: Leadership) -> Server {
+        let mut registry = Registry::default();
+        let state = IngestState {
+            index: Arc::new(WorkerIndex::default()),
+            directory: Arc::new(Workers),
+            metrics: IngestMetrics::register(&mut registry),
+            limits: Arc::new(limits),
+            leadership,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1/heartbeats", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, ingest::router(state)).await });
+        Server {
+            url,
+            registry: Arc::new(registry),
+        }
+    }
+
+    fn rejected(&self, reason: &str) -> u64 {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).unwrap();
+        let prefix = format!("capsule_heartbeats_rejected_total{{reason=\"{reason}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0)
+    }
+
+    fn received(&self) -> u64 {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("capsule_heartbeats_received_total "))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0)
+    }
+}
+
+async fn send(client: &reqwest::Client, url: &str, body: Vec<u8>) -> reqwest::Response {
+    client
+        .post(url)
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_refused_with_413_and_counted() {
+    let server = Server::start(IngestLimits::default(), Leadership::always()).await;
+    let client = reqwest::Client::new();
+    let mut body = heartbeat("w0", 1);
+    body["padding"] = json!("x".repeat(MAX_HEARTBEAT_BYTES));
+    let response = send(&client, &server.url, body.to_string().into_bytes()).await;
+    assert_eq!(response.status(), 413);
+    let text = response.text().await.unwrap();
+    assert!(text.contains(&MAX_HEARTBEAT_BYTES.to_string()), "{text}");
+    assert_eq!(server.rejected("too_large"), 1);
+    let ok = send(
+        &client,
+        &server.url,
+        heartbeat("w0", 2).to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test]
+async fn a_flooding_pod_gets_429_while_the_others_are_served() {
+    let server = Server::start(
+        IngestLimits::new(DEFAULT_OVERALL, Rate::new(1, 5).unwrap()),
+        Leadership::always(),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let body = heartbeat("w1", 1).to_string().into_bytes();
+    let mut limited = 0;
+    for _ in 0..200 {
+        let response = send(&client, &server.url, body.clone()).await;
+        if response.status() == 429 {
+            assert_eq!(
+                response
+                    .headers()
+                    .get("retry-after")
+                    .unwrap()
+                    .to_str()
+                    .unwrap(),
+                "1"
+            );
+            limited += 1;
+        } else {
+            assert_eq!(response.status(), 200);
+        }
+    }
+    // The burst is 5 and the rate 1/s: however slow this machine, most of the flood is refused.
+    assert!(limited >= 150, "only {limited} of 200 were limited");
+    assert_eq!(server.rejected("rate_limited_pod"), limited);
+    for pod in ["w2", "w3"] {
+        let response = send(
+            &client,
+            &server.url,
+            heartbeat(pod, 1).to_string().into_bytes(),
+        )
+        .await;
+        assert_eq!(response.status(), 200, "{pod} was limited by w1's flood");
+    }
+}
+
+#[tokio::test]
+async fn the_overall_limit_is_checked_before_the_body_is_read() {
+    let server = Server::start(
+        IngestLimits::new(Rate::new(1, 3).unwrap(), Rate::new(1000, 1000).unwrap()),
+        Leadership::always(),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        // Garbage bodies: refused by the limiter before they are parsed once the budget is spent.
+        let response = send(&client, &server.url, format!("not json {i}").into_bytes()).await;
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(&statuses[..3], &[400, 400, 400], "{statuses:?}");
+    assert!(statuses[3..].iter().all(|s| *s == 429), "{statuses:?}");
+    assert_eq!(server.rejected("rate_limited_overall"), 3);
+    assert_eq!(server.rejected("invalid"), 3);
+}
+
+#[tokio::test]
+async fn a_follower_refuses_heartbeats_with_503() {
+    let server = Server::start(IngestLimits::default(), Leadership::fixed(false)).await;
+    let client = reqwest::Client::new();
+    let response = send(
+        &client,
+        &server.url,
+        heartbeat("w0", 1).to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().get("retry-after").is_some());
+    assert_eq!(server.rejected("not_leader"), 1);
+    assert_eq!(server.received(), 0);
+}
