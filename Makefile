@@ -43,15 +43,18 @@ crds:
 	$(CARGO) run -q -p capsule-crds --example print_crds > crds/capsule.dev_crds.yaml.tmp
 	mv crds/capsule.dev_crds.yaml.tmp crds/capsule.dev_crds.yaml
 
-## bench: every benchmark binary of the project, in release, each printing its table and writing JSON under target/bench/
-bench:
+## bench: every benchmark of the project in release, printed as one table (target/bench/all.json); each bench also writes its own JSON under target/bench/
+bench: tools
 	scripts/install-tools.sh jupyter
 	$(CARGO) build --release --workspace --bins
 	mkdir -p target/bench
 	target/release/capsule-worker-bench --json target/bench/worker.json
+	target/release/capsule-sidecar-bench --json target/bench/sidecar.json
 	target/release/capsule-devcluster-bench --output target/bench/devcluster.json
 	target/release/capsule-operator-bench --json target/bench/operator-ingest.json
-	@if [ -x target/release/capsule-sidecar-bench ]; then target/release/capsule-sidecar-bench --json target/bench/sidecar.json; fi
+	target/release/capsule-acquire-bench --json target/bench/acquire.json
+	@echo
+	python3 scripts/bench-table.py --out target/bench/all.json target/bench/worker.json target/bench/sidecar.json target/bench/devcluster.json target/bench/operator-ingest.json target/bench/acquire.json
 
 clean:
 	$(CARGO) clean

@@ -9,7 +9,7 @@
 //! over. kube-lease-manager fits kube 5 but keeps reporting leadership while the API server is
 //! unreachable, which is exactly when a leader must stop.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::Pod;
@@ -18,6 +18,7 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::labels;
@@ -131,7 +132,18 @@ async fn run(
     let mut last_renewal: Option<Instant> = None;
     loop {
         let attempt_started = Instant::now();
-        match try_acquire_or_renew(&api, &settings, &mut observed).await {
+        // A hanging API call must not keep a leader past its renew deadline.
+        let budget = match (last_renewal, *leading.borrow()) {
+            (Some(at), true) => settings.renew_deadline.saturating_sub(at.elapsed()),
+            _ => settings.lease_duration,
+        };
+        let attempt = tokio::time::timeout(
+            budget.max(Duration::from_millis(100)),
+            try_acquire_or_renew(&api, &settings, &mut observed),
+        )
+        .await
+        .unwrap_or_else(|_| Err(kube::Error::Service("lease request timed out".into())));
+        match attempt {
             Ok(true) => {
                 if !*leading.borrow() {
                     tracing::info!(lease = %settings.lease_name, identity = %settings.identity, "became the leader");
