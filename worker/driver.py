@@ -7,7 +7,7 @@
 # frames, raw fd writes land on stderr, which the worker drains without logging it.
 #
 # Worker -> driver: execute {id, code} | cancel {id} | settle {promiseId, ok, value, kind, reason}
-#                   | reset | checkpoint {requestId}
+#                   | reset | checkpoint {requestId, listNames}
 # Driver -> worker: ready | output {id, stream, text} | inputRequest {id, inputId, prompt}
 #                   | promiseCreate {id, promiseId, timeoutMs} | result | error | resetDone
 #                   | checkpoint | driverError {message}
@@ -383,7 +383,8 @@ asyncio.set_event_loop(loop)
 
 
 def namespace_size():
-    return sum(1 for name in list(namespace) if not name.startswith("__"))
+    # globals()[1] = ... makes a non-str key: counted, never crashed on.
+    return sum(1 for name in list(namespace) if not (isinstance(name, str) and name.startswith("__")))
 
 
 def _dotted(node):
@@ -551,14 +552,24 @@ def _estimate(value):
         return sys.getsizeof(value), False
 
 
-def checkpoint(request_id):
+# Bounds of the name listing (GET /v1/namespace); the worker enforces them again.
+MAX_NAMESPACE_ENTRIES = 1000
+MAX_NAMESPACE_NAME_CHARS = 128
+MAX_NAMESPACE_TYPE_CHARS = 64
+
+
+def checkpoint(request_id, list_names=False):
     names = functions = classes = modules = estimated = unpicklable = 0
+    entries = []
     for name, value in list(namespace.items()):
-        if name.startswith("__"):
+        # A non-str key (globals()[1] = ...) is skipped rather than str()-ed: its __str__ is user code.
+        if not isinstance(name, str) or name.startswith("__"):
             continue
         names += 1
         if isinstance(value, types.ModuleType):
             modules += 1
+            if list_names:
+                entries.append((0, name, "module"))
             continue
         if isinstance(value, type):
             classes += 1
@@ -568,18 +579,31 @@ def checkpoint(request_id):
         estimated += size
         if not picklable:
             unpicklable += 1
-    send(
-        {
-            "type": "checkpoint",
-            "requestId": request_id,
-            "names": names,
-            "functions": functions,
-            "classes": classes,
-            "modules": modules,
-            "estimatedBytes": estimated,
-            "unpicklable": unpicklable,
-        }
-    )
+        if list_names:
+            entries.append((size, name, type(value).__name__))
+    message = {
+        "type": "checkpoint",
+        "requestId": request_id,
+        "names": names,
+        "functions": functions,
+        "classes": classes,
+        "modules": modules,
+        "estimatedBytes": estimated,
+        "unpicklable": unpicklable,
+    }
+    if list_names:
+        # Largest first: what an operator looking at a heavy namespace wants to see.
+        entries.sort(key=lambda e: (-e[0], e[1]))
+        message["truncated"] = len(entries) > MAX_NAMESPACE_ENTRIES
+        message["entries"] = [
+            {
+                "name": name[:MAX_NAMESPACE_NAME_CHARS],
+                "type": type_name[:MAX_NAMESPACE_TYPE_CHARS],
+                "sizeBytes": size,
+            }
+            for size, name, type_name in entries[:MAX_NAMESPACE_ENTRIES]
+        ]
+    send(message)
 
 
 _commands = queue.Queue()
@@ -617,7 +641,7 @@ def _reader():
             _settle(message)
         elif kind == "checkpoint":
             try:
-                checkpoint(message.get("requestId"))
+                checkpoint(message.get("requestId"), bool(message.get("listNames")))
             except Exception as exc:
                 send({"type": "driverError", "message": "checkpoint failed: %s" % type(exc).__name__})
         else:

@@ -17,17 +17,18 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::executor::{ResetError, SubmitError};
-use crate::interpreter::ToDriver;
+use crate::interpreter::{CheckpointFrame, ToDriver};
 use crate::output_queue::OutputQueue;
 use crate::runtime::Runtime;
 use crate::session::{bearer_token, SessionAuth};
 use crate::warn_once::WarnOnce;
 use crate::wire::execute::{
-    CancelReply, Checkpoint, ErrorBody, ExecuteRequest, InputReply, PromiseReject, PromiseResolve,
-    EXECUTION_ID_HEADER, MAX_METADATA_ENTRIES, NDJSON_CONTENT_TYPE,
+    CancelReply, Checkpoint, ErrorBody, ExecuteRequest, InputReply, NamespaceListing,
+    PromiseReject, PromiseResolve, EXECUTION_ID_HEADER, MAX_METADATA_ENTRIES,
+    MAX_NAMESPACE_ENTRIES, MAX_NAMESPACE_NAME_BYTES, MAX_NAMESPACE_TYPE_BYTES, NDJSON_CONTENT_TYPE,
 };
 use crate::wire::heartbeat::SessionBinding;
-use crate::wire::trace::{is_valid_traceparent, TraceEvent, TraceEventKind};
+use crate::wire::trace::{is_valid_traceparent, truncate, TraceEvent, TraceEventKind};
 
 /// How long `GET /v1/checkpoint` waits for the interpreter.
 const CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,6 +54,16 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn body(&self) -> &ErrorBody {
+        &self.body
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(self.body)).into_response();
@@ -65,7 +76,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = std::result::Result<T, ApiError>;
+pub type ApiResult<T> = std::result::Result<T, ApiError>;
 
 pub fn router(runtime: Arc<Runtime>) -> Router {
     let limit = runtime.config.max_request_bytes as usize;
@@ -78,6 +89,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/v1/executions/{id}/input", post(answer_input))
         .route("/v1/reset", post(reset))
         .route("/v1/checkpoint", get(checkpoint))
+        .route("/v1/namespace", get(namespace))
         .route("/v1/promises/{id}/resolve", post(resolve_promise))
         .route("/v1/promises/{id}/reject", post(reject_promise))
         .route("/v1/stats", get(stats))
@@ -86,11 +98,33 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .with_state(runtime)
 }
 
-fn parse_body<T: DeserializeOwned>(
-    runtime: &Runtime,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<T> {
-    let bytes = body.map_err(|rejection| {
+/// Decodes a JSON request body read in full: anything that is not valid JSON for `T` is a 400
+/// `malformedBody`.
+pub fn decode_body<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    serde_json::from_slice(bytes).map_err(|error| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformedBody",
+            format!("request body is not valid JSON for this endpoint: {error}"),
+        )
+    })
+}
+
+/// Decodes a `POST /v1/executions` body and checks its bounds.
+pub fn decode_execute_request(bytes: &[u8]) -> ApiResult<ExecuteRequest> {
+    let request: ExecuteRequest = decode_body(bytes)?;
+    if request.metadata.len() > MAX_METADATA_ENTRIES {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "tooMuchMetadata",
+            format!("metadata holds at most {MAX_METADATA_ENTRIES} entries"),
+        ));
+    }
+    Ok(request)
+}
+
+fn read_body(runtime: &Runtime, body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
+    body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -103,14 +137,14 @@ fn parse_body<T: DeserializeOwned>(
         } else {
             ApiError::new(rejection.status(), "badBody", rejection.body_text())
         }
-    })?;
-    serde_json::from_slice(&bytes).map_err(|error| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformedBody",
-            format!("request body is not valid JSON for this endpoint: {error}"),
-        )
     })
+}
+
+fn parse_body<T: DeserializeOwned>(
+    runtime: &Runtime,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<T> {
+    decode_body(&read_body(runtime, body)?)
 }
 
 fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
@@ -244,14 +278,7 @@ async fn execute(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     require_session(&runtime, &headers)?;
-    let request: ExecuteRequest = parse_body(&runtime, body)?;
-    if request.metadata.len() > MAX_METADATA_ENTRIES {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "tooMuchMetadata",
-            format!("metadata holds at most {MAX_METADATA_ENTRIES} entries"),
-        ));
-    }
+    let request = decode_execute_request(&read_body(&runtime, body)?)?;
     if runtime.draining.load(Relaxed) {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -384,19 +411,8 @@ async fn reset(
     Ok(Json(serde_json::json!({ "namespaceSize": size })))
 }
 
-async fn checkpoint(
-    State(runtime): State<Arc<Runtime>>,
-    headers: HeaderMap,
-    Query(metadata): Query<BTreeMap<String, String>>,
-) -> ApiResult<Json<Checkpoint>> {
-    require_session_or_pool(&runtime, &headers)?;
-    if metadata.len() > MAX_METADATA_ENTRIES {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "tooMuchMetadata",
-            format!("metadata holds at most {MAX_METADATA_ENTRIES} entries"),
-        ));
-    }
+/// Asks the driver for its namespace metadata (and the names when `list_names`).
+async fn ask_driver(runtime: &Runtime, list_names: bool) -> ApiResult<CheckpointFrame> {
     let unavailable = || {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -407,20 +423,42 @@ async fn checkpoint(
     let (request_id, answer) = runtime.checkpoints.register();
     if runtime
         .writer
-        .send(&ToDriver::Checkpoint { request_id })
+        .send(&ToDriver::Checkpoint {
+            request_id,
+            list_names,
+        })
         .await
         .is_err()
     {
         runtime.checkpoints.forget(request_id);
         return Err(unavailable());
     }
-    let frame = match tokio::time::timeout(CHECKPOINT_TIMEOUT, answer).await {
-        Ok(Ok(frame)) => frame,
+    match tokio::time::timeout(CHECKPOINT_TIMEOUT, answer).await {
+        Ok(Ok(frame)) => Ok(frame),
         _ => {
             runtime.checkpoints.forget(request_id);
-            return Err(unavailable());
+            Err(unavailable())
         }
-    };
+    }
+}
+
+async fn checkpoint(
+    State(runtime): State<Arc<Runtime>>,
+    headers: HeaderMap,
+    query: Result<Query<BTreeMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Checkpoint>> {
+    require_session_or_pool(&runtime, &headers)?;
+    let Query(metadata) = query.map_err(|rejection| {
+        ApiError::new(StatusCode::BAD_REQUEST, "badQuery", rejection.body_text())
+    })?;
+    if metadata.len() > MAX_METADATA_ENTRIES {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "tooMuchMetadata",
+            format!("metadata holds at most {MAX_METADATA_ENTRIES} entries"),
+        ));
+    }
+    let frame = ask_driver(&runtime, false).await?;
     Ok(Json(Checkpoint {
         names: frame.names,
         functions: frame.functions,
@@ -431,6 +469,42 @@ async fn checkpoint(
         taken_at: jiff::Timestamp::now().to_string(),
         metadata,
     }))
+}
+
+/// `GET /v1/namespace` (pool token only, for the sidecar's Namespace view): names, type names and
+/// sizes, never values, bounded here whatever the driver sent.
+async fn namespace(
+    State(runtime): State<Arc<Runtime>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<NamespaceListing>> {
+    require_pool(&runtime, &headers)?;
+    let frame = ask_driver(&runtime, true).await?;
+    Ok(Json(bounded_listing(frame)))
+}
+
+/// Applies the listing bounds to what the driver reported.
+pub fn bounded_listing(frame: CheckpointFrame) -> NamespaceListing {
+    let mut truncated = frame.truncated || frame.entries.len() > MAX_NAMESPACE_ENTRIES;
+    let mut entries = frame.entries;
+    entries.truncate(MAX_NAMESPACE_ENTRIES);
+    for entry in &mut entries {
+        entry.name = truncate(&entry.name, MAX_NAMESPACE_NAME_BYTES);
+        entry.type_name = truncate(&entry.type_name, MAX_NAMESPACE_TYPE_BYTES);
+    }
+    if (entries.len() as u64) < frame.names {
+        truncated = true;
+    }
+    NamespaceListing {
+        names: frame.names,
+        functions: frame.functions,
+        classes: frame.classes,
+        modules: frame.modules,
+        estimated_bytes: frame.estimated_bytes,
+        unpicklable: frame.unpicklable,
+        entries,
+        truncated,
+        taken_at: jiff::Timestamp::now().to_string(),
+    }
 }
 
 fn no_promise() -> ApiError {

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
 use crate::warn_once::WarnOnce;
-use crate::wire::execute::{ExecutionMode, OutputStream};
+use crate::wire::execute::{ExecutionMode, NamespaceEntry, OutputStream};
 use crate::wire::frame::{self, FrameError};
 
 /// The Python driver, carried in the binary.
@@ -59,6 +59,8 @@ pub enum ToDriver<'a> {
     Reset,
     Checkpoint {
         request_id: u64,
+        /// Also list the names (`GET /v1/namespace`), not only count them.
+        list_names: bool,
     },
 }
 
@@ -72,6 +74,11 @@ pub struct CheckpointFrame {
     pub modules: u64,
     pub estimated_bytes: u64,
     pub unpicklable: u64,
+    /// Present when the request asked for names; bounded again by the worker.
+    #[serde(default)]
+    pub entries: Vec<NamespaceEntry>,
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 /// Driver → worker frames.
@@ -209,6 +216,15 @@ impl CheckpointWaiters {
 /// Where the driver puts the text of an output frame: `...,"text":"<escaped>"}`.
 const OUTPUT_TEXT_MARKER: &[u8] = br#","text":""#;
 
+/// Decodes one frame body from the driver: an output chunk (text kept JSON-encoded) or a message.
+/// Bytes that are neither are a [`FrameError::Malformed`], never a panic.
+pub fn decode_driver_frame(body: &[u8]) -> std::result::Result<DriverEvent, FrameError> {
+    if let Some(output) = decode_raw_output(body) {
+        return Ok(output);
+    }
+    frame::decode::<FromDriver>(body).map(DriverEvent::Message)
+}
+
 fn decode_raw_output(body: &[u8]) -> Option<DriverEvent> {
     if !body.starts_with(OUTPUT_FRAME_PREFIX) {
         return None;
@@ -320,15 +336,16 @@ impl Interpreter {
         tokio::spawn(async move {
             loop {
                 let message = match frame::read_frame_bytes_async(&mut stdout).await {
-                    Ok(body) => {
-                        if let Some(output) = decode_raw_output(&body) {
-                            if tx.send(output).await.is_err() {
+                    Ok(body) => match decode_driver_frame(&body) {
+                        Ok(DriverEvent::Message(message)) => Ok(message),
+                        Ok(event) => {
+                            if tx.send(event).await.is_err() {
                                 break;
                             }
                             continue;
                         }
-                        frame::decode::<FromDriver>(&body)
-                    }
+                        Err(error) => Err(error),
+                    },
                     Err(error) => Err(error),
                 };
                 match message {

@@ -1,14 +1,18 @@
 //! Sends trace events to the sidecar's Unix socket: non-blocking for callers, bounded, drops counted.
 //!
 //! Events go through a queue of [`TRACE_QUEUE_CAPACITY`]; when it is full (sidecar slow or absent)
-//! new events are dropped and counted. A background task writes them as frames and reconnects with
-//! backoff when the socket is missing or breaks.
+//! new events are dropped and counted. Callers only build the event and `try_send` it: encoding
+//! and writing happen in a background task, which lets events gather for [`LINGER`] and writes
+//! them as one batch of frames (≤ 256 KiB), so an execution's events cost the sidecar one wake-up
+//! and run after the response that produced them. It reconnects with backoff when the socket is
+//! missing or breaks; a frame cut by a broken connection is sent again whole.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
@@ -70,9 +74,56 @@ impl TraceSender {
     }
 }
 
+/// How long the writer lets events gather before writing them: the request that produced an event
+/// finishes its own response first, and a burst leaves in one write (one wake-up of the sidecar).
+const LINGER: Duration = Duration::from_millis(2);
+/// Most bytes written in one batch.
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+
+/// Encoded frames waiting to be written, with where each one ends.
+#[derive(Debug, Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Batch {
+    fn push(&mut self, event: &TraceEvent) -> bool {
+        let start = self.bytes.len();
+        self.bytes
+            .extend_from_slice(&[0; frame::FRAME_HEADER_BYTES]);
+        if serde_json::to_writer(&mut self.bytes, event).is_err() {
+            self.bytes.truncate(start);
+            return false;
+        }
+        let body = self.bytes.len() - start - frame::FRAME_HEADER_BYTES;
+        self.bytes[start..start + frame::FRAME_HEADER_BYTES]
+            .copy_from_slice(&(body as u32).to_be_bytes());
+        self.ends.push(self.bytes.len());
+        true
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Forgets the frames wholly within the first `written` bytes and returns how many there were;
+    /// a frame cut by a broken connection stays, to be sent whole on the next one.
+    fn consume(&mut self, written: usize) -> u64 {
+        let done = self.ends.iter().take_while(|end| **end <= written).count();
+        let cut = if done == 0 { 0 } else { self.ends[done - 1] };
+        self.bytes.drain(..cut);
+        self.ends.drain(..done);
+        for end in &mut self.ends {
+            *end -= cut;
+        }
+        done as u64
+    }
+}
+
 async fn write_loop(socket: PathBuf, mut rx: mpsc::Receiver<TraceEvent>, sent: Arc<AtomicU64>) {
     let mut backoff = Duration::from_millis(100);
-    let mut pending: Option<TraceEvent> = None;
+    let mut batch = Batch::default();
     loop {
         let mut stream = match UnixStream::connect(&socket).await {
             Ok(stream) => {
@@ -89,18 +140,67 @@ async fn write_loop(socket: PathBuf, mut rx: mpsc::Receiver<TraceEvent>, sent: A
             }
         };
         loop {
-            let event = match pending.take() {
-                Some(event) => event,
-                None => match rx.recv().await {
-                    Some(event) => event,
+            if batch.is_empty() {
+                match rx.recv().await {
+                    Some(event) => {
+                        batch.push(&event);
+                    }
                     None => return,
-                },
-            };
-            if frame::write_frame_async(&mut stream, &event).await.is_err() {
-                pending = Some(event);
+                }
+                tokio::time::sleep(LINGER).await;
+            }
+            while batch.bytes.len() < MAX_BATCH_BYTES {
+                match rx.try_recv() {
+                    Ok(event) => {
+                        batch.push(&event);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let mut written = 0;
+            let mut broken = false;
+            while written < batch.bytes.len() {
+                match stream.write(&batch.bytes[written..]).await {
+                    Ok(0) | Err(_) => {
+                        broken = true;
+                        break;
+                    }
+                    Ok(n) => written += n,
+                }
+            }
+            sent.fetch_add(batch.consume(written), Relaxed);
+            if broken {
                 break;
             }
-            sent.fetch_add(1, Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::trace::TraceEventKind;
+
+    fn event(id: &str) -> TraceEvent {
+        TraceEvent::new(TraceEventKind::Submit, id, None)
+    }
+
+    #[test]
+    fn a_batch_holds_whole_frames_and_keeps_the_cut_one() {
+        let mut batch = Batch::default();
+        for id in ["a", "b", "c"] {
+            assert!(batch.push(&event(id)));
+        }
+        let first_end = batch.ends[0];
+        // The connection broke inside the second frame: the first is sent, the rest stays.
+        assert_eq!(batch.consume(first_end + 3), 1);
+        assert_eq!(batch.ends.len(), 2);
+        let mut reader = batch.bytes.as_slice();
+        let second: TraceEvent = frame::read_frame(&mut reader).unwrap();
+        assert_eq!(second.execution_id, "b");
+        let third: TraceEvent = frame::read_frame(&mut reader).unwrap();
+        assert_eq!(third.execution_id, "c");
+        assert_eq!(batch.consume(batch.bytes.len()), 2);
+        assert!(batch.is_empty() && batch.bytes.is_empty());
     }
 }

@@ -192,6 +192,45 @@ pub struct Checkpoint {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// Most entries `GET /v1/namespace` lists (the largest names first).
+pub const MAX_NAMESPACE_ENTRIES: usize = 1000;
+/// Longest name listed, in bytes; longer names are cut (on a character boundary).
+pub const MAX_NAMESPACE_NAME_BYTES: usize = 128;
+/// Longest type name listed, in bytes.
+pub const MAX_NAMESPACE_TYPE_BYTES: usize = 64;
+
+/// One name of the interpreter namespace: its name, its type's name and its estimated size.
+/// Never its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceEntry {
+    pub name: String,
+    /// The value's type name (`int`, `DataFrame`, `module`, ...).
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// Pickled size estimate (in-memory size when it cannot be pickled; 0 for modules).
+    pub size_bytes: u64,
+}
+
+/// Reply of `GET /v1/namespace` (pool token only): the checkpoint counts plus a bounded list of
+/// names, largest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceListing {
+    pub names: u64,
+    pub functions: u64,
+    pub classes: u64,
+    pub modules: u64,
+    pub estimated_bytes: u64,
+    pub unpicklable: u64,
+    /// At most [`MAX_NAMESPACE_ENTRIES`], largest first.
+    pub entries: Vec<NamespaceEntry>,
+    /// Whether names were left out of `entries` by the bound.
+    pub truncated: bool,
+    /// RFC 3339.
+    pub taken_at: String,
+}
+
 /// A pending promise or input request, for introspection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -16,6 +16,10 @@ pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 /// Size of the length prefix in bytes.
 pub const FRAME_HEADER_BYTES: usize = 4;
 
+/// Most bytes reserved up front for a frame body: a header alone cannot make the reader allocate
+/// [`MAX_FRAME_BYTES`]; a real large frame grows its buffer as its bytes arrive.
+const INITIAL_BODY_CAPACITY: usize = 64 * 1024;
+
 /// What can go wrong with a frame.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -85,8 +89,11 @@ pub fn read_frame_bytes<R: Read>(reader: &mut R) -> Result<Vec<u8>, FrameError> 
     }
     match checked_len(header) {
         Ok(size) => {
-            let mut body = vec![0u8; size];
-            reader.read_exact(&mut body)?;
+            let mut body = Vec::with_capacity(size.min(INITIAL_BODY_CAPACITY));
+            reader.take(size as u64).read_to_end(&mut body)?;
+            if body.len() < size {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            }
             Ok(body)
         }
         Err(size) => {
@@ -129,7 +136,7 @@ pub async fn read_frame_bytes_async<R: AsyncRead + Unpin>(
     match checked_len(header) {
         Ok(size) => {
             // read_to_end into spare capacity: no zero-filling of a buffer about to be overwritten.
-            let mut body = Vec::with_capacity(size);
+            let mut body = Vec::with_capacity(size.min(INITIAL_BODY_CAPACITY));
             (&mut *reader)
                 .take(size as u64)
                 .read_to_end(&mut body)
