@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::error::{Error, Result};
+use crate::rate_limit::Rate;
 use crate::redaction::Redaction;
 
 /// One introspection view; each is off unless the pool's policy lists it.
@@ -113,6 +114,22 @@ pub struct Config {
     pub introspection_redaction: Redaction,
     #[arg(long, env = "CAPSULE_AUDIT", default_value_t = true, action = clap::ArgAction::Set)]
     pub audit: bool,
+    /// Introspection requests per second one client (peer IP) may make (1..=10,000).
+    #[arg(long, env = "CAPSULE_INTROSPECTION_CLIENT_RATE", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub introspection_client_rate: u32,
+    /// Requests one client may make at once above its rate (1..=10,000).
+    #[arg(long, env = "CAPSULE_INTROSPECTION_CLIENT_BURST", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub introspection_client_burst: u32,
+    /// Introspection requests per second over all clients (1..=100,000).
+    #[arg(long, env = "CAPSULE_INTROSPECTION_GLOBAL_RATE", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub introspection_global_rate: u32,
+    /// Requests all clients may make at once above the overall rate (1..=100,000).
+    #[arg(long, env = "CAPSULE_INTROSPECTION_GLOBAL_BURST", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub introspection_global_burst: u32,
     /// The worker's API; default `http://$POD_IP:8000`, else `http://127.0.0.1:8000`.
     #[arg(long, env = "CAPSULE_WORKER_URL")]
     pub worker_url: Option<String>,
@@ -137,6 +154,20 @@ impl Config {
             None if !self.pod_ip.is_empty() => format!("http://{}:8000", self.pod_ip),
             None => "http://127.0.0.1:8000".to_owned(),
         }
+    }
+
+    /// The introspection rate limits (per client and overall).
+    pub fn introspection_rates(&self) -> (Rate, Rate) {
+        (
+            Rate {
+                per_second: f64::from(self.introspection_client_rate),
+                burst: f64::from(self.introspection_client_burst),
+            },
+            Rate {
+                per_second: f64::from(self.introspection_global_rate),
+                burst: f64::from(self.introspection_global_burst),
+            },
+        )
     }
 
     pub fn max_age(&self) -> Duration {

@@ -13,6 +13,7 @@ pub mod export;
 pub mod exposition;
 pub mod gate;
 pub mod metrics;
+pub mod rate_limit;
 pub mod receiver;
 pub mod redaction;
 pub mod server;

@@ -1,5 +1,6 @@
 //! `capsule-sidecar`: the worker pod's second container.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use capsule_sidecar::config::{Config, LogFormat};
 use capsule_sidecar::export::{self, SpanAssembler, SpanIdentity};
 use capsule_sidecar::gate::Gate;
 use capsule_sidecar::metrics::Metrics;
+use capsule_sidecar::rate_limit::RateLimiter;
 use capsule_sidecar::receiver::{self, Ingest};
 use capsule_sidecar::redaction::Redactor;
 use capsule_sidecar::server::{self, AppState};
@@ -109,6 +111,10 @@ async fn run(config: Config) -> Result<()> {
         gate: Gate::new(kube.clone(), &config.pool, &config.pod_namespace),
         views,
         audit: config.audit,
+        limiter: {
+            let (client, global) = config.introspection_rates();
+            RateLimiter::new(client, global)
+        },
         sources: Sources {
             ingest: ingest.clone(),
             redactor: Redactor::new(config.introspection_redaction, &key),
@@ -133,13 +139,16 @@ async fn run(config: Config) -> Result<()> {
     })?;
     println!("capsule-sidecar listening on {local}");
     tracing::info!(%local, socket = %config.trace_socket.display(), "capsule-sidecar serving");
-    axum::serve(tcp, server::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|source| Error::Io {
-            what: "serving HTTP".into(),
-            source,
-        })?;
+    axum::serve(
+        tcp,
+        server::router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(|source| Error::Io {
+        what: "serving HTTP".into(),
+        source,
+    })?;
     let _ = std::fs::remove_file(&config.trace_socket);
     Ok(())
 }

@@ -1,16 +1,34 @@
 //! The sidecar's own Prometheus metrics (text format on `/metrics`).
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use std::fmt::Write;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 /// Why a frame from the worker was rejected.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum FrameRejection {
     Malformed,
     Oversized,
+}
+
+impl FrameRejection {
+    /// The label value (lower_snake, like every label value of the project).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FrameRejection::Malformed => "malformed",
+            FrameRejection::Oversized => "oversized",
+        }
+    }
+}
+
+impl EncodeLabelValue for FrameRejection {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -19,8 +37,8 @@ pub struct RejectionLabels {
 }
 
 /// The gate's answer to one introspection request.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Decision {
     Allowed,
     Unauthenticated,
@@ -38,6 +56,27 @@ impl Decision {
             Decision::Disabled => "disabled",
             Decision::Unavailable => "unavailable",
         }
+    }
+}
+
+impl EncodeLabelValue for Decision {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateLimitLabels {
+    pub scope: RateLimitScope,
+}
+
+/// The `scope` label of refused introspection requests: `client` or `global`.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub struct RateLimitScope(pub crate::rate_limit::Scope);
+
+impl EncodeLabelValue for RateLimitScope {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.0.as_str())
     }
 }
 
@@ -60,6 +99,8 @@ pub struct Metrics {
     pub buffer_events: Gauge,
     pub buffer_bytes: Gauge,
     pub introspection_requests: Family<DecisionLabels, Counter>,
+    /// Introspection requests answered 429 before the gate, by the bound that refused them.
+    pub introspection_rate_limited: Family<RateLimitLabels, Counter>,
 }
 
 impl Metrics {
@@ -111,7 +152,20 @@ impl Metrics {
             "Introspection requests by the gate's decision",
             self.introspection_requests.clone(),
         );
+        registry.register(
+            "introspection_rate_limited",
+            "Introspection requests refused with 429 by the per-client or overall rate limit",
+            self.introspection_rate_limited.clone(),
+        );
         registry
+    }
+
+    pub fn record_rate_limited(&self, scope: crate::rate_limit::Scope) {
+        self.introspection_rate_limited
+            .get_or_create(&RateLimitLabels {
+                scope: RateLimitScope(scope),
+            })
+            .inc();
     }
 
     pub fn record_decision(&self, decision: Decision) {

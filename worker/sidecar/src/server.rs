@@ -1,10 +1,13 @@
 //! The HTTP server on the pod IP (port 8001): `/healthz`, `/readyz`, `/metrics` (unauthenticated,
 //! like any scrape target) and the gated introspection views under `/v1/introspection/`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -16,6 +19,7 @@ use crate::config::View;
 use crate::exposition;
 use crate::gate::{Gate, Verdict};
 use crate::metrics::{Decision, Metrics};
+use crate::rate_limit::{RateLimiter, Scope};
 use crate::views::Sources;
 
 /// Shared by every request.
@@ -26,19 +30,56 @@ pub struct AppState {
     pub views: Vec<View>,
     pub audit: bool,
     pub sources: Sources,
+    pub limiter: RateLimiter,
 }
 
+/// The routes. Serve them with `into_make_service_with_connect_info::<SocketAddr>()`: the
+/// introspection rate limit keys clients by peer address.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
-        .route("/metrics", get(metrics))
+    let introspection = Router::new()
         .route("/v1/introspection/{view}", get(view))
         .route(
             "/v1/introspection/traces/{execution_id}",
             get(execution_traces),
         )
+        .route_layer(middleware::from_fn_with_state(state.clone(), rate_limit));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .merge(introspection)
         .with_state(state)
+}
+
+/// Refuses over-limit introspection requests with 429 before they reach the gate. They are counted
+/// (`capsule_sidecar_introspection_rate_limited_total`) rather than audited one by one, so a flood
+/// cannot flood the log either.
+async fn rate_limit(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match state.limiter.check(peer.ip(), Instant::now()) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => {
+            state.metrics.record_rate_limited(refusal.scope);
+            let bound = match refusal.scope {
+                Scope::Client => "per-client introspection rate limit (CAPSULE_INTROSPECTION_CLIENT_RATE / _BURST)",
+                Scope::Global => "overall introspection rate limit (CAPSULE_INTROSPECTION_GLOBAL_RATE / _BURST)",
+            };
+            let mut response = problem(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rateLimited",
+                &format!("over the {bound}; retry later"),
+            );
+            let seconds = refusal.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response
+        }
+    }
 }
 
 async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
@@ -107,10 +148,9 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 fn problem(status: StatusCode, code: &str, message: &str) -> Response {
     let mut response = (status, Json(json!({ "code": code, "message": message }))).into_response();
     if status == StatusCode::UNAUTHORIZED {
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     response
 }

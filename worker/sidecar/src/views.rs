@@ -1,12 +1,12 @@
-//! The introspection views' data: traces from the buffer; pending promises, namespace summary and
-//! counters from the worker's API (with the pool token); the pool's status summary from the
+//! The introspection views' data: traces from the buffer; pending promises, the namespace listing
+//! and counters from the worker's API (with the pool token); the pool's status summary from the
 //! Kubernetes API. Every identifier passes the introspection policy's redaction; values, code and
 //! output are never read.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use capsule_worker::wire::execute::{Checkpoint, WorkerStats};
+use capsule_worker::wire::execute::{NamespaceListing, WorkerStats, MAX_NAMESPACE_ENTRIES};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{json, Map, Value};
 
@@ -154,17 +154,33 @@ impl Sources {
         Ok(json!({ "pending": promises.len(), "promises": promises }))
     }
 
-    /// The namespace summary: counts by type and the estimated size; never names' values.
+    /// The namespace summary: counts by type, the estimated size, and the names (largest first,
+    /// at most the worker's bound) with their type and size; names pass the introspection
+    /// redaction (`Drop` removes them, keeping type and size). Never values.
     pub async fn namespace_summary(&self) -> Result<Value> {
-        let checkpoint: Checkpoint = self.worker_get("/v1/checkpoint").await?;
+        let listing: NamespaceListing = self.worker_get("/v1/namespace").await?;
+        let entries: Vec<Value> = listing
+            .entries
+            .iter()
+            .take(MAX_NAMESPACE_ENTRIES)
+            .map(|entry| {
+                let mut object = Map::new();
+                self.redact_into(&mut object, "name", Some(&entry.name));
+                object.insert("type".into(), json!(entry.type_name));
+                object.insert("sizeBytes".into(), json!(entry.size_bytes));
+                Value::Object(object)
+            })
+            .collect();
         Ok(json!({
-            "names": checkpoint.names,
-            "functions": checkpoint.functions,
-            "classes": checkpoint.classes,
-            "modules": checkpoint.modules,
-            "estimatedBytes": checkpoint.estimated_bytes,
-            "unpicklable": checkpoint.unpicklable,
-            "takenAt": checkpoint.taken_at,
+            "names": listing.names,
+            "functions": listing.functions,
+            "classes": listing.classes,
+            "modules": listing.modules,
+            "estimatedBytes": listing.estimated_bytes,
+            "unpicklable": listing.unpicklable,
+            "entries": entries,
+            "truncated": listing.truncated || listing.entries.len() > MAX_NAMESPACE_ENTRIES,
+            "takenAt": listing.taken_at,
         }))
     }
 

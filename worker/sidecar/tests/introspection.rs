@@ -218,7 +218,9 @@ async fn gate_answers_401_403_404_200_with_redaction_and_audit() {
                 "CAPSULE_INTROSPECTION_VIEWS",
                 "Traces,Promises,Counters,Pool",
             )
-            .env("CAPSULE_INTROSPECTION_REDACTION", mode);
+            .env("CAPSULE_INTROSPECTION_REDACTION", mode)
+            // The polling below must not meet the rate limit (tests/rate_limit.rs covers it).
+            .env("CAPSULE_INTROSPECTION_CLIENT_RATE", "1000");
         let mut sidecar = start_sidecar(command, &sidecar_dir);
 
         let (status, _) = get(&sidecar, "/v1/introspection/promises", None).await;
@@ -315,7 +317,7 @@ async fn gate_answers_401_403_404_200_with_redaction_and_audit() {
         assert_eq!(
             metric(
                 &metrics,
-                r#"capsule_sidecar_introspection_requests_total{decision="Forbidden"}"#
+                r#"capsule_sidecar_introspection_requests_total{decision="forbidden"}"#
             ),
             Some(1.0),
             "{metrics}"
@@ -333,5 +335,63 @@ async fn gate_answers_401_403_404_200_with_redaction_and_audit() {
     assert_eq!(resolved.status(), 204);
     let stream = tokio::time::timeout(WAIT, waiting).await.unwrap().unwrap();
     assert!(stream.contains("\"result\""), "{stream}");
+    worker.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_view_lists_names_under_each_redaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start_cluster(dir.path()).await;
+    let viewer = token(&cluster.client, "viewer").await;
+    let mut worker = start_worker(worker_command(None), dir.path());
+    bind_session(&worker, "session-1", "session-token").await;
+    let events = execute(
+        &worker,
+        "session-token",
+        "customer_table = 'SECRETVALUE' * 100\nretries = 3",
+        None,
+    )
+    .await;
+    assert_eq!(events.last().unwrap()["type"], "result", "{events:?}");
+
+    let key = b"pool-secret-token";
+    for mode in ["Hash", "None", "Drop"] {
+        let sidecar_dir = dir.path().join(mode);
+        std::fs::create_dir_all(&sidecar_dir).unwrap();
+        let mut command = sidecar_command(&sidecar_dir.join("unused.sock"));
+        command
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .env("CAPSULE_WORKER_URL", worker.url(""))
+            .env("CAPSULE_INTROSPECTION_VIEWS", "Namespace")
+            .env("CAPSULE_INTROSPECTION_REDACTION", mode);
+        let mut sidecar = start_sidecar(command, &sidecar_dir);
+        let (status, body) = get(&sidecar, "/v1/introspection/namespace", Some(&viewer)).await;
+        assert_eq!(status, 200, "{mode}: {body}");
+        assert!(
+            !body.to_string().contains("SECRETVALUE"),
+            "values never shown"
+        );
+        assert_eq!(body["names"], 2, "{body}");
+        assert_eq!(body["truncated"], false);
+        let entries = body["entries"].as_array().unwrap();
+        assert_eq!(entries.len(), 2, "{body}");
+        // Largest first: the string, then the int.
+        assert_eq!(entries[0]["type"], "str");
+        assert!(entries[0]["sizeBytes"].as_u64().unwrap() >= 1100);
+        assert_eq!(entries[1]["type"], "int");
+        let names: Vec<Option<&str>> = entries.iter().map(|e| e["name"].as_str()).collect();
+        match mode {
+            "None" => assert_eq!(names, [Some("customer_table"), Some("retries")]),
+            "Hash" => assert_eq!(
+                names,
+                [
+                    Some(keyed_hash(key, "customer_table").as_str()),
+                    Some(keyed_hash(key, "retries").as_str())
+                ]
+            ),
+            _ => assert_eq!(names, [None, None], "Drop removes names: {body}"),
+        }
+        sidecar.stop();
+    }
     worker.stop();
 }

@@ -54,7 +54,7 @@ async fn malformed_and_oversized_frames_are_counted_and_skipped() {
     assert_eq!(
         metric(
             &text,
-            r#"capsule_sidecar_trace_frames_rejected_total{reason="Malformed"}"#
+            r#"capsule_sidecar_trace_frames_rejected_total{reason="malformed"}"#
         ),
         Some(2.0),
         "{text}"
@@ -62,7 +62,7 @@ async fn malformed_and_oversized_frames_are_counted_and_skipped() {
     assert_eq!(
         metric(
             &text,
-            r#"capsule_sidecar_trace_frames_rejected_total{reason="Oversized"}"#
+            r#"capsule_sidecar_trace_frames_rejected_total{reason="oversized"}"#
         ),
         Some(1.0),
         "{text}"
@@ -86,7 +86,7 @@ async fn malformed_and_oversized_frames_are_counted_and_skipped() {
     assert_eq!(
         metric(
             &text,
-            r#"capsule_sidecar_trace_frames_rejected_total{reason="Oversized"}"#
+            r#"capsule_sidecar_trace_frames_rejected_total{reason="oversized"}"#
         ),
         Some(2.0),
         "{text}"
