@@ -99,16 +99,27 @@ impl DevCluster {
     /// Starts the devcluster with its kubelet mapping the worker and sidecar images to this
     /// workspace's binaries.
     pub fn start(state_dir: &Path) -> DevCluster {
+        Self::start_with_image_maps(state_dir, &[])
+    }
+
+    /// Like [`DevCluster::start`], with more `--image-map PATTERN=COMMAND` entries after the
+    /// worker's and the sidecar's (e.g. the operator image, for the Helm chart's Deployment).
+    pub fn start_with_image_maps(state_dir: &Path, extra_image_maps: &[String]) -> DevCluster {
         let worker = bin("capsule-worker");
         let sidecar = bin("capsule-sidecar");
-        let mut child = Command::new(bin("capsule-devcluster"))
+        let mut command = Command::new(bin("capsule-devcluster"));
+        command
             .arg("serve")
             .arg("--state-dir")
             .arg(state_dir)
             .arg("--image-map")
             .arg(format!("capsule-worker:*={}", worker.display()))
             .arg("--image-map")
-            .arg(format!("capsule-sidecar:*={}", sidecar.display()))
+            .arg(format!("capsule-sidecar:*={}", sidecar.display()));
+        for mapping in extra_image_maps {
+            command.arg("--image-map").arg(mapping);
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::from(
                 std::fs::File::create(state_dir.join("devcluster.log")).unwrap(),
