@@ -602,19 +602,59 @@ fn helm_install_runs_the_operator_which_reconciles_a_pool() {
         pod["spec"]["serviceAccountName"], FULLNAME,
         "the operator acts as the chart's ServiceAccount, so the chart's RBAC is what it has"
     );
-    if leader_election {
-        wait_for("one leader pod", Duration::from_secs(30), || {
-            let leaders = pods(
-                &cluster,
-                NAMESPACE,
-                &format!("{selector},capsule.dev/leader=true"),
-            );
-            if leaders.len() == 1 {
+    // The heartbeat Service selects exactly one pod: the leader (with election, once it labelled
+    // itself) or the only replica.
+    let service: Value = serde_json::from_str(
+        &cluster.kubectl(&["get", "service", "-n", NAMESPACE, FULLNAME, "-o", "json"]),
+    )
+    .unwrap();
+    let service_selector = service["spec"]["selector"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap()))
+        .collect::<Vec<_>>()
+        .join(",");
+    assert_eq!(
+        service_selector.contains("capsule.dev/leader=true"),
+        leader_election
+    );
+    wait_for(
+        "the heartbeat Service selecting one pod",
+        Duration::from_secs(30),
+        || {
+            let selected = pods(&cluster, NAMESPACE, &service_selector);
+            if selected.len() == 1 && pod_ready(&selected[0]) {
                 Ok(())
             } else {
-                Err(format!("{} leaders", leaders.len()))
+                Err(format!(
+                    "{} selected: {}",
+                    selected.len(),
+                    pod_summary(&selected)
+                ))
             }
-        });
+        },
+    );
+    // Every replica serves health and metrics on its pod IP, port 8080 (the metrics Service's
+    // endpoints).
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    for pod in &pods(&cluster, NAMESPACE, &selector) {
+        let ip = pod["status"]["podIP"].as_str().unwrap();
+        let ready = http.get(format!("http://{ip}:8080/readyz")).send().unwrap();
+        assert_eq!(ready.status(), 200, "{ip}: /readyz");
+        let metrics = http
+            .get(format!("http://{ip}:8080/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        assert!(
+            metrics.contains("# TYPE capsule_"),
+            "{ip}: /metrics: {metrics}"
+        );
     }
 
     let pool = std::fs::read_to_string(workspace().join("examples/pool-minimal.yaml")).unwrap();
