@@ -130,10 +130,14 @@ fn rule<'a>(role: &'a Value, group: &str, resource: &str) -> Vec<&'a str> {
 #[test]
 fn lint_is_clean_and_strict() {
     let chart = chart_dir();
-    for strict in [false, true] {
+    let no_values: &[&str] = &[];
+    for (strict, sets) in [(false, no_values), (true, no_values), (true, EVERY_OPTION)] {
         let mut args = vec!["lint", chart.to_str().unwrap()];
         if strict {
             args.push("--strict");
+        }
+        for set in sets {
+            args.extend(["--set", *set]);
         }
         let out = helm(&args);
         let stdout = text(&out.stdout);
