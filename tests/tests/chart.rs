@@ -688,6 +688,40 @@ fn helm_install_runs_the_operator_which_reconciles_a_pool() {
         },
     );
 
+    if leader_election {
+        // Failover through the chart's wiring: the leader pod goes, a follower takes the Lease,
+        // labels itself, and the heartbeat Service selects it (the Deployment replaces the pod).
+        let leader_selector = format!("{selector},capsule.dev/leader=true");
+        let old_leader = pods(&cluster, NAMESPACE, &leader_selector)[0]["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        cluster.kubectl(&[
+            "delete",
+            "pod",
+            "-n",
+            NAMESPACE,
+            &old_leader,
+            "--wait=false",
+        ]);
+        wait_for(
+            "a follower to take over as the Service's one leader",
+            Duration::from_secs(45),
+            || {
+                let selected = pods(&cluster, NAMESPACE, &service_selector);
+                let names: Vec<&str> = selected
+                    .iter()
+                    .filter_map(|p| p["metadata"]["name"].as_str())
+                    .collect();
+                if selected.len() == 1 && names[0] != old_leader && pod_ready(&selected[0]) {
+                    Ok(())
+                } else {
+                    Err(format!("selected {names:?}, old leader {old_leader}"))
+                }
+            },
+        );
+    }
+
     let out = helm(&[
         "uninstall",
         RELEASE,
