@@ -481,13 +481,12 @@ fn bad_values_are_refused_naming_the_field() {
     template(&["leaderElection.enabled=false", "replicaCount=1"]);
 }
 
-/// Whether the operator binary already has `run --leader-election` (the HA work lands separately).
-fn operator_has_leader_election() -> bool {
+fn operator_help() -> String {
     let out = Command::new(bin("capsule-operator"))
         .args(["run", "--help"])
         .output()
         .expect("capsule-operator runs");
-    text(&out.stdout).contains("--leader-election")
+    text(&out.stdout)
 }
 
 fn pods(cluster: &DevCluster, namespace: &str, selector: &str) -> Vec<Value> {
@@ -518,7 +517,23 @@ fn pod_summary(pods: &[Value]) -> String {
 }
 
 #[test]
-fn helm_install_runs_the_operator_which_reconciles_a_pool() {
+fn helm_install_ha_runs_the_operator_which_reconciles_a_pool_and_fails_over() {
+    assert!(
+        operator_help().contains("--leader-election"),
+        "capsule-operator run has no --leader-election, which the chart passes by default"
+    );
+    install_and_reconcile(true);
+}
+
+#[test]
+fn helm_install_single_replica_without_leader_election() {
+    install_and_reconcile(false);
+}
+
+/// `helm install` into a fresh devcluster, then: the operator pods Ready as the chart's
+/// ServiceAccount, the heartbeat Service selecting one pod, health and metrics on every pod IP,
+/// the example pool reconciled, failover (with election), and `helm uninstall`.
+fn install_and_reconcile(leader_election: bool) {
     let state = tempfile::tempdir().unwrap();
     let operator_map = format!(
         "capsule-operator:*={} {{args}}",
@@ -528,7 +543,6 @@ fn helm_install_runs_the_operator_which_reconciles_a_pool() {
     let kubeconfig = cluster.kubeconfig.to_str().unwrap().to_string();
     let chart = chart_dir();
 
-    let leader_election = operator_has_leader_election();
     let mut args = vec![
         "install",
         RELEASE,
@@ -559,10 +573,6 @@ fn helm_install_runs_the_operator_which_reconciles_a_pool() {
         "sidecarRbac.serviceAccounts[0].namespace=default",
     ];
     if !leader_election {
-        // Until the operator has --leader-election: one replica, no leader label on the Service.
-        eprintln!(
-            "capsule-operator has no --leader-election yet: installing one replica without it"
-        );
         args.extend([
             "--set",
             "leaderElection.enabled=false",
