@@ -530,6 +530,39 @@ fn helm_install_single_replica_without_leader_election() {
     install_and_reconcile(false);
 }
 
+#[test]
+fn every_flag_the_chart_passes_is_one_the_operator_accepts() {
+    for sets in [
+        &[][..],
+        &[
+            "operator.watchNamespace=team-a",
+            "operator.listenOnPodIP=true",
+            "operator.logFormat=text",
+            "operator.heartbeatUrl=http://example.test:8080/v1/heartbeats",
+        ][..],
+    ] {
+        let objects = template(sets);
+        let deployment = find(&objects, "Deployment", FULLNAME);
+        let args: Vec<String> =
+            strings(&deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+                .iter()
+                .map(|a| a.replace("$(POD_IP)", "127.0.0.1"))
+                .collect();
+        // clap stops at --help only once every argument before it parsed: an unknown flag or a
+        // bad value fails first.
+        let out = Command::new(bin("capsule-operator"))
+            .args(&args)
+            .arg("--help")
+            .output()
+            .expect("capsule-operator runs");
+        assert!(
+            out.status.success(),
+            "capsule-operator refuses the chart's arguments {args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
 /// `helm install` into a fresh devcluster, then: the operator pods Ready as the chart's
 /// ServiceAccount, the heartbeat Service selecting one pod, health and metrics on every pod IP,
 /// the example pool reconciled, failover (with election), and `helm uninstall`.
