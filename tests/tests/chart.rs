@@ -421,6 +421,122 @@ fn prometheus_rules_pass_promtool() {
     );
 }
 
+/// Synthetic series for `promtool test rules`: pool a/full is at its maximum with nothing idle,
+/// silent, and keeps missing; pool a/ok has idle workers and drops output; the pool controller
+/// fails half its reconciles; heartbeats are refused for a bad token (and rate limited, which is
+/// not an alert).
+const ALERT_UNIT_TESTS: &str = r#"
+rule_files: [rules.yaml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'capsule_pool_workers{namespace="a", pool="full", phase="Bound"}'
+        values: '5x40'
+      - series: 'capsule_pool_workers{namespace="a", pool="full", phase="Idle"}'
+        values: '0x40'
+      - series: 'capsule_pool_workers{namespace="a", pool="full", phase="Terminating"}'
+        values: '1x40'
+      - series: 'capsule_pool_max_workers{namespace="a", pool="full"}'
+        values: '5x40'
+      - series: 'capsule_pool_heartbeat_age_seconds{namespace="a", pool="full"}'
+        values: '100x40'
+      - series: 'capsule_pool_misses_total{namespace="a", pool="full"}'
+        values: '0+1x40'
+      - series: 'capsule_pool_workers{namespace="a", pool="ok", phase="Bound"}'
+        values: '3x40'
+      - series: 'capsule_pool_workers{namespace="a", pool="ok", phase="Idle"}'
+        values: '2x40'
+      - series: 'capsule_pool_max_workers{namespace="a", pool="ok"}'
+        values: '5x40'
+      - series: 'capsule_pool_heartbeat_age_seconds{namespace="a", pool="ok"}'
+        values: '4x40'
+      - series: 'capsule_pool_misses_total{namespace="a", pool="ok"}'
+        values: '0+1x40'
+      - series: 'capsule_pool_outputs_total{namespace="a", pool="ok", result="dropped"}'
+        values: '0+10x40'
+      - series: 'capsule_pool_outputs_total{namespace="a", pool="full", result="dropped"}'
+        values: '7x40'
+      - series: 'capsule_reconcile_runs_total{controller="pool"}'
+        values: '0+10x40'
+      - series: 'capsule_reconcile_failures_total{controller="pool", error_kind="conflict"}'
+        values: '0+5x40'
+      - series: 'capsule_reconcile_runs_total{controller="session"}'
+        values: '0+10x40'
+      - series: 'capsule_reconcile_failures_total{controller="session", error_kind="conflict"}'
+        values: '0x40'
+      - series: 'capsule_heartbeats_rejected_total{reason="bad_token"}'
+        values: '0+2x40'
+      - series: 'capsule_heartbeats_rejected_total{reason="rate_limited_pod"}'
+        values: '0+50x40'
+    alert_rule_test:
+      # Conditions hold from the start, but `for` keeps the alerts pending at first.
+      - eval_time: 4m
+        alertname: CapsulePoolExhausted
+        exp_alerts: []
+      - eval_time: 4m
+        alertname: CapsuleHeartbeatsStale
+        exp_alerts: []
+      - eval_time: 30m
+        alertname: CapsulePoolExhausted
+        exp_alerts:
+          - exp_labels: {severity: warning, namespace: a, pool: full}
+      - eval_time: 30m
+        alertname: CapsuleHeartbeatsStale
+        exp_alerts:
+          - exp_labels: {severity: warning, namespace: a, pool: full}
+      - eval_time: 30m
+        alertname: CapsuleSessionsWaiting
+        exp_alerts:
+          - exp_labels: {severity: warning, namespace: a, pool: full}
+      - eval_time: 30m
+        alertname: CapsuleSessionAcquisitionTimeouts
+        exp_alerts: []
+      - eval_time: 30m
+        alertname: CapsuleOutputDropped
+        exp_alerts:
+          - exp_labels: {severity: info, namespace: a, pool: ok}
+      - eval_time: 30m
+        alertname: CapsuleReconcileErrors
+        exp_alerts:
+          - exp_labels: {severity: warning, controller: pool}
+      - eval_time: 30m
+        alertname: CapsuleHeartbeatsRejected
+        exp_alerts:
+          - exp_labels: {severity: warning, reason: bad_token}
+"#;
+
+#[test]
+fn alerts_fire_on_the_conditions_they_name() {
+    let objects = template(&["prometheusRule.enabled=true"]);
+    let mut groups = find(&objects, "PrometheusRule", FULLNAME)["spec"]["groups"].clone();
+    // promtool compares annotations too when an alert fires; the tests here are about when
+    // alerts fire and with which labels (`promtool check rules` validates the annotations).
+    for group in groups.as_array_mut().unwrap() {
+        for rule in group["rules"].as_array_mut().unwrap() {
+            rule.as_object_mut().unwrap().remove("annotations");
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rules.yaml"),
+        serde_yaml::to_string(&serde_json::json!({ "groups": groups })).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("tests.yaml"), ALERT_UNIT_TESTS).unwrap();
+    let out = Command::new(tool("promtool"))
+        .args(["test", "rules", "tests.yaml"])
+        .current_dir(dir.path())
+        .output()
+        .expect("promtool runs");
+    assert!(
+        out.status.success(),
+        "promtool test rules failed:\n{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
 #[test]
 fn bad_values_are_refused_naming_the_field() {
     let chart = chart_dir();
