@@ -212,14 +212,17 @@ fn template_with_defaults() {
     assert_eq!(pod["serviceAccountName"], FULLNAME);
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     let container = &pod["containers"][0];
-    assert_eq!(container["image"], "capsule-operator:0.1.0");
+    // The chart's appVersion follows the workspace version: images are tagged with it.
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(container["image"], format!("capsule-operator:{version}"));
     let args = strings(&container["args"]);
     assert_eq!(args[0], "run");
+    let sidecar_image = format!("--sidecar-image=capsule-sidecar:{version}");
     for wanted in [
         "--leader-election",
         "--listen=0.0.0.0:8080",
         "--heartbeat-url=http://capsule-capsule-operator.capsule-system.svc:8080/v1/heartbeats",
-        "--sidecar-image=capsule-sidecar:0.1.0",
+        &sidecar_image,
     ] {
         assert!(args.contains(&wanted), "{wanted} missing from {args:?}");
     }
