@@ -97,6 +97,10 @@ pub struct Config {
     /// Path of the sidecar's Unix socket for trace events; unset = no trace events.
     #[arg(long, env = "CAPSULE_TRACE_SOCKET")]
     pub trace_socket: Option<PathBuf>,
+    /// How long trace events gather before one batched write, in ms (0..=1000); 0 writes as soon
+    /// as the writer task runs.
+    #[arg(long, env = "CAPSULE_TRACE_LINGER_MS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub trace_linger_ms: u64,
     /// Runtime threads: 1 runs everything on one thread (lowest round-trip latency); more use a
     /// multi-threaded runtime.
     #[arg(long, env = "CAPSULE_WORKER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]

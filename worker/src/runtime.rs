@@ -39,7 +39,10 @@ impl Runtime {
     /// Builds the runtime and starts the executor (which starts the interpreter).
     pub fn start(config: Config) -> Arc<Runtime> {
         let trace = Arc::new(match &config.trace_socket {
-            Some(path) => TraceSender::start(path.clone()),
+            Some(path) => TraceSender::start(
+                path.clone(),
+                std::time::Duration::from_millis(config.trace_linger_ms),
+            ),
             None => TraceSender::disabled(),
         });
         let writer = Arc::new(DriverWriter::default());

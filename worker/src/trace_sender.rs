@@ -2,7 +2,8 @@
 //!
 //! Events go through a queue of [`TRACE_QUEUE_CAPACITY`]; when it is full (sidecar slow or absent)
 //! new events are dropped and counted. Callers only build the event and `try_send` it: encoding
-//! and writing happen in a background task, which lets events gather for [`LINGER`] and writes
+//! and writing happen in a background task, which lets events gather for a linger
+//! (`CAPSULE_TRACE_LINGER_MS`, default 2 ms) and writes
 //! them as one batch of frames (≤ 256 KiB), so an execution's events cost the sidecar one wake-up
 //! and run after the response that produced them. It reconnects with backoff when the socket is
 //! missing or breaks; a frame cut by a broken connection is sent again whole.
@@ -40,11 +41,11 @@ impl TraceSender {
         Self::default()
     }
 
-    /// Starts the writer task for `socket`.
-    pub fn start(socket: PathBuf) -> Self {
+    /// Starts the writer task for `socket`, batching what arrives within `linger`.
+    pub fn start(socket: PathBuf, linger: Duration) -> Self {
         let (tx, rx) = mpsc::channel(TRACE_QUEUE_CAPACITY);
         let sent = Arc::new(AtomicU64::new(0));
-        tokio::spawn(write_loop(socket, rx, sent.clone()));
+        tokio::spawn(write_loop(socket, rx, sent.clone(), linger));
         TraceSender {
             queue: Some(tx),
             sent,
@@ -74,9 +75,8 @@ impl TraceSender {
     }
 }
 
-/// How long the writer lets events gather before writing them: the request that produced an event
-/// finishes its own response first, and a burst leaves in one write (one wake-up of the sidecar).
-const LINGER: Duration = Duration::from_millis(2);
+// Why linger: the request that produced an event finishes its own response first, and a burst
+// leaves in one write (one wake-up of the sidecar).
 /// Most bytes written in one batch.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
 
@@ -121,7 +121,12 @@ impl Batch {
     }
 }
 
-async fn write_loop(socket: PathBuf, mut rx: mpsc::Receiver<TraceEvent>, sent: Arc<AtomicU64>) {
+async fn write_loop(
+    socket: PathBuf,
+    mut rx: mpsc::Receiver<TraceEvent>,
+    sent: Arc<AtomicU64>,
+    linger: Duration,
+) {
     let mut backoff = Duration::from_millis(100);
     let mut batch = Batch::default();
     loop {
@@ -147,7 +152,11 @@ async fn write_loop(socket: PathBuf, mut rx: mpsc::Receiver<TraceEvent>, sent: A
                     }
                     None => return,
                 }
-                tokio::time::sleep(LINGER).await;
+                if linger.is_zero() {
+                    tokio::task::yield_now().await;
+                } else {
+                    tokio::time::sleep(linger).await;
+                }
             }
             while batch.bytes.len() < MAX_BATCH_BYTES {
                 match rx.try_recv() {

@@ -25,6 +25,9 @@ struct Args {
     /// Execute round trips per mode (tracing on / off), after 20 warm-up ones.
     #[arg(long, default_value_t = 300)]
     round_trips: usize,
+    /// The traced worker's `CAPSULE_TRACE_LINGER_MS` (its default when absent).
+    #[arg(long)]
+    trace_linger_ms: Option<u64>,
     /// Where the JSON goes.
     #[arg(long, default_value = "capsule-sidecar-bench.json")]
     json: PathBuf,
@@ -94,7 +97,7 @@ fn sidecar(socket: &Path, max_events: u64, max_bytes: u64) -> Proc {
     spawn(command, "capsule-sidecar listening on")
 }
 
-fn worker(socket: Option<&Path>) -> Proc {
+fn worker(socket: Option<&Path>, linger_ms: Option<u64>) -> Proc {
     let mut command = Command::new(sibling("capsule-worker"));
     command
         .env_clear()
@@ -109,6 +112,9 @@ fn worker(socket: Option<&Path>) -> Proc {
         .env("RUST_LOG", "error");
     if let Some(socket) = socket {
         command.env("CAPSULE_TRACE_SOCKET", socket);
+    }
+    if let Some(linger) = linger_ms {
+        command.env("CAPSULE_TRACE_LINGER_MS", linger.to_string());
     }
     spawn(command, "capsule-worker listening on")
 }
@@ -252,8 +258,8 @@ async fn main() {
     // Round trips: two workers up at once, one tracing to a sidecar, requests alternating.
     let socket = dir.join("trace.sock");
     let traced_sidecar = sidecar(&socket, 10_000, 16 * 1024 * 1024);
-    let plain = worker(None);
-    let traced = worker(Some(&socket));
+    let plain = worker(None, None);
+    let traced = worker(Some(&socket), args.trace_linger_ms);
     bind(&http, &plain).await;
     bind(&http, &traced).await;
     for _ in 0..20 {
