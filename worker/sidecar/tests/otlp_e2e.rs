@@ -105,9 +105,18 @@ async fn execution_with_traceparent_reaches_a_real_otlp_receiver() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    // The reader thread may still be taking the last lines.
-    std::thread::sleep(Duration::from_millis(300));
-    let received = output.lock().unwrap().join("\n");
+    // The reader thread may still be taking the last lines: wait for the match and its JSON.
+    let deadline = Instant::now() + WAIT;
+    let received = loop {
+        let received = output.lock().unwrap().join("\n");
+        let complete = received
+            .split_once("Received a match:")
+            .is_some_and(|(_, rest)| serde_json::from_str::<Value>(rest.trim()).is_ok());
+        if complete || Instant::now() > deadline {
+            break received;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let matched = received
         .split_once("Received a match:")
         .expect("oteltap match")
