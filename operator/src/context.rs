@@ -41,6 +41,8 @@ pub struct PoolState {
     pub per_worker_series: BTreeSet<String>,
     /// When status was last written (or the pool first seen by this process).
     pub last_status_write: Option<Instant>,
+    /// Relayed totals restored from the pool's status, so they survive an operator restart.
+    pub restored_totals: crate::pool::restored_totals::RestoredTotals,
 }
 
 /// How many recent acquisition latencies a pool keeps for its status quantiles.

@@ -54,6 +54,19 @@ fn worker(pool: &CapsulePool, name: &str, state: &str) -> Value {
         }
         "failed" => json!({"phase": "Failed"}),
         "pending" => json!({"phase": "Pending"}),
+        // Running, not ready: its worker container started an hour ago, or just now.
+        "warming-for-an-hour" | "warming-since-now" => {
+            let started = if state == "warming-for-an-hour" {
+                k8s_openapi::jiff::Timestamp::now()
+                    - k8s_openapi::jiff::SignedDuration::from_secs(3600)
+            } else {
+                k8s_openapi::jiff::Timestamp::now()
+            };
+            json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}],
+                   "containerStatuses": [{"name": "worker", "image": "capsule-worker:test",
+                       "imageID": "", "ready": false, "restartCount": 0,
+                       "state": {"running": {"startedAt": started.to_string()}}}]})
+        }
         other => panic!("unknown state {other}"),
     };
     value["status"] = status;
@@ -105,6 +118,9 @@ fn harness(pods: Vec<Value>, secret_exists: bool) -> Harness {
                 pod["metadata"]["ownerReferences"] =
                     call.body["metadata"]["ownerReferences"].clone();
                 (StatusCode::OK, pod)
+            }
+            (&Method::GET, "/apis/capsule.dev/v1alpha1/namespaces/default/capsulesessions/s1") => {
+                not_found("capsulesessions \"s1\"")
             }
             (&Method::POST, "/apis/events.k8s.io/v1/namespaces/default/events") => {
                 (StatusCode::CREATED, call.body.clone())
@@ -476,5 +492,63 @@ async fn an_orphaned_worker_is_adopted_not_duplicated() {
     assert_eq!(
         patch.body["metadata"]["ownerReferences"][0]["uid"],
         POOL_UID
+    );
+}
+
+#[tokio::test]
+async fn a_worker_that_never_finishes_its_warm_up_is_replaced() {
+    let mut spec = sound_spec(2, 5);
+    spec["warmup"] = json!({"code": "import numpy", "timeoutSeconds": 60});
+    let p = pool(spec, None);
+    let h = harness(
+        vec![
+            worker(&p, "p-slow", "warming-for-an-hour"),
+            worker(&p, "p-new", "warming-since-now"),
+        ],
+        true,
+    );
+    h.reconcile(p).await.unwrap();
+    assert_eq!(
+        h.lines(),
+        [
+            GET_SECRET,
+            LIST_PODS,
+            "DELETE /api/v1/namespaces/default/pods/p-slow",
+            CREATE_POD,
+            WRITE_STATUS
+        ],
+        "the worker past spec.warmup.timeoutSeconds is replaced; the young one keeps warming"
+    );
+    let status = h.status_written();
+    let counters = status.pool.unwrap();
+    assert_eq!((counters.health.removals, counters.health.triggers), (1, 1));
+    assert_eq!(status.unhealthy, 1);
+}
+
+#[tokio::test]
+async fn a_worker_bound_to_a_deleted_session_is_replaced_and_deletes_are_compare_and_swap() {
+    let p = pool(sound_spec(1, 5), None);
+    let mut bound = worker(&p, "p-bound", "bound");
+    bound["metadata"]["resourceVersion"] = json!("77");
+    let h = harness(vec![bound, worker(&p, "p-idle", "idle")], true);
+    // An empty session cache (as right after a restart): the session is read from the API server.
+    let (store, _writer) = kube::runtime::reflector::store::<capsule_crds::CapsuleSession>();
+    let _ = h.ctx.sessions.set(store);
+    h.reconcile(p).await.unwrap();
+    assert_eq!(
+        h.lines(),
+        [
+            GET_SECRET,
+            LIST_PODS,
+            "GET /apis/capsule.dev/v1alpha1/namespaces/default/capsulesessions/s1",
+            "DELETE /api/v1/namespaces/default/pods/p-bound",
+            WRITE_STATUS
+        ]
+    );
+    let delete = &h.api_calls()[3];
+    assert_eq!(
+        delete.body["preconditions"],
+        json!({"uid": "uid-p-bound", "resourceVersion": "77"}),
+        "a pod changed since the list (bound, say) is not deleted"
     );
 }

@@ -1,6 +1,7 @@
 //! The CapsulePool controller: keeps each pool's warm workers at its target and reports status.
 
 pub mod plan;
+pub mod restored_totals;
 pub mod spec_check;
 pub mod status;
 pub mod token;
@@ -9,7 +10,7 @@ pub mod worker_pod;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use capsule_crds::{CapsulePool, PoolCounters, SessionPhase, WorkerPhase};
+use capsule_crds::{CapsulePool, CapsuleSession, PoolCounters, SessionPhase, WorkerPhase};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -30,6 +31,7 @@ use crate::metrics::{
     PromiseLabels, TraceLabels, WorkerLabels,
 };
 use crate::relay::index::{PoolTotals, WorkerRecord};
+use restored_totals::RestoredTotals;
 
 fn key_of(pool: &CapsulePool) -> Result<PoolKey> {
     let ns = pool
@@ -124,23 +126,27 @@ async fn reconcile_inner(pool: &CapsulePool, ctx: &Context) -> Result<Action> {
     let live: Vec<String> = pods.iter().map(|p| p.name_any()).collect();
     ctx.index.retire_missing(ns, name, &live);
     let waiting = waiting_sessions(ctx, ns, name);
-    let plan = if problems.is_empty() {
+    let mut plan = if problems.is_empty() {
         plan::plan(pool, &workers, waiting)
     } else {
         plan::Plan::default()
     };
+    for orphan in orphaned_bindings(ctx, ns, &workers).await? {
+        if !plan.delete.iter().any(|(pod, _)| *pod == orphan) {
+            plan.delete.push((orphan, plan::RemovalReason::Released));
+        }
+    }
     record_health(ctx, &key, &metric_labels, &workers);
 
     let mut failure = None;
     for (pod_name, reason) in &plan.delete {
-        let pod_uid = pods
-            .iter()
-            .find(|p| &p.name_any() == pod_name)
-            .and_then(|p| p.uid());
+        let listed_pod = pods.iter().find(|p| &p.name_any() == pod_name);
+        // The resourceVersion makes the delete a compare-and-swap against the session controller:
+        // a worker bound since the list (its label patch changed the version) is not deleted.
         let params = DeleteParams {
             preconditions: Some(Preconditions {
-                uid: pod_uid,
-                resource_version: None,
+                uid: listed_pod.and_then(|p| p.uid()),
+                resource_version: listed_pod.and_then(|p| p.metadata.resource_version.clone()),
             }),
             ..Default::default()
         };
@@ -150,9 +156,9 @@ async fn reconcile_inner(pool: &CapsulePool, ctx: &Context) -> Result<Action> {
                 ctx.with_pool(&key, PoolCounters::default, |s| {
                     s.counters.workers_removed += 1;
                     match reason {
-                        plan::RemovalReason::Failed | plan::RemovalReason::Stale => {
-                            s.counters.health.removals += 1
-                        }
+                        plan::RemovalReason::Failed
+                        | plan::RemovalReason::Stale
+                        | plan::RemovalReason::WarmupTimeout => s.counters.health.removals += 1,
                         plan::RemovalReason::Recycled => s.counters.workers_recycled += 1,
                         _ => {}
                     }
@@ -224,7 +230,25 @@ async fn reconcile_inner(pool: &CapsulePool, ctx: &Context) -> Result<Action> {
         info!(count = created, "created workers");
     }
 
-    let totals = ctx.index.pool_totals(ns, name);
+    // Every running worker has reported to this process, or has had a staleness period to.
+    let all_reported = workers
+        .iter()
+        .filter(|w| {
+            matches!(
+                w.phase,
+                WorkerPhase::Warming | WorkerPhase::Idle | WorkerPhase::Bound
+            )
+        })
+        .all(|w| records.contains_key(&w.pod.name_any()))
+        || ctx.started.elapsed().as_secs() > pool.spec.heartbeat.staleness_seconds.max(0) as u64;
+    let relayed = ctx.index.pool_totals(ns, name);
+    let totals = ctx.with_pool(&key, PoolCounters::default, |s| {
+        if s.restored_totals == RestoredTotals::Unseen {
+            s.restored_totals =
+                RestoredTotals::Pending(restored_totals::from_status(pool.status.as_ref()));
+        }
+        s.restored_totals.apply(&relayed, all_reported)
+    });
     let idle_now = workers
         .iter()
         .filter(|w| w.phase == WorkerPhase::Idle)
@@ -359,7 +383,88 @@ fn worker_signals(
     }) || rules
         .max_age_seconds
         .is_some_and(|max| pod_age.as_secs() >= max as u64);
-    plan::WorkerSignals { stale, worn_out }
+    // A worker whose warm-up never finishes keeps heartbeating while it warms, so staleness does
+    // not catch it: the warm-up timeout counts from its worker container's start.
+    let warmup_expired = spec.warmup.as_ref().is_some_and(|warmup| {
+        worker_started_at(pod).is_some_and(|started| {
+            Timestamp::now().duration_since(started).as_secs() > warmup.timeout_seconds.max(0)
+        })
+    });
+    plan::WorkerSignals {
+        stale,
+        worn_out,
+        warmup_expired,
+    }
+}
+
+/// When the pod's worker container last started running.
+fn worker_started_at(pod: &Pod) -> Option<Timestamp> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == worker_pod::WORKER_CONTAINER)?
+        .state
+        .as_ref()?
+        .running
+        .as_ref()?
+        .started_at
+        .as_ref()
+        .map(|t| t.0)
+}
+
+/// Bound workers whose session no longer exists (its finalizer was removed by hand, or it was
+/// deleted while no operator ran): nobody will release them, and their interpreter holds another
+/// client's state, so they are replaced. The session cache answers first; a session it lacks is
+/// read from the API server, since the cache may not have synced yet after a restart. Without a
+/// session controller (the cache is never published) nothing is checked.
+async fn orphaned_bindings(
+    ctx: &Context,
+    namespace: &str,
+    workers: &[plan::ClassifiedPod<'_>],
+) -> Result<Vec<String>> {
+    // Without a session controller in this process there is nobody to compare with.
+    let Some(store) = ctx.sessions.get() else {
+        return Ok(Vec::new());
+    };
+    let sessions: Api<CapsuleSession> = Api::namespaced(ctx.client.clone(), namespace);
+    let cached = |session: &str| {
+        store
+            .state()
+            .into_iter()
+            .find(|s| s.namespace().as_deref() == Some(namespace) && s.name_any() == session)
+    };
+    let mut orphans = Vec::new();
+    for w in workers {
+        if w.phase == WorkerPhase::Terminating {
+            continue;
+        }
+        let Some(session) = w.pod.labels().get(labels::SESSION) else {
+            continue;
+        };
+        let pod = w.pod.name_any();
+        match cached(session) {
+            // A bind whose response was lost can land after its session took another worker:
+            // the session's status names the worker it holds, and this one is a leftover.
+            Some(s) => {
+                let elsewhere = s.status.as_ref().is_some_and(|st| {
+                    st.phase == SessionPhase::Bound && st.worker.as_ref().is_some_and(|w| *w != pod)
+                });
+                if elsewhere {
+                    warn!(pod = %pod, "worker labelled for a session bound to another worker: replacing it");
+                    orphans.push(pod);
+                }
+            }
+            None => {
+                if sessions.get_opt(session).await?.is_none() {
+                    warn!(pod = %pod, "worker bound to a session that no longer exists: replacing it");
+                    orphans.push(pod);
+                }
+            }
+        }
+    }
+    Ok(orphans)
 }
 
 /// Sessions of this pool still waiting for a worker; the pool grows by that many (up to maxWorkers).

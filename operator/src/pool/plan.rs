@@ -22,18 +22,21 @@ pub enum RemovalReason {
     Stale,
     /// Past a recycle rule (executions, RSS or age) and idle.
     Recycled,
-    /// Its session was released and the pool replaces released workers.
+    /// Its session was released and the pool replaces released workers, or its session is gone.
     Released,
+    /// Not ready within `spec.warmup.timeoutSeconds` of its worker container starting.
+    WarmupTimeout,
 }
 
 impl RemovalReason {
-    pub const ALL: [RemovalReason; 6] = [
+    pub const ALL: [RemovalReason; 7] = [
         Self::Failed,
         Self::ScaleDown,
         Self::Outdated,
         Self::Stale,
         Self::Recycled,
         Self::Released,
+        Self::WarmupTimeout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +47,7 @@ impl RemovalReason {
             Self::Stale => "stale",
             Self::Recycled => "recycled",
             Self::Released => "released",
+            Self::WarmupTimeout => "warmup_timeout",
         }
     }
 }
@@ -56,6 +60,8 @@ pub struct ClassifiedPod<'a> {
     pub current: bool,
     /// Unhealthy because its heartbeat is stale (as opposed to a failed pod).
     pub stale: bool,
+    /// Unhealthy because it did not become ready within the warm-up timeout.
+    pub warmup_expired: bool,
     /// Idle and past a recycle rule.
     pub worn_out: bool,
 }
@@ -67,6 +73,8 @@ pub struct WorkerSignals {
     pub stale: bool,
     /// Past a recycle rule.
     pub worn_out: bool,
+    /// Still not ready `spec.warmup.timeoutSeconds` after its worker container started.
+    pub warmup_expired: bool,
 }
 
 /// Everything the pool controller does in one pass.
@@ -145,7 +153,8 @@ pub fn classify_all<'a>(
                     phase,
                     WorkerPhase::Warming | WorkerPhase::Idle | WorkerPhase::Bound
                 );
-            if stale {
+            let warmup_expired = !stale && seen.warmup_expired && phase == WorkerPhase::Warming;
+            if stale || warmup_expired {
                 phase = WorkerPhase::Unhealthy;
             }
             ClassifiedPod {
@@ -153,6 +162,7 @@ pub fn classify_all<'a>(
                 phase,
                 current: worker_pod::is_current(pod, &hash),
                 stale,
+                warmup_expired,
                 worn_out: seen.worn_out && phase == WorkerPhase::Idle,
             }
         })
@@ -181,6 +191,9 @@ pub fn plan(pool: &CapsulePool, workers: &[ClassifiedPod<'_>], waiting_sessions:
             WorkerPhase::Unhealthy if w.stale => {
                 plan.delete.push((w.pod.name_any(), RemovalReason::Stale))
             }
+            WorkerPhase::Unhealthy if w.warmup_expired => plan
+                .delete
+                .push((w.pod.name_any(), RemovalReason::WarmupTimeout)),
             WorkerPhase::Unhealthy => plan.delete.push((w.pod.name_any(), RemovalReason::Failed)),
             WorkerPhase::Idle if w.worn_out => plan
                 .delete

@@ -3,6 +3,9 @@
 
 use std::collections::BTreeMap;
 
+/// The name of the worker container in every worker pod.
+pub const WORKER_CONTAINER: &str = "worker";
+
 use capsule_crds::{CapsulePool, ImagePullPolicy, OtlpProtocol, Redaction};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
@@ -228,7 +231,7 @@ pub fn build(pool: &CapsulePool, config: &OperatorConfig) -> Pod {
     };
     let template = &spec.template;
     let worker = Container {
-        name: "worker".into(),
+        name: WORKER_CONTAINER.into(),
         image: template.image.clone(),
         image_pull_policy: pull_policy(template.image_pull_policy),
         env: Some(worker_env),

@@ -6,12 +6,14 @@
 //! pod already labelled with its own name finishes that binding instead of taking another.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use capsule_crds::{
     CapsulePool, CapsuleSession, CapsuleSessionStatus, PoolCounters, ReleaseAction, SecretKeyRef,
-    SessionPhase, WorkerPhase,
+    SessionPhase, SessionPolicy, WorkerPhase,
 };
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -39,6 +41,8 @@ use crate::pool::token::new_token;
 const WAIT_POLL: Duration = Duration::from_millis(250);
 /// How often a bound session checks its worker and idle timeout.
 const BOUND_CHECK: Duration = Duration::from_secs(5);
+/// How often a session whose pool does not exist looks for it again.
+const POOL_POLL: Duration = Duration::from_secs(2);
 
 fn pool_labels(ns: &str, pool: &str) -> PoolLabels {
     PoolLabels {
@@ -88,22 +92,32 @@ async fn reconcile_inner(session: &CapsuleSession, ctx: &Context) -> Result<Acti
         }
         return Ok(Action::await_change());
     }
-    if !has_finalizer {
-        let mut finalizers = session.finalizers().to_vec();
-        finalizers.push(labels::RELEASE_FINALIZER.into());
-        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": session.resource_version()}});
-        sessions
-            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
-        // The patch's watch event brings the next pass.
-        return Ok(Action::await_change());
-    }
 
     let phase = session.status.as_ref().map(|s| s.phase).unwrap_or_default();
     match phase {
-        SessionPhase::Released | SessionPhase::Failed => Ok(Action::await_change()),
+        SessionPhase::Released | SessionPhase::Failed => {
+            // A release cut short (an operator killed between the status write and the release)
+            // is finished here: a final session never keeps a worker.
+            release(ctx, session, &ns).await?;
+            Ok(Action::await_change())
+        }
         SessionPhase::Bound => check_bound(ctx, session, &ns).await,
-        SessionPhase::Pending => acquire(ctx, session, &ns).await,
+        SessionPhase::Pending if has_finalizer => acquire(ctx, session, &ns, None).await,
+        SessionPhase::Pending => {
+            // The finalizer is added in the same pass as the binding, concurrently with the reads
+            // the binding needs: waiting for the finalizer's own watch event would add a round
+            // trip to every acquisition. No worker is taken before the finalizer is stored.
+            let mut finalizers = session.finalizers().to_vec();
+            finalizers.push(labels::RELEASE_FINALIZER.into());
+            let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": session.resource_version()}});
+            let add_finalizer = async {
+                sessions
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map_err(Error::from)
+            };
+            acquire(ctx, session, &ns, Some(Box::pin(add_finalizer))).await
+        }
     }
 }
 
@@ -175,50 +189,78 @@ fn age_ms(session: &CapsuleSession) -> i64 {
         .max(0)
 }
 
-async fn acquire(ctx: &Context, session: &CapsuleSession, ns: &str) -> Result<Action> {
+/// A request still to be awaited, such as the finalizer patch that runs alongside the reads.
+type InFlight<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+
+/// The pool's counters as its last written status has them: the operator's in-memory counters
+/// start from there after a restart, whichever controller sees the pool first.
+fn pool_seed(pool: &CapsulePool) -> PoolCounters {
+    pool.status
+        .as_ref()
+        .and_then(|s| s.pool.clone())
+        .unwrap_or_default()
+}
+
+async fn acquire(
+    ctx: &Context,
+    session: &CapsuleSession,
+    ns: &str,
+    add_finalizer: Option<InFlight<'_, CapsuleSession>>,
+) -> Result<Action> {
     let name = session.name_any();
     let pool_name = session.spec.pool.clone();
     let key = (ns.to_string(), pool_name.clone());
     let metric = pool_labels(ns, &pool_name);
     let pools: Api<CapsulePool> = Api::namespaced(ctx.client.clone(), ns);
-    let Some(pool) = pools.get_opt(&pool_name).await? else {
-        let status = status_with(
-            session,
-            SessionPhase::Pending,
-            DesiredCondition::new(
-                "Bound",
-                false,
-                "PoolNotFound",
-                format!("CapsulePool {pool_name} does not exist in namespace {ns}: create it or fix spec.pool"),
-            ),
-        );
-        write_status(ctx, session, status).await?;
-        return Ok(Action::requeue(Duration::from_secs(2)));
-    };
-
-    // Count the attempt once per session: the first pass that sees it pending.
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    // The first pass that sees the session pending: it counts one acquisition attempt.
     let first_pass = session
         .status
         .as_ref()
         .is_none_or(|s| s.conditions.is_empty());
-    if first_pass {
-        ctx.with_pool(&key, PoolCounters::default, |s| {
-            s.counters.acquisition.attempts += 1
-        });
-    }
 
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let listed = pods
-        .list(&ListParams::default().labels(&labels::pool_selector(&pool_name)))
-        .await?
-        .items;
+    // Every read the binding needs goes out at once; each is one round trip to the API server.
+    let finalizer = async {
+        match add_finalizer {
+            Some(patch) => patch.await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let selector = labels::pool_selector(&pool_name);
+    let list_params = ListParams::default().labels(&selector);
+    let (finalizer, pool, listed, token) = tokio::join!(
+        finalizer,
+        pools.get_opt(&pool_name),
+        pods.list(&list_params),
+        ensure_token(ctx, session, ns, first_pass),
+    );
+    // No worker is taken before the finalizer that releases it is stored.
+    finalizer?;
+    let token_hash = token?.1;
+    let listed = listed?.items;
+    let Some(pool) = pool? else {
+        return pool_missing(ctx, session, ns).await;
+    };
+    let seed = || pool_seed(&pool);
+    ctx.with_pool(&key, seed, |_| ());
 
     // Finish a binding an earlier pass (or an earlier operator) started.
     if let Some(pod) = listed
         .iter()
         .find(|p| p.labels().get(labels::SESSION) == Some(&name))
     {
-        return finish_binding(ctx, session, &pool, pod.clone(), first_pass).await;
+        // The cached session may predate that pass's status write: read it fresh, so a binding
+        // already recorded is neither written nor counted again.
+        let sessions: Api<CapsuleSession> = Api::namespaced(ctx.client.clone(), ns);
+        let Some(fresh) = sessions.get_opt(&name).await? else {
+            return Ok(Action::await_change());
+        };
+        let status = fresh.status.clone().unwrap_or_default();
+        if status.phase != SessionPhase::Pending {
+            return Ok(Action::requeue(BOUND_CHECK));
+        }
+        let first_pass = status.conditions.is_empty();
+        return finish_binding(ctx, &fresh, &pool, pod.clone(), first_pass, &token_hash).await;
     }
 
     let now = Instant::now();
@@ -243,7 +285,6 @@ async fn acquire(ctx: &Context, session: &CapsuleSession, ns: &str) -> Result<Ac
             .cmp(&b.metadata.creation_timestamp)
     });
 
-    let token_hash = ensure_token(ctx, session, ns).await?.1;
     for pod in candidates {
         let patch = json!({"metadata": {
             "resourceVersion": pod.resource_version(),
@@ -258,7 +299,9 @@ async fn acquire(ctx: &Context, session: &CapsuleSession, ns: &str) -> Result<Ac
             )
             .await
         {
-            Ok(bound) => return finish_binding(ctx, session, &pool, bound, first_pass).await,
+            Ok(bound) => {
+                return finish_binding(ctx, session, &pool, bound, first_pass, &token_hash).await
+            }
             // Another session took it first: try the next.
             Err(kube::Error::Api(status)) if status.code == 409 => continue,
             Err(e) => return Err(e.into()),
@@ -271,19 +314,8 @@ async fn acquire(ctx: &Context, session: &CapsuleSession, ns: &str) -> Result<Ac
         .status
         .as_ref()
         .is_some_and(|s| s.warm_hit == Some(false));
-    if !already_missed {
-        ctx.with_pool(&key, PoolCounters::default, |s| s.counters.misses += 1);
-        ctx.metrics.misses.get_or_create(&metric).inc();
-    }
     let timeout_ms = pool.spec.sessions.acquire_timeout_seconds * 1000;
     if waited_ms > timeout_ms {
-        ctx.with_pool(&key, PoolCounters::default, |s| {
-            s.counters.acquisition.timeouts += 1
-        });
-        ctx.metrics
-            .acquisition_timeouts
-            .get_or_create(&metric)
-            .inc();
         let message = format!(
             "no worker of pool {pool_name} became free within spec.sessions.acquireTimeoutSeconds ({}s)",
             pool.spec.sessions.acquire_timeout_seconds
@@ -296,6 +328,11 @@ async fn acquire(ctx: &Context, session: &CapsuleSession, ns: &str) -> Result<Ac
         status.reason = Some("AcquireTimeout".into());
         status.message = Some(message.clone());
         write_status(ctx, session, status).await?;
+        ctx.with_pool(&key, seed, |s| s.counters.acquisition.timeouts += 1);
+        ctx.metrics
+            .acquisition_timeouts
+            .get_or_create(&metric)
+            .inc();
         event(ctx, session, EventType::Warning, "AcquireTimeout", message).await;
         return Ok(Action::await_change());
     }
@@ -324,18 +361,68 @@ async fn acquire(ctx: &Context, session: &CapsuleSession, ns: &str) -> Result<Ac
     let mut status = status_with(session, SessionPhase::Pending, condition);
     status.warm_hit = Some(false);
     write_status(ctx, session, status).await?;
+    // Counted once the status that records them is stored, so a failed write never counts twice.
+    if first_pass {
+        ctx.with_pool(&key, seed, |s| s.counters.acquisition.attempts += 1);
+    }
+    if !already_missed {
+        ctx.with_pool(&key, seed, |s| s.counters.misses += 1);
+        ctx.metrics.misses.get_or_create(&metric).inc();
+    }
     Ok(Action::requeue(WAIT_POLL))
 }
 
-/// The session's token Secret (created once, owned by the session) and the token's sha256.
+/// A session whose pool does not exist waits for it, up to the default acquire timeout (the
+/// pool's own setting cannot be read), then fails with reason `PoolNotFound`.
+async fn pool_missing(ctx: &Context, session: &CapsuleSession, ns: &str) -> Result<Action> {
+    let pool_name = &session.spec.pool;
+    let timeout_s = SessionPolicy::default().acquire_timeout_seconds;
+    if age_ms(session) > timeout_s * 1000 {
+        let message = format!(
+            "CapsulePool {pool_name} did not appear in namespace {ns} within {timeout_s}s (the default spec.sessions.acquireTimeoutSeconds)"
+        );
+        let mut status = status_with(
+            session,
+            SessionPhase::Failed,
+            DesiredCondition::new("Bound", false, "PoolNotFound", message.clone()),
+        );
+        status.reason = Some("PoolNotFound".into());
+        status.message = Some(message.clone());
+        write_status(ctx, session, status).await?;
+        event(ctx, session, EventType::Warning, "PoolNotFound", message).await;
+        return Ok(Action::await_change());
+    }
+    let status = status_with(
+        session,
+        SessionPhase::Pending,
+        DesiredCondition::new(
+            "Bound",
+            false,
+            "PoolNotFound",
+            format!("CapsulePool {pool_name} does not exist in namespace {ns}: create it or fix spec.pool"),
+        ),
+    );
+    write_status(ctx, session, status).await?;
+    Ok(Action::requeue(POOL_POLL))
+}
+
+/// The session's token Secret (created once, owned by the session) and the token's sha256. On the
+/// session's first pass the create goes first (one round trip when the Secret is new); later
+/// passes read it first.
 async fn ensure_token(
     ctx: &Context,
     session: &CapsuleSession,
     ns: &str,
+    likely_new: bool,
 ) -> Result<(String, String)> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let secret_name = labels::session_token_secret(&session.name_any());
-    let token = match secrets.get_opt(&secret_name).await? {
+    let existing = if likely_new {
+        None
+    } else {
+        secrets.get_opt(&secret_name).await?
+    };
+    let token = match existing {
         Some(existing) => crate::relay::directory::secret_token(&existing).unwrap_or_default(),
         None => {
             let token = new_token();
@@ -388,18 +475,19 @@ async fn finish_binding(
     pool: &CapsulePool,
     pod: Pod,
     first_pass: bool,
+    token_hash: &str,
 ) -> Result<Action> {
     let ns = session.namespace().unwrap_or_default();
     let name = session.name_any();
     let pool_name = pool.name_any();
     let key = (ns.clone(), pool_name.clone());
     let metric = pool_labels(&ns, &pool_name);
-    let token_hash = ensure_token(ctx, session, &ns).await?.1;
     let Some(url) = endpoint(&pod, ctx.config.worker_port) else {
         return Ok(Action::requeue(WAIT_POLL));
     };
 
-    // Tell the worker at once; its heartbeat reply says the same, so a lost call heals itself.
+    // Tell the worker before the client can learn the endpoint, so the client's first execution
+    // is accepted; the heartbeat reply says the same, so a lost call heals itself.
     if let Some(token) = pool_token(ctx, &ns, &pool_name) {
         let body = json!({"session": name, "namespace": ns, "tokenSha256": token_hash});
         match ctx
@@ -428,21 +516,6 @@ async fn finish_binding(
         .unwrap_or(true)
         && first_pass;
     let latency_ms = age_ms(session);
-    ctx.with_pool(&key, PoolCounters::default, |s| {
-        s.counters.acquisition.successes += 1;
-        if warm_hit {
-            s.counters.hits += 1;
-        }
-        s.record_latency(latency_ms);
-    });
-    if warm_hit {
-        ctx.metrics.hits.get_or_create(&metric).inc();
-    }
-    ctx.metrics
-        .acquisition
-        .get_or_create(&metric)
-        .observe(latency_ms as f64 / 1000.0);
-
     let mut status = status_with(
         session,
         SessionPhase::Bound,
@@ -465,6 +538,30 @@ async fn finish_binding(
     status.reason = None;
     status.message = None;
     write_status(ctx, session, status).await?;
+
+    // Counted only once the status that records the binding is stored: a failed write is retried
+    // by a later pass, which must not count the hit a second time.
+    ctx.with_pool(
+        &key,
+        || pool_seed(pool),
+        |s| {
+            if first_pass {
+                s.counters.acquisition.attempts += 1;
+            }
+            s.counters.acquisition.successes += 1;
+            if warm_hit {
+                s.counters.hits += 1;
+            }
+            s.record_latency(latency_ms);
+        },
+    );
+    if warm_hit {
+        ctx.metrics.hits.get_or_create(&metric).inc();
+    }
+    ctx.metrics
+        .acquisition
+        .get_or_create(&metric)
+        .observe(latency_ms as f64 / 1000.0);
     info!(worker = %pod.name_any(), warm_hit, latency_ms, "session bound");
     event(
         ctx,
@@ -474,7 +571,6 @@ async fn finish_binding(
         format!("bound to worker {} in {latency_ms} ms", pod.name_any()),
     )
     .await;
-    // Wake the pool so it refills its warm target.
     Ok(Action::requeue(BOUND_CHECK))
 }
 
@@ -530,7 +626,6 @@ async fn check_bound(ctx: &Context, session: &CapsuleSession, ns: &str) -> Resul
             if let Some(record) = ctx.index.get(ns, &worker) {
                 let idle_for = Instant::now().saturating_duration_since(record.last_activity);
                 if idle_for.as_secs() as i64 >= timeout {
-                    release(ctx, session, ns).await?;
                     let message = format!(
                         "no execution for {timeout}s (spec.sessions.idleTimeoutSeconds of pool {})",
                         pool.name_any()
@@ -542,7 +637,11 @@ async fn check_bound(ctx: &Context, session: &CapsuleSession, ns: &str) -> Resul
                     );
                     released.reason = Some("IdleTimeout".into());
                     released.message = Some(message.clone());
+                    // Status first: an operator killed before the release below finishes it in
+                    // the Released phase's pass, whereas a release first would leave a Bound
+                    // session without its worker, to be failed as WorkerLost.
                     write_status(ctx, session, released).await?;
+                    release(ctx, session, ns).await?;
                     event(ctx, session, EventType::Normal, "Released", message).await;
                     return Ok(Action::await_change());
                 }
@@ -561,7 +660,14 @@ async fn release(ctx: &Context, session: &CapsuleSession, ns: &str) -> Result<()
     let bound = pods
         .list(&ListParams::default().labels(&format!("{}={}", labels::SESSION, name)))
         .await?
-        .items;
+        .items
+        .into_iter()
+        // A worker already being deleted is gone for good, and counted by whoever deleted it.
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect::<Vec<_>>();
+    if bound.is_empty() {
+        return Ok(());
+    }
     let pools: Api<CapsulePool> = Api::namespaced(ctx.client.clone(), ns);
     let pool = pools.get_opt(&session.spec.pool).await?;
     let action = pool
@@ -596,13 +702,13 @@ async fn release(ctx: &Context, session: &CapsuleSession, ns: &str) -> Result<()
         } else {
             match pods.delete(&pod_name, &DeleteParams::default()).await {
                 Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                // Deleted meanwhile, by the pool controller or an earlier pass: counted there.
+                Err(kube::Error::Api(s)) if s.code == 404 => continue,
                 Err(e) => return Err(e.into()),
             }
             let key = (ns.to_string(), session.spec.pool.clone());
-            ctx.with_pool(&key, PoolCounters::default, |s| {
-                s.counters.workers_removed += 1
-            });
+            let seed = || pool.as_ref().map(pool_seed).unwrap_or_default();
+            ctx.with_pool(&key, seed, |s| s.counters.workers_removed += 1);
             ctx.metrics.removed(
                 &pool_labels(ns, &session.spec.pool),
                 plan::RemovalReason::Released,

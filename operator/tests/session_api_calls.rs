@@ -1,0 +1,377 @@
+//! Exact API calls of the session controller, against kube's tower-test mock: the finalizer and the
+//! binding in one pass, a hit counted once even when a status write fails, and a session whose
+//! pool does not exist.
+
+mod fake_api;
+
+use std::sync::{Arc, Mutex};
+
+use capsule_crds::{CapsuleSession, CapsuleSessionStatus, PoolCounters};
+use capsule_operator::config::OperatorConfig;
+use capsule_operator::context::Context;
+use capsule_operator::health::Health;
+use capsule_operator::metrics::Metrics;
+use capsule_operator::session;
+use fake_api::{list, not_found, Call};
+use http::{Method, StatusCode};
+use prometheus_client::registry::Registry;
+use serde_json::{json, Value};
+
+const NS: &str = "default";
+const SESSIONS: &str = "/apis/capsule.dev/v1alpha1/namespaces/default/capsulesessions";
+
+fn session_object(created: &str, finalizer: bool, status: Value) -> Value {
+    let finalizers = if finalizer {
+        json!(["capsule.dev/release"])
+    } else {
+        json!([])
+    };
+    json!({
+        "apiVersion": "capsule.dev/v1alpha1", "kind": "CapsuleSession",
+        "metadata": {"name": "s1", "namespace": NS, "uid": "uid-s1", "generation": 1,
+                     "resourceVersion": "7", "creationTimestamp": created,
+                     "finalizers": finalizers},
+        "spec": {"pool": "p"},
+        "status": status,
+    })
+}
+
+fn now_rfc3339() -> String {
+    k8s_openapi::jiff::Timestamp::now().to_string()
+}
+
+fn pool_object() -> Value {
+    json!({
+        "apiVersion": "capsule.dev/v1alpha1", "kind": "CapsulePool",
+        "metadata": {"name": "p", "namespace": NS, "uid": "uid-p", "generation": 1,
+                     "resourceVersion": "3"},
+        "spec": {"replicas": 1, "maxWorkers": 2, "template": {"image": "capsule-worker:test"}},
+        "status": {"pool": PoolCounters { hits: 5, ..Default::default() }},
+    })
+}
+
+fn idle_pod(session: Option<&str>) -> Value {
+    let mut labels =
+        json!({"capsule.dev/pool": "p", "app.kubernetes.io/managed-by": "capsule-operator"});
+    if let Some(s) = session {
+        labels["capsule.dev/session"] = json!(s);
+    }
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p-a", "namespace": NS, "uid": "uid-p-a", "resourceVersion": "11",
+                     "creationTimestamp": "2026-11-27T10:00:00Z", "labels": labels},
+        "spec": {"containers": [{"name": "worker", "image": "capsule-worker:test"}]},
+        "status": {"phase": "Running", "podIP": "127.0.0.9",
+                   "conditions": [{"type": "Ready", "status": "True"}]},
+    })
+}
+
+/// What the fake API server holds, changed by the calls it answers.
+struct World {
+    pool_exists: bool,
+    pod_session: Option<String>,
+    /// The session as a fresh GET returns it.
+    stored_session: Value,
+    /// Status writes to refuse (500) before accepting.
+    failing_status_writes: usize,
+    /// Whether the session's token Secret exists (a second create is refused with 409).
+    secret_exists: bool,
+}
+
+struct Harness {
+    ctx: Arc<Context>,
+    calls: Arc<Mutex<Vec<Call>>>,
+}
+
+fn harness(world: World) -> Harness {
+    let world = Arc::new(Mutex::new(world));
+    let responder: fake_api::Responder = Arc::new(move |call: &Call| {
+        let mut w = world.lock().unwrap();
+        let p = call.path.as_str();
+        match (&call.method, p) {
+            (
+                &Method::PATCH,
+                "/apis/capsule.dev/v1alpha1/namespaces/default/capsulesessions/s1",
+            ) => {
+                let mut s = w.stored_session.clone();
+                s["metadata"]["finalizers"] = call.body["metadata"]["finalizers"].clone();
+                s["metadata"]["resourceVersion"] = json!("8");
+                w.stored_session = s.clone();
+                (StatusCode::OK, s)
+            }
+            (
+                &Method::PATCH,
+                "/apis/capsule.dev/v1alpha1/namespaces/default/capsulesessions/s1/status",
+            ) => {
+                if w.failing_status_writes > 0 {
+                    w.failing_status_writes -= 1;
+                    return (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                               "message": "etcd timeout", "code": 500}),
+                    );
+                }
+                let mut s = w.stored_session.clone();
+                s["status"] = call.body["status"].clone();
+                w.stored_session = s.clone();
+                (StatusCode::OK, s)
+            }
+            (&Method::GET, "/apis/capsule.dev/v1alpha1/namespaces/default/capsulesessions/s1") => {
+                (StatusCode::OK, w.stored_session.clone())
+            }
+            (&Method::GET, "/apis/capsule.dev/v1alpha1/namespaces/default/capsulepools/p") => {
+                if w.pool_exists {
+                    (StatusCode::OK, pool_object())
+                } else {
+                    not_found("capsulepools \"p\"")
+                }
+            }
+            (&Method::GET, "/api/v1/namespaces/default/pods") => {
+                list("PodList", vec![idle_pod(w.pod_session.as_deref())])
+            }
+            (&Method::PATCH, "/api/v1/namespaces/default/pods/p-a") => {
+                let session = call.body["metadata"]["labels"]["capsule.dev/session"]
+                    .as_str()
+                    .map(String::from);
+                w.pod_session = session.clone();
+                (StatusCode::OK, idle_pod(session.as_deref()))
+            }
+            (&Method::POST, "/api/v1/namespaces/default/secrets") if w.secret_exists => (
+                StatusCode::CONFLICT,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                       "reason": "AlreadyExists", "message": "exists", "code": 409}),
+            ),
+            (&Method::POST, "/api/v1/namespaces/default/secrets") => {
+                w.secret_exists = true;
+                let mut secret = call.body.clone();
+                secret["data"]["token"] = json!("dG9rZW4=");
+                (StatusCode::CREATED, secret)
+            }
+            (&Method::GET, "/api/v1/namespaces/default/secrets/s1-session-token") => (
+                StatusCode::OK,
+                json!({"apiVersion": "v1", "kind": "Secret",
+                       "metadata": {"name": "s1-session-token", "namespace": NS},
+                       "data": {"token": "dG9rZW4="}}),
+            ),
+            (&Method::POST, "/apis/events.k8s.io/v1/namespaces/default/events") => {
+                (StatusCode::CREATED, call.body.clone())
+            }
+            _ => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"message": format!("unexpected call {} {}", call.method, p)}),
+            ),
+        }
+    });
+    let (client, calls) = fake_api::start(responder);
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::register(&mut registry));
+    let ctx = Arc::new(Context::new(
+        client,
+        metrics,
+        OperatorConfig::default(),
+        Arc::new(Health::default()),
+    ));
+    Harness { ctx, calls }
+}
+
+impl Harness {
+    async fn reconcile(&self, session: &Value) -> Result<(), capsule_operator::Error> {
+        let session: CapsuleSession = serde_json::from_value(session.clone()).unwrap();
+        session::reconcile(Arc::new(session), self.ctx.clone())
+            .await
+            .map(|_| ())
+    }
+
+    fn take_lines(&self) -> Vec<String> {
+        let mut calls = self.calls.lock().unwrap();
+        let lines = calls
+            .iter()
+            .filter(|c| !c.path.contains("/events"))
+            .map(Call::line)
+            .collect();
+        calls.clear();
+        lines
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn counters(&self) -> PoolCounters {
+        self.ctx.with_pool(
+            &(NS.to_string(), "p".to_string()),
+            PoolCounters::default,
+            |s| s.counters.clone(),
+        )
+    }
+}
+
+fn sorted(mut lines: Vec<String>) -> Vec<String> {
+    lines.sort();
+    lines
+}
+
+#[tokio::test]
+async fn first_pass_adds_the_finalizer_and_binds_at_once() {
+    let fresh = session_object(&now_rfc3339(), false, Value::Null);
+    let h = harness(World {
+        pool_exists: true,
+        pod_session: None,
+        stored_session: fresh.clone(),
+        failing_status_writes: 0,
+        secret_exists: false,
+    });
+    h.reconcile(&fresh).await.unwrap();
+    let calls = h.calls();
+    let lines = h.take_lines();
+    // The finalizer, the pool, the pods and the token Secret go out together (in any order), then
+    // the compare-and-swap on the pod, then the status.
+    assert_eq!(
+        sorted(lines[..4].to_vec()),
+        sorted(vec![
+            format!("PATCH {SESSIONS}/s1"),
+            "GET /apis/capsule.dev/v1alpha1/namespaces/default/capsulepools/p".into(),
+            "GET /api/v1/namespaces/default/pods".into(),
+            "POST /api/v1/namespaces/default/secrets".into(),
+        ])
+    );
+    assert_eq!(
+        lines[4..],
+        [
+            "PATCH /api/v1/namespaces/default/pods/p-a".to_string(),
+            format!("PATCH {SESSIONS}/s1/status"),
+        ]
+    );
+    let finalizer = calls
+        .iter()
+        .find(|c| c.path == format!("{SESSIONS}/s1"))
+        .unwrap();
+    assert_eq!(
+        finalizer.body["metadata"]["finalizers"],
+        json!(["capsule.dev/release"])
+    );
+    assert_eq!(finalizer.body["metadata"]["resourceVersion"], "7");
+    let bind = calls
+        .iter()
+        .find(|c| c.path.ends_with("/pods/p-a"))
+        .unwrap();
+    assert_eq!(
+        bind.body["metadata"]["resourceVersion"], "11",
+        "the bind is a compare-and-swap on the pod"
+    );
+    assert_eq!(bind.body["metadata"]["labels"]["capsule.dev/session"], "s1");
+    let status: CapsuleSessionStatus = serde_json::from_value(
+        calls
+            .iter()
+            .find(|c| c.path.ends_with("/status"))
+            .unwrap()
+            .body["status"]
+            .clone(),
+    )
+    .unwrap();
+    let status_write = calls.iter().find(|c| c.path.ends_with("/status")).unwrap();
+    assert!(
+        status_write.query.contains("fieldManager=capsule-operator"),
+        "{}",
+        status_write.query
+    );
+    assert_eq!(status.worker.as_deref(), Some("p-a"));
+    assert_eq!(status.endpoint.as_deref(), Some("http://127.0.0.9:8000"));
+    assert_eq!(status.warm_hit, Some(true));
+    let counters = h.counters();
+    assert_eq!(
+        counters.hits, 6,
+        "seeded from the pool's status (5), then one hit"
+    );
+    assert_eq!(counters.acquisition.attempts, 1);
+    assert_eq!(counters.acquisition.successes, 1);
+}
+
+#[tokio::test]
+async fn a_failed_status_write_after_a_bind_counts_the_hit_once() {
+    let fresh = session_object(&now_rfc3339(), true, Value::Null);
+    let h = harness(World {
+        pool_exists: true,
+        pod_session: None,
+        stored_session: fresh.clone(),
+        failing_status_writes: 1,
+        secret_exists: false,
+    });
+    // The pod is bound, then the status write fails: nothing is counted yet.
+    h.reconcile(&fresh).await.unwrap_err();
+    assert_eq!(h.counters().hits, 5);
+    h.take_lines();
+
+    // The retry finds the pod already labelled with the session, reads the session fresh, and
+    // finishes that binding: no second pod is taken.
+    h.reconcile(&fresh).await.unwrap();
+    let lines = h.take_lines();
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.starts_with("PATCH /api/v1/namespaces/default/pods/")),
+        "{lines:?}"
+    );
+    assert!(lines.contains(&format!("GET {SESSIONS}/s1")), "{lines:?}");
+    assert!(
+        lines.contains(&format!("PATCH {SESSIONS}/s1/status")),
+        "{lines:?}"
+    );
+    assert_eq!(h.counters().hits, 6);
+    assert_eq!(h.counters().acquisition.successes, 1);
+
+    // A pass that still sees the stale cached (Pending) session neither writes nor counts again.
+    h.reconcile(&fresh).await.unwrap();
+    let lines = h.take_lines();
+    assert!(!lines.iter().any(|l| l.ends_with("/status")), "{lines:?}");
+    assert_eq!(h.counters().hits, 6);
+    assert_eq!(h.counters().acquisition.successes, 1);
+}
+
+#[tokio::test]
+async fn a_session_whose_pool_never_appears_fails_after_the_default_acquire_timeout() {
+    // Created just now: it waits, with a condition naming the missing pool.
+    let young = session_object(&now_rfc3339(), true, Value::Null);
+    let h = harness(World {
+        pool_exists: false,
+        pod_session: None,
+        stored_session: young.clone(),
+        failing_status_writes: 0,
+        secret_exists: false,
+    });
+    h.reconcile(&young).await.unwrap();
+    let status = last_status(&h);
+    assert_eq!(status["phase"], "Pending");
+    assert_eq!(status["conditions"][0]["reason"], "PoolNotFound");
+    assert!(status["conditions"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("CapsulePool p"));
+
+    // Created an hour ago: past the default acquireTimeoutSeconds (300), it fails.
+    let old_time =
+        k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(3600);
+    let old = session_object(&old_time.to_string(), true, Value::Null);
+    let h = harness(World {
+        pool_exists: false,
+        pod_session: None,
+        stored_session: old.clone(),
+        failing_status_writes: 0,
+        secret_exists: false,
+    });
+    h.reconcile(&old).await.unwrap();
+    let status = last_status(&h);
+    assert_eq!(status["phase"], "Failed");
+    assert_eq!(status["reason"], "PoolNotFound");
+    assert!(status["message"].as_str().unwrap().contains("300s"));
+}
+
+fn last_status(h: &Harness) -> Value {
+    h.calls()
+        .iter()
+        .rev()
+        .find(|c| c.path.ends_with("/status"))
+        .expect("a status write")
+        .body["status"]
+        .clone()
+}
