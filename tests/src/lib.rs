@@ -19,6 +19,11 @@ pub fn workspace() -> PathBuf {
 pub fn bin(name: &str) -> PathBuf {
     // Test executables live in target/<profile>/deps; the binaries one level up.
     let exe = std::env::current_exe().expect("current exe");
+    // A binary of this crate (a benchmark) lives beside the others.
+    let beside = exe.parent().expect("exe dir").join(name);
+    if beside.exists() {
+        return beside;
+    }
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let path = dir.join(name);
     assert!(
