@@ -1,7 +1,7 @@
 //! `capsule-acquire-bench`: how long a client waits for a Python session, measured end to end on
 //! the devcluster with the real binaries (devcluster, operator, worker and sidecar processes).
 //!
-//! One sample is a `CapsuleSession` created through the API server, then polled until it is
+//! One sample is a `CapsuleSession` created through the API server, then watched until it is
 //! `Bound`, then its token Secret read and `1+1` executed on its endpoint until the final event:
 //! the client's wait from create to first result. Warm hits find an idle worker; misses run with a
 //! pool at zero idle workers, so a worker must be created and warmed for each.
@@ -25,13 +25,12 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::await_condition;
 use kube::{Api, Client, CustomResourceExt};
 use serde_json::json;
 
 const NS: &str = "default";
 const POOL: &str = "bench";
-/// How often the client polls its session for `Bound`: the resolution of the bound time.
-const POLL: Duration = Duration::from_millis(2);
 const WAIT: Duration = Duration::from_secs(120);
 
 #[derive(Parser)]
@@ -158,24 +157,26 @@ impl Bench {
             "apiVersion": "capsule.dev/v1alpha1", "kind": "CapsuleSession",
             "metadata": {"name": name, "namespace": NS}, "spec": {"pool": POOL},
         }))?;
+        // The client watches its session (as `kubectl wait` does) from before the create, so the
+        // bound time is not rounded up to a poll period.
+        let settled = |s: Option<&CapsuleSession>| {
+            s.and_then(|s| s.status.as_ref())
+                .is_some_and(|st| st.phase != SessionPhase::Pending)
+        };
+        let (api, owned) = (self.sessions.clone(), name.to_string());
+        let watch = tokio::spawn(async move { await_condition(api, &owned, settled).await });
         let started = Instant::now();
         self.sessions
             .create(&PostParams::default(), &session)
             .await?;
-        let status = loop {
-            let got = self.sessions.get(name).await?;
-            let status = got.status.unwrap_or_default();
-            match status.phase {
-                SessionPhase::Bound => break status,
-                SessionPhase::Failed | SessionPhase::Released => {
-                    return Err(format!("session {name} ended as {:?}", status.phase).into())
-                }
-                SessionPhase::Pending if started.elapsed() > WAIT => {
-                    return Err(format!("session {name} not bound within {WAIT:?}").into())
-                }
-                SessionPhase::Pending => tokio::time::sleep(POLL).await,
-            }
-        };
+        let got = tokio::time::timeout(WAIT, watch)
+            .await
+            .map_err(|_| format!("session {name} not bound within {WAIT:?}"))???
+            .ok_or_else(|| format!("session {name} vanished"))?;
+        let status = got.status.unwrap_or_default();
+        if status.phase != SessionPhase::Bound {
+            return Err(format!("session {name} ended as {:?}", status.phase).into());
+        }
         let bound_ms = started.elapsed().as_secs_f64() * 1000.0;
         let secret_ref = status.token_secret.clone().ok_or("no token secret")?;
         let secret = self.secrets.get(&secret_ref.name).await?;
