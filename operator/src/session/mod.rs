@@ -214,10 +214,7 @@ async fn acquire(
     let pools: Api<CapsulePool> = Api::namespaced(ctx.client.clone(), ns);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     // The first pass that sees the session pending: it counts one acquisition attempt.
-    let first_pass = session
-        .status
-        .as_ref()
-        .is_none_or(|s| s.conditions.is_empty());
+    let first_pass = session.status.as_ref().is_none_or(first_look_at_pool);
 
     // Every read the binding needs goes out at once; each is one round trip to the API server.
     let finalizer = async {
@@ -259,7 +256,7 @@ async fn acquire(
         if status.phase != SessionPhase::Pending {
             return Ok(Action::requeue(BOUND_CHECK));
         }
-        let first_pass = status.conditions.is_empty();
+        let first_pass = first_look_at_pool(&status);
         return finish_binding(ctx, &fresh, &pool, pod.clone(), first_pass, &token_hash).await;
     }
 
@@ -370,6 +367,15 @@ async fn acquire(
         ctx.metrics.misses.get_or_create(&metric).inc();
     }
     Ok(Action::requeue(WAIT_POLL))
+}
+
+/// Whether no pass has looked for a worker yet: the status has no condition, or only the one that
+/// says the pool was missing. Such a pass counts the acquisition attempt.
+fn first_look_at_pool(status: &CapsuleSessionStatus) -> bool {
+    status
+        .conditions
+        .iter()
+        .all(|c| c.type_ == "Bound" && c.reason == "PoolNotFound")
 }
 
 /// A session whose pool does not exist waits for it, up to the default acquire timeout (the
