@@ -392,6 +392,7 @@ fn prometheus_rules_pass_promtool() {
         "CapsuleSessionsWaiting",
         "CapsuleOutputDropped",
         "CapsuleReconcileErrors",
+        "CapsuleOperatorLeaderless",
     ] {
         assert!(alerts.contains(&wanted), "{wanted} missing from {alerts:?}");
     }
@@ -472,6 +473,10 @@ tests:
         values: '0+2x40'
       - series: 'capsule_heartbeats_rejected_total{reason="rate_limited_pod"}'
         values: '0+50x40'
+      - series: 'capsule_operator_leader{namespace="capsule-system", pod="capsule-a"}'
+        values: '1x10 0x30'
+      - series: 'capsule_operator_leader{namespace="capsule-system", pod="capsule-b"}'
+        values: '0x40'
     alert_rule_test:
       # Conditions hold from the start, but `for` keeps the alerts pending at first.
       - eval_time: 4m
@@ -503,6 +508,13 @@ tests:
         alertname: CapsuleReconcileErrors
         exp_alerts:
           - exp_labels: {severity: warning, controller: pool}
+      - eval_time: 9m
+        alertname: CapsuleOperatorLeaderless
+        exp_alerts: []
+      - eval_time: 30m
+        alertname: CapsuleOperatorLeaderless
+        exp_alerts:
+          - exp_labels: {severity: critical, namespace: capsule-system}
       - eval_time: 30m
         alertname: CapsuleHeartbeatsRejected
         exp_alerts:
