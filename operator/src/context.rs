@@ -82,6 +82,9 @@ pub struct Context {
     /// has waited a staleness period itself.
     pub started: Instant,
     pools: Mutex<HashMap<PoolKey, PoolState>>,
+    /// When this process first saw each pending session (by uid), for acquisition latencies finer
+    /// than `creationTimestamp`'s whole seconds. An entry goes when its session binds or ends.
+    pub sessions_first_seen: Mutex<HashMap<String, Instant>>,
 }
 
 impl Context {
@@ -110,6 +113,7 @@ impl Context {
                 .expect("HTTP client"),
             started: Instant::now(),
             pools: Mutex::new(HashMap::new()),
+            sessions_first_seen: Mutex::new(HashMap::new()),
         }
     }
 

@@ -41,6 +41,8 @@ use crate::pool::token::new_token;
 const WAIT_POLL: Duration = Duration::from_millis(250);
 /// How often a bound session checks its worker and idle timeout.
 const BOUND_CHECK: Duration = Duration::from_secs(5);
+/// Pending sessions whose first sighting is remembered before old entries are swept.
+const FIRST_SEEN_LIMIT: usize = 10_000;
 /// How often a session whose pool does not exist looks for it again.
 const POOL_POLL: Duration = Duration::from_secs(2);
 
@@ -78,6 +80,7 @@ async fn reconcile_inner(session: &CapsuleSession, ctx: &Context) -> Result<Acti
         .any(|f| f == labels::RELEASE_FINALIZER);
 
     if session.metadata.deletion_timestamp.is_some() {
+        forget_first_seen(ctx, session);
         if has_finalizer {
             release(ctx, session, &ns).await?;
             let remaining: Vec<&String> = session
@@ -96,14 +99,19 @@ async fn reconcile_inner(session: &CapsuleSession, ctx: &Context) -> Result<Acti
     let phase = session.status.as_ref().map(|s| s.phase).unwrap_or_default();
     match phase {
         SessionPhase::Released | SessionPhase::Failed => {
+            forget_first_seen(ctx, session);
             // A release cut short (an operator killed between the status write and the release)
             // is finished here: a final session never keeps a worker.
             release(ctx, session, &ns).await?;
             Ok(Action::await_change())
         }
         SessionPhase::Bound => check_bound(ctx, session, &ns).await,
-        SessionPhase::Pending if has_finalizer => acquire(ctx, session, &ns, None).await,
+        SessionPhase::Pending if has_finalizer => {
+            note_first_seen(ctx, session);
+            acquire(ctx, session, &ns, None).await
+        }
         SessionPhase::Pending => {
+            note_first_seen(ctx, session);
             // The finalizer is added in the same pass as the binding, concurrently with the reads
             // the binding needs: waiting for the finalizer's own watch event would add a round
             // trip to every acquisition. No worker is taken before the finalizer is stored.
@@ -187,6 +195,43 @@ fn age_ms(session: &CapsuleSession) -> i64 {
         .map(|t| Timestamp::now().duration_since(t.0).as_millis() as i64)
         .unwrap_or(0)
         .max(0)
+}
+
+/// How long the session has waited for a worker: from when this process first saw it, or, for a
+/// session an earlier process saw first, from its `creationTimestamp` (whole seconds, so up to a
+/// second more than the truth).
+fn acquisition_ms(ctx: &Context, session: &CapsuleSession) -> i64 {
+    let first_seen = session.uid().and_then(|uid| {
+        ctx.sessions_first_seen
+            .lock()
+            .expect("first-seen lock")
+            .remove(&uid)
+    });
+    match first_seen {
+        Some(at) => at.elapsed().as_millis() as i64,
+        None => age_ms(session),
+    }
+}
+
+fn forget_first_seen(ctx: &Context, session: &CapsuleSession) {
+    if let Some(uid) = session.uid() {
+        ctx.sessions_first_seen
+            .lock()
+            .expect("first-seen lock")
+            .remove(&uid);
+    }
+}
+
+/// Notes when this process first saw a pending session.
+fn note_first_seen(ctx: &Context, session: &CapsuleSession) {
+    let Some(uid) = session.uid() else { return };
+    let mut seen = ctx.sessions_first_seen.lock().expect("first-seen lock");
+    if seen.len() >= FIRST_SEEN_LIMIT {
+        // Entries of sessions removed without a final pass (finalizer stripped by hand) would
+        // otherwise stay: drop everything older than any acquire timeout.
+        seen.retain(|_, at| at.elapsed() < Duration::from_secs(86_400));
+    }
+    seen.entry(uid).or_insert_with(Instant::now);
 }
 
 /// A request still to be awaited, such as the finalizer patch that runs alongside the reads.
@@ -521,7 +566,7 @@ async fn finish_binding(
         .and_then(|s| s.warm_hit)
         .unwrap_or(true)
         && first_pass;
-    let latency_ms = age_ms(session);
+    let latency_ms = acquisition_ms(ctx, session);
     let mut status = status_with(
         session,
         SessionPhase::Bound,
