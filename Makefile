@@ -6,7 +6,7 @@ export PATH := $(TOOLS)/bin:$(PATH)
 # Tests find outside tools here and fail loudly when one is missing.
 export CAPSULE_TOOLS_DIR := $(TOOLS)
 
-.PHONY: all build test e2e lint fmt crds chart bench tools demo clean
+.PHONY: all build test e2e lint fmt crds chart bench tools demo images clean
 
 all: build
 
@@ -55,6 +55,15 @@ bench: tools
 	target/release/capsule-acquire-bench --json target/bench/acquire.json
 	@echo
 	python3 scripts/bench-table.py --out target/bench/all.json target/bench/worker.json target/bench/sidecar.json target/bench/devcluster.json target/bench/operator-ingest.json target/bench/acquire.json
+
+## images: the operator, worker and sidecar images, with docker or podman (CONTAINER_ENGINE=...)
+CONTAINER_ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+images:
+	@if [ -z "$(CONTAINER_ENGINE)" ]; then echo "make images needs docker or podman (set CONTAINER_ENGINE=/path/to/engine)"; exit 1; fi
+	$(CONTAINER_ENGINE) build -f docker/Dockerfile.operator -t capsule-operator:$(VERSION) .
+	$(CONTAINER_ENGINE) build -f docker/Dockerfile.worker -t capsule-worker:$(VERSION) .
+	$(CONTAINER_ENGINE) build -f docker/Dockerfile.worker --target sidecar -t capsule-sidecar:$(VERSION) .
 
 clean:
 	$(CARGO) clean
