@@ -5,7 +5,9 @@
 //! * each pool converges to exactly its target: `spec.replicas` ready unbound workers plus one
 //!   worker per bound session, counted from the pods by label;
 //! * no worker is bound to two sessions;
-//! * every session that was `Bound` before the kill still is, or is `Failed` with a reason.
+//! * every session that was `Bound` before the kill still is, or is `Failed` with a reason;
+//! * each pool's execution total never goes backwards, though workers that ran code go away
+//!   and the operator's in-memory index starts empty after each kill.
 //!
 //! The delays come from a seeded generator; the seed is printed, and `CAPSULE_FAULT_SEED=<seed>`
 //! replays a run. One devcluster serves all 20 runs.
@@ -13,6 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use capsule_e2e::{free_port, start_operator, wait_for, workspace, DevCluster, Process};
 use serde_json::Value;
 
@@ -182,6 +185,68 @@ fn converged(cluster: &DevCluster, targets: &BTreeMap<String, i64>) -> Result<()
     Ok(())
 }
 
+/// Executes `1+1` on a bound session with its token; retried for a while, since a worker whose
+/// binding call was cut short by the kill learns its session from its next heartbeat reply.
+fn run_code(cluster: &DevCluster, session: &Value) {
+    let name = name_of(session);
+    let endpoint = session["status"]["endpoint"].as_str().unwrap_or_default();
+    let secret = cluster.kubectl(&[
+        "get",
+        "secret",
+        &format!("{name}-session-token"),
+        "-o",
+        "jsonpath={.data.token}",
+    ]);
+    let token = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(secret.trim())
+            .expect("token is base64"),
+    )
+    .unwrap();
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    wait_for(
+        &format!("code to run on session {name}"),
+        Duration::from_secs(30),
+        || {
+            let response = http
+                .post(format!("{endpoint}/v1/executions"))
+                .bearer_auth(&token)
+                .json(&serde_json::json!({"code": "1+1"}))
+                .send()
+                .map_err(|e| e.to_string())?;
+            let status = response.status();
+            let body = response.text().map_err(|e| e.to_string())?;
+            if status.is_success() && body.contains("\"result\"") {
+                Ok(())
+            } else {
+                Err(format!("HTTP {status}"))
+            }
+        },
+    );
+}
+
+/// Each pool's `status.executions.ok` is at least what it was at any earlier reading.
+fn check_totals_never_go_backwards(
+    cluster: &DevCluster,
+    seen: &mut BTreeMap<String, i64>,
+    run: usize,
+    seed: u64,
+) {
+    for pool in items(cluster, "cpool") {
+        let ok = pool["status"]["executions"]["ok"].as_i64().unwrap_or(0);
+        let before = seen.entry(name_of(&pool)).or_insert(0);
+        assert!(
+            ok >= *before,
+            "run {run} (seed {seed}): pool {} executions went back from {before} to {ok}",
+            name_of(&pool)
+        );
+        *before = ok;
+    }
+}
+
 #[test]
 fn operator_killed_at_random_moments_loses_nothing() {
     let started = Instant::now();
@@ -222,6 +287,8 @@ fn operator_killed_at_random_moments_loses_nothing() {
     });
 
     let mut next_session = 0usize;
+    let mut executed = 0i64;
+    let mut executions_seen: BTreeMap<String, i64> = BTreeMap::new();
     let mut kills_while_busy = 0usize;
     for run in 1..=RUNS {
         // Scale each pool, release some sessions and claim new ones in two kubectl calls; the
@@ -283,6 +350,7 @@ fn operator_killed_at_random_moments_loses_nothing() {
         if let Err(e) = check_no_double_binding(&before, &pods) {
             panic!("run {run} (seed {seed}): at the kill: {e}");
         }
+        check_totals_never_go_backwards(&cluster, &mut executions_seen, run, seed);
         operator = start(run);
 
         wait_for(
@@ -304,12 +372,25 @@ fn operator_killed_at_random_moments_loses_nothing() {
                 ),
             }
         }
+        // Each bound session runs code, so workers that go (Replace pools replace released
+        // workers) leave executions behind that the pool's totals must keep across the kills.
+        for s in after.iter().filter(|s| phase_of(s) == "Bound") {
+            run_code(&cluster, s);
+            executed += 1;
+        }
+        check_totals_never_go_backwards(&cluster, &mut executions_seen, run, seed);
         println!(
             "run {run}: killed after {delay:?}, {} sessions bound before, converged at {:?}",
             was_bound.len(),
             started.elapsed()
         );
     }
+    // Executions run just before a kill may be lost (the worker's heartbeat or the status write
+    // had not happened yet), so the totals can be below `executed`; never zero, or the
+    // never-backwards check above checked nothing.
+    let counted: i64 = executions_seen.values().sum();
+    println!("{counted} of {executed} executions counted in the pools' totals");
+    assert!(counted > 0, "no execution reached the pools' totals");
     println!(
         "{RUNS} runs in {:?}; {kills_while_busy} kills landed while a session was pending or releasing or a worker starting or stopping",
         started.elapsed()
