@@ -894,6 +894,72 @@ fn install_and_reconcile(leader_election: bool) {
                 }
             },
         );
+
+        // An upgrade that changes the pod template rolls every replica; the new pods elect a
+        // leader among themselves and it reconciles a change to the pool.
+        let out = helm(&[
+            "upgrade",
+            RELEASE,
+            chart.to_str().unwrap(),
+            "--kubeconfig",
+            kubeconfig.as_str(),
+            "--namespace",
+            NAMESPACE,
+            "--reuse-values",
+            "--set",
+            "operator.statusIntervalSeconds=2",
+        ]);
+        assert!(
+            out.status.success(),
+            "helm upgrade failed: {}",
+            text(&out.stderr)
+        );
+        wait_for(
+            "every replica from the upgraded template, one of them the Service's leader",
+            Duration::from_secs(45),
+            || {
+                let all = pods(&cluster, NAMESPACE, &selector);
+                let upgraded = all
+                    .iter()
+                    .filter(|p| {
+                        p["metadata"]["deletionTimestamp"].is_null()
+                            && strings(&p["spec"]["containers"][0]["args"])
+                                .contains(&"--status-interval-seconds=2")
+                            && pod_ready(p)
+                    })
+                    .count();
+                let selected = pods(&cluster, NAMESPACE, &service_selector);
+                let selected_upgraded = selected.len() == 1
+                    && strings(&selected[0]["spec"]["containers"][0]["args"])
+                        .contains(&"--status-interval-seconds=2");
+                if all.len() == replicas && upgraded == replicas && selected_upgraded {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{upgraded}/{replicas} upgraded and ready, {} selected: {}",
+                        selected.len(),
+                        pod_summary(&all)
+                    ))
+                }
+            },
+        );
+        cluster.kubectl(&["scale", "cpool", "demo", "--replicas=3"]);
+        wait_for(
+            "the upgraded leader reconciling the scaled pool",
+            Duration::from_secs(45),
+            || {
+                let workers = pods(&cluster, "default", "capsule.dev/pool=demo").len();
+                let generation = cluster.jsonpath(&["cpool", "demo"], "{.metadata.generation}");
+                let observed = cluster.jsonpath(&["cpool", "demo"], "{.status.observedGeneration}");
+                if workers >= 3 && observed == generation {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "workers={workers} generation={generation:?} observed={observed:?}"
+                    ))
+                }
+            },
+        );
     }
 
     let out = helm(&[
