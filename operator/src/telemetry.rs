@@ -34,6 +34,8 @@ pub fn init(format: LogFormat) -> Result<TelemetryGuard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt_layer = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            // Colour codes only for a terminal: container logs and files stay plain text.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
