@@ -99,7 +99,7 @@ pub struct Config {
     pub trace_socket: Option<PathBuf>,
     /// How long trace events gather before one batched write, in ms (0..=1000); 0 writes as soon
     /// as the writer task runs.
-    #[arg(long, env = "CAPSULE_TRACE_LINGER_MS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    #[arg(long, env = "CAPSULE_TRACE_LINGER_MS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub trace_linger_ms: u64,
     /// Runtime threads: 1 runs everything on one thread (lowest round-trip latency); more use a
     /// multi-threaded runtime.

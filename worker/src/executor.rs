@@ -725,13 +725,18 @@ fn finish(run: &Run<'_>, body: EventBody) {
     if outcome == Outcome::Cancelled && run.job.control.cancelled_by_api.load(Relaxed) {
         runtime.stats.cancels_effective.fetch_add(1, Relaxed);
     }
+    let ename = match &body {
+        EventBody::Error { ename, .. } => Some(ename.clone()),
+        _ => None,
+    };
+    // The client's final event first; the trace event is built off its path.
+    run.job.queue.finish(run.event(body));
     let mut event = run
         .trace(trace_kind)
         .with_attribute("outcome", format!("{outcome:?}"));
-    if let EventBody::Error { ename, .. } = &body {
+    if let Some(ename) = ename {
         event = event.with_attribute("ename", ename);
     }
     runtime.trace.send(event);
     tracing::debug!(execution = %run.job.id, ?outcome, "execution finished");
-    run.job.queue.finish(run.event(body));
 }

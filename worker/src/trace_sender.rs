@@ -3,7 +3,7 @@
 //! Events go through a queue of [`TRACE_QUEUE_CAPACITY`]; when it is full (sidecar slow or absent)
 //! new events are dropped and counted. Callers only build the event and `try_send` it: encoding
 //! and writing happen in a background task, which lets events gather for a linger
-//! (`CAPSULE_TRACE_LINGER_MS`, default 2 ms) and writes
+//! (`CAPSULE_TRACE_LINGER_MS`, default 20 ms) and writes
 //! them as one batch of frames (≤ 256 KiB), so an execution's events cost the sidecar one wake-up
 //! and run after the response that produced them. It reconnects with backoff when the socket is
 //! missing or breaks; a frame cut by a broken connection is sent again whole.

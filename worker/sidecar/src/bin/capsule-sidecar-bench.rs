@@ -119,6 +119,25 @@ fn worker(socket: Option<&Path>, linger_ms: Option<u64>) -> Proc {
     spawn(command, "capsule-worker listening on")
 }
 
+/// CPU time (user + system) a process has used so far, in microseconds (from /proc, clock ticks
+/// assumed 100 Hz as on Linux).
+fn cpu_micros(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at ") ".
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |n: usize| {
+        fields
+            .get(n)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 11 and 12 after the name.
+    (ticks(11) + ticks(12)) * 10_000.0
+}
+
 fn rss(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -267,6 +286,8 @@ async fn main() {
         round_trip(&http, &traced).await;
     }
     let (mut off, mut on) = (Vec::new(), Vec::new());
+    let cpu = |p: &Proc| cpu_micros(p.child.id());
+    let cpu_before = (cpu(&plain), cpu(&traced), cpu(&traced_sidecar));
     for n in 0..args.round_trips {
         if n % 2 == 0 {
             off.push(round_trip(&http, &plain).await);
@@ -276,6 +297,12 @@ async fn main() {
             off.push(round_trip(&http, &plain).await);
         }
     }
+    // Let the last batch of events arrive before reading CPU time and counters.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let per_execution = |before: f64, after: f64| (after - before) / args.round_trips as f64;
+    let cpu_plain = per_execution(cpu_before.0, cpu(&plain));
+    let cpu_traced = per_execution(cpu_before.1, cpu(&traced));
+    let cpu_sidecar = per_execution(cpu_before.2, cpu(&traced_sidecar));
     let received = metric(
         &http,
         &traced_sidecar,
@@ -302,6 +329,10 @@ async fn main() {
     println!("| execute p99 off / on | {off_p99:.3} / {on_p99:.3} ms |");
     println!("| p50 overhead (target ≤ 3 %) | {overhead:.2} % |");
     println!("| trace events received during round trips | {received:.0} |");
+    println!(
+        "| worker CPU per execution, tracing off / on | {cpu_plain:.1} / {cpu_traced:.1} µs |"
+    );
+    println!("| sidecar CPU per traced execution | {cpu_sidecar:.1} µs |");
     let json = serde_json::json!({
         "eventsPerSecond": events_per_second,
         "ingestEvents": args.events,
@@ -316,6 +347,9 @@ async fn main() {
         "executeP99MsTracingOn": on_p99,
         "p50OverheadPercent": overhead,
         "traceEventsReceived": received,
+        "workerCpuMicrosPerExecutionTracingOff": cpu_plain,
+        "workerCpuMicrosPerExecutionTracingOn": cpu_traced,
+        "sidecarCpuMicrosPerTracedExecution": cpu_sidecar,
     });
     std::fs::write(&args.json, serde_json::to_vec_pretty(&json).unwrap()).expect("writing JSON");
     println!("wrote {}", args.json.display());
