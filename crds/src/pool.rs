@@ -145,7 +145,7 @@ fn default_max_workers() -> i32 {
 }
 
 /// The worker pod template.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkerTemplate {
     /// Image of the `worker` container (runs capsule-worker and Python). Required: a pool without
@@ -215,6 +215,28 @@ pub struct WorkerTemplate {
 
 fn default_grace_seconds() -> i64 {
     30
+}
+
+// Written out so the schema's object-level default agrees with the field defaults.
+impl Default for WorkerTemplate {
+    fn default() -> Self {
+        Self {
+            image: None,
+            sidecar_image: None,
+            image_pull_policy: None,
+            resources: None,
+            sidecar_resources: None,
+            env: Vec::new(),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
+            affinity: None,
+            priority_class_name: None,
+            service_account_name: None,
+            termination_grace_period_seconds: default_grace_seconds(),
+        }
+    }
 }
 
 /// Image pull policy.
@@ -540,7 +562,7 @@ pub enum IntrospectionView {
 }
 
 /// Policy-gated introspection: every view is off unless listed here and `enabled` is true.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct IntrospectionSpec {
     /// Master switch.
@@ -559,6 +581,18 @@ pub struct IntrospectionSpec {
     /// Write one audit record per request (allowed or denied).
     #[serde(default = "default_true")]
     pub audit: bool,
+}
+
+// Written out so the schema's object-level default agrees with the field defaults.
+impl Default for IntrospectionSpec {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            views: Vec::new(),
+            redaction: Redaction::default(),
+            audit: default_true(),
+        }
+    }
 }
 
 /// Prometheus series for this pool.

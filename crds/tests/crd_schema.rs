@@ -131,3 +131,46 @@ fn every_field_has_a_description_for_kubectl_explain() {
         );
     }
 }
+
+/// Walks a schema and checks that an object's own `default` agrees with the `default` of each of
+/// its properties: kubectl and the API server apply the object default when the object is absent,
+/// and the field defaults when it is present, so a user would see two different defaults.
+fn defaults_agree(schema: &Value, path: &str, problems: &mut Vec<String>) {
+    if let (Some(object_default), Some(properties)) = (
+        schema.get("default").and_then(Value::as_object),
+        schema.get("properties").and_then(Value::as_object),
+    ) {
+        for (name, property) in properties {
+            if let (Some(field_default), Some(given)) =
+                (property.get("default"), object_default.get(name))
+            {
+                if field_default != given {
+                    problems.push(format!(
+                        "{path}.{name}: field default {field_default} but {path} defaults it to {given}"
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+        for (name, property) in properties {
+            defaults_agree(property, &format!("{path}.{name}"), problems);
+        }
+    }
+    if let Some(items) = schema.get("items") {
+        defaults_agree(items, &format!("{path}[]"), problems);
+    }
+}
+
+#[test]
+fn object_defaults_agree_with_field_defaults() {
+    let mut problems = Vec::new();
+    for (kind, crd) in [
+        ("CapsulePool", crd_json::<CapsulePool>()),
+        ("CapsuleSession", crd_json::<CapsuleSession>()),
+    ] {
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        defaults_agree(schema, kind, &mut problems);
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
