@@ -1,5 +1,6 @@
 //! Decoding of the protobuf request bodies kubectl's typed clients send for imperative commands
-//! (`kubectl create configmap|secret|namespace|serviceaccount|token`, `kubectl auth can-i`). Only
+//! (`kubectl create configmap|secret|namespace|serviceaccount|token`, `kubectl auth can-i`) and the
+//! delete options of typed clients such as Helm's. Only
 //! those kinds are understood; other protobuf bodies get 415. Responses are always JSON, which
 //! client-go accepts because it lists JSON in `Accept` too.
 
@@ -121,6 +122,16 @@ const SELF_SUBJECT_ACCESS_REVIEW: &[Field] = &[
             ),
         ]),
     ),
+];
+
+const PRECONDITIONS: &[Field] = &[(1, "uid", Kind::Str), (2, "resourceVersion", Kind::Str)];
+/// `helm uninstall` and other typed clients send their delete options in protobuf.
+const DELETE_OPTIONS: &[Field] = &[
+    (1, "gracePeriodSeconds", Kind::Int),
+    (2, "preconditions", Kind::Message(PRECONDITIONS)),
+    (3, "orphanDependents", Kind::Bool),
+    (4, "propagationPolicy", Kind::Str),
+    (5, "dryRun", Kind::RepeatedStr),
 ];
 
 struct Reader<'a> {
@@ -295,6 +306,7 @@ pub fn decode(body: &[u8]) -> Result<Value> {
         "ServiceAccount" => SERVICE_ACCOUNT,
         "TokenRequest" => TOKEN_REQUEST,
         "SelfSubjectAccessReview" => SELF_SUBJECT_ACCESS_REVIEW,
+        "DeleteOptions" => DELETE_OPTIONS,
         other => return Err(unsupported(other)),
     };
     let mut object = message(&raw, fields)?;
@@ -332,5 +344,26 @@ mod tests {
             object,
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c1", "labels": {"app": "web"}}, "data": {"a": "b"}})
         );
+    }
+
+    #[test]
+    fn decodes_delete_options() {
+        let preconditions = [field(1, b"uid-1"), field(2, b"42")].concat();
+        // Field 1 (gracePeriodSeconds) is a varint: key (1 << 3 | 0), value 5.
+        let options = [
+            vec![0x08, 5],
+            field(2, &preconditions),
+            field(4, b"Foreground"),
+            field(5, b"All"),
+        ]
+        .concat();
+        let type_meta = [field(1, b"meta.k8s.io/v1"), field(2, b"DeleteOptions")].concat();
+        let body = [MAGIC.to_vec(), field(1, &type_meta), field(2, &options)].concat();
+        let object = decode(&body).unwrap();
+        assert_eq!(object["gracePeriodSeconds"], json!(5));
+        assert_eq!(object["preconditions"]["uid"], json!("uid-1"));
+        assert_eq!(object["preconditions"]["resourceVersion"], json!("42"));
+        assert_eq!(object["propagationPolicy"], json!("Foreground"));
+        assert_eq!(object["dryRun"], json!(["All"]));
     }
 }
