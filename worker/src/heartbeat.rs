@@ -2,7 +2,9 @@
 //!
 //! It runs in its own task and never touches the executor's path except to queue a reset, so it
 //! never blocks execution; a failed send is logged and retried with exponential backoff (capped at
-//! [`MAX_BACKOFF`]) and the loop never stops.
+//! [`MAX_BACKOFF`]) and the loop only stops at shutdown, after one last heartbeat that carries the
+//! final counters (executions finished since the previous heartbeat would otherwise never reach
+//! the pool's totals when the pod is deleted).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -17,6 +19,8 @@ use crate::wire::heartbeat::{Capabilities, Heartbeat, HeartbeatReply, Instructio
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Bound on one heartbeat request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on the last heartbeat at shutdown: the pod's grace period is ticking.
+const FINAL_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest heartbeat reply read, in bytes.
 pub const MAX_REPLY_BYTES: usize = 64 * 1024;
 
@@ -105,8 +109,9 @@ pub fn apply_reply(runtime: &Arc<Runtime>, reply: HeartbeatReply) {
     }
 }
 
-/// Runs forever: one heartbeat per interval, backoff after failures.
-pub async fn run(runtime: Arc<Runtime>, url: String) {
+/// One heartbeat per interval, backoff after failures, until `stop` turns true; then one last
+/// heartbeat with the final counters.
+pub async fn run(runtime: Arc<Runtime>, url: String, mut stop: tokio::sync::watch::Receiver<bool>) {
     let client = match reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build() {
         Ok(client) => client,
         Err(error) => {
@@ -153,7 +158,23 @@ pub async fn run(runtime: Arc<Runtime>, url: String) {
                 backoff
             }
         };
-        tokio::time::sleep(delay).await;
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            // The guard `wait_for` returns must not live across the send below.
+            _ = async { let _ = stop.wait_for(|stopping| *stopping).await; } => {
+                seq += 1;
+                let heartbeat = build(&runtime, seq, false, &mut cpu);
+                let mut request = client.post(&url).json(&heartbeat).timeout(FINAL_REQUEST_TIMEOUT);
+                if let Some(token) = &runtime.config.pool_token {
+                    request = request.bearer_auth(token);
+                }
+                match send(request).await {
+                    Ok(_) => tracing::info!("last heartbeat delivered"),
+                    Err(message) => tracing::warn!(%message, "last heartbeat failed"),
+                }
+                return;
+            }
+        }
     }
 }
 

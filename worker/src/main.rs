@@ -57,9 +57,12 @@ async fn serve(config: Config) -> Result<(), Error> {
         })?;
     let local = listener.local_addr()?;
     let runtime = Runtime::start(config);
-    if let Some(url) = runtime.config.heartbeat_url.clone() {
-        tokio::spawn(heartbeat::run(runtime.clone(), url));
-    }
+    let (stop_heartbeats, heartbeats_stopping) = tokio::sync::watch::channel(false);
+    let heartbeats = runtime
+        .config
+        .heartbeat_url
+        .clone()
+        .map(|url| tokio::spawn(heartbeat::run(runtime.clone(), url, heartbeats_stopping)));
     tracing::info!(addr = %local, pool = %runtime.config.pool, pod = %runtime.config.pod_name, "capsule-worker listening");
     {
         let mut stdout = std::io::stdout();
@@ -86,6 +89,11 @@ async fn serve(config: Config) -> Result<(), Error> {
             }
             // Let the connection tasks write the final events they were just handed.
             tokio::time::sleep(Duration::from_millis(200)).await;
+            // The last heartbeat carries the counters of the executions that just finished.
+            stop_heartbeats.send_replace(true);
+            if let Some(task) = heartbeats {
+                let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+            }
         }
     }
     Ok(())

@@ -223,3 +223,45 @@ async fn heartbeats_never_block_execution_when_the_operator_is_down() {
         assert_eq!(result_repr(&events), Some((n * 2).to_string()));
     }
 }
+
+#[tokio::test]
+async fn a_last_heartbeat_at_shutdown_carries_the_final_counters() {
+    let operator: Shared = Arc::new(Mutex::new(Operator::default()));
+    let url = start_operator(operator.clone()).await;
+    // One heartbeat at start, the next only a minute later: a later one can only be the last.
+    let worker = Worker::start(&[
+        ("CAPSULE_HEARTBEAT_URL", &url),
+        ("CAPSULE_HEARTBEAT_INTERVAL_SECONDS", "60"),
+    ])
+    .await;
+    wait_until(&operator, "the first heartbeat", |o| !o.received.is_empty()).await;
+    let events = worker.run("6 * 7").await;
+    assert_eq!(result_repr(&events).as_deref(), Some("42"));
+    assert_eq!(
+        operator
+            .lock()
+            .unwrap()
+            .received
+            .last()
+            .unwrap()
+            .executions
+            .ok,
+        0
+    );
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &worker.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_until(&operator, "a last heartbeat with the execution", |o| {
+        o.received.last().is_some_and(|h| h.executions.ok == 1)
+    })
+    .await;
+    let operator = operator.lock().unwrap();
+    let last = operator.received.last().unwrap();
+    let previous = &operator.received[operator.received.len() - 2];
+    assert!(
+        last.seq > previous.seq,
+        "the index ignores a seq that does not grow"
+    );
+}
