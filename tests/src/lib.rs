@@ -209,6 +209,58 @@ impl DevCluster {
     }
 }
 
+/// How to run one `capsule-operator run` process against the devcluster.
+pub struct OperatorRun {
+    /// Port of its HTTP server on 127.0.0.1.
+    pub port: u16,
+    /// Port workers send heartbeats to (default: `port`).
+    pub heartbeat_port: Option<u16>,
+    pub status_interval_seconds: u64,
+    pub rust_log: String,
+    pub extra_args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl OperatorRun {
+    pub fn on_port(port: u16) -> Self {
+        OperatorRun {
+            port,
+            heartbeat_port: None,
+            status_interval_seconds: 1,
+            rust_log: "info,kube=warn".into(),
+            extra_args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    /// Starts it, its stderr going to `log`.
+    pub fn start(&self, cluster: &DevCluster, log: &Path) -> Process {
+        let heartbeat_port = self.heartbeat_port.unwrap_or(self.port);
+        let mut cmd = Command::new(bin("capsule-operator"));
+        cmd.arg("run")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--heartbeat-url")
+            .arg(format!("http://127.0.0.1:{heartbeat_port}/v1/heartbeats"))
+            .arg("--sidecar-image")
+            .arg("capsule-sidecar:dev")
+            .arg("--status-interval-seconds")
+            .arg(self.status_interval_seconds.to_string())
+            .args(&self.extra_args)
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .env("RUST_LOG", &self.rust_log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(log).unwrap()));
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        Process {
+            child: cmd.spawn().expect("operator starts"),
+            name: "capsule-operator".into(),
+        }
+    }
+}
+
 /// Starts `capsule-operator run` against the devcluster, serving on `port`.
 pub fn start_operator(
     cluster: &DevCluster,
@@ -216,27 +268,12 @@ pub fn start_operator(
     log: &Path,
     extra_env: &[(&str, &str)],
 ) -> Process {
-    let mut cmd = Command::new(bin("capsule-operator"));
-    cmd.arg("run")
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--heartbeat-url")
-        .arg(format!("http://127.0.0.1:{port}/v1/heartbeats"))
-        .arg("--sidecar-image")
-        .arg("capsule-sidecar:dev")
-        .arg("--status-interval-seconds")
-        .arg("1")
-        .env("KUBECONFIG", &cluster.kubeconfig)
-        .env("RUST_LOG", "info,kube=warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(log).unwrap()));
-    for (k, v) in extra_env {
-        cmd.env(k, v);
-    }
-    Process {
-        child: cmd.spawn().expect("operator starts"),
-        name: "capsule-operator".into(),
-    }
+    let mut run = OperatorRun::on_port(port);
+    run.env = extra_env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    run.start(cluster, log)
 }
 
 /// Polls `check` until it returns Some, or panics after `timeout` with `what` and the last value.

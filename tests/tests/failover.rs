@@ -10,12 +10,12 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use capsule_e2e::{bin, free_port, wait_for, workspace, DevCluster, Process};
+use capsule_e2e::{free_port, wait_for, workspace, DevCluster, OperatorRun, Process};
 
 const POOL: &str = r#"
 apiVersion: capsule.dev/v1alpha1
@@ -46,29 +46,16 @@ fn start_replica(
     heartbeat_port: u16,
     log: &Path,
 ) -> Process {
-    let child = Command::new(bin("capsule-operator"))
-        .arg("run")
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--heartbeat-url")
-        .arg(format!("http://127.0.0.1:{heartbeat_port}/v1/heartbeats"))
-        .arg("--sidecar-image")
-        .arg("capsule-sidecar:dev")
-        .arg("--status-interval-seconds")
-        .arg("1")
-        .arg("--leader-election")
-        .env("POD_NAME", pod)
-        .env("POD_NAMESPACE", "default")
-        .env("KUBECONFIG", &cluster.kubeconfig)
-        .env("RUST_LOG", "info,kube=warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
-        .spawn()
-        .expect("operator starts");
-    Process {
-        child,
-        name: format!("capsule-operator {pod}"),
-    }
+    let mut run = OperatorRun::on_port(port);
+    run.heartbeat_port = Some(heartbeat_port);
+    run.extra_args = vec!["--leader-election".into()];
+    run.env = vec![
+        ("POD_NAME".into(), pod.into()),
+        ("POD_NAMESPACE".into(), "default".into()),
+    ];
+    let mut process = run.start(cluster, log);
+    process.name = format!("capsule-operator {pod}");
+    process
 }
 
 /// The value of an unlabelled-or-pool-labelled counter or gauge in a replica's /metrics, summed

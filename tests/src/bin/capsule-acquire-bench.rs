@@ -15,11 +15,10 @@
 //! -p capsule-devcluster --bins`); kubectl is not needed.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use capsule_crds::{CapsulePool, CapsuleSession, SessionPhase};
-use capsule_e2e::{bin, free_port, DevCluster, Process};
+use capsule_e2e::{free_port, DevCluster, OperatorRun, Process};
 use clap::Parser;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -97,26 +96,10 @@ fn summary(samples: &[Sample]) -> serde_json::Value {
 }
 
 fn start_operator(cluster: &DevCluster, port: u16, interval: u64, log: PathBuf) -> Process {
-    let child = Command::new(bin("capsule-operator"))
-        .arg("run")
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--heartbeat-url")
-        .arg(format!("http://127.0.0.1:{port}/v1/heartbeats"))
-        .arg("--sidecar-image")
-        .arg("capsule-sidecar:dev")
-        .arg("--status-interval-seconds")
-        .arg(interval.to_string())
-        .env("KUBECONFIG", &cluster.kubeconfig)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(log).expect("log file")))
-        .spawn()
-        .expect("operator starts");
-    Process {
-        child,
-        name: "capsule-operator".into(),
-    }
+    let mut run = OperatorRun::on_port(port);
+    run.status_interval_seconds = interval;
+    run.rust_log = "warn".into();
+    run.start(cluster, &log)
 }
 
 async fn wait_until<F, Fut>(what: &str, mut check: F) -> BenchResult<()>
