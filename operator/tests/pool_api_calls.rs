@@ -7,12 +7,9 @@ use std::sync::{Arc, Mutex};
 use capsule_crds::{CapsulePool, CapsulePoolStatus};
 use capsule_operator::config::OperatorConfig;
 use capsule_operator::context::Context;
-use capsule_operator::health::Health;
-use capsule_operator::metrics::Metrics;
 use capsule_operator::pool::{self, worker_pod};
 use fake_api::{list, not_found, Call};
 use http::{Method, StatusCode};
-use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
 
 const NS: &str = "default";
@@ -134,21 +131,10 @@ fn harness(pods: Vec<Value>, secret_exists: bool) -> Harness {
                 obj["spec"] = json!({});
                 (StatusCode::OK, obj)
             }
-            _ => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                json!({"message": format!("unexpected call {} {}", call.method, p)}),
-            ),
+            _ => fake_api::unexpected(call),
         }
     });
-    let (client, calls) = fake_api::start(responder);
-    let mut registry = Registry::default();
-    let metrics = Arc::new(Metrics::register(&mut registry));
-    let ctx = Arc::new(Context::new(
-        client,
-        metrics,
-        OperatorConfig::default(),
-        Arc::new(Health::default()),
-    ));
+    let (ctx, calls) = fake_api::context(responder);
     Harness { ctx, calls }
 }
 

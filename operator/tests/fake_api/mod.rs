@@ -61,6 +61,33 @@ pub fn start(responder: Responder) -> (Client, Arc<Mutex<Vec<Call>>>) {
     (Client::new(service, "default"), calls)
 }
 
+/// The operator's context over the fake: what a reconcile gets in the real process.
+pub fn context(
+    responder: Responder,
+) -> (
+    Arc<capsule_operator::context::Context>,
+    Arc<Mutex<Vec<Call>>>,
+) {
+    let (client, calls) = start(responder);
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(capsule_operator::metrics::Metrics::register(&mut registry));
+    let ctx = Arc::new(capsule_operator::context::Context::new(
+        client,
+        metrics,
+        capsule_operator::config::OperatorConfig::default(),
+        Arc::new(capsule_operator::health::Health::default()),
+    ));
+    (ctx, calls)
+}
+
+/// The answer to a call a test did not expect: a 500 naming it, so the reconcile fails loudly.
+pub fn unexpected(call: &Call) -> (StatusCode, Value) {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        json!({"message": format!("unexpected call {} {}", call.method, call.path)}),
+    )
+}
+
 pub fn not_found(what: &str) -> (StatusCode, Value) {
     (
         StatusCode::NOT_FOUND,
