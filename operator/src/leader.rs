@@ -350,8 +350,8 @@ pub fn register_gauge(registry: &mut prometheus_client::registry::Registry) -> G
 pub async fn track_gauge(mut leadership: Leadership, gauge: Gauge) {
     loop {
         gauge.set(i64::from(leadership.is_leading()));
+        // An unseen last value is still reported before the closed channel ends the loop.
         if leadership.leading.changed().await.is_err() {
-            gauge.set(i64::from(leadership.is_leading()));
             return;
         }
     }

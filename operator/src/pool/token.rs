@@ -22,18 +22,31 @@ pub fn new_token() -> String {
 }
 
 pub fn build(pool: &CapsulePool, token: &str) -> Secret {
-    let name = pool.name_any();
+    owned_token_secret(
+        pool,
+        labels::pool_token_secret(&pool.name_any()),
+        labels::POOL,
+        token,
+    )
+}
+
+/// A token Secret owned by `owner` (a pool or a session), labelled with the owner's name under
+/// `owner_label` so the operator's Secret watch finds it, and deleted with its owner.
+pub fn owned_token_secret<K>(owner: &K, name: String, owner_label: &str, token: &str) -> Secret
+where
+    K: Resource<DynamicType = ()>,
+{
     Secret {
         metadata: ObjectMeta {
-            name: Some(labels::pool_token_secret(&name)),
-            namespace: pool.namespace(),
+            name: Some(name),
+            namespace: owner.namespace(),
             labels: Some(BTreeMap::from([
-                (labels::POOL.to_string(), name),
+                (owner_label.to_string(), owner.name_any()),
                 (labels::MANAGED_BY.to_string(), labels::MANAGER.to_string()),
             ])),
-            owner_references: Some(vec![pool
+            owner_references: Some(vec![owner
                 .controller_owner_ref(&())
-                .expect("a stored pool has a uid")]),
+                .expect("a stored object has a uid")]),
             ..Default::default()
         },
         type_: Some("Opaque".into()),

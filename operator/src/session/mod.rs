@@ -5,7 +5,6 @@
 //! two sessions can never take the same worker, even across operator restarts: a session that finds a
 //! pod already labelled with its own name finishes that binding instead of taking another.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,9 +16,8 @@ use capsule_crds::{
 };
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use k8s_openapi::ByteString;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
@@ -35,7 +33,7 @@ use crate::error::{backoff, Error, Result};
 use crate::labels;
 use crate::metrics::{ControllerLabels, ControllerName, PoolLabels};
 use crate::pool::plan;
-use crate::pool::token::new_token;
+use crate::pool::token::{new_token, owned_token_secret};
 
 /// How often a waiting session looks for a worker again (a new worker turning Ready also wakes it).
 const WAIT_POLL: Duration = Duration::from_millis(250);
@@ -477,26 +475,7 @@ async fn ensure_token(
         Some(existing) => crate::relay::directory::secret_token(&existing).unwrap_or_default(),
         None => {
             let token = new_token();
-            let secret = Secret {
-                metadata: ObjectMeta {
-                    name: Some(secret_name.clone()),
-                    namespace: Some(ns.into()),
-                    labels: Some(BTreeMap::from([
-                        (labels::SESSION.to_string(), session.name_any()),
-                        (labels::MANAGED_BY.to_string(), labels::MANAGER.to_string()),
-                    ])),
-                    owner_references: Some(vec![session
-                        .controller_owner_ref(&())
-                        .expect("stored session has a uid")]),
-                    ..Default::default()
-                },
-                type_: Some("Opaque".into()),
-                data: Some(BTreeMap::from([(
-                    labels::TOKEN_KEY.to_string(),
-                    ByteString(token.as_bytes().to_vec()),
-                )])),
-                ..Default::default()
-            };
+            let secret = owned_token_secret(session, secret_name.clone(), labels::SESSION, &token);
             match secrets.create(&PostParams::default(), &secret).await {
                 Ok(_) => token,
                 Err(kube::Error::Api(s)) if s.code == 409 => {
