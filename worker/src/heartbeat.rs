@@ -133,11 +133,7 @@ pub async fn run(runtime: Arc<Runtime>, url: String, mut stop: tokio::sync::watc
             .capabilities
             .as_ref()
             .is_some_and(|c| !c.python_version.is_empty());
-        let mut request = client.post(&url).json(&heartbeat);
-        if let Some(token) = &runtime.config.pool_token {
-            request = request.bearer_auth(token);
-        }
-        let delay = match send(request).await {
+        let delay = match send(request(&client, &url, &runtime, &heartbeat)).await {
             Ok(reply) => {
                 if failures > 0 {
                     tracing::info!(failures, "heartbeats delivered again");
@@ -164,17 +160,28 @@ pub async fn run(runtime: Arc<Runtime>, url: String, mut stop: tokio::sync::watc
             _ = async { let _ = stop.wait_for(|stopping| *stopping).await; } => {
                 seq += 1;
                 let heartbeat = build(&runtime, seq, false, &mut cpu);
-                let mut request = client.post(&url).json(&heartbeat).timeout(FINAL_REQUEST_TIMEOUT);
-                if let Some(token) = &runtime.config.pool_token {
-                    request = request.bearer_auth(token);
-                }
-                match send(request).await {
+                let last = request(&client, &url, &runtime, &heartbeat).timeout(FINAL_REQUEST_TIMEOUT);
+                match send(last).await {
                     Ok(_) => tracing::info!("last heartbeat delivered"),
                     Err(message) => tracing::warn!(%message, "last heartbeat failed"),
                 }
                 return;
             }
         }
+    }
+}
+
+/// The POST of one heartbeat with the pool token.
+fn request(
+    client: &reqwest::Client,
+    url: &str,
+    runtime: &Runtime,
+    heartbeat: &Heartbeat,
+) -> reqwest::RequestBuilder {
+    let request = client.post(url).json(heartbeat);
+    match &runtime.config.pool_token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
     }
 }
 
