@@ -243,10 +243,32 @@ pub async fn serve(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match dispatch(&shared, method, uri, headers, body).await {
+    // Like the API server's httplog: one line per request at debug level, for finding out who
+    // calls what and how long it takes (`RUST_LOG=capsule_devcluster::api=debug`).
+    let started = std::time::Instant::now();
+    let log = tracing::enabled!(tracing::Level::DEBUG).then(|| {
+        let agent = headers
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        (method.clone(), uri.clone(), agent)
+    });
+    let response = match dispatch(&shared, method, uri, headers, body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
+    };
+    if let Some((method, uri, agent)) = log {
+        tracing::debug!(
+            %method,
+            %uri,
+            status = response.status().as_u16(),
+            micros = started.elapsed().as_micros() as u64,
+            %agent,
+            "request"
+        );
     }
+    response
 }
 
 async fn dispatch(
