@@ -100,6 +100,15 @@ pub struct CapsulePoolSpec {
     #[schemars(range(min = 1, max = 1000))]
     pub max_workers: i32,
 
+    /// Seconds the pool keeps more unbound workers than it needs before removing the surplus.
+    /// With `recycle.onRelease: Reset` every release returns a worker while its replacement is
+    /// already warming; removing the surplus at once would cost a pod start and a deletion per
+    /// session under steady load. 0 removes it at once. A change of the spec (such as lowering
+    /// `replicas`) applies at once.
+    #[serde(default = "default_scale_down_delay_seconds")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub scale_down_delay_seconds: i64,
+
     /// The worker pod template: images, resources and scheduling.
     #[serde(default)]
     pub template: WorkerTemplate,
@@ -142,6 +151,9 @@ fn default_replicas() -> i32 {
 }
 fn default_max_workers() -> i32 {
     10
+}
+fn default_scale_down_delay_seconds() -> i64 {
+    30
 }
 
 /// The worker pod template.

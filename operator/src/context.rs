@@ -43,6 +43,8 @@ pub struct PoolState {
     pub last_status_write: Option<Instant>,
     /// Relayed totals restored from the pool's status, so they survive an operator restart.
     pub restored_totals: crate::pool::restored_totals::RestoredTotals,
+    /// How long the pool has had surplus workers, for `spec.scaleDownDelaySeconds`.
+    pub surplus_hold: crate::pool::scale_down::SurplusHold,
 }
 
 /// How many recent acquisition latencies a pool keeps for its status quantiles.

@@ -45,7 +45,7 @@ impl Rng {
 
 fn pool_yaml(name: &str, on_release: &str, replicas: i64) -> String {
     format!(
-        "apiVersion: capsule.dev/v1alpha1\nkind: CapsulePool\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  replicas: {replicas}\n  maxWorkers: {MAX_WORKERS}\n  template:\n    image: capsule-worker:dev\n    terminationGracePeriodSeconds: 1\n  heartbeat:\n    intervalSeconds: 1\n    stalenessSeconds: 6\n  recycle:\n    onRelease: {on_release}\n  sessions:\n    idleTimeoutSeconds: 0\n    acquireTimeoutSeconds: 120\n"
+        "apiVersion: capsule.dev/v1alpha1\nkind: CapsulePool\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  replicas: {replicas}\n  maxWorkers: {MAX_WORKERS}\n  scaleDownDelaySeconds: 0\n  template:\n    image: capsule-worker:dev\n    terminationGracePeriodSeconds: 1\n  heartbeat:\n    intervalSeconds: 1\n    stalenessSeconds: 6\n  recycle:\n    onRelease: {on_release}\n  sessions:\n    idleTimeoutSeconds: 0\n    acquireTimeoutSeconds: 120\n"
     )
 }
 

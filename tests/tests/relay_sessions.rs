@@ -17,6 +17,7 @@ metadata:
 spec:
   replicas: 2
   maxWorkers: 3
+  scaleDownDelaySeconds: 4
   template:
     image: capsule-worker:dev
   heartbeat:
@@ -300,9 +301,26 @@ fn pools_warm_up_sessions_bind_execute_and_release_and_dead_workers_are_replaced
         "{metrics}"
     );
 
-    // Deleting the session resets the worker and gives it back to the pool.
+    // Deleting the session resets the worker and gives it back to the pool. The pool refilled its
+    // warm target while s1 held the worker, so it now has one idle worker too many: kept for
+    // spec.scaleDownDelaySeconds (a next session would take it without a pod start), then removed.
     cluster.kubectl(&["delete", "csess", "s1", "--timeout=60s"]);
-    wait_idle(&cluster, "2", "the released worker idle again");
+    wait_for("the surplus worker kept", Duration::from_secs(60), || {
+        let idle = pool_field(&cluster, "{.status.idle}");
+        let progressing = pool_field(
+            &cluster,
+            "{.status.conditions[?(@.type==\"Progressing\")].message}",
+        );
+        if idle == "3"
+            && progressing
+                .contains("1 surplus unbound workers kept for spec.scaleDownDelaySeconds (4s)")
+        {
+            Ok(())
+        } else {
+            Err(format!("idle={idle:?} progressing={progressing:?}"))
+        }
+    });
+    wait_idle(&cluster, "2", "the surplus removed after the delay");
     let labels = cluster.jsonpath(&["pod", &worker_of_s1], "{.metadata.labels}");
     assert!(
         !labels.contains("capsule.dev/session"),

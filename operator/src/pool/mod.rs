@@ -2,6 +2,7 @@
 
 pub mod plan;
 pub mod restored_totals;
+pub mod scale_down;
 pub mod spec_check;
 pub mod status;
 pub mod token;
@@ -32,6 +33,9 @@ use crate::metrics::{
 };
 use crate::relay::index::{PoolTotals, WorkerRecord};
 use restored_totals::RestoredTotals;
+
+/// The shortest time between two status writes of one pool, even for a change of phase counts.
+const SIGNIFICANT_WRITE_GAP: Duration = Duration::from_secs(1);
 
 fn key_of(pool: &CapsulePool) -> Result<PoolKey> {
     let ns = pool
@@ -131,6 +135,11 @@ async fn reconcile_inner(pool: &CapsulePool, ctx: &Context) -> Result<Action> {
     } else {
         plan::Plan::default()
     };
+    let scale_down_delay = Duration::from_secs(pool.spec.scale_down_delay_seconds.max(0) as u64);
+    let surplus_kept_for = ctx.with_pool(&key, PoolCounters::default, |s| {
+        s.surplus_hold
+            .apply(&mut plan, pool.metadata.generation, scale_down_delay, now)
+    });
     for orphan in orphaned_bindings(ctx, ns, &workers).await? {
         if !plan.delete.iter().any(|(pod, _)| *pod == orphan) {
             plan.delete.push((orphan, plan::RemovalReason::Released));
@@ -288,12 +297,31 @@ async fn reconcile_inner(pool: &CapsulePool, ctx: &Context) -> Result<Action> {
     publish_pool_metrics(ctx, pool, &metric_labels, &workers, &new_status);
     publish_relay_metrics(ctx, pool, &key, &metric_labels, &totals, &records, now);
 
-    let relayed_due = ctx.with_pool(&key, PoolCounters::default, |s| {
-        let last = *s.last_status_write.get_or_insert(now);
-        now.saturating_duration_since(last) >= ctx.config.status_interval
-    });
     let changed = pool.status.as_ref() != Some(&new_status);
-    if changed && (status::significant_change(pool.status.as_ref(), &new_status) || relayed_due) {
+    let significant = changed && status::significant_change(pool.status.as_ref(), &new_status);
+    let interval = ctx.config.status_interval;
+    // A change of phase counts or conditions goes out soon, a change only in relayed figures once
+    // per status interval; under churn (binds, releases, refills) both are coalesced, so one pool
+    // never writes more than once per SIGNIFICANT_WRITE_GAP.
+    let wait_before_write = ctx.with_pool(&key, PoolCounters::default, |s| {
+        let gap = if significant {
+            SIGNIFICANT_WRITE_GAP.min(interval)
+        } else {
+            interval
+        };
+        let since_last = match s.last_status_write {
+            Some(last) => now.saturating_duration_since(last),
+            None if significant => gap,
+            None => {
+                s.last_status_write = Some(now);
+                Duration::ZERO
+            }
+        };
+        gap.saturating_sub(since_last)
+    });
+    let write_now = changed && wait_before_write.is_zero();
+    let write_later = changed && !write_now;
+    if write_now {
         let was_degraded = pool.status.as_ref().is_some_and(|s| {
             s.conditions
                 .iter()
@@ -335,11 +363,18 @@ async fn reconcile_inner(pool: &CapsulePool, ctx: &Context) -> Result<Action> {
     if let Some(message) = failure {
         return Err(Error::Config(message));
     }
-    if !problems.is_empty() {
+    let mut next_pass = interval;
+    if write_later {
+        next_pass = next_pass.min(wait_before_write);
+    }
+    if let Some(kept_for) = surplus_kept_for {
+        next_pass = next_pass.min(kept_for);
+    }
+    if !problems.is_empty() && !write_later {
         // Nothing to retry until the user changes the spec; the watch brings that change.
         return Ok(Action::await_change());
     }
-    Ok(Action::requeue(ctx.config.status_interval))
+    Ok(Action::requeue(next_pass))
 }
 
 /// Whether a worker's heartbeat is stale and whether it is worn out, from the relay's index.
@@ -467,7 +502,18 @@ async fn orphaned_bindings(
     Ok(orphans)
 }
 
-/// Sessions of this pool still waiting for a worker; the pool grows by that many (up to maxWorkers).
+/// Whether a session waits for a worker that does not exist yet: its controller looked and found
+/// no idle worker (a miss). A session not yet looked at is not counted, as it most likely takes a
+/// warm worker; counting it would start a worker per session, only to remove it again.
+pub fn waits_for_new_worker(session: &CapsuleSession) -> bool {
+    session.metadata.deletion_timestamp.is_none()
+        && session
+            .status
+            .as_ref()
+            .is_some_and(|st| st.phase == SessionPhase::Pending && st.warm_hit == Some(false))
+}
+
+/// Sessions of this pool that missed; the pool grows by that many (up to maxWorkers).
 fn waiting_sessions(ctx: &Context, namespace: &str, pool: &str) -> usize {
     let Some(store) = ctx.sessions.get() else {
         return 0;
@@ -478,10 +524,7 @@ fn waiting_sessions(ctx: &Context, namespace: &str, pool: &str) -> usize {
         .filter(|s| {
             s.namespace().as_deref() == Some(namespace)
                 && s.spec.pool == pool
-                && s.metadata.deletion_timestamp.is_none()
-                && s.status
-                    .as_ref()
-                    .is_none_or(|st| st.phase == SessionPhase::Pending)
+                && waits_for_new_worker(s)
         })
         .count()
 }
@@ -726,16 +769,34 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let (pools, pods): (Api<CapsulePool>, Api<Pod>) = match &namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client, ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client)),
-    };
+    let (pools, pods, sessions): (Api<CapsulePool>, Api<Pod>, Api<CapsuleSession>) =
+        match &namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client, ns),
+            ),
+            None => (
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client),
+            ),
+        };
     let pod_watch =
         watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
-    let controller = Controller::new(pools, watcher::Config::default()).owns(pods, pod_watch);
+    // A session that missed wakes its pool at once, so the worker it waits for is started now
+    // rather than at the pool's next periodic pass.
+    let controller = Controller::new(pools, watcher::Config::default())
+        .owns(pods, pod_watch)
+        .watches(sessions, watcher::Config::default(), |session| {
+            waits_for_new_worker(&session)
+                .then(|| {
+                    session.namespace().map(|ns| {
+                        kube::runtime::reflector::ObjectRef::new(&session.spec.pool).within(&ns)
+                    })
+                })
+                .flatten()
+        });
     let store = controller.store();
     let health = ctx.health.clone();
     tokio::spawn(async move {
@@ -764,4 +825,45 @@ pub async fn run(
             futures::future::ready(())
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::waits_for_new_worker;
+    use capsule_crds::CapsuleSession;
+    use serde_json::json;
+
+    fn session(status: serde_json::Value, deleting: bool) -> CapsuleSession {
+        let mut metadata = json!({"name": "s", "namespace": "default"});
+        if deleting {
+            metadata["deletionTimestamp"] = json!("2026-11-28T00:00:00Z");
+        }
+        serde_json::from_value(json!({
+            "apiVersion": "capsule.dev/v1alpha1", "kind": "CapsuleSession",
+            "metadata": metadata, "spec": {"pool": "p"}, "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_a_session_that_missed_makes_its_pool_grow() {
+        let missed = json!({"phase": "Pending", "warmHit": false});
+        assert!(waits_for_new_worker(&session(missed.clone(), false)));
+        assert!(
+            !waits_for_new_worker(&session(missed, true)),
+            "being deleted"
+        );
+        assert!(
+            !waits_for_new_worker(&session(serde_json::Value::Null, false)),
+            "not looked at yet: it most likely takes a warm worker"
+        );
+        assert!(!waits_for_new_worker(&session(
+            json!({"phase": "Pending"}),
+            false
+        )));
+        assert!(!waits_for_new_worker(&session(
+            json!({"phase": "Bound", "warmHit": false}),
+            false
+        )));
+    }
 }

@@ -84,6 +84,8 @@ pub struct Plan {
     pub create: usize,
     /// Workers the pool would need but `maxWorkers` forbids.
     pub blocked_by_max: usize,
+    /// Surplus unbound workers kept for `spec.scaleDownDelaySeconds` (see `scale_down`).
+    pub held_surplus: usize,
 }
 
 fn pod_ready(pod: &Pod) -> bool {

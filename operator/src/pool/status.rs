@@ -122,7 +122,19 @@ pub fn build(pool: &CapsulePool, seen: &Observation<'_>, now: Timestamp) -> Caps
                 format!("{starting} starting, {warming} warming"),
             )
         } else {
-            DesiredCondition::new("Progressing", false, "Stable", "workers match the spec")
+            if seen.plan.held_surplus > 0 {
+                DesiredCondition::new(
+                    "Progressing",
+                    false,
+                    "Stable",
+                    format!(
+                        "workers match the spec; {} surplus unbound workers kept for spec.scaleDownDelaySeconds ({}s)",
+                        seen.plan.held_surplus, pool.spec.scale_down_delay_seconds
+                    ),
+                )
+            } else {
+                DesiredCondition::new("Progressing", false, "Stable", "workers match the spec")
+            }
         };
         let degraded = if let Some(failure) = &seen.failure {
             DesiredCondition::new("Degraded", true, "ReconcileFailed", failure.clone())
