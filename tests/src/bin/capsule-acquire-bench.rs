@@ -3,14 +3,20 @@
 //!
 //! One sample is a `CapsuleSession` created through the API server, then watched until it is
 //! `Bound`, then its token Secret read and `1+1` executed on its endpoint until the final event:
-//! the client's wait from create to first result. Warm hits find an idle worker; misses run with a
-//! pool at zero idle workers, so a worker must be created and warmed for each.
+//! the client's wait from create to first result. Warm hits find an idle worker: once with the pool
+//! at rest before each session (`warm_hit`: the previous session's worker reset and back, then
+//! `--gap-ms`), once back to back (`warm_hit_back_to_back`: each session created as soon as the
+//! previous one's delete returns, so the operator releases one worker while it binds the next).
+//! Misses run with a pool at zero idle workers, so a worker must be created and warmed for each.
 //!
 //! It also counts the operator's pool status writes during a steady period with heartbeating
 //! workers (`capsule_pool_status_writes_total`), as writes per pool per minute.
 //!
 //! Usage: `capsule-acquire-bench [--warm 3] [--hits 30] [--misses 5] [--steady-seconds 60]
-//! [--status-interval-seconds 10] [--json PATH]`. Binaries come from this executable's directory
+//! [--status-interval-seconds 10] [--gap-ms 250] [--json PATH]`. For profiling:
+//! `CAPSULE_BENCH_OPERATOR_LOG` sets the operator's `RUST_LOG` (default `warn`), `RUST_LOG` the
+//! devcluster's (`capsule_devcluster::api=debug` logs every request with its duration), and
+//! `CAPSULE_BENCH_KEEP=1` keeps the state directory with both logs. Binaries come from this executable's directory
 //! (build them with `cargo build -p capsule-operator -p capsule-worker -p capsule-sidecar
 //! -p capsule-devcluster --bins`); kubectl is not needed.
 
@@ -20,12 +26,12 @@ use std::time::{Duration, Instant};
 use capsule_crds::{CapsulePool, CapsuleSession, SessionPhase};
 use capsule_e2e::{free_port, DevCluster, OperatorRun, Process};
 use clap::Parser;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::await_condition;
-use kube::{Api, Client, CustomResourceExt};
+use kube::{Api, Client, CustomResourceExt, ResourceExt};
 use serde_json::json;
 
 const NS: &str = "default";
@@ -43,6 +49,9 @@ struct Args {
     /// Miss sessions (pool at zero idle workers), one after another.
     #[arg(long, default_value_t = 5)]
     misses: usize,
+    /// Quiet time after the previous session's worker is back, before an isolated warm hit.
+    #[arg(long, default_value_t = 250)]
+    gap_ms: u64,
     /// Length of the steady period in which status writes are counted.
     #[arg(long, default_value_t = 60)]
     steady_seconds: u64,
@@ -98,7 +107,7 @@ fn summary(samples: &[Sample]) -> serde_json::Value {
 fn start_operator(cluster: &DevCluster, port: u16, interval: u64, log: PathBuf) -> Process {
     let mut run = OperatorRun::on_port(port);
     run.status_interval_seconds = interval;
-    run.rust_log = "warn".into();
+    run.rust_log = std::env::var("CAPSULE_BENCH_OPERATOR_LOG").unwrap_or_else(|_| "warn".into());
     run.start(cluster, &log)
 }
 
@@ -119,6 +128,7 @@ where
 
 struct Bench {
     pools: Api<CapsulePool>,
+    pods: Api<Pod>,
     sessions: Api<CapsuleSession>,
     secrets: Api<Secret>,
     http: reqwest::Client,
@@ -134,6 +144,49 @@ impl Bench {
                 s.idle == idle && s.bound == 0 && s.starting == 0 && s.warming == 0
             }))
         })
+        .await
+    }
+
+    /// Waits until the previous session is gone for good and nothing is in motion: no session
+    /// left, no worker starting, warming, bound or terminating, and at least `idle` idle workers
+    /// (exactly `idle` with `exact`: a surplus kept for `scaleDownDelaySeconds` may remain
+    /// otherwise). The pool's status is coalesced, so it cannot tell this; the pods can.
+    async fn quiesce(&self, idle: usize, exact: bool) -> BenchResult<()> {
+        wait_until(
+            &format!("{idle} free, ready workers and no session"),
+            || async {
+                if !self
+                    .sessions
+                    .list(&ListParams::default())
+                    .await?
+                    .items
+                    .is_empty()
+                {
+                    return Ok(false);
+                }
+                let pods = self
+                    .pods
+                    .list(&ListParams::default().labels(&format!("capsule.dev/pool={POOL}")))
+                    .await?
+                    .items;
+                let at_rest = pods.iter().all(|p| {
+                    p.metadata.deletion_timestamp.is_none()
+                        && !p.labels().contains_key("capsule.dev/session")
+                        && p.status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|c| {
+                                c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                            })
+                });
+                Ok(at_rest
+                    && if exact {
+                        pods.len() == idle
+                    } else {
+                        pods.len() >= idle
+                    })
+            },
+        )
         .await
     }
 
@@ -195,7 +248,8 @@ impl Bench {
     }
 
     async fn set_replicas(&self, replicas: i32) -> BenchResult<()> {
-        let patch = json!({"spec": {"replicas": replicas}});
+        // No surplus kept: each miss must find the pool empty.
+        let patch = json!({"spec": {"replicas": replicas, "scaleDownDelaySeconds": 0}});
         self.pools
             .patch(POOL, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
@@ -239,6 +293,7 @@ async fn run(
         .build()?;
     let bench = Bench {
         pools: Api::namespaced(client.clone(), NS),
+        pods: Api::namespaced(client.clone(), NS),
         sessions: Api::namespaced(client.clone(), NS),
         secrets: Api::namespaced(client, NS),
         metrics_url: format!("http://127.0.0.1:{operator_port}/metrics"),
@@ -282,15 +337,24 @@ async fn run(
     let writes_per_minute = (after - before) * 60.0 / args.steady_seconds as f64;
     eprintln!("status writes per pool per minute: {writes_per_minute:.1}");
 
+    // Isolated: each session finds the pool at rest, its previous session's worker reset and back.
     let mut hits = Vec::with_capacity(args.hits);
     for i in 0..args.hits {
-        bench.settle(args.warm).await?;
+        bench.quiesce(args.warm as usize, false).await?;
+        tokio::time::sleep(Duration::from_millis(args.gap_ms)).await;
         hits.push(bench.acquire(&format!("hit-{i}")).await?);
+    }
+    // Back to back: each session is created as soon as the previous one's delete returns, so the
+    // operator releases and resets one worker while it binds the next.
+    bench.quiesce(args.warm as usize, false).await?;
+    let mut back_to_back = Vec::with_capacity(args.hits);
+    for i in 0..args.hits {
+        back_to_back.push(bench.acquire(&format!("next-{i}")).await?);
     }
     bench.set_replicas(0).await?;
     let mut misses = Vec::with_capacity(args.misses);
     for i in 0..args.misses {
-        bench.settle(0).await?;
+        bench.quiesce(0, true).await?;
         misses.push(bench.acquire(&format!("miss-{i}")).await?);
     }
 
@@ -301,13 +365,14 @@ async fn run(
         "steady_seconds": args.steady_seconds,
         "status_writes_per_pool_per_minute": writes_per_minute,
         "warm_hit": summary(&hits),
+        "warm_hit_back_to_back": summary(&back_to_back),
         "miss": summary(&misses),
     }))
 }
 
 fn print_table(figures: &serde_json::Value) {
     println!(
-        "{:<10} {:>8} {:>10} {:>18} {:>18} {:>14} {:>14}",
+        "{:<22} {:>8} {:>10} {:>18} {:>18} {:>14} {:>14}",
         "kind",
         "samples",
         "warm hits",
@@ -316,10 +381,10 @@ fn print_table(figures: &serde_json::Value) {
         "bound p50",
         "bound p99"
     );
-    for kind in ["warm_hit", "miss"] {
+    for kind in ["warm_hit", "warm_hit_back_to_back", "miss"] {
         let k = &figures[kind];
         println!(
-            "{:<10} {:>8} {:>10} {:>15.1} ms {:>15.1} ms {:>11.1} ms {:>11.1} ms",
+            "{:<22} {:>8} {:>10} {:>15.1} ms {:>15.1} ms {:>11.1} ms {:>11.1} ms",
             kind,
             k["samples"],
             k["warm_hits"],
@@ -359,6 +424,8 @@ fn main() -> BenchResult<()> {
         std::fs::write(path, serde_json::to_string_pretty(&figures)?)?;
     }
     drop(cluster);
-    let _ = std::fs::remove_dir_all(&state);
+    if std::env::var_os("CAPSULE_BENCH_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&state);
+    }
     Ok(())
 }
