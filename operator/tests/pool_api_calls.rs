@@ -3,6 +3,7 @@
 mod fake_api;
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use capsule_crds::{CapsulePool, CapsulePoolStatus};
 use capsule_operator::config::OperatorConfig;
@@ -10,6 +11,7 @@ use capsule_operator::context::Context;
 use capsule_operator::pool::{self, worker_pod};
 use fake_api::{list, not_found, Call};
 use http::{Method, StatusCode};
+use kube::runtime::watcher;
 use serde_json::{json, Value};
 
 const NS: &str = "default";
@@ -517,8 +519,10 @@ async fn a_worker_bound_to_a_deleted_session_is_replaced_and_deletes_are_compare
     let mut bound = worker(&p, "p-bound", "bound");
     bound["metadata"]["resourceVersion"] = json!("77");
     let h = harness(vec![bound, worker(&p, "p-idle", "idle")], true);
-    // An empty session cache (as right after a restart): the session is read from the API server.
-    let (store, _writer) = kube::runtime::reflector::store::<capsule_crds::CapsuleSession>();
+    // A session cache without that session: it is read from the API server.
+    let (store, mut writer) = kube::runtime::reflector::store::<capsule_crds::CapsuleSession>();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    writer.apply_watcher_event(&watcher::Event::InitDone);
     let _ = h.ctx.sessions.set(store);
     h.reconcile(p).await.unwrap();
     assert_eq!(
@@ -536,5 +540,103 @@ async fn a_worker_bound_to_a_deleted_session_is_replaced_and_deletes_are_compare
         delete.body["preconditions"],
         json!({"uid": "uid-p-bound", "resourceVersion": "77"}),
         "a pod changed since the list (bound, say) is not deleted"
+    );
+}
+
+fn session(name: &str, status: Value) -> capsule_crds::CapsuleSession {
+    serde_json::from_value(json!({
+        "apiVersion": "capsule.dev/v1alpha1", "kind": "CapsuleSession",
+        "metadata": {"name": name, "namespace": NS}, "spec": {"pool": "p"}, "status": status,
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_pool_waits_for_the_session_cache_and_grows_only_for_sessions_that_missed() {
+    let p = pool(sound_spec(1, 5), None);
+    let h = harness(vec![worker(&p, "p-idle1", "idle")], true);
+    let (store, mut writer) = kube::runtime::reflector::store::<capsule_crds::CapsuleSession>();
+    let _ = h.ctx.sessions.set(store);
+    let started = std::time::Instant::now();
+    let pass = tokio::spawn({
+        let ctx = h.ctx.clone();
+        async move { pool::reconcile(Arc::new(p), ctx).await.map(|_| ()) }
+    });
+    // The session cache lists only now, as right after an operator start.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    writer.apply_watcher_event(&watcher::Event::Init);
+    writer.apply_watcher_event(&watcher::Event::InitApply(session(
+        "missed",
+        json!({"phase": "Pending", "warmHit": false}),
+    )));
+    writer.apply_watcher_event(&watcher::Event::InitApply(session("new", Value::Null)));
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    pass.await.unwrap().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "waited for the list, not the timeout"
+    );
+    assert_eq!(
+        h.lines(),
+        [GET_SECRET, LIST_PODS, CREATE_POD, WRITE_STATUS],
+        "one worker for the session that missed; none for the one not looked at yet"
+    );
+}
+
+#[tokio::test]
+async fn a_surplus_is_kept_for_the_scale_down_delay_unless_the_spec_changed() {
+    let spec = |replicas| {
+        let mut spec = sound_spec(replicas, 5);
+        spec["scaleDownDelaySeconds"] = json!(30);
+        spec
+    };
+    let two_idle =
+        |p: &CapsulePool| vec![worker(p, "p-idle1", "idle"), worker(p, "p-idle22", "idle")];
+    let at_target = pool(spec(2), None);
+    let h = harness(two_idle(&at_target), true);
+    h.reconcile(at_target).await.unwrap();
+    assert_eq!(
+        h.lines(),
+        [GET_SECRET, LIST_PODS, WRITE_STATUS],
+        "at target"
+    );
+
+    // Same generation, one worker too many (as when a released worker returns while its
+    // replacement warmed): kept, and the status says why.
+    // (A second apart: status writes of one pool are at least a second apart.)
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let surplus = pool(spec(1), None);
+    h.reconcile(surplus.clone()).await.unwrap();
+    assert!(
+        !h.lines().iter().any(|l| l.starts_with("DELETE")),
+        "{:?}",
+        h.lines()
+    );
+    let progressing = h
+        .status_written()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Progressing")
+        .unwrap();
+    assert!(
+        progressing
+            .message
+            .contains("1 surplus unbound workers kept for spec.scaleDownDelaySeconds (30s)"),
+        "{}",
+        progressing.message
+    );
+
+    // A change of the spec (a new generation) applies at once.
+    let mut lowered = surplus;
+    lowered.metadata.generation = Some(4);
+    h.reconcile(lowered).await.unwrap();
+    assert_eq!(
+        h.lines()
+            .iter()
+            .filter(|l| l.starts_with("DELETE /api/v1/namespaces/default/pods/p-idle"))
+            .count(),
+        1,
+        "{:?}",
+        h.lines()
     );
 }

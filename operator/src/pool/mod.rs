@@ -34,6 +34,9 @@ use crate::metrics::{
 use crate::relay::index::{PoolTotals, WorkerRecord};
 use restored_totals::RestoredTotals;
 
+/// The longest a pool pass waits for the session cache's first list before planning without it.
+const SESSION_CACHE_WAIT: Duration = Duration::from_secs(10);
+
 /// The shortest time between two status writes of one pool, even for a change of phase counts.
 const SIGNIFICANT_WRITE_GAP: Duration = Duration::from_secs(1);
 
@@ -129,6 +132,11 @@ async fn reconcile_inner(pool: &CapsulePool, ctx: &Context) -> Result<Action> {
     let workers = plan::classify_all(pool, &pods, &signals);
     let live: Vec<String> = pods.iter().map(|p| p.name_any()).collect();
     ctx.index.retire_missing(ns, name, &live);
+    // Until the session cache has listed once (just after a start or a takeover) the pool cannot
+    // tell sessions waiting for a worker from none, and would remove the workers started for them.
+    if let Some(store) = ctx.sessions.get() {
+        let _ = tokio::time::timeout(SESSION_CACHE_WAIT, store.wait_until_ready()).await;
+    }
     let waiting = waiting_sessions(ctx, ns, name);
     let mut plan = if problems.is_empty() {
         plan::plan(pool, &workers, waiting)
