@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use capsule_crds::{CapsuleSession, PoolCounters};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::Store;
 use kube::Client;
 
 use crate::relay::directory::Directory;
 use crate::relay::index::WorkerIndex;
+use crate::watch_cache::WatchCache;
 
 use crate::config::OperatorConfig;
 use crate::health::Health;
@@ -74,8 +74,9 @@ pub struct Context {
     pub health: Arc<Health>,
     /// Workers as their heartbeats describe them.
     pub index: Arc<WorkerIndex>,
-    /// The session controller's cache, once it runs (pools count the sessions waiting on them).
-    pub sessions: OnceLock<Store<CapsuleSession>>,
+    /// The pool controller's session cache, once it runs: pools count the sessions waiting on them
+    /// and look up the sessions their workers are bound to.
+    pub sessions: OnceLock<WatchCache<CapsuleSession>>,
     /// Pool tokens and pod facts from watch caches, once they run.
     pub directory: OnceLock<Arc<dyn Directory>>,
     /// Client for calls to workers (session bind and release).

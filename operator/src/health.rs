@@ -25,20 +25,3 @@ impl Health {
         self.healthy() && self.watches_synced.load(Ordering::SeqCst)
     }
 }
-
-/// Waits until a reflector store has listed everything once. Polls instead of awaiting
-/// `Store::wait_until_ready`: kube-runtime 5 wakes only the last task waiting on a store, and the
-/// controller's own runner waits on the same store, so a second waiter could sleep forever.
-pub async fn store_ready<K>(store: &kube::runtime::reflector::Store<K>) -> bool
-where
-    K: kube::Resource + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    use futures::FutureExt;
-    loop {
-        if let Some(result) = store.wait_until_ready().now_or_never() {
-            return result.is_ok();
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-}

@@ -15,5 +15,6 @@ pub mod pool;
 pub mod relay;
 pub mod session;
 pub mod telemetry;
+pub mod watch_cache;
 
 pub use error::{Error, Result};

@@ -5,13 +5,37 @@ mod fake_api;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use capsule_crds::CapsuleSession;
 use capsule_crds::{CapsulePool, CapsulePoolStatus};
 use capsule_operator::config::OperatorConfig;
 use capsule_operator::context::Context;
 use capsule_operator::pool::{self, worker_pod};
+use capsule_operator::watch_cache::reflect;
 use fake_api::{list, not_found, Call};
+use futures::StreamExt;
 use http::{Method, StatusCode};
+use kube::runtime::controller::Action;
 use kube::runtime::watcher;
+
+type SessionEvents =
+    futures::channel::mpsc::UnboundedSender<watcher::Result<watcher::Event<CapsuleSession>>>;
+
+/// How long a pass asked to wait before the next one. kube's `Action` keeps the duration private;
+/// its Debug output (`Action { requeue_after: Some(1.5s) }`) names it.
+fn requeue_after(action: &Action) -> Option<Duration> {
+    let text = format!("{action:?}");
+    let value = text.split("Some(").nth(1)?.split(')').next()?;
+    let (number, unit) = value.split_at(value.find(|c: char| c.is_alphabetic() || c == 'µ')?);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit {
+        "s" => number,
+        "ms" => number / 1e3,
+        "µs" => number / 1e6,
+        "ns" => number / 1e9,
+        other => panic!("unknown unit {other} in {text}"),
+    };
+    Some(Duration::from_secs_f64(seconds))
+}
 use serde_json::{json, Value};
 
 const NS: &str = "default";
@@ -75,11 +99,14 @@ fn worker(pool: &CapsulePool, name: &str, state: &str) -> Value {
 struct Harness {
     ctx: Arc<Context>,
     calls: Arc<Mutex<Vec<Call>>>,
+    /// What the fake API server lists; a test may change it between passes.
+    pods: Arc<Mutex<Vec<Value>>>,
 }
 
 /// An API server with the given pods and (optionally) the pool's token Secret.
 fn harness(pods: Vec<Value>, secret_exists: bool) -> Harness {
-    let pods = Arc::new(pods);
+    let listed = Arc::new(Mutex::new(pods));
+    let pods = listed.clone();
     let responder: fake_api::Responder = Arc::new(move |call: &Call| {
         let p = call.path.as_str();
         match (&call.method, p) {
@@ -97,7 +124,9 @@ fn harness(pods: Vec<Value>, secret_exists: bool) -> Harness {
             (&Method::POST, "/api/v1/namespaces/default/secrets") => {
                 (StatusCode::CREATED, call.body.clone())
             }
-            (&Method::GET, "/api/v1/namespaces/default/pods") => list("PodList", pods.to_vec()),
+            (&Method::GET, "/api/v1/namespaces/default/pods") => {
+                list("PodList", pods.lock().unwrap().clone())
+            }
             (&Method::POST, "/api/v1/namespaces/default/pods") => {
                 let mut pod = call.body.clone();
                 pod["metadata"]["name"] = json!("p-new01");
@@ -110,6 +139,8 @@ fn harness(pods: Vec<Value>, secret_exists: bool) -> Harness {
             (&Method::PATCH, _) if p.starts_with("/api/v1/namespaces/default/pods/") => {
                 let name = p.rsplit('/').next().unwrap();
                 let mut pod = pods
+                    .lock()
+                    .unwrap()
                     .iter()
                     .find(|v| v["metadata"]["name"] == name)
                     .cloned()
@@ -137,14 +168,25 @@ fn harness(pods: Vec<Value>, secret_exists: bool) -> Harness {
         }
     });
     let (ctx, calls) = fake_api::context(responder);
-    Harness { ctx, calls }
+    Harness {
+        ctx,
+        calls,
+        pods: listed,
+    }
 }
 
 impl Harness {
-    async fn reconcile(&self, pool: CapsulePool) -> Result<(), capsule_operator::Error> {
-        pool::reconcile(Arc::new(pool), self.ctx.clone())
-            .await
-            .map(|_| ())
+    async fn reconcile(&self, pool: CapsulePool) -> Result<Action, capsule_operator::Error> {
+        pool::reconcile(Arc::new(pool), self.ctx.clone()).await
+    }
+
+    /// Gives the pool controller a session cache fed by the returned sender, as its watch would.
+    fn session_cache(&self) -> SessionEvents {
+        let (events, rx) = futures::channel::mpsc::unbounded();
+        let (cache, touched) = reflect(rx);
+        tokio::spawn(touched.for_each(|_| async {}));
+        assert!(self.ctx.sessions.set(cache).is_ok());
+        events
     }
 
     /// The calls other than Event writes, which are asserted separately.
@@ -520,10 +562,11 @@ async fn a_worker_bound_to_a_deleted_session_is_replaced_and_deletes_are_compare
     bound["metadata"]["resourceVersion"] = json!("77");
     let h = harness(vec![bound, worker(&p, "p-idle", "idle")], true);
     // A session cache without that session: it is read from the API server.
-    let (store, mut writer) = kube::runtime::reflector::store::<capsule_crds::CapsuleSession>();
-    writer.apply_watcher_event(&watcher::Event::Init);
-    writer.apply_watcher_event(&watcher::Event::InitDone);
-    let _ = h.ctx.sessions.set(store);
+    let sessions = h.session_cache();
+    sessions.unbounded_send(Ok(watcher::Event::Init)).unwrap();
+    sessions
+        .unbounded_send(Ok(watcher::Event::InitDone))
+        .unwrap();
     h.reconcile(p).await.unwrap();
     assert_eq!(
         h.lines(),
@@ -555,8 +598,7 @@ fn session(name: &str, status: Value) -> capsule_crds::CapsuleSession {
 async fn a_pool_waits_for_the_session_cache_and_grows_only_for_sessions_that_missed() {
     let p = pool(sound_spec(1, 5), None);
     let h = harness(vec![worker(&p, "p-idle1", "idle")], true);
-    let (store, mut writer) = kube::runtime::reflector::store::<capsule_crds::CapsuleSession>();
-    let _ = h.ctx.sessions.set(store);
+    let sessions = h.session_cache();
     let started = std::time::Instant::now();
     let pass = tokio::spawn({
         let ctx = h.ctx.clone();
@@ -564,13 +606,22 @@ async fn a_pool_waits_for_the_session_cache_and_grows_only_for_sessions_that_mis
     });
     // The session cache lists only now, as right after an operator start.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    writer.apply_watcher_event(&watcher::Event::Init);
-    writer.apply_watcher_event(&watcher::Event::InitApply(session(
-        "missed",
-        json!({"phase": "Pending", "warmHit": false}),
-    )));
-    writer.apply_watcher_event(&watcher::Event::InitApply(session("new", Value::Null)));
-    writer.apply_watcher_event(&watcher::Event::InitDone);
+    assert!(
+        h.lines().is_empty(),
+        "nothing is read before the session cache listed: {:?}",
+        h.lines()
+    );
+    for event in [
+        watcher::Event::Init,
+        watcher::Event::InitApply(session(
+            "missed",
+            json!({"phase": "Pending", "warmHit": false}),
+        )),
+        watcher::Event::InitApply(session("new", Value::Null)),
+        watcher::Event::InitDone,
+    ] {
+        sessions.unbounded_send(Ok(event)).unwrap();
+    }
     pass.await.unwrap().unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -584,33 +635,96 @@ async fn a_pool_waits_for_the_session_cache_and_grows_only_for_sessions_that_mis
 }
 
 #[tokio::test]
-async fn a_surplus_is_kept_for_the_scale_down_delay_unless_the_spec_changed() {
-    let spec = |replicas| {
+async fn concurrent_passes_all_wake_when_the_session_cache_lists() {
+    // kube's own Store::wait_until_ready wakes only the last waiter: with several pools, all but
+    // one would sleep out the whole wait.
+    let p = pool(sound_spec(1, 5), None);
+    let h = harness(vec![worker(&p, "p-idle1", "idle")], true);
+    let sessions = h.session_cache();
+    let started = std::time::Instant::now();
+    let passes: Vec<_> = (0..3)
+        .map(|_| {
+            let (ctx, p) = (h.ctx.clone(), p.clone());
+            tokio::spawn(async move { pool::reconcile(Arc::new(p), ctx).await.map(|_| ()) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sessions.unbounded_send(Ok(watcher::Event::Init)).unwrap();
+    sessions
+        .unbounded_send(Ok(watcher::Event::InitDone))
+        .unwrap();
+    for pass in passes {
+        pass.await.unwrap().unwrap();
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "every pass went on once the cache listed, none waited out the 10 s limit: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_deferred_status_write_is_retried_within_the_write_gap_and_lands() {
+    let p = pool(sound_spec(1, 5), None);
+    let h = harness(vec![worker(&p, "p-idle1", "idle")], true);
+    h.reconcile(p.clone()).await.unwrap();
+    assert_eq!(h.lines(), [GET_SECRET, LIST_PODS, WRITE_STATUS]);
+
+    // The watch has not brought the written status back yet, so the next pass sees a change;
+    // it is within a second of the last write, so it waits and asks to come back in time.
+    let action = h.reconcile(p.clone()).await.unwrap();
+    assert_eq!(h.lines().len(), 5, "no second write yet: {:?}", h.lines());
+    let wait = requeue_after(&action).expect("a requeue");
+    assert!(
+        wait > Duration::ZERO && wait <= Duration::from_secs(1),
+        "back within the write gap, not the status interval: {wait:?}"
+    );
+
+    tokio::time::sleep(wait).await;
+    h.reconcile(p).await.unwrap();
+    assert_eq!(
+        h.lines().last().map(String::as_str),
+        Some(WRITE_STATUS),
+        "the deferred write lands on the requeued pass: {:?}",
+        h.lines()
+    );
+}
+
+#[tokio::test]
+async fn a_surplus_is_kept_for_the_scale_down_delay_unless_the_target_changed() {
+    // A delay shorter than the status interval (10 s), so the pass must come back for it.
+    let spec = |replicas, delay| {
         let mut spec = sound_spec(replicas, 5);
-        spec["scaleDownDelaySeconds"] = json!(30);
+        spec["scaleDownDelaySeconds"] = json!(delay);
         spec
     };
+    let one_idle = |p: &CapsulePool| vec![worker(p, "p-idle1", "idle")];
     let two_idle =
         |p: &CapsulePool| vec![worker(p, "p-idle1", "idle"), worker(p, "p-idle22", "idle")];
-    let at_target = pool(spec(2), None);
-    let h = harness(two_idle(&at_target), true);
-    h.reconcile(at_target).await.unwrap();
+    let at_target = pool(spec(1, 3), None);
+    let h = harness(one_idle(&at_target), true);
+    h.reconcile(at_target.clone()).await.unwrap();
     assert_eq!(
         h.lines(),
         [GET_SECRET, LIST_PODS, WRITE_STATUS],
         "at target"
     );
 
-    // Same generation, one worker too many (as when a released worker returns while its
-    // replacement warmed): kept, and the status says why.
+    // The same target, one worker too many (as when a released worker returns while its
+    // replacement warmed): kept, the status says why, and the pass comes back when it is due.
     // (A second apart: status writes of one pool are at least a second apart.)
+    *h.pods.lock().unwrap() = two_idle(&at_target);
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let surplus = pool(spec(1), None);
-    h.reconcile(surplus.clone()).await.unwrap();
+    let action = h.reconcile(at_target.clone()).await.unwrap();
     assert!(
         !h.lines().iter().any(|l| l.starts_with("DELETE")),
         "{:?}",
         h.lines()
+    );
+    assert_eq!(
+        requeue_after(&action),
+        Some(Duration::from_secs(3)),
+        "back when the delay is over, before the status interval"
     );
     let progressing = h
         .status_written()
@@ -621,21 +735,33 @@ async fn a_surplus_is_kept_for_the_scale_down_delay_unless_the_spec_changed() {
     assert!(
         progressing
             .message
-            .contains("1 surplus unbound workers kept for spec.scaleDownDelaySeconds (30s)"),
+            .contains("1 surplus unbound workers kept for spec.scaleDownDelaySeconds (3s)"),
         "{}",
         progressing.message
     );
 
-    // A change of the spec (a new generation) applies at once.
-    let mut lowered = surplus;
-    lowered.metadata.generation = Some(4);
+    // An edit that leaves the target alone (a longer delay) keeps the surplus held.
+    let mut longer = pool(spec(1, 60), None);
+    longer.metadata.generation = Some(4);
+    let action = h.reconcile(longer).await.unwrap();
+    assert!(
+        !h.lines().iter().any(|l| l.starts_with("DELETE")),
+        "{:?}",
+        h.lines()
+    );
+    let wait = requeue_after(&action).unwrap();
+    assert!(wait <= Duration::from_secs(10), "{wait:?}");
+
+    // Lowering the target applies at once.
+    let mut lowered = pool(spec(0, 60), None);
+    lowered.metadata.generation = Some(5);
     h.reconcile(lowered).await.unwrap();
     assert_eq!(
         h.lines()
             .iter()
             .filter(|l| l.starts_with("DELETE /api/v1/namespaces/default/pods/p-idle"))
             .count(),
-        1,
+        2,
         "{:?}",
         h.lines()
     );

@@ -32,6 +32,7 @@ use crate::metrics::{
     PromiseLabels, TraceLabels, WorkerLabels,
 };
 use crate::relay::index::{PoolTotals, WorkerRecord};
+use crate::watch_cache::reflect;
 use restored_totals::RestoredTotals;
 
 /// The longest a pool pass waits for the session cache's first list before planning without it.
@@ -103,6 +104,15 @@ async fn reconcile_inner(pool: &CapsulePool, ctx: &Context) -> Result<Action> {
     };
     ctx.with_pool(&key, seed, |_| ());
 
+    // Until the session cache has listed once (just after a start or a takeover) the pool cannot
+    // tell sessions waiting for a worker from none, and would remove the workers started for them.
+    // Waited for before the pods are listed, so the plan works on a fresh list.
+    if let Some(sessions) = ctx.sessions.get() {
+        if !sessions.listed_within(SESSION_CACHE_WAIT).await {
+            warn!("session cache not listed yet: planning without waiting sessions");
+        }
+    }
+
     if problems.is_empty() {
         token::ensure(&secrets, pool).await?;
     }
@@ -132,11 +142,6 @@ async fn reconcile_inner(pool: &CapsulePool, ctx: &Context) -> Result<Action> {
     let workers = plan::classify_all(pool, &pods, &signals);
     let live: Vec<String> = pods.iter().map(|p| p.name_any()).collect();
     ctx.index.retire_missing(ns, name, &live);
-    // Until the session cache has listed once (just after a start or a takeover) the pool cannot
-    // tell sessions waiting for a worker from none, and would remove the workers started for them.
-    if let Some(store) = ctx.sessions.get() {
-        let _ = tokio::time::timeout(SESSION_CACHE_WAIT, store.wait_until_ready()).await;
-    }
     let waiting = waiting_sessions(ctx, ns, name);
     let mut plan = if problems.is_empty() {
         plan::plan(pool, &workers, waiting)
@@ -145,8 +150,12 @@ async fn reconcile_inner(pool: &CapsulePool, ctx: &Context) -> Result<Action> {
     };
     let scale_down_delay = Duration::from_secs(pool.spec.scale_down_delay_seconds.max(0) as u64);
     let surplus_kept_for = ctx.with_pool(&key, PoolCounters::default, |s| {
-        s.surplus_hold
-            .apply(&mut plan, pool.metadata.generation, scale_down_delay, now)
+        s.surplus_hold.apply(
+            &mut plan,
+            scale_down::Target::of(&pool.spec),
+            scale_down_delay,
+            now,
+        )
     });
     for orphan in orphaned_bindings(ctx, ns, &workers).await? {
         if !plan.delete.iter().any(|(pod, _)| *pod == orphan) {
@@ -468,7 +477,7 @@ async fn orphaned_bindings(
     workers: &[plan::ClassifiedPod<'_>],
 ) -> Result<Vec<String>> {
     // Without a session controller in this process there is nobody to compare with.
-    let Some(store) = ctx.sessions.get() else {
+    let Some(store) = ctx.sessions.get().map(|cache| cache.store()) else {
         return Ok(Vec::new());
     };
     let sessions: Api<CapsuleSession> = Api::namespaced(ctx.client.clone(), namespace);
@@ -523,7 +532,7 @@ pub fn waits_for_new_worker(session: &CapsuleSession) -> bool {
 
 /// Sessions of this pool that missed; the pool grows by that many (up to maxWorkers).
 fn waiting_sessions(ctx: &Context, namespace: &str, pool: &str) -> usize {
-    let Some(store) = ctx.sessions.get() else {
+    let Some(store) = ctx.sessions.get().map(|cache| cache.store()) else {
         return 0;
     };
     store
@@ -792,11 +801,14 @@ pub async fn run(
         };
     let pod_watch =
         watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
-    // A session that missed wakes its pool at once, so the worker it waits for is started now
-    // rather than at the pool's next periodic pass.
-    let controller = Controller::new(pools, watcher::Config::default())
+    let (pool_cache, pool_events) = reflect(watcher(pools, watcher::Config::default()));
+    // The pool counts waiting sessions from the same watch that wakes it: a session that missed
+    // is in the cache before its event starts the pass that creates the worker it waits for.
+    let (session_cache, session_events) = reflect(watcher(sessions, watcher::Config::default()));
+    let _ = ctx.sessions.set(session_cache);
+    let controller = Controller::for_stream(pool_events, pool_cache.store().clone())
         .owns(pods, pod_watch)
-        .watches(sessions, watcher::Config::default(), |session| {
+        .watches_stream(session_events, |session| {
             waits_for_new_worker(&session)
                 .then(|| {
                     session.namespace().map(|ns| {
@@ -805,12 +817,11 @@ pub async fn run(
                 })
                 .flatten()
         });
-    let store = controller.store();
     let health = ctx.health.clone();
     tokio::spawn(async move {
         caches_synced.await;
         tracing::debug!("secret and pod caches synced");
-        if crate::health::store_ready(&store).await {
+        if pool_cache.listed().await {
             tracing::info!("watches synced: ready");
             health.set_synced(true);
         }

@@ -4,17 +4,36 @@
 
 use std::time::{Duration, Instant};
 
+use capsule_crds::CapsulePoolSpec;
+
 use super::plan::{Plan, RemovalReason};
+
+/// The spec fields that set how many workers a pool wants. A surplus that appears together with a
+/// change of these was asked for (replicas lowered, say) and is removed at once; other edits, such
+/// as a longer delay, leave a held surplus held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    replicas: i32,
+    max_workers: i32,
+}
+
+impl Target {
+    pub fn of(spec: &CapsulePoolSpec) -> Self {
+        Self {
+            replicas: spec.replicas,
+            max_workers: spec.max_workers,
+        }
+    }
+}
 
 /// What a pool remembers between passes to time its surplus.
 #[derive(Clone, Debug, Default)]
 pub struct SurplusHold {
-    /// Since when the pool has had a surplus, without a spec change in between.
+    /// Since when the pool has had a surplus under an unchanged target.
     since: Option<Instant>,
-    /// The spec generation of the last pass without a surplus. A surplus under a newer generation
-    /// comes from a change of the spec (such as lower replicas): the user asked for it, so it is
-    /// removed at once. Unknown after an operator restart, which removes a surplus at once too.
-    steady_generation: Option<i64>,
+    /// The target of the last pass without a surplus. Unknown after an operator restart, which
+    /// removes a surplus at once: nothing says how long it has been there.
+    steady_target: Option<Target>,
 }
 
 impl SurplusHold {
@@ -23,7 +42,7 @@ impl SurplusHold {
     pub fn apply(
         &mut self,
         plan: &mut Plan,
-        generation: Option<i64>,
+        target: Target,
         delay: Duration,
         now: Instant,
     ) -> Option<Duration> {
@@ -34,10 +53,10 @@ impl SurplusHold {
             .count();
         if surplus == 0 {
             self.since = None;
-            self.steady_generation = generation;
+            self.steady_target = Some(target);
             return None;
         }
-        if delay.is_zero() || generation.is_none() || self.steady_generation != generation {
+        if delay.is_zero() || self.steady_target != Some(target) {
             return None;
         }
         let since = *self.since.get_or_insert(now);
@@ -58,6 +77,13 @@ mod tests {
 
     const DELAY: Duration = Duration::from_secs(30);
 
+    fn target(replicas: i32) -> Target {
+        Target {
+            replicas,
+            max_workers: 10,
+        }
+    }
+
     fn surplus_plan(n: usize) -> Plan {
         let mut plan = Plan::default();
         plan.delete.push(("failed".into(), RemovalReason::Failed));
@@ -68,9 +94,9 @@ mod tests {
         plan
     }
 
-    fn steady(hold: &mut SurplusHold, generation: i64, now: Instant) {
+    fn steady(hold: &mut SurplusHold, replicas: i32, now: Instant) {
         assert_eq!(
-            hold.apply(&mut Plan::default(), Some(generation), DELAY, now),
+            hold.apply(&mut Plan::default(), target(replicas), DELAY, now),
             None
         );
     }
@@ -82,18 +108,18 @@ mod tests {
         steady(&mut hold, 1, start);
 
         let mut plan = surplus_plan(2);
-        let kept = hold.apply(&mut plan, Some(1), DELAY, start + Duration::from_secs(1));
+        let kept = hold.apply(&mut plan, target(1), DELAY, start + Duration::from_secs(1));
         assert_eq!(kept, Some(DELAY));
         assert_eq!(plan.delete, vec![("failed".into(), RemovalReason::Failed)]);
         assert_eq!(plan.held_surplus, 2);
 
         let mut plan = surplus_plan(2);
-        let kept = hold.apply(&mut plan, Some(1), DELAY, start + Duration::from_secs(21));
+        let kept = hold.apply(&mut plan, target(1), DELAY, start + Duration::from_secs(21));
         assert_eq!(kept, Some(Duration::from_secs(10)));
 
         let mut plan = surplus_plan(2);
         assert_eq!(
-            hold.apply(&mut plan, Some(1), DELAY, start + Duration::from_secs(31)),
+            hold.apply(&mut plan, target(1), DELAY, start + Duration::from_secs(31)),
             None
         );
         assert_eq!(plan.delete.len(), 3, "failed worker and both spares go");
@@ -105,11 +131,11 @@ mod tests {
         let start = Instant::now();
         let mut hold = SurplusHold::default();
         steady(&mut hold, 1, start);
-        hold.apply(&mut surplus_plan(1), Some(1), DELAY, start);
+        hold.apply(&mut surplus_plan(1), target(1), DELAY, start);
         steady(&mut hold, 1, start + Duration::from_secs(20));
         let kept = hold.apply(
             &mut surplus_plan(1),
-            Some(1),
+            target(1),
             DELAY,
             start + Duration::from_secs(40),
         );
@@ -117,12 +143,12 @@ mod tests {
     }
 
     #[test]
-    fn a_spec_change_a_zero_delay_or_an_unknown_history_removes_at_once() {
+    fn a_target_change_a_zero_delay_or_an_unknown_history_removes_at_once() {
         let start = Instant::now();
         let mut hold = SurplusHold::default();
         let mut plan = surplus_plan(1);
         assert_eq!(
-            hold.apply(&mut plan, Some(1), DELAY, start),
+            hold.apply(&mut plan, target(1), DELAY, start),
             None,
             "no history"
         );
@@ -131,15 +157,15 @@ mod tests {
         steady(&mut hold, 1, start);
         let mut plan = surplus_plan(1);
         assert_eq!(
-            hold.apply(&mut plan, Some(2), DELAY, start),
+            hold.apply(&mut plan, target(2), DELAY, start),
             None,
-            "replicas lowered"
+            "target changed"
         );
         assert_eq!(plan.delete.len(), 2);
 
         let mut plan = surplus_plan(1);
         assert_eq!(
-            hold.apply(&mut plan, Some(1), Duration::ZERO, start),
+            hold.apply(&mut plan, target(1), Duration::ZERO, start),
             None,
             "delay 0"
         );

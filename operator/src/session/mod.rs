@@ -764,8 +764,7 @@ pub fn error_policy(_session: Arc<CapsuleSession>, error: &Error, ctx: Arc<Conte
     Action::requeue(backoff(1))
 }
 
-/// Runs the session controller until `shutdown` resolves; publishes its cache to the context so the
-/// pool controller can count waiting sessions.
+/// Runs the session controller until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
     namespace: Option<String>,
@@ -780,7 +779,6 @@ pub async fn run(
         None => (Api::all(client.clone()), Api::all(client)),
     };
     let controller = Controller::new(sessions, watcher::Config::default());
-    let _ = ctx.sessions.set(controller.store());
     let store = controller.store();
     // A worker turning Ready wakes the sessions waiting on its pool.
     let pod_watch =
