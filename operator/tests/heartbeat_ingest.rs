@@ -189,3 +189,38 @@ async fn a_follower_refuses_heartbeats_with_503() {
     assert_eq!(server.rejected("not_leader"), 1);
     assert_eq!(server.received(), 0);
 }
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive_and_an_empty_token_is_no_token() {
+    let server = Server::start(IngestLimits::default(), Leadership::always()).await;
+    let client = reqwest::Client::new();
+    let body = serde_json::to_vec(&heartbeat("w1", 1)).unwrap();
+    let post = |authorization: &'static str| {
+        client
+            .post(&server.url)
+            .header("authorization", authorization)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+    };
+    let lower = post("bearer pool-token").await.unwrap();
+    assert_eq!(
+        lower.status(),
+        200,
+        "RFC 7235: the scheme is case-insensitive"
+    );
+    assert_eq!(server.received(), 1);
+
+    let empty = post("Bearer ").await.unwrap();
+    assert_eq!(empty.status(), 401);
+    let wrong = post("Bearer not-the-token").await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(
+        (
+            server.rejected("unauthenticated"),
+            server.rejected("bad_token")
+        ),
+        (1, 1),
+        "an empty token is a missing one, a wrong one is a bad one"
+    );
+}

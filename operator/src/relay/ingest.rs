@@ -99,13 +99,14 @@ fn refuse_for_now(status: StatusCode, retry_after_seconds: u32, message: &str) -
         .into_response()
 }
 
+/// The token of an `Authorization: Bearer <token>` header, parsed as the worker parses its own
+/// (the scheme is case-insensitive, RFC 7235; an empty token is no token).
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+    capsule_worker::session::bearer_token(
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    )
 }
 
 /// Compares hashes so the time taken does not reveal how much of the token matched.

@@ -136,13 +136,14 @@ async fn execution_traces(
     .await
 }
 
+/// The token of an `Authorization: Bearer <token>` header, parsed as the worker parses its own
+/// (the scheme is case-insensitive, RFC 7235; an empty token is no token).
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+    capsule_worker::session::bearer_token(
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    )
 }
 
 fn problem(status: StatusCode, code: &str, message: &str) -> Response {
@@ -254,4 +255,24 @@ where
         });
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(authorization: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, authorization.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn the_token_is_read_as_the_worker_reads_it() {
+        assert_eq!(bearer(&headers("Bearer abc")), Some("abc"));
+        assert_eq!(bearer(&headers("bearer abc")), Some("abc"));
+        assert_eq!(bearer(&headers("Bearer ")), None);
+        assert_eq!(bearer(&headers("Basic abc")), None);
+        assert_eq!(bearer(&HeaderMap::new()), None);
+    }
 }
