@@ -103,8 +103,7 @@ pub struct CapsulePoolSpec {
     /// Seconds the pool keeps more unbound workers than it needs before removing the surplus.
     /// With `recycle.onRelease: Reset` every release returns a worker while its replacement is
     /// already warming; removing the surplus at once would cost a pod start and a deletion per
-    /// session under steady load. 0 removes it at once. Lowering `replicas` or `maxWorkers`
-    /// applies at once.
+    /// session under steady load. 0 removes it at once. Lowering `replicas` applies at once.
     #[serde(default = "default_scale_down_delay_seconds")]
     #[schemars(range(min = 0, max = 3600))]
     pub scale_down_delay_seconds: i64,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::watcher;
 use kube::Resource;
 use tokio::sync::watch;
 
@@ -38,22 +38,40 @@ where
         *self.listed.borrow()
     }
 
+    /// Waits for the first list at most `limit`.
+    pub async fn wait_listed(&self, limit: Duration) -> Listing {
+        let mut listed = self.listed.clone();
+        let outcome = tokio::time::timeout(limit, listed.wait_for(|listed| *listed))
+            .await
+            .map(|waited| waited.is_ok());
+        match outcome {
+            Ok(true) => Listing::Listed,
+            Ok(false) => Listing::WatchEnded,
+            Err(_) => Listing::TimedOut,
+        }
+    }
+
     /// Waits until the first list is in the store; false when the watch ended before it.
     pub async fn listed(&self) -> bool {
         self.listed.clone().wait_for(|listed| *listed).await.is_ok()
     }
+}
 
-    /// Waits for the first list at most `limit`; true when it is in the store.
-    pub async fn listed_within(&self, limit: Duration) -> bool {
-        tokio::time::timeout(limit, self.listed())
-            .await
-            .unwrap_or(false)
-    }
+/// How a wait for a cache's first list ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listing {
+    Listed,
+    TimedOut,
+    /// The watch stopped before it listed (the process is shutting down).
+    WatchEnded,
 }
 
 /// Caches the objects of `events` (a watcher stream). Returns the cache and the objects that
 /// changed, for a controller's trigger: each object is in the store before it is yielded, so a
-/// reconcile woken by it reads at least that version from the store.
+/// reconcile woken by it reads at least that version from the store. During a list (the first one
+/// or a re-list after the watch broke) kube's store keeps the listed objects aside until the list
+/// is complete, so they are yielded only then; until then the stream holds them too (one list's
+/// worth, as the store does).
 pub fn reflect<K>(
     events: impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
 ) -> (
@@ -66,14 +84,29 @@ where
 {
     let (store, writer) = reflector::store();
     let (listed_tx, listed) = watch::channel(false);
-    let touched = reflector::reflector(writer, events)
-        .inspect(move |event| {
-            if matches!(event, Ok(watcher::Event::InitDone)) {
-                listed_tx.send_replace(true);
-            }
-        })
-        .touched_objects();
-    (WatchCache { store, listed }, touched)
+    let touched = reflector::reflector(writer, events).scan(
+        Vec::new(),
+        move |listing: &mut Vec<K>, event| {
+            let ready: Vec<watcher::Result<K>> = match event {
+                Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj)) => vec![Ok(obj)],
+                Ok(watcher::Event::Init) => {
+                    listing.clear();
+                    Vec::new()
+                }
+                Ok(watcher::Event::InitApply(obj)) => {
+                    listing.push(obj);
+                    Vec::new()
+                }
+                Ok(watcher::Event::InitDone) => {
+                    listed_tx.send_replace(true);
+                    std::mem::take(listing).into_iter().map(Ok).collect()
+                }
+                Err(error) => vec![Err(error)],
+            };
+            futures::future::ready(Some(futures::stream::iter(ready)))
+        },
+    );
+    (WatchCache { store, listed }, touched.flatten())
 }
 
 #[cfg(test)]
@@ -82,6 +115,7 @@ mod tests {
     use futures::channel::mpsc;
     use k8s_openapi::api::core::v1::ConfigMap;
     use kube::api::ObjectMeta;
+    use kube::ResourceExt;
 
     fn config_map(name: &str) -> ConfigMap {
         ConfigMap {
@@ -102,7 +136,7 @@ mod tests {
             .map(|_| {
                 let cache = cache.clone();
                 tokio::spawn(async move {
-                    cache.listed_within(Duration::from_secs(10)).await
+                    cache.wait_listed(Duration::from_secs(10)).await == Listing::Listed
                         && cache.store().state().len() == 1
                 })
             })
@@ -128,7 +162,10 @@ mod tests {
     async fn a_waiter_gives_up_after_its_limit_and_an_object_is_stored_before_it_is_yielded() {
         let (events, rx) = mpsc::unbounded();
         let (cache, touched) = reflect::<ConfigMap>(rx);
-        assert!(!cache.listed_within(Duration::from_millis(50)).await);
+        assert_eq!(
+            cache.wait_listed(Duration::from_millis(50)).await,
+            Listing::TimedOut
+        );
         events
             .unbounded_send(Ok(watcher::Event::Apply(config_map("b"))))
             .unwrap();
@@ -139,6 +176,38 @@ mod tests {
         drop(events);
         assert!(touched.next().await.is_none());
         drop(touched);
-        assert!(!cache.listed().await, "the watch ended without a list");
+        assert_eq!(
+            cache.wait_listed(Duration::from_secs(10)).await,
+            Listing::WatchEnded,
+            "the watch ended without a list"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_listed_object_is_yielded_once_the_list_is_in_the_store() {
+        let (events, rx) = mpsc::unbounded();
+        let (cache, touched) = reflect::<ConfigMap>(rx);
+        let mut touched = Box::pin(touched);
+        for event in [
+            watcher::Event::Init,
+            watcher::Event::InitApply(config_map("a")),
+            watcher::Event::InitDone,
+            // A re-list after the watch broke: "b" is new, "a" is gone.
+            watcher::Event::Init,
+            watcher::Event::InitApply(config_map("b")),
+        ] {
+            events.unbounded_send(Ok(event)).unwrap();
+        }
+        let first = touched.next().await.unwrap().unwrap();
+        assert_eq!(first.metadata.name.as_deref(), Some("a"));
+        assert_eq!(cache.store().state().len(), 1);
+        // "b" waits for its list to complete: the store still holds the last complete list.
+        let early = tokio::time::timeout(Duration::from_millis(50), touched.next()).await;
+        assert!(early.is_err(), "yielded before its list was in the store");
+        events.unbounded_send(Ok(watcher::Event::InitDone)).unwrap();
+        let second = touched.next().await.unwrap().unwrap();
+        assert_eq!(second.metadata.name.as_deref(), Some("b"));
+        let names: Vec<_> = cache.store().state().iter().map(|c| c.name_any()).collect();
+        assert_eq!(names, ["b"], "the store has the new list when b is yielded");
     }
 }

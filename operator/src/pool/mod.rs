@@ -32,11 +32,14 @@ use crate::metrics::{
     PromiseLabels, TraceLabels, WorkerLabels,
 };
 use crate::relay::index::{PoolTotals, WorkerRecord};
-use crate::watch_cache::reflect;
+use crate::watch_cache::{reflect, Listing};
 use restored_totals::RestoredTotals;
 
 /// The longest a pool pass waits for the session cache's first list before planning without it.
 const SESSION_CACHE_WAIT: Duration = Duration::from_secs(10);
+
+/// Session changes the pool controller has not taken yet; a full buffer pauses the session watch.
+const SESSION_TRIGGER_BUFFER: usize = 256;
 
 /// The shortest time between two status writes of one pool, even for a change of phase counts.
 const SIGNIFICANT_WRITE_GAP: Duration = Duration::from_secs(1);
@@ -108,8 +111,13 @@ async fn reconcile_inner(pool: &CapsulePool, ctx: &Context) -> Result<Action> {
     // tell sessions waiting for a worker from none, and would remove the workers started for them.
     // Waited for before the pods are listed, so the plan works on a fresh list.
     if let Some(sessions) = ctx.sessions.get() {
-        if !sessions.listed_within(SESSION_CACHE_WAIT).await {
-            warn!("session cache not listed yet: planning without waiting sessions");
+        match sessions.wait_listed(SESSION_CACHE_WAIT).await {
+            Listing::Listed => {}
+            Listing::TimedOut => {
+                warn!("session cache not listed yet: planning without waiting sessions")
+            }
+            // Shutting down: a plan without the waiting sessions could remove their workers.
+            Listing::WatchEnded => return Ok(Action::await_change()),
         }
     }
 
@@ -470,13 +478,14 @@ fn worker_started_at(pod: &Pod) -> Option<Timestamp> {
 /// deleted while no operator ran): nobody will release them, and their interpreter holds another
 /// client's state, so they are replaced. The session cache answers first; a session it lacks is
 /// read from the API server, since the cache may not have synced yet after a restart. Without a
-/// session controller (the cache is never published) nothing is checked.
+/// session cache (the pool controller's run never started, as in API-call tests that give none)
+/// nothing is checked.
 async fn orphaned_bindings(
     ctx: &Context,
     namespace: &str,
     workers: &[plan::ClassifiedPod<'_>],
 ) -> Result<Vec<String>> {
-    // Without a session controller in this process there is nobody to compare with.
+    // Without a session cache there is nothing to compare with.
     let Some(store) = ctx.sessions.get().map(|cache| cache.store()) else {
         return Ok(Vec::new());
     };
@@ -778,6 +787,27 @@ pub fn error_policy(pool: Arc<CapsulePool>, error: &Error, ctx: Arc<Context>) ->
     Action::requeue(backoff(failures.saturating_sub(1)))
 }
 
+/// Feeds the session cache's changes to the pool controller until it stops listening. Watch
+/// errors are logged here and retried with backoff, not passed on.
+async fn forward_sessions(
+    events: impl futures::Stream<Item = watcher::Result<CapsuleSession>> + Send + 'static,
+    mut trigger: futures::channel::mpsc::Sender<CapsuleSession>,
+) {
+    use futures::SinkExt;
+    use kube::runtime::WatchStreamExt;
+    let mut events = std::pin::pin!(events.default_backoff());
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(session) => {
+                if trigger.send(session).await.is_err() {
+                    return;
+                }
+            }
+            Err(error) => warn!(%error, "session watch failed; retrying"),
+        }
+    }
+}
+
 /// Runs the pool controller until `shutdown` resolves. Marks readiness once its watches synced.
 pub async fn run(
     ctx: Arc<Context>,
@@ -806,9 +836,13 @@ pub async fn run(
     // is in the cache before its event starts the pass that creates the worker it waits for.
     let (session_cache, session_events) = reflect(watcher(sessions, watcher::Config::default()));
     let _ = ctx.sessions.set(session_cache);
+    // Driven by its own task with its own backoff: an error on the pool or pod watch pauses the
+    // controller's triggers, and must not pause the cache the pool counts waiting sessions from.
+    let (session_tx, session_rx) = futures::channel::mpsc::channel(SESSION_TRIGGER_BUFFER);
+    tokio::spawn(forward_sessions(session_events, session_tx));
     let controller = Controller::for_stream(pool_events, pool_cache.store().clone())
         .owns(pods, pod_watch)
-        .watches_stream(session_events, |session| {
+        .watches_stream(session_rx.map(Ok), |session| {
             waits_for_new_worker(&session)
                 .then(|| {
                     session.namespace().map(|ns| {

@@ -8,20 +8,19 @@ use capsule_crds::CapsulePoolSpec;
 
 use super::plan::{Plan, RemovalReason};
 
-/// The spec fields that set how many workers a pool wants. A surplus that appears together with a
-/// change of these was asked for (replicas lowered, say) and is removed at once; other edits, such
-/// as a longer delay, leave a held surplus held.
+/// The spec field that sets how many unbound workers a pool wants. A surplus that appears together
+/// with a change of it was asked for (replicas lowered) and is removed at once; other edits, such
+/// as a longer delay, leave a held surplus held. (`maxWorkers` only caps creation: lowering it
+/// never removes a worker, so it does not count here.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Target {
     replicas: i32,
-    max_workers: i32,
 }
 
 impl Target {
     pub fn of(spec: &CapsulePoolSpec) -> Self {
         Self {
             replicas: spec.replicas,
-            max_workers: spec.max_workers,
         }
     }
 }
@@ -78,10 +77,7 @@ mod tests {
     const DELAY: Duration = Duration::from_secs(30);
 
     fn target(replicas: i32) -> Target {
-        Target {
-            replicas,
-            max_workers: 10,
-        }
+        Target { replicas }
     }
 
     fn surplus_plan(n: usize) -> Plan {

@@ -195,3 +195,27 @@ async fn heartbeat(State(state): State<IngestState>, headers: HeaderMap, body: B
     };
     (StatusCode::OK, Json(reply)).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(authorization: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, authorization.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn the_token_is_read_as_the_worker_reads_it() {
+        assert_eq!(bearer(&headers("Bearer abc")), Some("abc"));
+        assert_eq!(bearer(&headers("bearer abc")), Some("abc"));
+        assert_eq!(
+            bearer(&headers("Bearer  ")),
+            None,
+            "an empty token is no token"
+        );
+        assert_eq!(bearer(&headers("Basic abc")), None);
+        assert_eq!(bearer(&HeaderMap::new()), None);
+    }
+}
