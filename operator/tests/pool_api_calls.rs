@@ -215,6 +215,16 @@ impl Harness {
             .collect()
     }
 
+    /// The message of a condition in the last status written.
+    fn condition_message(&self, type_: &str) -> String {
+        self.status_written()
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == type_)
+            .unwrap_or_else(|| panic!("no {type_} condition"))
+            .message
+    }
+
     fn status_written(&self) -> CapsulePoolStatus {
         let calls = self.api_calls();
         let patch = calls
@@ -727,18 +737,10 @@ async fn a_surplus_is_kept_for_the_scale_down_delay_unless_the_target_changed() 
         Action::requeue(Duration::from_secs(3)),
         "back when the delay is over, before the status interval"
     );
-    let progressing = h
-        .status_written()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Progressing")
-        .unwrap();
+    let progressing = h.condition_message("Progressing");
     assert!(
-        progressing
-            .message
-            .contains("1 surplus unbound workers kept for spec.scaleDownDelaySeconds (3s)"),
-        "{}",
-        progressing.message
+        progressing.contains("1 surplus unbound workers kept for spec.scaleDownDelaySeconds (3s)"),
+        "{progressing}"
     );
 
     // An edit that leaves the target alone (a longer delay) keeps the surplus held, past the
@@ -752,18 +754,10 @@ async fn a_surplus_is_kept_for_the_scale_down_delay_unless_the_target_changed() 
         "{:?}",
         h.lines()
     );
-    let progressing = h
-        .status_written()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Progressing")
-        .unwrap();
+    let progressing = h.condition_message("Progressing");
     assert!(
-        progressing
-            .message
-            .contains("kept for spec.scaleDownDelaySeconds (60s)"),
-        "{}",
-        progressing.message
+        progressing.contains("kept for spec.scaleDownDelaySeconds (60s)"),
+        "{progressing}"
     );
 
     // Lowering the target applies at once.

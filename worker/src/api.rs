@@ -20,7 +20,7 @@ use crate::executor::{ResetError, SubmitError};
 use crate::interpreter::{CheckpointFrame, ToDriver};
 use crate::output_queue::OutputQueue;
 use crate::runtime::Runtime;
-use crate::session::{bearer_token, SessionAuth};
+use crate::session::{bearer_header, SessionAuth};
 use crate::warn_once::WarnOnce;
 use crate::wire::execute::{
     CancelReply, Checkpoint, ErrorBody, ExecuteRequest, InputReply, NamespaceListing,
@@ -148,12 +148,7 @@ fn parse_body<T: DeserializeOwned>(
 }
 
 fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
-    bearer_token(
-        headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-    )
-    .ok_or_else(|| {
+    bearer_header(headers).ok_or_else(|| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",

@@ -41,6 +41,16 @@ pub fn bearer_token(header: Option<&str>) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// The bearer token of a request's `Authorization` header: what every Capsule server (worker,
+/// operator ingest, sidecar) accepts as a token.
+pub fn bearer_header(headers: &axum::http::HeaderMap) -> Option<&str> {
+    bearer_token(
+        headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
 impl SessionStore {
     pub fn new(pool_token: Option<&str>) -> Self {
         SessionStore {
@@ -148,5 +158,21 @@ mod tests {
         assert_eq!(bearer_token(Some("Basic abc")), None);
         assert_eq!(bearer_token(Some("Bearer ")), None);
         assert_eq!(bearer_token(None), None);
+    }
+
+    #[test]
+    fn bearer_from_request_headers() {
+        let mut headers = axum::http::HeaderMap::new();
+        assert_eq!(bearer_header(&headers), None);
+        headers.insert(
+            axum::http::header::AUTHORIZATION,
+            "bearer abc".parse().unwrap(),
+        );
+        assert_eq!(bearer_header(&headers), Some("abc"));
+        headers.insert(
+            axum::http::header::AUTHORIZATION,
+            "Bearer  ".parse().unwrap(),
+        );
+        assert_eq!(bearer_header(&headers), None, "an empty token is no token");
     }
 }

@@ -1,6 +1,7 @@
 //! `POST /v1/heartbeats`: workers report here with their pool's token. Validated, authenticated and
 //! recorded in the in-memory index; nothing is written to the API server per heartbeat.
 
+use capsule_worker::session::bearer_header;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -99,16 +100,6 @@ fn refuse_for_now(status: StatusCode, retry_after_seconds: u32, message: &str) -
         .into_response()
 }
 
-/// The token of an `Authorization: Bearer <token>` header, parsed as the worker parses its own
-/// (the scheme is case-insensitive, RFC 7235; an empty token is no token).
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    capsule_worker::session::bearer_token(
-        headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-    )
-}
-
 /// Compares hashes so the time taken does not reveal how much of the token matched.
 fn tokens_match(given: &str, expected: &str) -> bool {
     let a = Sha256::digest(given.as_bytes());
@@ -136,7 +127,7 @@ async fn heartbeat(State(state): State<IngestState>, headers: HeaderMap, body: B
             "the operator is receiving more heartbeats than its overall limit",
         );
     }
-    let Some(token) = bearer(&headers) else {
+    let Some(token) = bearer_header(&headers) else {
         state.metrics.reject("unauthenticated");
         return refuse(
             StatusCode::UNAUTHORIZED,
@@ -194,28 +185,4 @@ async fn heartbeat(State(state): State<IngestState>, headers: HeaderMap, body: B
         session: Some(facts.binding),
     };
     (StatusCode::OK, Json(reply)).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(authorization: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::AUTHORIZATION, authorization.parse().unwrap());
-        headers
-    }
-
-    #[test]
-    fn the_token_is_read_as_the_worker_reads_it() {
-        assert_eq!(bearer(&headers("Bearer abc")), Some("abc"));
-        assert_eq!(bearer(&headers("bearer abc")), Some("abc"));
-        assert_eq!(
-            bearer(&headers("Bearer  ")),
-            None,
-            "an empty token is no token"
-        );
-        assert_eq!(bearer(&headers("Basic abc")), None);
-        assert_eq!(bearer(&HeaderMap::new()), None);
-    }
 }

@@ -1,6 +1,7 @@
 //! The HTTP server on the pod IP (port 8001): `/healthz`, `/readyz`, `/metrics` (unauthenticated,
 //! like any scrape target) and the gated introspection views under `/v1/introspection/`.
 
+use capsule_worker::session::bearer_header;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -136,16 +137,6 @@ async fn execution_traces(
     .await
 }
 
-/// The token of an `Authorization: Bearer <token>` header, parsed as the worker parses its own
-/// (the scheme is case-insensitive, RFC 7235; an empty token is no token).
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    capsule_worker::session::bearer_token(
-        headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-    )
-}
-
 fn problem(status: StatusCode, code: &str, message: &str) -> Response {
     let mut response = (status, Json(json!({ "code": code, "message": message }))).into_response();
     if status == StatusCode::UNAUTHORIZED {
@@ -168,7 +159,7 @@ where
     Fut: std::future::Future<Output = crate::Result<Option<serde_json::Value>>>,
 {
     let view_name = view.map_or("unknown", View::name);
-    let (decision, user, response) = match state.gate.review(bearer(headers)).await {
+    let (decision, user, response) = match state.gate.review(bearer_header(headers)).await {
         Err(error) => {
             tracing::warn!(%error, "access review failed");
             (
@@ -255,24 +246,4 @@ where
         });
     }
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(authorization: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::AUTHORIZATION, authorization.parse().unwrap());
-        headers
-    }
-
-    #[test]
-    fn the_token_is_read_as_the_worker_reads_it() {
-        assert_eq!(bearer(&headers("Bearer abc")), Some("abc"));
-        assert_eq!(bearer(&headers("bearer abc")), Some("abc"));
-        assert_eq!(bearer(&headers("Bearer ")), None);
-        assert_eq!(bearer(&headers("Basic abc")), None);
-        assert_eq!(bearer(&HeaderMap::new()), None);
-    }
 }
