@@ -40,11 +40,7 @@ where
 
     /// Waits for the first list at most `limit`.
     pub async fn wait_listed(&self, limit: Duration) -> Listing {
-        let mut listed = self.listed.clone();
-        let outcome = tokio::time::timeout(limit, listed.wait_for(|listed| *listed))
-            .await
-            .map(|waited| waited.is_ok());
-        match outcome {
+        match tokio::time::timeout(limit, self.listed()).await {
             Ok(true) => Listing::Listed,
             Ok(false) => Listing::WatchEnded,
             Err(_) => Listing::TimedOut,

@@ -107,6 +107,14 @@ impl DevCluster {
         Self::start_with_image_maps(state_dir, &[])
     }
 
+    /// Starts the devcluster and installs the generated Capsule CRDs with kubectl.
+    pub fn start_with_crds(state_dir: &Path) -> DevCluster {
+        let cluster = Self::start(state_dir);
+        let crds = workspace().join("crds/capsule.dev_crds.yaml");
+        cluster.kubectl(&["apply", "-f", crds.to_str().unwrap()]);
+        cluster
+    }
+
     /// Like [`DevCluster::start`], with more `--image-map PATTERN=COMMAND` entries after the
     /// worker's and the sidecar's (e.g. the operator image, for the Helm chart's Deployment).
     pub fn start_with_image_maps(state_dir: &Path, extra_image_maps: &[String]) -> DevCluster {
@@ -274,6 +282,19 @@ pub fn start_operator(
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     run.start(cluster, log)
+}
+
+/// Waits until session `name` is in `phase`; the failure names the phase and condition it was in.
+pub fn wait_session_phase(cluster: &DevCluster, name: &str, phase: &str, timeout: Duration) {
+    wait_for(&format!("session {name} {phase}"), timeout, || {
+        let got = cluster.jsonpath(&["csess", name], "{.status.phase}");
+        if got == phase {
+            Ok(())
+        } else {
+            let message = cluster.jsonpath(&["csess", name], "{.status.conditions[0].message}");
+            Err(format!("phase={got:?} ({message})"))
+        }
+    });
 }
 
 /// Polls `check` until it returns Some, or panics after `timeout` with `what` and the last value.

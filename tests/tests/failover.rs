@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use capsule_e2e::{free_port, wait_for, workspace, DevCluster, OperatorRun, Process};
+use capsule_e2e::{free_port, wait_for, DevCluster, OperatorRun, Process};
 
 const POOL: &str = r#"
 apiVersion: capsule.dev/v1alpha1
@@ -183,9 +183,7 @@ fn pool_pods(cluster: &DevCluster) -> usize {
 #[test]
 fn the_follower_takes_over_within_15_seconds_and_only_the_leader_writes() {
     let state = tempfile::tempdir().unwrap();
-    let cluster = DevCluster::start(state.path());
-    let crds = workspace().join("crds/capsule.dev_crds.yaml");
-    cluster.kubectl(&["apply", "-f", crds.to_str().unwrap()]);
+    let cluster = DevCluster::start_with_crds(state.path());
     cluster.apply(&replica_pod("operator-a"));
     cluster.apply(&replica_pod("operator-b"));
     let (port_a, port_b) = (free_port(), free_port());

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use capsule_e2e::{free_port, start_operator, wait_for, workspace, DevCluster, Process};
+use capsule_e2e::{free_port, start_operator, wait_for, DevCluster, Process};
 use serde_json::Value;
 
 const RUNS: usize = 20;
@@ -263,9 +263,7 @@ fn operator_killed_at_random_moments_loses_nothing() {
     let mut rng = Rng(seed);
 
     let dir = tempfile::tempdir().unwrap();
-    let cluster = DevCluster::start(dir.path());
-    let crds = workspace().join("crds/capsule.dev_crds.yaml");
-    cluster.kubectl(&["apply", "-f", crds.to_str().unwrap()]);
+    let cluster = DevCluster::start_with_crds(dir.path());
     let port = free_port();
     let start = |run: usize| -> Process {
         start_operator(

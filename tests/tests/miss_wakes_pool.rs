@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use capsule_e2e::{free_port, wait_for, workspace, DevCluster, OperatorRun};
+use capsule_e2e::{free_port, wait_for, wait_session_phase, DevCluster, OperatorRun};
 
 const POOL: &str = r#"
 apiVersion: capsule.dev/v1alpha1
@@ -34,9 +34,7 @@ spec:
 #[test]
 fn a_session_that_misses_starts_a_worker_without_waiting_for_the_periodic_pass() {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = DevCluster::start(dir.path());
-    let crds = workspace().join("crds/capsule.dev_crds.yaml");
-    cluster.kubectl(&["apply", "-f", crds.to_str().unwrap()]);
+    let cluster = DevCluster::start_with_crds(dir.path());
     let port = free_port();
     let mut run = OperatorRun::on_port(port);
     run.status_interval_seconds = 600;
@@ -62,20 +60,8 @@ fn a_session_that_misses_starts_a_worker_without_waiting_for_the_periodic_pass()
     assert_eq!(pods.trim(), "", "replicas 0 starts no worker");
 
     cluster.apply(SESSION);
-    wait_for(
-        "the session bound to a worker started for it",
-        Duration::from_secs(90),
-        || {
-            let phase = cluster.jsonpath(&["csess", "first"], "{.status.phase}");
-            if phase == "Bound" {
-                Ok(())
-            } else {
-                let message =
-                    cluster.jsonpath(&["csess", "first"], "{.status.conditions[0].message}");
-                Err(format!("phase={phase:?} ({message})"))
-            }
-        },
-    );
+    // The session is bound to a worker started for it.
+    wait_session_phase(&cluster, "first", "Bound", Duration::from_secs(90));
     assert_eq!(
         cluster.jsonpath(&["csess", "first"], "{.status.warmHit}"),
         "false",

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use base64::Engine;
-use capsule_e2e::{free_port, start_operator, tool, wait_for, workspace, DevCluster, Process};
+use capsule_e2e::{
+    free_port, start_operator, tool, wait_for, wait_session_phase, DevCluster, Process,
+};
 use serde_json::{json, Value};
 
 const POOL: &str = r#"
@@ -56,22 +58,6 @@ fn wait_idle(cluster: &DevCluster, want: &str, what: &str) {
             Err(format!("idle={idle:?} bound={bound:?}"))
         }
     });
-}
-
-fn wait_session_phase(cluster: &DevCluster, name: &str, phase: &str) {
-    wait_for(
-        &format!("session {name} {phase}"),
-        Duration::from_secs(60),
-        || {
-            let got = cluster.jsonpath(&["csess", name], "{.status.phase}");
-            let message = cluster.jsonpath(&["csess", name], "{.status.conditions[0].message}");
-            if got == phase {
-                Ok(())
-            } else {
-                Err(format!("phase={got:?} ({message})"))
-            }
-        },
-    );
 }
 
 /// The pid of the capsule-worker process of `pod`, found by its downward-API POD_NAME.
@@ -160,9 +146,7 @@ fn promql(port: u16, query: &str) -> Option<f64> {
 #[test]
 fn pools_warm_up_sessions_bind_execute_and_release_and_dead_workers_are_replaced() {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = DevCluster::start(dir.path());
-    let crds = workspace().join("crds/capsule.dev_crds.yaml");
-    cluster.kubectl(&["apply", "-f", crds.to_str().unwrap()]);
+    let cluster = DevCluster::start_with_crds(dir.path());
 
     let port = free_port();
     let _operator = start_operator(&cluster, port, &dir.path().join("operator.log"), &[]);
@@ -209,7 +193,7 @@ fn pools_warm_up_sessions_bind_execute_and_release_and_dead_workers_are_replaced
 
     // A session binds a warm worker; code runs on it with the session's token.
     cluster.apply(&session("s1"));
-    wait_session_phase(&cluster, "s1", "Bound");
+    wait_session_phase(&cluster, "s1", "Bound", Duration::from_secs(60));
     assert_eq!(
         cluster.jsonpath(&["csess", "s1"], "{.status.warmHit}"),
         "true"
@@ -361,7 +345,7 @@ fn pools_warm_up_sessions_bind_execute_and_release_and_dead_workers_are_replaced
 
     // Killing a bound worker's process: the worker is unhealthy, replaced, and its session Failed.
     cluster.apply(&session("s2"));
-    wait_session_phase(&cluster, "s2", "Bound");
+    wait_session_phase(&cluster, "s2", "Bound", Duration::from_secs(60));
     let victim = cluster.jsonpath(&["csess", "s2"], "{.status.worker}");
     let pid = wait_for("the worker process", Duration::from_secs(10), || {
         worker_pid(&victim).ok_or("not found".to_string())

@@ -114,9 +114,7 @@ fn audit_records(cluster: &DevCluster, pod: &str) -> Vec<(String, String, String
 #[test]
 fn service_account_tokens_pass_the_gate_as_rbac_decides() {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = DevCluster::start(dir.path());
-    let crds = workspace().join("crds/capsule.dev_crds.yaml");
-    cluster.kubectl(&["apply", "-f", crds.to_str().unwrap()]);
+    let cluster = DevCluster::start_with_crds(dir.path());
     cluster.apply(&cluster_roles());
     let port = free_port();
     let _operator = start_operator(&cluster, port, &dir.path().join("operator.log"), &[]);

@@ -1,7 +1,6 @@
 //! `POST /v1/heartbeats`: workers report here with their pool's token. Validated, authenticated and
 //! recorded in the in-memory index; nothing is written to the API server per heartbeat.
 
-use capsule_worker::session::bearer_header;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,6 +10,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use capsule_worker::session::bearer_header;
 use capsule_worker::wire::heartbeat::HeartbeatReply;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

@@ -1,7 +1,6 @@
 //! The HTTP server on the pod IP (port 8001): `/healthz`, `/readyz`, `/metrics` (unauthenticated,
 //! like any scrape target) and the gated introspection views under `/v1/introspection/`.
 
-use capsule_worker::session::bearer_header;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,6 +11,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use capsule_worker::session::bearer_header;
 use prometheus_client::registry::Registry;
 use serde_json::json;
 
