@@ -85,9 +85,21 @@ pub struct Context {
     /// has waited a staleness period itself.
     pub started: Instant,
     pools: Mutex<HashMap<PoolKey, PoolState>>,
-    /// When this process first saw each pending session (by uid), for acquisition latencies finer
-    /// than `creationTimestamp`'s whole seconds. An entry goes when its session binds or ends.
-    pub sessions_first_seen: Mutex<HashMap<String, Instant>>,
+    /// What this process knows of each pending session (by uid). An entry goes when its session
+    /// binds or ends.
+    pub pending_sessions: Mutex<HashMap<String, PendingAcquisition>>,
+}
+
+/// One pending session's acquisition as this process saw it.
+#[derive(Clone, Copy, Debug)]
+pub struct PendingAcquisition {
+    /// When this process first saw it, for latencies finer than `creationTimestamp`'s seconds.
+    pub first_seen: Instant,
+    /// This process counted its acquisition attempt, or its miss. A pass can run on a cached
+    /// session that predates the status write recording them (the worker started for a miss
+    /// wakes the session before its own status event arrives): these keep it from counting again.
+    pub attempt_counted: bool,
+    pub miss_counted: bool,
 }
 
 impl Context {
@@ -116,7 +128,7 @@ impl Context {
                 .expect("HTTP client"),
             started: Instant::now(),
             pools: Mutex::new(HashMap::new()),
-            sessions_first_seen: Mutex::new(HashMap::new()),
+            pending_sessions: Mutex::new(HashMap::new()),
         }
     }
 

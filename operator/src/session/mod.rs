@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 use tracing::{info, instrument, warn};
 
 use crate::conditions::{self, DesiredCondition};
-use crate::context::Context;
+use crate::context::{Context, PendingAcquisition};
 use crate::error::{backoff, Error, Result};
 use crate::labels;
 use crate::metrics::{ControllerLabels, ControllerName, PoolLabels};
@@ -78,7 +78,7 @@ async fn reconcile_inner(session: &CapsuleSession, ctx: &Context) -> Result<Acti
         .any(|f| f == labels::RELEASE_FINALIZER);
 
     if session.metadata.deletion_timestamp.is_some() {
-        forget_first_seen(ctx, session);
+        forget_pending(ctx, session);
         if has_finalizer {
             release(ctx, session, &ns).await?;
             let remaining: Vec<&String> = session
@@ -97,7 +97,7 @@ async fn reconcile_inner(session: &CapsuleSession, ctx: &Context) -> Result<Acti
     let phase = session.status.as_ref().map(|s| s.phase).unwrap_or_default();
     match phase {
         SessionPhase::Released | SessionPhase::Failed => {
-            forget_first_seen(ctx, session);
+            forget_pending(ctx, session);
             // A release cut short (an operator killed between the status write and the release)
             // is finished here: a final session never keeps a worker.
             release(ctx, session, &ns).await?;
@@ -105,11 +105,11 @@ async fn reconcile_inner(session: &CapsuleSession, ctx: &Context) -> Result<Acti
         }
         SessionPhase::Bound => check_bound(ctx, session, &ns).await,
         SessionPhase::Pending if has_finalizer => {
-            note_first_seen(ctx, session);
+            note_pending(ctx, session);
             acquire(ctx, session, &ns, None).await
         }
         SessionPhase::Pending => {
-            note_first_seen(ctx, session);
+            note_pending(ctx, session);
             // The finalizer is added in the same pass as the binding, concurrently with the reads
             // the binding needs: waiting for the finalizer's own watch event would add a round
             // trip to every acquisition. No worker is taken before the finalizer is stored.
@@ -195,41 +195,65 @@ fn age_ms(session: &CapsuleSession) -> i64 {
         .max(0)
 }
 
-/// How long the session has waited for a worker: from when this process first saw it, or, for a
-/// session an earlier process saw first, from its `creationTimestamp` (whole seconds, so up to a
-/// second more than the truth).
-fn acquisition_ms(ctx: &Context, session: &CapsuleSession) -> i64 {
-    let first_seen = session.uid().and_then(|uid| {
-        ctx.sessions_first_seen
+/// Takes what this process noted of a session that is now bound: how long it waited for a worker
+/// (from when this process first saw it, or, for a session an earlier process saw first, from its
+/// `creationTimestamp`, whole seconds, so up to a second more than the truth) and what was counted.
+fn take_pending(ctx: &Context, session: &CapsuleSession) -> (i64, Option<PendingAcquisition>) {
+    let pending = session.uid().and_then(|uid| {
+        ctx.pending_sessions
             .lock()
-            .expect("first-seen lock")
+            .expect("pending-sessions lock")
             .remove(&uid)
     });
-    match first_seen {
-        Some(at) => at.elapsed().as_millis() as i64,
+    let waited_ms = match &pending {
+        Some(p) => p.first_seen.elapsed().as_millis() as i64,
         None => age_ms(session),
-    }
+    };
+    (waited_ms, pending)
 }
 
-fn forget_first_seen(ctx: &Context, session: &CapsuleSession) {
+fn forget_pending(ctx: &Context, session: &CapsuleSession) {
     if let Some(uid) = session.uid() {
-        ctx.sessions_first_seen
+        ctx.pending_sessions
             .lock()
-            .expect("first-seen lock")
+            .expect("pending-sessions lock")
             .remove(&uid);
     }
 }
 
 /// Notes when this process first saw a pending session.
-fn note_first_seen(ctx: &Context, session: &CapsuleSession) {
+fn note_pending(ctx: &Context, session: &CapsuleSession) {
     let Some(uid) = session.uid() else { return };
-    let mut seen = ctx.sessions_first_seen.lock().expect("first-seen lock");
-    if seen.len() >= FIRST_SEEN_LIMIT {
+    let mut pending = ctx.pending_sessions.lock().expect("pending-sessions lock");
+    if pending.len() >= FIRST_SEEN_LIMIT {
         // Entries of sessions removed without a final pass (finalizer stripped by hand) would
         // otherwise stay: drop everything older than any acquire timeout.
-        seen.retain(|_, at| at.elapsed() < Duration::from_secs(86_400));
+        pending.retain(|_, p| p.first_seen.elapsed() < Duration::from_secs(86_400));
     }
-    seen.entry(uid).or_insert_with(Instant::now);
+    pending.entry(uid).or_insert_with(|| PendingAcquisition {
+        first_seen: Instant::now(),
+        attempt_counted: false,
+        miss_counted: false,
+    });
+}
+
+/// Marks the attempt (and, with `miss`, the miss) of a pending session counted; returns which of
+/// the two were not counted before by this process.
+fn mark_counted(ctx: &Context, session: &CapsuleSession, miss: bool) -> (bool, bool) {
+    let Some(uid) = session.uid() else {
+        return (true, miss);
+    };
+    let mut pending = ctx.pending_sessions.lock().expect("pending-sessions lock");
+    match pending.get_mut(&uid) {
+        Some(p) => {
+            let new_attempt = !p.attempt_counted;
+            let new_miss = miss && !p.miss_counted;
+            p.attempt_counted = true;
+            p.miss_counted |= miss;
+            (new_attempt, new_miss)
+        }
+        None => (true, miss),
+    }
 }
 
 /// A request still to be awaited, such as the finalizer patch that runs alongside the reads.
@@ -402,10 +426,11 @@ async fn acquire(
     status.warm_hit = Some(false);
     write_status(ctx, session, status).await?;
     // Counted once the status that records them is stored, so a failed write never counts twice.
-    if first_pass {
+    let (new_attempt, new_miss) = mark_counted(ctx, session, !already_missed);
+    if first_pass && new_attempt {
         ctx.with_pool(&key, seed, |s| s.counters.acquisition.attempts += 1);
     }
-    if !already_missed {
+    if new_miss {
         ctx.with_pool(&key, seed, |s| s.counters.misses += 1);
         ctx.metrics.misses.get_or_create(&metric).inc();
     }
@@ -539,13 +564,15 @@ async fn finish_binding(
     }
     ctx.index.touch(&ns, &pod.name_any(), Instant::now());
 
+    let (latency_ms, pending) = take_pending(ctx, session);
+    // What this process counted outranks a cached status that may predate its write.
+    let first_pass = first_pass && !pending.is_some_and(|p| p.attempt_counted);
     let warm_hit = session
         .status
         .as_ref()
         .and_then(|s| s.warm_hit)
         .unwrap_or(true)
         && first_pass;
-    let latency_ms = acquisition_ms(ctx, session);
     let mut status = status_with(
         session,
         SessionPhase::Bound,
