@@ -36,6 +36,9 @@ RESULT_NAME = "__capsule_result__"
 OUTPUT_CHUNK_BYTES = 64 * 1024
 OUTPUT_FLUSH_SECONDS = 0.01
 MAX_REPR_CHARS = 64 * 1024
+# An input() prompt and a promise id travel in one frame each: bounded so the frame always fits.
+MAX_PROMPT_CHARS = 64 * 1024
+MAX_PROMISE_ID_CHARS = 256
 MAX_TRACEBACK_CHARS = 256 * 1024
 PICKLE_ESTIMATE_LIMIT = 64 * 1024 * 1024
 BLOCKING_CALLS = {
@@ -161,10 +164,29 @@ class _FrameSink(io.RawIOBase):
         return True
 
     def write(self, data):
-        size = len(data)
-        with critical:
-            _send_output(self.stream, bytes(data))
+        # One write of any size leaves as chunks of at most OUTPUT_CHUNK_BYTES (a large write skips
+        # the BufferedWriter's buffer and arrives here whole). Each chunk is one uncut frame.
+        view = memoryview(data).cast("B")
+        size = len(view)
+        start = 0
+        while start < size:
+            end = utf8_chunk_end(view, start, OUTPUT_CHUNK_BYTES)
+            with critical:
+                _send_output(self.stream, bytes(view[start:end]))
+            start = end
         return size
+
+
+def utf8_chunk_end(data, start, limit):
+    """End of the chunk of at most `limit` bytes that starts at `start`, moved back so it does not
+    split a UTF-8 character (continuation bytes are 10xxxxxx; a character has at most three)."""
+    end = start + limit
+    if end >= len(data):
+        return len(data)
+    cut = end
+    while cut > end - 3 and (data[cut] & 0xC0) == 0x80:
+        cut -= 1
+    return cut if cut > start else end
 
 
 def _text_stream(name):
@@ -305,6 +327,8 @@ class Promise:
     def __init__(self, promise_id, timeout=None):
         if not isinstance(promise_id, str) or not promise_id:
             raise ValueError("promise id must be a non-empty string")
+        if len(promise_id) > MAX_PROMISE_ID_CHARS:
+            raise ValueError("promise id is longer than %d characters" % MAX_PROMISE_ID_CHARS)
         self.id = promise_id
         self._waiter = _register(promise_id)
         flush_output()
@@ -328,12 +352,15 @@ class Promise:
 
 
 def _input(prompt=""):
+    prompt = str(prompt)
+    if len(prompt) > MAX_PROMPT_CHARS:
+        prompt = prompt[:MAX_PROMPT_CHARS] + "...[truncated]"
     state.input_counter += 1
     input_id = "%s:input:%d" % (state.current_id, state.input_counter)
     waiter = _register(input_id)
     flush_output()
     with critical:
-        send({"type": "inputRequest", "id": state.current_id, "inputId": input_id, "prompt": str(prompt)})
+        send({"type": "inputRequest", "id": state.current_id, "inputId": input_id, "prompt": prompt})
     try:
         value = _wait_sync(waiter)
     except PromiseTimeout:

@@ -221,7 +221,7 @@ pub async fn run(runtime: Arc<Runtime>, mut jobs: mpsc::Receiver<Work>) {
             },
             event = interpreter.events.recv() => match event {
                 Some(DriverEvent::Message(message)) => note_stray(&runtime, message),
-                Some(DriverEvent::Output { .. }) => STRAY_FRAME.warn(|| {
+                Some(DriverEvent::Output { .. }) | Some(DriverEvent::FrameLost { .. }) => STRAY_FRAME.warn(|| {
                     tracing::debug!("discarded interpreter output produced outside any execution")
                 }),
                 Some(DriverEvent::Exited) | None => {
@@ -335,7 +335,9 @@ async fn start_interpreter(runtime: &Arc<Runtime>) -> Result<Interpreter> {
                         .refuse(&promise_id, "promises are not available during warm-up")
                         .await;
                 }
-                Some(DriverEvent::Message(_)) | Some(DriverEvent::Output { .. }) => {}
+                Some(DriverEvent::Message(_))
+                | Some(DriverEvent::Output { .. })
+                | Some(DriverEvent::FrameLost { .. }) => {}
                 Some(DriverEvent::Exited) | None => {
                     interpreter.reap(&runtime.writer).await;
                     return Err(Error::InterpreterGone);
@@ -366,7 +368,7 @@ async fn run_reset(
                 return interpreter;
             }
             Ok(Some(DriverEvent::Message(message))) => note_stray(runtime, message),
-            Ok(Some(DriverEvent::Output { .. })) => {}
+            Ok(Some(DriverEvent::Output { .. })) | Ok(Some(DriverEvent::FrameLost { .. })) => {}
             Ok(Some(DriverEvent::Exited)) | Ok(None) | Err(_) => {
                 // A fresh interpreter is an empty namespace: the reset still happened.
                 interpreter.kill(&runtime.writer).await;
@@ -392,6 +394,14 @@ struct Run<'a> {
     job: Job,
     stop: Option<Stop>,
     grace_deadline: Option<tokio::time::Instant>,
+    lost: LostFrames,
+}
+
+/// Frames of this execution the worker could not read; the client is told in the final event.
+#[derive(Debug, Default)]
+struct LostFrames {
+    count: u64,
+    first_reason: Option<String>,
 }
 
 impl Run<'_> {
@@ -406,6 +416,34 @@ impl Run<'_> {
         TraceEvent::new(kind, &self.job.id, self.job.session.as_deref())
             .with_traceparent(self.job.traceparent.as_deref())
             .with_duration_ms(self.job.submitted.elapsed().as_millis() as u64)
+    }
+
+    /// Counts a frame that could not be read: its output (if it was output) is gone.
+    fn frame_lost(&mut self, reason: String) {
+        tracing::warn!(execution = %self.job.id, %reason, "a frame of this execution was lost");
+        self.runtime.stats.outputs_dropped.fetch_add(1, Relaxed);
+        self.lost.count += 1;
+        self.lost.first_reason.get_or_insert(reason);
+    }
+
+    /// A result or a code error becomes `OutputLost` when frames were lost, so a client never takes
+    /// incomplete output for complete; other final events already say the output ended early.
+    fn report_lost_frames(&self, body: EventBody) -> EventBody {
+        let ended_with = match &body {
+            EventBody::Result { .. } if self.lost.count > 0 => "a result".to_owned(),
+            EventBody::Error { ename, .. } if self.lost.count > 0 => ename.clone(),
+            _ => return body,
+        };
+        EventBody::Error {
+            ename: "OutputLost".into(),
+            evalue: format!(
+                "{} frame(s) from the interpreter could not be read ({}); the output of this \
+                 execution is incomplete. The code ended with {ended_with}.",
+                self.lost.count,
+                self.lost.first_reason.as_deref().unwrap_or("unknown"),
+            ),
+            traceback: Vec::new(),
+        }
     }
 
     /// Asks the code to stop (KeyboardInterrupt) and arms the kill deadline.
@@ -571,6 +609,7 @@ async fn run_execution(
         job,
         stop: None,
         grace_deadline: None,
+        lost: LostFrames::default(),
     };
     let id = run.job.id.clone();
     let code = std::mem::take(&mut run.job.code);
@@ -647,8 +686,10 @@ async fn run_execution(
                             note_blocking_calls(runtime, &blocking_calls);
                             break run.final_for_error(ename, evalue, traceback, interrupted);
                         }
+                        FromDriver::DriverError { message } => run.frame_lost(message),
                         other => note_stray(runtime, other),
                     },
+                    Some(DriverEvent::FrameLost { reason }) => run.frame_lost(reason),
                     Some(DriverEvent::Exited) | None => {
                         let exit_code = interpreter.reap(&runtime.writer).await;
                         tracing::warn!(?exit_code, execution = %id, "interpreter died during an execution; restarting, namespace lost");
@@ -680,6 +721,7 @@ async fn run_execution(
     if cancelled_promises > 0 {
         tracing::debug!(execution = %id, cancelled_promises, "cancelled promises of a finished execution");
     }
+    let final_body = run.report_lost_frames(final_body);
     let final_body = if matches!(final_body, EventBody::OutputDrainTimeout { .. }) {
         final_body
     } else {

@@ -159,6 +159,11 @@ pub enum DriverEvent {
         text: Box<RawValue>,
     },
     Message(FromDriver),
+    /// A frame from the driver could not be read (oversized or malformed) and was skipped whole;
+    /// the executor fails the running execution with it, so the loss reaches the client.
+    FrameLost {
+        reason: String,
+    },
     /// The frame stream ended: the interpreter exited or closed its frame fd.
     Exited,
 }
@@ -362,6 +367,12 @@ impl Interpreter {
                         MALFORMED_DRIVER_FRAME.warn(
                             || tracing::warn!(%error, "skipped a bad frame from the interpreter"),
                         );
+                        let lost = DriverEvent::FrameLost {
+                            reason: error.to_string(),
+                        };
+                        if tx.send(lost).await.is_err() {
+                            break;
+                        }
                     }
                     Err(FrameError::Closed) | Err(_) => {
                         let _ = tx.send(DriverEvent::Exited).await;

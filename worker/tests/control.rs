@@ -295,7 +295,7 @@ async fn queued_execution_can_be_cancelled_before_it_runs() {
 }
 
 #[tokio::test]
-async fn malformed_and_oversized_interpreter_frames_are_skipped_not_fatal() {
+async fn malformed_and_oversized_interpreter_frames_are_skipped_and_reported_not_fatal() {
     let worker = Worker::start(&[]).await;
     // Code that reaches the driver's private frame fd and writes garbage into the stream.
     let code = "import capsule, os, struct\n\
@@ -310,7 +310,17 @@ async fn malformed_and_oversized_interpreter_frames_are_skipped_not_fatal() {
                 \x20       view = view[os.write(fd, view):]\n\
                 'alive'";
     let events = worker.run(code).await;
-    assert_eq!(result_repr(&events).as_deref(), Some("'alive'"));
+    // The code itself ran to its end, but the client is told its output may be incomplete.
+    match final_event(&events) {
+        EventBody::Error { ename, evalue, .. } => {
+            assert_eq!(ename, "OutputLost");
+            assert!(evalue.contains("2 frame(s)"), "{evalue}");
+            assert!(evalue.contains("malformed frame"), "{evalue}");
+            assert!(evalue.contains("ended with a result"), "{evalue}");
+        }
+        other => panic!("expected OutputLost, got {other:?}"),
+    }
+    assert_eq!(worker.stats().await.executor.outputs_dropped, 2);
     let events = worker.run("1 + 2").await;
     assert_eq!(result_repr(&events).as_deref(), Some("3"));
     assert_eq!(worker.stats().await.interpreter_restarts, 0);

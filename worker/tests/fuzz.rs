@@ -296,6 +296,7 @@ fn check_driver_frame(body: &[u8]) -> bool {
         }
         Ok(DriverEvent::Message(_)) => true,
         Ok(DriverEvent::Exited) => panic!("a frame body never means exit"),
+        Ok(DriverEvent::FrameLost { .. }) => panic!("decoding reports a bad body as an error"),
         Err(error) => {
             assert!(
                 matches!(error, FrameError::Malformed(_)),

@@ -1,0 +1,92 @@
+//! Credentials on the wire: the bearer parser every Capsule server uses, the session-token hash the
+//! operator hands a worker, and comparisons that take the same time whatever matched.
+
+use http::HeaderMap;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// The SHA-256 of a token: what a worker stores instead of a session token.
+pub fn token_sha256(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// [`token_sha256`] as 64 lowercase hex digits, the form of `SessionBinding::token_sha256`.
+pub fn token_sha256_hex(token: &str) -> String {
+    hex::encode(token_sha256(token))
+}
+
+/// Parses 64 hex digits back into a hash; `None` for anything else.
+pub fn parse_sha256_hex(hex_digits: &str) -> Option<[u8; 32]> {
+    hex::decode(hex_digits)
+        .ok()
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+}
+
+/// Whether `token` hashes to `expected`, in constant time.
+pub fn token_matches_sha256(token: &str, expected: &[u8; 32]) -> bool {
+    bool::from(token_sha256(token).ct_eq(expected))
+}
+
+/// Whether two tokens are equal. Both are hashed first, so neither the content nor the length of
+/// the expected token shows in the time taken.
+pub fn tokens_match(given: &str, expected: &str) -> bool {
+    token_matches_sha256(given, &token_sha256(expected))
+}
+
+/// Extracts the token of an `Authorization: Bearer <token>` header value. The scheme is
+/// case-insensitive (RFC 7235); an empty token is no token.
+pub fn bearer_token(header: Option<&str>) -> Option<&str> {
+    let value = header?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// The bearer token of a request's `Authorization` header: what every Capsule server (worker,
+/// operator ingest, sidecar, gateway) accepts as a token.
+pub fn bearer_header(headers: &HeaderMap) -> Option<&str> {
+    bearer_token(
+        headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(bearer_token(Some("Bearer abc")), Some("abc"));
+        assert_eq!(bearer_token(Some("bearer  abc ")), Some("abc"));
+        assert_eq!(bearer_token(Some("Basic abc")), None);
+        assert_eq!(bearer_token(Some("Bearer ")), None);
+        assert_eq!(bearer_token(None), None);
+    }
+
+    #[test]
+    fn bearer_from_request_headers() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(bearer_header(&headers), None);
+        headers.insert(http::header::AUTHORIZATION, "bearer abc".parse().unwrap());
+        assert_eq!(bearer_header(&headers), Some("abc"));
+        headers.insert(http::header::AUTHORIZATION, "Bearer  ".parse().unwrap());
+        assert_eq!(bearer_header(&headers), None, "an empty token is no token");
+    }
+
+    #[test]
+    fn hashes_round_trip_and_compare() {
+        let hex_digits = token_sha256_hex("secret");
+        assert_eq!(hex_digits.len(), 64);
+        let parsed = parse_sha256_hex(&hex_digits).unwrap();
+        assert!(token_matches_sha256("secret", &parsed));
+        assert!(!token_matches_sha256("Secret", &parsed));
+        assert_eq!(parse_sha256_hex("zz"), None);
+        assert_eq!(parse_sha256_hex(&hex_digits[..62]), None);
+        assert!(tokens_match("a", "a"));
+        assert!(!tokens_match("a", "ab"));
+    }
+}
