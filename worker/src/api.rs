@@ -20,15 +20,16 @@ use crate::executor::{ResetError, SubmitError};
 use crate::interpreter::{CheckpointFrame, ToDriver};
 use crate::output_queue::OutputQueue;
 use crate::runtime::Runtime;
-use crate::session::{bearer_header, SessionAuth};
+use crate::session::SessionAuth;
 use crate::warn_once::WarnOnce;
-use crate::wire::execute::{
+use capsule_protocol::auth::bearer_header;
+use capsule_protocol::execute::{
     CancelReply, Checkpoint, ErrorBody, ExecuteRequest, InputReply, NamespaceListing,
     PromiseReject, PromiseResolve, EXECUTION_ID_HEADER, MAX_METADATA_ENTRIES,
     MAX_NAMESPACE_ENTRIES, MAX_NAMESPACE_NAME_BYTES, MAX_NAMESPACE_TYPE_BYTES, NDJSON_CONTENT_TYPE,
 };
-use crate::wire::heartbeat::SessionBinding;
-use crate::wire::trace::{is_valid_traceparent, truncate, TraceEvent, TraceEventKind};
+use capsule_protocol::heartbeat::SessionBinding;
+use capsule_protocol::trace::{is_valid_traceparent, truncate, TraceEvent, TraceEventKind};
 
 /// How long `GET /v1/checkpoint` waits for the interpreter.
 const CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -545,7 +546,7 @@ async fn reject_promise(
 async fn stats(
     State(runtime): State<Arc<Runtime>>,
     headers: HeaderMap,
-) -> ApiResult<Json<crate::wire::execute::WorkerStats>> {
+) -> ApiResult<Json<capsule_protocol::execute::WorkerStats>> {
     require_session_or_pool(&runtime, &headers)?;
     Ok(Json(runtime.worker_stats()))
 }

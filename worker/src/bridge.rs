@@ -14,9 +14,9 @@ use tokio::task::AbortHandle;
 
 use crate::interpreter::{DriverWriter, ToDriver};
 use crate::trace_sender::TraceSender;
-use crate::wire::execute::PendingPromise;
-use crate::wire::heartbeat::BridgeCounters;
-use crate::wire::trace::{TraceEvent, TraceEventKind};
+use capsule_protocol::execute::PendingPromise;
+use capsule_protocol::heartbeat::BridgeCounters;
+use capsule_protocol::trace::{TraceEvent, TraceEventKind};
 
 /// Most promises pending at once; creating more rejects the new one.
 pub const MAX_PENDING_PROMISES: usize = 10_000;

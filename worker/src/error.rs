@@ -1,6 +1,6 @@
 //! The worker's one error type.
 
-use crate::wire::frame::FrameError;
+use capsule_protocol::frame::FrameError;
 
 /// Everything that can go wrong in the worker runtime.
 #[derive(Debug, thiserror::Error)]

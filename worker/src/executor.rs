@@ -18,8 +18,8 @@ use crate::output_queue::{OutputQueue, PushRefused, Queued};
 use crate::runtime::Runtime;
 use crate::stats::Outcome;
 use crate::warn_once::WarnOnce;
-use crate::wire::execute::{EventBody, ExecuteRequest, ExecutionEvent};
-use crate::wire::trace::{TraceEvent, TraceEventKind};
+use capsule_protocol::execute::{EventBody, ExecuteRequest, ExecutionEvent};
+use capsule_protocol::trace::{TraceEvent, TraceEventKind};
 
 /// How long a fresh interpreter may take to say it is ready (warm-up excluded).
 const INTERPRETER_START_TIMEOUT: Duration = Duration::from_secs(30);

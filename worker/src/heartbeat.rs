@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use crate::procstat::{cpu_ticks, rss_bytes, CpuSampler};
 use crate::runtime::Runtime;
-use crate::wire::frame::MAX_FRAME_BYTES;
-use crate::wire::heartbeat::{Capabilities, Heartbeat, HeartbeatReply, Instruction};
+use capsule_protocol::frame::MAX_FRAME_BYTES;
+use capsule_protocol::heartbeat::{Capabilities, Heartbeat, HeartbeatReply, Instruction};
 
 /// Longest wait between failed sends.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);

@@ -20,8 +20,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
 use crate::warn_once::WarnOnce;
-use crate::wire::execute::{ExecutionMode, NamespaceEntry, OutputStream};
-use crate::wire::frame::{self, FrameError};
+use capsule_protocol::execute::{ExecutionMode, NamespaceEntry, OutputStream};
+use capsule_protocol::frame::{self, FrameError};
 
 /// The Python driver, carried in the binary.
 pub const DRIVER_SOURCE: &str = include_str!("../driver.py");

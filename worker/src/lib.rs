@@ -1,5 +1,5 @@
-//! Capsule worker: the wire contracts between Capsule processes ([`wire`]) and the runtime of the
-//! `capsule-worker` binary (one supervised Python interpreter behind an HTTP execute API).
+//! Capsule worker: the runtime of the `capsule-worker` binary (one supervised Python interpreter
+//! behind an HTTP execute API). The contracts it speaks live in `capsule_protocol`.
 //!
 //! Runtime modules: [`config`] (env vars), [`interpreter`] (process + frame protocol with the
 //! embedded driver), [`executor`] (one execution at a time, cancellation, restarts),
@@ -21,6 +21,5 @@ pub mod session;
 pub mod stats;
 pub mod trace_sender;
 pub mod warn_once;
-pub mod wire;
 
 pub use error::{Error, Result};

@@ -17,7 +17,7 @@ use crate::config::Backpressure;
 use crate::stats::Stats;
 use serde_json::value::RawValue;
 
-use crate::wire::execute::{EventBody, ExecutionEvent, OutputStream};
+use capsule_protocol::execute::{EventBody, ExecutionEvent, OutputStream};
 
 /// Most events handed to the client in one batch (one HTTP chunk).
 pub const MAX_BATCH_EVENTS: usize = 256;

@@ -10,8 +10,8 @@ use crate::interpreter::{CheckpointWaiters, DriverWriter};
 use crate::session::SessionStore;
 use crate::stats::Stats;
 use crate::trace_sender::TraceSender;
-use crate::wire::execute::WorkerStats;
-use crate::wire::heartbeat::WorkerState;
+use capsule_protocol::execute::WorkerStats;
+use capsule_protocol::heartbeat::WorkerState;
 
 #[derive(Debug)]
 pub struct Runtime {

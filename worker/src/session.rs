@@ -2,10 +2,8 @@
 
 use std::sync::RwLock;
 
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
-
-use crate::wire::heartbeat::SessionBinding;
+use capsule_protocol::auth::{parse_sha256_hex, token_matches_sha256, token_sha256};
+use capsule_protocol::heartbeat::SessionBinding;
 
 /// Result of checking a session token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,46 +25,19 @@ pub struct SessionStore {
     pool_token_sha256: Option<[u8; 32]>,
 }
 
-fn sha256(value: &str) -> [u8; 32] {
-    Sha256::digest(value.as_bytes()).into()
-}
-
-/// Extracts the token of an `Authorization: Bearer <token>` header value.
-pub fn bearer_token(header: Option<&str>) -> Option<&str> {
-    let value = header?.trim();
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
-}
-
-/// The bearer token of a request's `Authorization` header: what every Capsule server (worker,
-/// operator ingest, sidecar) accepts as a token.
-pub fn bearer_header(headers: &axum::http::HeaderMap) -> Option<&str> {
-    bearer_token(
-        headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-    )
-}
-
 impl SessionStore {
     pub fn new(pool_token: Option<&str>) -> Self {
         SessionStore {
             bound: RwLock::new(None),
-            pool_token_sha256: pool_token.filter(|t| !t.is_empty()).map(sha256),
+            pool_token_sha256: pool_token.filter(|t| !t.is_empty()).map(token_sha256),
         }
     }
 
     /// Binds a session; `tokenSha256` must be 64 hex digits.
     pub fn bind(&self, binding: SessionBinding) -> Result<(), String> {
-        let decoded = hex::decode(&binding.token_sha256)
-            .ok()
-            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
-            .ok_or_else(|| {
-                "tokenSha256 must be the 64-hex-digit sha256 of the session token".to_owned()
-            })?;
+        let decoded = parse_sha256_hex(&binding.token_sha256).ok_or_else(|| {
+            "tokenSha256 must be the 64-hex-digit sha256 of the session token".to_owned()
+        })?;
         if binding.session.is_empty() {
             return Err("session must not be empty".to_owned());
         }
@@ -107,7 +78,7 @@ impl SessionStore {
         let guard = self.bound.read().unwrap_or_else(|p| p.into_inner());
         match guard.as_ref() {
             None => SessionAuth::NoSession,
-            Some(bound) if bool::from(sha256(token).ct_eq(&bound.token_sha256)) => {
+            Some(bound) if token_matches_sha256(token, &bound.token_sha256) => {
                 SessionAuth::Accepted
             }
             Some(_) => SessionAuth::WrongToken,
@@ -117,7 +88,7 @@ impl SessionStore {
     /// Checks the pool token; false when no pool token is configured.
     pub fn check_pool_token(&self, token: &str) -> bool {
         self.pool_token_sha256
-            .is_some_and(|expected| bool::from(sha256(token).ct_eq(&expected)))
+            .is_some_and(|expected| token_matches_sha256(token, &expected))
     }
 }
 
@@ -140,7 +111,7 @@ mod tests {
             .bind(SessionBinding {
                 session: "s".into(),
                 namespace: "n".into(),
-                token_sha256: hex::encode(sha256("secret")),
+                token_sha256: capsule_protocol::auth::token_sha256_hex("secret"),
             })
             .unwrap();
         assert_eq!(store.check_session_token("secret"), SessionAuth::Accepted);
@@ -149,30 +120,5 @@ mod tests {
         assert!(!store.check_pool_token("secret"));
         assert_eq!(store.release().as_deref(), Some("s"));
         assert!(!SessionStore::new(None).check_pool_token(""));
-    }
-
-    #[test]
-    fn bearer_parsing() {
-        assert_eq!(bearer_token(Some("Bearer abc")), Some("abc"));
-        assert_eq!(bearer_token(Some("bearer  abc ")), Some("abc"));
-        assert_eq!(bearer_token(Some("Basic abc")), None);
-        assert_eq!(bearer_token(Some("Bearer ")), None);
-        assert_eq!(bearer_token(None), None);
-    }
-
-    #[test]
-    fn bearer_from_request_headers() {
-        let mut headers = axum::http::HeaderMap::new();
-        assert_eq!(bearer_header(&headers), None);
-        headers.insert(
-            axum::http::header::AUTHORIZATION,
-            "bearer abc".parse().unwrap(),
-        );
-        assert_eq!(bearer_header(&headers), Some("abc"));
-        headers.insert(
-            axum::http::header::AUTHORIZATION,
-            "Bearer  ".parse().unwrap(),
-        );
-        assert_eq!(bearer_header(&headers), None, "an empty token is no token");
     }
 }

@@ -2,8 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::wire::execute::ExecutionMode;
-use crate::wire::heartbeat::{CancelCounters, ExecutionCounts, ExecutorCounters, ModeCounts};
+use capsule_protocol::execute::ExecutionMode;
+use capsule_protocol::heartbeat::{CancelCounters, ExecutionCounts, ExecutorCounters, ModeCounts};
 
 /// How an execution ended, for the outcome counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

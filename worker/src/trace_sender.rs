@@ -18,9 +18,9 @@ use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
 use crate::warn_once::WarnOnce;
-use crate::wire::execute::TraceCounters;
-use crate::wire::frame;
-use crate::wire::trace::TraceEvent;
+use capsule_protocol::execute::TraceCounters;
+use capsule_protocol::frame;
+use capsule_protocol::trace::TraceEvent;
 
 /// Trace events held while the sidecar is slow or away.
 pub const TRACE_QUEUE_CAPACITY: usize = 1024;
@@ -188,7 +188,7 @@ async fn write_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::trace::TraceEventKind;
+    use capsule_protocol::trace::TraceEventKind;
 
     fn event(id: &str) -> TraceEvent {
         TraceEvent::new(TraceEventKind::Submit, id, None)

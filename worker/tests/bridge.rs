@@ -2,7 +2,7 @@
 
 mod common;
 
-use capsule_worker::wire::execute::{EventBody, ExecuteRequest, InputReply, PromiseReject};
+use capsule_protocol::execute::{EventBody, ExecuteRequest, InputReply, PromiseReject};
 use common::{final_event, outputs, result_repr, Worker, WAIT};
 use serde_json::json;
 

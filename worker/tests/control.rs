@@ -4,9 +4,9 @@ mod common;
 
 use std::time::Duration;
 
-use capsule_worker::wire::execute::{Checkpoint, EventBody, ExecuteRequest};
-use capsule_worker::wire::frame;
-use capsule_worker::wire::trace::{TraceEvent, TraceEventKind};
+use capsule_protocol::execute::{Checkpoint, EventBody, ExecuteRequest};
+use capsule_protocol::frame;
+use capsule_protocol::trace::{TraceEvent, TraceEventKind};
 use common::{final_event, result_repr, Worker, POOL_TOKEN, SESSION_TOKEN, WAIT};
 use serde_json::json;
 

@@ -2,7 +2,7 @@
 
 mod common;
 
-use capsule_worker::wire::execute::{EventBody, ExecuteRequest, ExecutionMode};
+use capsule_protocol::execute::{EventBody, ExecuteRequest, ExecutionMode};
 use common::{final_event, outputs, result_repr, Worker, WAIT};
 
 #[tokio::test]

@@ -11,19 +11,19 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use capsule_worker::api::{bounded_listing, decode_body, decode_execute_request, ApiError};
-use capsule_worker::interpreter::{decode_driver_frame, CheckpointFrame, DriverEvent};
-use capsule_worker::wire::execute::{
+use capsule_protocol::execute::{
     ExecuteRequest, InputReply, NamespaceEntry, PromiseReject, PromiseResolve,
     MAX_METADATA_ENTRIES, MAX_NAMESPACE_ENTRIES, MAX_NAMESPACE_NAME_BYTES,
     MAX_NAMESPACE_TYPE_BYTES,
 };
-use capsule_worker::wire::frame::{self, FrameError, FRAME_HEADER_BYTES, MAX_FRAME_BYTES};
-use capsule_worker::wire::heartbeat::{HeartbeatReply, SessionBinding};
-use capsule_worker::wire::trace::{
+use capsule_protocol::frame::{self, FrameError, FRAME_HEADER_BYTES, MAX_FRAME_BYTES};
+use capsule_protocol::heartbeat::{HeartbeatReply, SessionBinding};
+use capsule_protocol::trace::{
     truncate, TraceEvent, TraceEventKind, MAX_ATTRIBUTES, MAX_ATTRIBUTE_KEY_BYTES,
     MAX_ATTRIBUTE_VALUE_BYTES, MAX_ID_BYTES,
 };
+use capsule_worker::api::{bounded_listing, decode_body, decode_execute_request, ApiError};
+use capsule_worker::interpreter::{decode_driver_frame, CheckpointFrame, DriverEvent};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 

@@ -6,7 +6,7 @@
 
 mod common;
 
-use capsule_worker::wire::execute::ErrorBody;
+use capsule_protocol::execute::ErrorBody;
 use common::{Worker, POOL_TOKEN, SESSION_TOKEN};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};

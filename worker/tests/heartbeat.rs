@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use capsule_worker::wire::heartbeat::{
+use capsule_protocol::heartbeat::{
     Heartbeat, HeartbeatReply, Instruction, SessionBinding, WorkerState,
 };
 use common::{result_repr, sha256_hex, Worker, POOL_TOKEN, WAIT};

@@ -3,7 +3,7 @@
 
 mod common;
 
-use capsule_worker::wire::execute::{EventBody, ExecuteRequest, OutputStream};
+use capsule_protocol::execute::{EventBody, ExecuteRequest, OutputStream};
 use common::Worker;
 
 /// The documented bound of one output chunk, in UTF-8 bytes.

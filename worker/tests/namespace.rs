@@ -3,7 +3,7 @@
 
 mod common;
 
-use capsule_worker::wire::execute::{
+use capsule_protocol::execute::{
     NamespaceListing, MAX_NAMESPACE_ENTRIES, MAX_NAMESPACE_NAME_BYTES,
 };
 use common::{Worker, POOL_TOKEN, SESSION_TOKEN};

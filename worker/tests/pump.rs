@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use capsule_worker::wire::execute::{EventBody, ExecuteRequest};
+use capsule_protocol::execute::{EventBody, ExecuteRequest};
 use common::{final_event, Worker, SESSION_TOKEN, WAIT};
 
 /// Prints about 48 MB in 64 KiB writes: enough to fill loopback TCP buffers and the queue.
@@ -14,7 +14,7 @@ const FLOOD: &str =
 async fn wait_for(
     worker: &Worker,
     what: &str,
-    check: impl Fn(&capsule_worker::wire::execute::WorkerStats) -> bool,
+    check: impl Fn(&capsule_protocol::execute::WorkerStats) -> bool,
 ) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -46,9 +46,7 @@ async fn start_flood(worker: &Worker) -> reqwest::Response {
     response
 }
 
-async fn read_all(
-    response: reqwest::Response,
-) -> Vec<capsule_worker::wire::execute::ExecutionEvent> {
+async fn read_all(response: reqwest::Response) -> Vec<capsule_protocol::execute::ExecutionEvent> {
     let body = tokio::time::timeout(Duration::from_secs(60), response.bytes())
         .await
         .unwrap()
@@ -59,7 +57,7 @@ async fn read_all(
         .collect()
 }
 
-fn output_bytes(events: &[capsule_worker::wire::execute::ExecutionEvent]) -> usize {
+fn output_bytes(events: &[capsule_protocol::execute::ExecutionEvent]) -> usize {
     events
         .iter()
         .map(|e| match &e.body {

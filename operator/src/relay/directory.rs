@@ -1,7 +1,7 @@
 //! What heartbeat ingest needs to know about the cluster, answered from watch caches so a heartbeat
 //! never costs an API call.
 
-use capsule_worker::wire::heartbeat::SessionBinding;
+use capsule_protocol::heartbeat::SessionBinding;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::ResourceExt;

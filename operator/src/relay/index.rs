@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use capsule_worker::wire::heartbeat::{Heartbeat, WorkerState};
+use capsule_protocol::heartbeat::{Heartbeat, WorkerState};
 use k8s_openapi::jiff::Timestamp;
 
 /// Identity of a worker: namespace and pod name.
@@ -340,7 +340,7 @@ impl WorkerIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use capsule_worker::wire::heartbeat::*;
+    use capsule_protocol::heartbeat::*;
 
     fn hb(pod: &str, seq: u64, started: &str, ok: u64) -> Heartbeat {
         Heartbeat {

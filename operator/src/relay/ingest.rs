@@ -10,14 +10,13 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use capsule_worker::session::bearer_header;
-use capsule_worker::wire::heartbeat::HeartbeatReply;
+use capsule_protocol::auth::{bearer_header, tokens_match};
+use capsule_protocol::heartbeat::HeartbeatReply;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use super::directory::Directory;
 use super::index::{Recorded, WorkerIndex};
@@ -98,16 +97,6 @@ fn refuse_for_now(status: StatusCode, retry_after_seconds: u32, message: &str) -
         Json(json!({"error": message})),
     )
         .into_response()
-}
-
-/// Compares hashes so the time taken does not reveal how much of the token matched.
-fn tokens_match(given: &str, expected: &str) -> bool {
-    let a = Sha256::digest(given.as_bytes());
-    let b = Sha256::digest(expected.as_bytes());
-    a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
 }
 
 async fn heartbeat(State(state): State<IngestState>, headers: HeaderMap, body: Body) -> Response {

@@ -2,7 +2,7 @@
 //! the index, the status or a metric is checked here, and nothing in the body can make the operator
 //! panic or hold more than the body's own bound.
 
-use capsule_worker::wire::heartbeat::Heartbeat;
+use capsule_protocol::heartbeat::Heartbeat;
 
 /// Longest name (pod, namespace, pool, session) accepted, as Kubernetes allows.
 pub const MAX_NAME_BYTES: usize = 253;

@@ -14,6 +14,9 @@ use capsule_crds::{
     CapsulePool, CapsuleSession, CapsuleSessionStatus, PoolCounters, ReleaseAction, SecretKeyRef,
     SessionPhase, SessionPolicy, WorkerPhase,
 };
+use capsule_protocol::admin::WorkerClient;
+use capsule_protocol::auth::token_sha256_hex;
+use capsule_protocol::heartbeat::SessionBinding;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -24,7 +27,6 @@ use kube::runtime::events::{Event, EventType};
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use tracing::{info, instrument, warn};
 
 use crate::conditions::{self, DesiredCondition};
@@ -511,7 +513,7 @@ async fn ensure_token(
             }
         }
     };
-    let hash = hex::encode(Sha256::digest(token.as_bytes()));
+    let hash = token_sha256_hex(&token);
     Ok((token, hash))
 }
 
@@ -544,22 +546,16 @@ async fn finish_binding(
     // Tell the worker before the client can learn the endpoint, so the client's first execution
     // is accepted; the heartbeat reply says the same, so a lost call heals itself.
     if let Some(token) = pool_token(ctx, &ns, &pool_name) {
-        let body = json!({"session": name, "namespace": ns, "tokenSha256": token_hash});
-        match ctx
-            .http
-            .put(format!("{url}/v1/session"))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
+        let binding = SessionBinding {
+            session: name.clone(),
+            namespace: ns.clone(),
+            token_sha256: token_hash.to_owned(),
+        };
+        if let Err(error) = WorkerClient::new(ctx.http.clone(), &url, token)
+            .bind(&binding)
             .await
         {
-            Ok(r) if r.status().is_success() => {}
-            Ok(r) => {
-                warn!(status = %r.status(), pod = %pod.name_any(), "worker refused the session binding; its next heartbeat retries")
-            }
-            Err(e) => {
-                warn!(error = %e, pod = %pod.name_any(), "worker unreachable for the session binding; its next heartbeat retries")
-            }
+            warn!(%error, pod = %pod.name_any(), "the session binding did not reach the worker; its next heartbeat retries");
         }
     }
     ctx.index.touch(&ns, &pod.name_any(), Instant::now());
@@ -739,13 +735,10 @@ async fn release(ctx: &Context, session: &CapsuleSession, ns: &str) -> Result<()
                 endpoint(&pod, ctx.config.worker_port),
                 pool_token(ctx, ns, &session.spec.pool),
             ) {
-                reset_ok = ctx
-                    .http
-                    .delete(format!("{url}/v1/session?reset=true"))
-                    .bearer_auth(token)
-                    .send()
+                reset_ok = WorkerClient::new(ctx.http.clone(), url, token)
+                    .release(true)
                     .await
-                    .is_ok_and(|r| r.status().is_success());
+                    .is_ok();
             }
         }
         if reset_ok {

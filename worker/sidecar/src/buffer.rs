@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
 
-use capsule_worker::wire::trace::{truncate, TraceEvent, TraceEventKind};
+use capsule_protocol::trace::{truncate, TraceEvent, TraceEventKind};
 use serde::Serialize;
 
 use crate::redaction::{Redaction, Redactor};

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use capsule_worker::wire::trace::TraceEventKind;
+use capsule_protocol::trace::TraceEventKind;
 use opentelemetry::trace::{
     Event, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
 };
@@ -265,7 +265,7 @@ fn parse_time(text: &str) -> Option<SystemTime> {
 
 /// `00-<trace id>-<parent span id>-<flags>` → its parts; `None` for any other shape.
 pub fn parse_traceparent(value: &str) -> Option<(TraceId, SpanId, TraceFlags)> {
-    if !capsule_worker::wire::trace::is_valid_traceparent(value) {
+    if !capsule_protocol::trace::is_valid_traceparent(value) {
         return None;
     }
     let mut parts = value.split('-').skip(1);

@@ -1,6 +1,6 @@
 //! capsule-sidecar: the trace buffer, OTLP export and policy-gated introspection of one worker pod.
 //!
-//! The worker writes [`capsule_worker::wire::trace::TraceEvent`] frames to a Unix socket; the
+//! The worker writes [`capsule_protocol::trace::TraceEvent`] frames to a Unix socket; the
 //! [`receiver`] reads them into the bounded [`buffer`], the [`export`] task turns finished
 //! executions into OTLP spans, and the [`server`] serves `/metrics`, health and the gated
 //! introspection views.

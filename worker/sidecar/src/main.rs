@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+use capsule_protocol::admin::WorkerClient;
 use capsule_sidecar::buffer::{Bounds, TraceBuffer};
 use capsule_sidecar::config::{Config, LogFormat};
 use capsule_sidecar::export::{self, SpanAssembler, SpanIdentity};
@@ -120,9 +121,7 @@ async fn run(config: Config) -> Result<()> {
         sources: Sources {
             ingest: ingest.clone(),
             redactor: Redactor::new(config.introspection_redaction, &key),
-            http,
-            worker_url: config.worker_base_url(),
-            pool_token: config.pool_token.clone(),
+            worker: WorkerClient::new(http, config.worker_base_url(), config.pool_token.clone()),
             kube,
             pool: config.pool.clone(),
             namespace: config.pod_namespace.clone(),

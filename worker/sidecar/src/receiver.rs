@@ -1,6 +1,6 @@
 //! The Unix-socket receiver for the worker's trace events, and ingest into the buffer.
 //!
-//! Frames are a u32 big-endian length and a JSON [`TraceEvent`] (the worker's `wire::frame`
+//! Frames are a u32 big-endian length and a JSON [`TraceEvent`] (`capsule_protocol::frame`
 //! format). The sidecar's own bound is [`MAX_TRACE_FRAME_BYTES`], far below the wire maximum,
 //! since a trace event is small: a larger frame is skipped without being held in memory, a frame
 //! that is not a valid event is skipped, both are counted, and the connection goes on. A frame
@@ -10,8 +10,8 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use capsule_worker::wire::frame::FRAME_HEADER_BYTES;
-use capsule_worker::wire::trace::TraceEvent;
+use capsule_protocol::frame::FRAME_HEADER_BYTES;
+use capsule_protocol::trace::TraceEvent;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::UnixListener;
 use tokio::sync::Semaphore;

@@ -11,7 +11,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use capsule_worker::session::bearer_header;
+use capsule_protocol::auth::bearer_header;
 use prometheus_client::registry::Registry;
 use serde_json::json;
 

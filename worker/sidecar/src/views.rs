@@ -4,9 +4,9 @@
 //! output are never read.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use capsule_worker::wire::execute::{NamespaceListing, WorkerStats, MAX_NAMESPACE_ENTRIES};
+use capsule_protocol::admin::{AdminError, WorkerClient};
+use capsule_protocol::execute::{NamespaceListing, WorkerStats, MAX_NAMESPACE_ENTRIES};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{json, Map, Value};
 
@@ -17,20 +17,20 @@ use crate::redaction::Redactor;
 
 /// Most executions the recent-traces view returns.
 pub const MAX_RECENT_EXECUTIONS: usize = 100;
-/// Largest worker reply read, in bytes.
-const MAX_WORKER_REPLY_BYTES: usize = 4 * 1024 * 1024;
-const WORKER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The sources the views read.
 pub struct Sources {
     pub ingest: Arc<Ingest>,
     pub redactor: Redactor,
-    pub http: reqwest::Client,
-    pub worker_url: String,
-    pub pool_token: String,
+    /// The worker's admin API, with this pod's credential.
+    pub worker: WorkerClient,
     pub kube: Option<kube::Client>,
     pub pool: String,
     pub namespace: String,
+}
+
+fn worker_error(error: AdminError) -> Error {
+    Error::Worker(error.to_string())
 }
 
 impl Sources {
@@ -108,36 +108,9 @@ impl Sources {
         json!({ "executions": executions })
     }
 
-    async fn worker_get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let failed = |what: &str| Error::Worker(format!("GET {path}: {what}"));
-        let mut response = self
-            .http
-            .get(format!("{}{path}", self.worker_url))
-            .bearer_auth(&self.pool_token)
-            .timeout(WORKER_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| failed(&e.without_url().to_string()))?;
-        if !response.status().is_success() {
-            return Err(failed(&format!("status {}", response.status())));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| failed(&e.without_url().to_string()))?
-        {
-            if body.len() + chunk.len() > MAX_WORKER_REPLY_BYTES {
-                return Err(failed("reply too large"));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        serde_json::from_slice(&body).map_err(|_| failed("unexpected reply"))
-    }
-
     /// Pending promises and input requests: id, execution, kind, age, timeout.
     pub async fn promises(&self) -> Result<Value> {
-        let stats: WorkerStats = self.worker_get("/v1/stats").await?;
+        let stats: WorkerStats = self.worker.stats().await.map_err(worker_error)?;
         let promises: Vec<Value> = stats
             .pending_promises
             .iter()
@@ -158,7 +131,7 @@ impl Sources {
     /// at most the worker's bound) with their type and size; names pass the introspection
     /// redaction (`Drop` removes them, keeping type and size). Never values.
     pub async fn namespace_summary(&self) -> Result<Value> {
-        let listing: NamespaceListing = self.worker_get("/v1/namespace").await?;
+        let listing: NamespaceListing = self.worker.namespace().await.map_err(worker_error)?;
         let entries: Vec<Value> = listing
             .entries
             .iter()
@@ -186,7 +159,7 @@ impl Sources {
 
     /// The worker's counters and the sidecar's own.
     pub async fn counters(&self) -> Result<Value> {
-        let stats: WorkerStats = self.worker_get("/v1/stats").await?;
+        let stats: WorkerStats = self.worker.stats().await.map_err(worker_error)?;
         let (buffered, bytes, evictions) = {
             let buffer = self.ingest.buffer.lock().unwrap_or_else(|e| e.into_inner());
             (buffer.len(), buffer.bytes(), buffer.evictions())

@@ -2,9 +2,9 @@
 
 use std::time::{Duration, Instant};
 
+use capsule_protocol::trace::{TraceEvent, TraceEventKind};
 use capsule_sidecar::buffer::{Bounds, StoredEvent, TraceBuffer, MAX_FIELD_BYTES};
 use capsule_sidecar::redaction::{keyed_hash, Redaction, Redactor, HASH_PREFIX};
-use capsule_worker::wire::trace::{TraceEvent, TraceEventKind};
 
 const KEY: &[u8] = b"pool-secret-token";
 

@@ -6,8 +6,8 @@ mod common;
 use std::io::{BufWriter, Write};
 use std::os::unix::net::UnixStream;
 
-use capsule_worker::wire::frame;
-use capsule_worker::wire::trace::{TraceEvent, TraceEventKind};
+use capsule_protocol::frame;
+use capsule_protocol::trace::{TraceEvent, TraceEventKind};
 use common::*;
 
 const EVENTS: u64 = 1_000_000;

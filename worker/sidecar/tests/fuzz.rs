@@ -11,14 +11,14 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use capsule_protocol::execute::{Checkpoint, NamespaceListing, WorkerStats};
+use capsule_protocol::frame::FRAME_HEADER_BYTES;
+use capsule_protocol::trace::{is_valid_traceparent, TraceEvent, TraceEventKind};
 use capsule_sidecar::buffer::{Bounds, StoredEvent, TraceBuffer, MAX_ATTRIBUTES, MAX_FIELD_BYTES};
 use capsule_sidecar::export::parse_traceparent;
 use capsule_sidecar::metrics::{FrameRejection, Metrics, RejectionLabels};
 use capsule_sidecar::receiver::{read_events, Ingest, MAX_TRACE_FRAME_BYTES};
 use capsule_sidecar::redaction::{Redaction, Redactor};
-use capsule_worker::wire::execute::{Checkpoint, NamespaceListing, WorkerStats};
-use capsule_worker::wire::frame::FRAME_HEADER_BYTES;
-use capsule_worker::wire::trace::{is_valid_traceparent, TraceEvent, TraceEventKind};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 

@@ -8,8 +8,8 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::os::unix::net::UnixStream;
 
-use capsule_worker::wire::frame;
-use capsule_worker::wire::trace::{TraceEvent, TraceEventKind};
+use capsule_protocol::frame;
+use capsule_protocol::trace::{TraceEvent, TraceEventKind};
 use common::*;
 
 fn client_from(address: &str) -> reqwest::Client {

@@ -7,8 +7,8 @@ mod common;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 
-use capsule_worker::wire::frame;
-use capsule_worker::wire::trace::{TraceEvent, TraceEventKind};
+use capsule_protocol::frame;
+use capsule_protocol::trace::{TraceEvent, TraceEventKind};
 use common::*;
 
 fn valid(execution: &str) -> Vec<u8> {

@@ -8,11 +8,10 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use capsule_worker::wire::execute::{EventBody, ExecuteRequest, ExecutionEvent, WorkerStats};
-use capsule_worker::wire::heartbeat::SessionBinding;
+use capsule_protocol::execute::{EventBody, ExecuteRequest, ExecutionEvent, WorkerStats};
+use capsule_protocol::heartbeat::SessionBinding;
 use clap::Parser;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const JUPYTER_SCRIPT: &str = include_str!("../../bench/jupyter_bench.py");
@@ -142,7 +141,7 @@ async fn start_worker(args: &Args) -> WorkerProcess {
         .json(&SessionBinding {
             session: "bench".into(),
             namespace: "bench".into(),
-            token_sha256: hex::encode(Sha256::digest(SESSION_TOKEN.as_bytes())),
+            token_sha256: capsule_protocol::auth::token_sha256_hex(SESSION_TOKEN),
         })
         .send()
         .await

@@ -4,9 +4,8 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use capsule_worker::wire::execute::{EventBody, ExecuteRequest, ExecutionEvent, WorkerStats};
-use capsule_worker::wire::heartbeat::SessionBinding;
-use sha2::{Digest, Sha256};
+use capsule_protocol::execute::{EventBody, ExecuteRequest, ExecutionEvent, WorkerStats};
+use capsule_protocol::heartbeat::SessionBinding;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -37,7 +36,7 @@ pub fn python() -> String {
 }
 
 pub fn sha256_hex(value: &str) -> String {
-    hex::encode(Sha256::digest(value.as_bytes()))
+    capsule_protocol::auth::token_sha256_hex(value)
 }
 
 pub struct Worker {

@@ -8,10 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use capsule_worker::wire::frame;
-use capsule_worker::wire::trace::{TraceEvent, TraceEventKind};
+use capsule_protocol::frame;
+use capsule_protocol::trace::{TraceEvent, TraceEventKind};
 use clap::Parser;
-use sha2::Digest;
 
 #[derive(Parser)]
 #[command(about = "Benchmark the capsule-sidecar")]
@@ -205,7 +204,7 @@ async fn bind(http: &reqwest::Client, worker: &Proc) {
         .bearer_auth("bench-token")
         .json(&serde_json::json!({
             "session": "bench", "namespace": "bench",
-            "tokenSha256": hex::encode(sha2::Sha256::digest(b"session-token")),
+            "tokenSha256": capsule_protocol::auth::token_sha256_hex("session-token"),
         }))
         .send()
         .await

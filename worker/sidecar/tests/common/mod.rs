@@ -273,7 +273,6 @@ pub fn start_worker(command: Command, dir: &Path) -> Running {
 
 /// Binds the worker to `session` with `session_token`, then waits until it is ready.
 pub async fn bind_session(worker: &Running, session: &str, session_token: &str) {
-    use sha2::Digest;
     let http = reqwest::Client::new();
     let deadline = Instant::now() + WAIT;
     loop {
@@ -294,7 +293,7 @@ pub async fn bind_session(worker: &Running, session: &str, session_token: &str) 
         .json(&serde_json::json!({
             "session": session,
             "namespace": "team-a",
-            "tokenSha256": hex::encode(sha2::Sha256::digest(session_token.as_bytes())),
+            "tokenSha256": capsule_protocol::auth::token_sha256_hex(session_token),
         }))
         .send()
         .await

@@ -1,5 +1,5 @@
 //! Trace events from the worker to the sidecar: metadata only (never code, output text or values),
-//! bounded and truncated at the source. Sent as frames ([`crate::wire::frame`]) over a Unix socket.
+//! bounded and truncated at the source. Sent as frames ([`crate::frame`]) over a Unix socket.
 
 use std::collections::BTreeMap;
 
