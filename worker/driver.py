@@ -7,9 +7,9 @@
 # frames, raw fd writes land on stderr, which the worker drains without logging it.
 #
 # Worker -> driver: execute {id, code} | cancel {id} | settle {promiseId, ok, value, kind, reason}
-#                   | reset | checkpoint {requestId, listNames}
+#                   | checkpoint {requestId, listNames}
 # Driver -> worker: ready | output {id, stream, text} | inputRequest {id, inputId, prompt}
-#                   | promiseCreate {id, promiseId, timeoutMs} | result | error | resetDone
+#                   | promiseCreate {id, promiseId, timeoutMs} | result | error
 #                   | checkpoint | driverError {message}
 import ast
 import asyncio
@@ -563,13 +563,6 @@ def execute(execution_id, source):
     state.current_id = None
 
 
-def reset():
-    for task in asyncio.all_tasks(loop):
-        task.cancel()
-    _fresh_namespace()
-    send({"type": "resetDone", "namespaceSize": namespace_size()})
-
-
 def _estimate(value):
     try:
         if sys.getsizeof(value) > PICKLE_ESTIMATE_LIMIT:
@@ -690,8 +683,6 @@ def main():
             kind = message.get("type")
             if kind == "execute":
                 execute(message.get("id"), message.get("code", ""))
-            elif kind == "reset":
-                reset()
             else:
                 send({"type": "driverError", "message": "unknown frame type"})
         except KeyboardInterrupt:

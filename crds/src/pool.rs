@@ -359,8 +359,9 @@ pub struct RecycleSpec {
     #[schemars(range(min = 60))]
     pub max_age_seconds: Option<i64>,
 
-    /// What happens to a worker when its session is released: `Reset` clears the interpreter and
-    /// returns the worker to the pool; `Replace` deletes the pod and warms a new one.
+    /// What happens to a worker when its session is released: `Reset` swaps in a fresh, already
+    /// warmed interpreter process and returns the worker to the pool; `Replace` deletes the pod and
+    /// warms a new one.
     #[serde(default)]
     pub on_release: ReleaseAction,
 }

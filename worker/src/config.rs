@@ -108,6 +108,14 @@ pub struct Config {
     /// Log format on stderr.
     #[arg(long, env = "CAPSULE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Keep the next interpreter started and warmed in the background, so a reset or a crash
+    /// swaps it in at once (costs one more interpreter's memory).
+    #[arg(long, env = "CAPSULE_STANDBY_INTERPRETER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub standby_interpreter: bool,
+    /// Where each interpreter gets its private working directory; default: a folder of this
+    /// process under the system temp dir.
+    #[arg(long, env = "CAPSULE_SCRATCH_DIR")]
+    pub scratch_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -129,6 +137,13 @@ impl Config {
 
     pub fn cancel_grace(&self) -> Duration {
         Duration::from_millis(self.cancel_grace_ms)
+    }
+
+    /// The folder interpreters' working directories are made in.
+    pub fn scratch_dir(&self) -> PathBuf {
+        self.scratch_dir.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("capsule-worker-{}", std::process::id()))
+        })
     }
 }
 

@@ -27,6 +27,12 @@ pub enum Error {
     },
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{what}: {source}")]
+    Scratch {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("HTTP client error: {0}")]
     Http(#[from] reqwest::Error),
 }

@@ -12,19 +12,15 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use crate::bridge::{CreateError, PromiseKind, PromiseOrigin};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::interpreter::{DriverEvent, FromDriver, Interpreter, ToDriver};
 use crate::output_queue::{OutputQueue, PushRefused, Queued};
 use crate::runtime::Runtime;
+use crate::standby::Standby;
 use crate::stats::Outcome;
 use crate::warn_once::WarnOnce;
 use capsule_protocol::execute::{EventBody, ExecuteRequest, ExecutionEvent};
 use capsule_protocol::trace::{TraceEvent, TraceEventKind};
-
-/// How long a fresh interpreter may take to say it is ready (warm-up excluded).
-const INTERPRETER_START_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest wait between attempts to start an interpreter that keeps failing.
-const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(30);
 
 static STRAY_FRAME: WarnOnce = WarnOnce::new();
 static BLOCKING_CALL: WarnOnce = WarnOnce::new();
@@ -207,16 +203,17 @@ pub enum ResetError {
 
 /// The executor task: owns the interpreter for the life of the process.
 pub async fn run(runtime: Arc<Runtime>, mut jobs: mpsc::Receiver<Work>) {
-    let mut interpreter = start_until_ready(&runtime).await;
+    let mut standby = Standby::default();
+    let mut interpreter = standby.next(&runtime).await;
     loop {
         tokio::select! {
             work = jobs.recv() => match work {
                 None => break,
                 Some(Work::Execute(job)) => {
-                    interpreter = run_execution(&runtime, job.0, interpreter).await;
+                    interpreter = run_execution(&runtime, job.0, interpreter, &mut standby).await;
                 }
                 Some(Work::Reset(done)) => {
-                    interpreter = run_reset(&runtime, interpreter, done).await;
+                    interpreter = run_reset(&runtime, interpreter, &mut standby, done).await;
                 }
             },
             event = interpreter.events.recv() => match event {
@@ -228,7 +225,7 @@ pub async fn run(runtime: Arc<Runtime>, mut jobs: mpsc::Receiver<Work>) {
                     let exit_code = interpreter.reap(&runtime.writer).await;
                     tracing::warn!(?exit_code, "interpreter exited while idle; restarting, namespace lost");
                     runtime.namespace_lost.store(true, Relaxed);
-                    interpreter = restart(&runtime).await;
+                    interpreter = restart(&runtime, &mut standby).await;
                 }
             }
         }
@@ -249,135 +246,28 @@ fn note_stray(runtime: &Runtime, message: FromDriver) {
     }
 }
 
-/// Starts an interpreter, retrying with backoff until one is up and warm.
-async fn start_until_ready(runtime: &Arc<Runtime>) -> Interpreter {
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        match start_interpreter(runtime).await {
-            Ok(interpreter) => return interpreter,
-            Err(error) => {
-                tracing::error!(%error, retry_in_ms = backoff.as_millis() as u64, "interpreter failed to start");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_RESTART_BACKOFF);
-            }
-        }
-    }
-}
-
-async fn restart(runtime: &Arc<Runtime>) -> Interpreter {
+/// A crash: the standby takes over (the namespace is lost, and counted as a restart).
+async fn restart(runtime: &Arc<Runtime>, standby: &mut Standby) -> Interpreter {
     runtime.stats.interpreter_restarts.fetch_add(1, Relaxed);
     runtime.stats.namespace_size.store(0, Relaxed);
-    start_until_ready(runtime).await
+    standby.next(runtime).await
 }
 
-async fn start_interpreter(runtime: &Arc<Runtime>) -> Result<Interpreter> {
-    runtime.ready.store(false, Relaxed);
-    runtime.interpreter_pid.store(0, Relaxed);
-    let mut interpreter = Interpreter::spawn(
-        &runtime.config.python,
-        &runtime.writer,
-        runtime.checkpoints.clone(),
-    )
-    .await?;
-    match timeout(INTERPRETER_START_TIMEOUT, interpreter.events.recv()).await {
-        Ok(Some(DriverEvent::Message(FromDriver::Ready { python_version }))) => {
-            *runtime
-                .python_version
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = python_version;
-        }
-        Ok(_) => {
-            interpreter.kill(&runtime.writer).await;
-            return Err(Error::InterpreterGone);
-        }
-        Err(_) => {
-            interpreter.kill(&runtime.writer).await;
-            return Err(Error::InterpreterTimeout);
-        }
-    }
-    runtime
-        .interpreter_pid
-        .store(interpreter.pid.unwrap_or(0), Relaxed);
-    if let Some(code) = runtime.config.warmup_code.as_deref() {
-        let started = Instant::now();
-        runtime
-            .writer
-            .send(&ToDriver::Execute { id: "warmup", code })
-            .await?;
-        loop {
-            match interpreter.events.recv().await {
-                Some(DriverEvent::Message(FromDriver::Result { namespace_size, .. })) => {
-                    runtime.stats.namespace_size.store(namespace_size, Relaxed);
-                    tracing::info!(
-                        duration_ms = started.elapsed().as_millis() as u64,
-                        "warm-up code done"
-                    );
-                    break;
-                }
-                Some(DriverEvent::Message(FromDriver::Error {
-                    ename,
-                    namespace_size,
-                    ..
-                })) => {
-                    runtime.stats.namespace_size.store(namespace_size, Relaxed);
-                    tracing::error!(%ename, "warm-up code raised; the worker starts without it");
-                    break;
-                }
-                Some(DriverEvent::Message(FromDriver::InputRequest { input_id, .. })) => {
-                    runtime
-                        .bridge
-                        .refuse(&input_id, "input() is not available during warm-up")
-                        .await;
-                }
-                Some(DriverEvent::Message(FromDriver::PromiseCreate { promise_id, .. })) => {
-                    runtime
-                        .bridge
-                        .refuse(&promise_id, "promises are not available during warm-up")
-                        .await;
-                }
-                Some(DriverEvent::Message(_))
-                | Some(DriverEvent::Output { .. })
-                | Some(DriverEvent::FrameLost { .. }) => {}
-                Some(DriverEvent::Exited) | None => {
-                    interpreter.reap(&runtime.writer).await;
-                    return Err(Error::InterpreterGone);
-                }
-            }
-        }
-    }
-    runtime.ready.store(true, Relaxed);
-    tracing::info!(pid = interpreter.pid, python = %runtime.python_version(), "interpreter ready");
-    Ok(interpreter)
-}
-
+/// A reset swaps in the warmed standby; the old process and everything it started is killed.
 async fn run_reset(
     runtime: &Arc<Runtime>,
-    mut interpreter: Interpreter,
+    interpreter: Interpreter,
+    standby: &mut Standby,
     done: oneshot::Sender<Result<u64>>,
 ) -> Interpreter {
-    if let Err(error) = runtime.writer.send(&ToDriver::Reset).await {
-        let _ = done.send(Err(error));
-        return interpreter;
-    }
-    loop {
-        match timeout(INTERPRETER_START_TIMEOUT, interpreter.events.recv()).await {
-            Ok(Some(DriverEvent::Message(FromDriver::ResetDone { namespace_size }))) => {
-                runtime.stats.namespace_size.store(namespace_size, Relaxed);
-                tracing::info!("namespace reset");
-                let _ = done.send(Ok(namespace_size));
-                return interpreter;
-            }
-            Ok(Some(DriverEvent::Message(message))) => note_stray(runtime, message),
-            Ok(Some(DriverEvent::Output { .. })) | Ok(Some(DriverEvent::FrameLost { .. })) => {}
-            Ok(Some(DriverEvent::Exited)) | Ok(None) | Err(_) => {
-                // A fresh interpreter is an empty namespace: the reset still happened.
-                interpreter.kill(&runtime.writer).await;
-                let interpreter = restart(runtime).await;
-                let _ = done.send(Ok(runtime.stats.namespace_size.load(Relaxed)));
-                return interpreter;
-            }
-        }
-    }
+    let started = Instant::now();
+    let next = standby.next(runtime).await;
+    // Killed before the reset is acknowledged: no code of the old session runs beside the next.
+    interpreter.kill(None).await;
+    let swap_us = started.elapsed().as_micros() as u64;
+    tracing::info!(swap_us, "namespace reset: a fresh interpreter took over");
+    let _ = done.send(Ok(runtime.stats.namespace_size.load(Relaxed)));
+    next
 }
 
 /// Why the worker is ending an execution early.
@@ -603,6 +493,7 @@ async fn run_execution(
     runtime: &Arc<Runtime>,
     job: Job,
     mut interpreter: Interpreter,
+    standby: &mut Standby,
 ) -> Interpreter {
     let mut run = Run {
         runtime,
@@ -693,7 +584,7 @@ async fn run_execution(
                     Some(DriverEvent::Exited) | None => {
                         let exit_code = interpreter.reap(&runtime.writer).await;
                         tracing::warn!(?exit_code, execution = %id, "interpreter died during an execution; restarting, namespace lost");
-                        interpreter = restart(runtime).await;
+                        interpreter = restart(runtime, standby).await;
                         break EventBody::InterpreterRestarted {
                             exit_code,
                             reason: "the interpreter exited during the execution; it was restarted and the namespace is lost".into(),
@@ -709,8 +600,8 @@ async fn run_execution(
                 _ = sleep_until_opt(run.grace_deadline), if stopping => {
                     tracing::warn!(execution = %id, "interrupt had no effect within the grace period; killing the interpreter");
                     runtime.stats.killed.fetch_add(1, Relaxed);
-                    interpreter.kill(&runtime.writer).await;
-                    interpreter = restart(runtime).await;
+                    interpreter.kill(Some(&runtime.writer)).await;
+                    interpreter = restart(runtime, standby).await;
                     break run.final_for_kill();
                 }
             }

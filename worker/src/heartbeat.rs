@@ -47,13 +47,15 @@ pub fn build(
     with_capabilities: bool,
     cpu: &mut CpuSampler,
 ) -> Heartbeat {
-    let interpreter = runtime.interpreter_pid.load(Relaxed);
     let mut rss = rss_bytes("self");
     let mut ticks = cpu_ticks("self");
-    if interpreter != 0 {
-        let pid = interpreter.to_string();
-        rss += rss_bytes(&pid);
-        ticks += cpu_ticks(&pid);
+    // The standby interpreter's memory is the worker's too.
+    for pid in [&runtime.interpreter_pid, &runtime.standby_pid] {
+        let pid = pid.load(Relaxed);
+        if pid != 0 {
+            rss += rss_bytes(&pid.to_string());
+            ticks += cpu_ticks(&pid.to_string());
+        }
     }
     Heartbeat {
         pod: runtime.config.pod_name.clone(),

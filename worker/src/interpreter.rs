@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
 use crate::warn_once::WarnOnce;
+use crate::workdir::WorkDir;
 use capsule_protocol::execute::{ExecutionMode, NamespaceEntry, OutputStream};
 use capsule_protocol::frame::{self, FrameError};
 
@@ -56,7 +57,6 @@ pub enum ToDriver<'a> {
         kind: &'a str,
         reason: &'a str,
     },
-    Reset,
     Checkpoint {
         request_id: u64,
         /// Also list the names (`GET /v1/namespace`), not only count them.
@@ -124,9 +124,6 @@ pub enum FromDriver {
         #[serde(default)]
         blocking_calls: Vec<String>,
         interrupted: bool,
-        namespace_size: u64,
-    },
-    ResetDone {
         namespace_size: u64,
     },
     Checkpoint {
@@ -287,39 +284,51 @@ pub struct Interpreter {
     child: Child,
     pub pid: Option<u32>,
     pub events: mpsc::Receiver<DriverEvent>,
+    /// Its frame input until [`Interpreter::activate`] hands it to the shared [`DriverWriter`].
+    stdin: Option<ChildStdin>,
+    /// Its private working directory, removed once the interpreter is dropped.
+    _workdir: WorkDir,
 }
 
 static MALFORMED_DRIVER_FRAME: WarnOnce = WarnOnce::new();
 static RAW_INTERPRETER_OUTPUT: WarnOnce = WarnOnce::new();
 
 impl Interpreter {
-    /// Starts `python -c <driver>` and connects its frames to `writer` and the returned events.
+    /// Starts `python -c <driver>` in `workdir`, in a process group of its own and without the
+    /// worker's `CAPSULE_*` settings. Its frames go to [`Interpreter::send_direct`] until it is
+    /// activated.
     pub async fn spawn(
         python: &str,
-        writer: &DriverWriter,
+        workdir: WorkDir,
         checkpoints: Arc<CheckpointWaiters>,
     ) -> Result<Interpreter> {
-        let mut child = Command::new(python)
+        let mut command = Command::new(python);
+        command
             .arg("-c")
             .arg(DRIVER_BOOTSTRAP)
             .arg(DRIVER_SOURCE)
+            .current_dir(workdir.path())
+            .env("HOME", workdir.path())
+            .env("TMPDIR", workdir.path())
+            .env("PYTHONUNBUFFERED", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .env("PYTHONUNBUFFERED", "1")
-            .env_remove("CAPSULE_POOL_TOKEN")
             .kill_on_drop(true)
-            .process_group(0)
-            .spawn()
-            .map_err(|source| Error::InterpreterSpawn {
-                program: python.to_owned(),
-                source,
-            })?;
+            .process_group(0);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("CAPSULE_") {
+                command.env_remove(name);
+            }
+        }
+        let mut child = command.spawn().map_err(|source| Error::InterpreterSpawn {
+            program: python.to_owned(),
+            source,
+        })?;
         let pid = child.id();
         let stdin = child.stdin.take();
         let mut stdout = child.stdout.take().ok_or(Error::InterpreterGone)?;
         let mut stderr = child.stderr.take().ok_or(Error::InterpreterGone)?;
-        writer.replace(stdin).await;
 
         tokio::spawn(async move {
             let mut sink = vec![0u8; 16 * 1024];
@@ -382,12 +391,35 @@ impl Interpreter {
             }
         });
 
-        Ok(Interpreter { child, pid, events })
+        Ok(Interpreter {
+            child,
+            pid,
+            events,
+            stdin,
+            _workdir: workdir,
+        })
     }
 
-    /// Kills the process (if still alive) and returns its exit code.
-    pub async fn kill(mut self, writer: &DriverWriter) -> Option<i32> {
-        writer.replace(None).await;
+    /// Sends a frame to an interpreter that is not active yet (its warm-up).
+    pub async fn send_direct(&mut self, message: &ToDriver<'_>) -> Result<()> {
+        let stdin = self.stdin.as_mut().ok_or(Error::InterpreterGone)?;
+        frame::write_frame_async(stdin, message).await?;
+        Ok(())
+    }
+
+    /// Makes this the interpreter that executions, the bridge and the API write to. The previous
+    /// one's input is closed, so its driver exits.
+    pub async fn activate(&mut self, writer: &DriverWriter) {
+        writer.replace(self.stdin.take()).await;
+    }
+
+    /// Kills the process, and every process it started in its group, and returns its exit code.
+    /// The active interpreter is detached from `writer` first.
+    pub async fn kill(mut self, writer: Option<&DriverWriter>) -> Option<i32> {
+        if let Some(writer) = writer {
+            writer.replace(None).await;
+        }
+        self.kill_group();
         let _ = self.child.start_kill();
         self.child
             .wait()
@@ -400,14 +432,22 @@ impl Interpreter {
     pub async fn reap(mut self, writer: &DriverWriter) -> Option<i32> {
         writer.replace(None).await;
         match tokio::time::timeout(std::time::Duration::from_secs(2), self.child.wait()).await {
-            Ok(Ok(status)) => status.code(),
-            _ => {
-                let _ = self.child.start_kill();
-                self.child
-                    .wait()
-                    .await
-                    .ok()
-                    .and_then(|status| status.code())
+            Ok(Ok(status)) => {
+                self.kill_group();
+                status.code()
+            }
+            _ => self.kill(None).await,
+        }
+    }
+
+    /// SIGKILL to the interpreter's process group: threads die with the process, and children it
+    /// forked (which stay in the group unless they left it) die with it. The group id stays
+    /// reserved while any member lives, so a call right after reaping the leader reaches only them.
+    fn kill_group(&self) {
+        if let Some(pid) = self.pid.and_then(|p| i32::try_from(p).ok()) {
+            // SAFETY: killpg only sends a signal; a group that is already gone gives ESRCH.
+            unsafe {
+                libc::killpg(pid, libc::SIGKILL);
             }
         }
     }

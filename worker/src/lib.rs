@@ -18,8 +18,10 @@ pub mod output_queue;
 pub mod procstat;
 pub mod runtime;
 pub mod session;
+pub mod standby;
 pub mod stats;
 pub mod trace_sender;
 pub mod warn_once;
+pub mod workdir;
 
 pub use error::{Error, Result};

@@ -31,6 +31,8 @@ pub struct Runtime {
     pub namespace_lost: AtomicBool,
     /// Pid of the current interpreter, 0 while none runs.
     pub interpreter_pid: AtomicU32,
+    /// Pid of the warmed standby interpreter, 0 while none is ready.
+    pub standby_pid: AtomicU32,
     pub python_version: Mutex<String>,
     pub started_at: jiff::Timestamp,
 }
@@ -59,6 +61,7 @@ impl Runtime {
             draining: AtomicBool::new(false),
             namespace_lost: AtomicBool::new(false),
             interpreter_pid: AtomicU32::new(0),
+            standby_pid: AtomicU32::new(0),
             python_version: Mutex::new(String::new()),
             started_at: jiff::Timestamp::now(),
             config,

@@ -45,6 +45,12 @@ struct Args {
     /// Python for capsule-worker.
     #[arg(long, default_value = "python3")]
     python: String,
+    /// Measured resets (a session released with `Reset`), with and without a standby interpreter.
+    #[arg(long, default_value_t = 30)]
+    resets: usize,
+    /// Warm-up code of the reset bench's workers (what a pool would import before serving).
+    #[arg(long, default_value = "import json, decimal, email.parser, asyncio")]
+    reset_warmup: String,
     /// Where `scripts/install-tools.sh jupyter` put the venv.
     #[arg(long, env = "CAPSULE_TOOLS_DIR")]
     tools_dir: Option<PathBuf>,
@@ -62,6 +68,18 @@ struct Figures {
     outputs_dropped: u64,
 }
 
+/// A reset (fresh interpreter for the next session) until the next `1+1` result.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResetFigures {
+    /// `POST /v1/reset` round trip: the swap itself.
+    swap_p50_ms: f64,
+    swap_p99_ms: f64,
+    /// From the reset request to the next execution's result.
+    to_first_result_p50_ms: f64,
+    to_first_result_p99_ms: f64,
+}
+
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Report {
@@ -69,6 +87,9 @@ struct Report {
     throughput_bytes: usize,
     capsule_worker: Figures,
     jupyter: Figures,
+    /// With the warmed standby (the default) and, as the reference, starting one on demand.
+    reset_with_standby: ResetFigures,
+    reset_without_standby: ResetFigures,
     targets: serde_json::Value,
 }
 
@@ -88,6 +109,10 @@ struct WorkerProcess {
 }
 
 async fn start_worker(args: &Args) -> WorkerProcess {
+    start_worker_with(args, &[]).await
+}
+
+async fn start_worker_with(args: &Args, env: &[(&str, &str)]) -> WorkerProcess {
     let bin = args.worker_bin.clone().unwrap_or_else(|| {
         std::env::current_exe()
             .expect("own path")
@@ -99,6 +124,7 @@ async fn start_worker(args: &Args) -> WorkerProcess {
         .env("CAPSULE_PYTHON", &args.python)
         .env("CAPSULE_WORKER_THREADS", args.worker_threads.to_string())
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -289,6 +315,46 @@ async fn bench_worker(args: &Args) -> Figures {
     }
 }
 
+async fn bench_reset(args: &Args, standby: bool) -> ResetFigures {
+    let standby_env = if standby { "true" } else { "false" };
+    let worker = start_worker_with(
+        args,
+        &[
+            ("CAPSULE_STANDBY_INTERPRETER", standby_env),
+            ("CAPSULE_WARMUP_CODE", args.reset_warmup.as_str()),
+        ],
+    )
+    .await;
+    let mut swaps = Vec::with_capacity(args.resets);
+    let mut firsts = Vec::with_capacity(args.resets);
+    for _ in 0..args.resets {
+        execute(&worker, "x = list(range(1000))").await;
+        // Sessions are not released back to back: the standby has had time to warm.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let started = Instant::now();
+        let reset = worker
+            .client
+            .post(format!("{}/v1/reset", worker.base))
+            .bearer_auth(SESSION_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reset.status(), 200, "reset");
+        swaps.push(started.elapsed().as_secs_f64() * 1000.0);
+        let (_, last) = execute(&worker, "1+1").await;
+        firsts.push(started.elapsed().as_secs_f64() * 1000.0);
+        assert!(matches!(last, EventBody::Result { .. }));
+    }
+    swaps.sort_by(f64::total_cmp);
+    firsts.sort_by(f64::total_cmp);
+    ResetFigures {
+        swap_p50_ms: percentile(&swaps, 0.5),
+        swap_p99_ms: percentile(&swaps, 0.99),
+        to_first_result_p50_ms: percentile(&firsts, 0.5),
+        to_first_result_p99_ms: percentile(&firsts, 0.99),
+    }
+}
+
 async fn bench_jupyter(args: &Args) -> Figures {
     let tools = args
         .tools_dir
@@ -341,6 +407,8 @@ async fn main() {
         eprintln!("capsule-worker-bench: debug build; figures are only meaningful with --release");
     }
     let worker = bench_worker(&args).await;
+    let reset_with_standby = bench_reset(&args, true).await;
+    let reset_without_standby = bench_reset(&args, false).await;
     let jupyter = bench_jupyter(&args).await;
     let mb = args.throughput_bytes as f64 / 1e6;
     println!("capsule-worker-bench ({} round trips of `1+1`, {mb:.1} MB printed in 1 KiB lines, median of {} runs)", args.iterations, args.runs);
@@ -360,6 +428,25 @@ async fn main() {
         );
     }
     println!(
+        "reset ({} samples, warm-up `{}`): {:<16} {:>12} {:>12} {:>18} {:>18}",
+        args.resets,
+        args.reset_warmup,
+        "",
+        "swap p50 ms",
+        "swap p99 ms",
+        "to result p50 ms",
+        "to result p99 ms"
+    );
+    for (name, f) in [
+        ("standby", &reset_with_standby),
+        ("no standby (ref)", &reset_without_standby),
+    ] {
+        println!(
+            "{:<16} {:>12.2} {:>12.2} {:>18.2} {:>18.2}",
+            name, f.swap_p50_ms, f.swap_p99_ms, f.to_first_result_p50_ms, f.to_first_result_p99_ms
+        );
+    }
+    println!(
         "targets: p50 <= 0.5 ms ({}), throughput >= 300 MB/s ({}), nothing dropped under Block ({})",
         if worker.p50_ms <= 0.5 { "met" } else { "missed" },
         if worker.throughput_mbps >= 300.0 { "met" } else { "missed" },
@@ -370,6 +457,8 @@ async fn main() {
         throughput_bytes: args.throughput_bytes,
         capsule_worker: worker,
         jupyter,
+        reset_with_standby,
+        reset_without_standby,
         targets: serde_json::json!({"p50Ms": 0.5, "throughputMBps": 300.0}),
     };
     if let Some(parent) = args.json.parent() {
