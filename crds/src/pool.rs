@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, EnvVar, ResourceRequirements, Toleration};
+use k8s_openapi::api::core::v1::{
+    Affinity, EnvVar, LocalObjectReference, PodSecurityContext, ResourceRequirements,
+    SecurityContext, Toleration,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -214,9 +217,30 @@ pub struct WorkerTemplate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_class_name: Option<String>,
 
-    /// Service account the worker pods run as (default: the namespace's `default`).
+    /// Service account the worker pods run as (default: the namespace's `default`). Its token
+    /// is mounted in the sidecar container only, never where user code runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
+
+    /// Runtime class of worker pods, for a sandboxed runtime (gVisor, Kata Containers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub runtime_class_name: Option<String>,
+
+    /// Secrets for pulling the worker and sidecar images.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+
+    /// Pod security context; replaces the restricted default (runAsNonRoot, seccomp
+    /// RuntimeDefault). Set `runAsUser` here for an image whose user is not numeric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<PodSecurityContext>,
+
+    /// Security context of both containers; replaces the restricted default (no privilege
+    /// escalation, every capability dropped, read-only root filesystem, runAsNonRoot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_security_context: Option<SecurityContext>,
 
     /// Seconds a worker gets to finish after SIGTERM before it is killed.
     #[serde(default = "default_grace_seconds")]
@@ -238,6 +262,10 @@ impl Default for WorkerTemplate {
             resources: None,
             sidecar_resources: None,
             env: Vec::new(),
+            runtime_class_name: None,
+            image_pull_secrets: Vec::new(),
+            security_context: None,
+            container_security_context: None,
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
             node_selector: BTreeMap::new(),

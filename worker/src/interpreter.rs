@@ -317,7 +317,8 @@ impl Interpreter {
             .kill_on_drop(true)
             .process_group(0);
         for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("CAPSULE_") {
+            let name_text = name.to_string_lossy();
+            if name_text.starts_with("CAPSULE_") || name_text == "KUBECONFIG" {
                 command.env_remove(name);
             }
         }

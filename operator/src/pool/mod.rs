@@ -1,6 +1,7 @@
 //! The CapsulePool controller: keeps each pool's warm workers at its target and reports status.
 
 pub mod plan;
+pub mod pod_security;
 pub mod restored_totals;
 pub mod scale_down;
 pub mod spec_check;

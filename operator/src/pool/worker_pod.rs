@@ -16,6 +16,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
+use super::pod_security;
 use crate::config::OperatorConfig;
 use crate::labels;
 
@@ -30,6 +31,9 @@ const RUN_VOLUME: &str = "capsule-run";
 pub fn template_hash(pool: &CapsulePool) -> String {
     let spec = &pool.spec;
     let shaping = serde_json::json!({
+        // Bumped when the operator changes the pod it builds (2: restricted security context,
+        // token in the sidecar only), so idle workers of the old shape are replaced on upgrade.
+        "podShape": 2,
         "template": spec.template,
         "warmup": spec.warmup,
         "heartbeat": spec.heartbeat,
@@ -171,6 +175,7 @@ pub fn build(pool: &CapsulePool, config: &OperatorConfig) -> Pod {
     if spec.tracing.enabled {
         worker_env.push(env("CAPSULE_TRACE_SOCKET", TRACE_SOCKET));
     }
+    worker_env.push(env("CAPSULE_SCRATCH_DIR", pod_security::SCRATCH_DIR));
     worker_env.extend(spec.template.env.iter().cloned());
 
     let mut sidecar_env: Vec<EnvVar> = downward.to_vec();
@@ -230,6 +235,9 @@ pub fn build(pool: &CapsulePool, config: &OperatorConfig) -> Pod {
         ..Default::default()
     };
     let template = &spec.template;
+    let (scratch_volume, scratch_mount) = pod_security::scratch_volume();
+    let (api_volume, api_mount) = pod_security::sidecar_api_access();
+    let container_security = Some(pod_security::container_security_context(template));
     let worker = Container {
         name: WORKER_CONTAINER.into(),
         image: template.image.clone(),
@@ -245,7 +253,8 @@ pub fn build(pool: &CapsulePool, config: &OperatorConfig) -> Pod {
         readiness_probe: Some(http_probe("/readyz", config.worker_port, 1, 1)),
         liveness_probe: Some(http_probe("/healthz", config.worker_port, 10, 3)),
         resources: template.resources.clone(),
-        volume_mounts: Some(vec![run_mount.clone()]),
+        volume_mounts: Some(vec![run_mount.clone(), scratch_mount]),
+        security_context: container_security.clone(),
         ..Default::default()
     };
     let sidecar = Container {
@@ -265,7 +274,8 @@ pub fn build(pool: &CapsulePool, config: &OperatorConfig) -> Pod {
             ..Default::default()
         }]),
         resources: template.sidecar_resources.clone(),
-        volume_mounts: Some(vec![run_mount]),
+        volume_mounts: Some(vec![run_mount, api_mount]),
+        security_context: container_security,
         ..Default::default()
     };
 
@@ -283,14 +293,18 @@ pub fn build(pool: &CapsulePool, config: &OperatorConfig) -> Pod {
         },
         spec: Some(PodSpec {
             containers: vec![worker, sidecar],
-            volumes: Some(vec![Volume {
-                name: RUN_VOLUME.into(),
-                empty_dir: Some(EmptyDirVolumeSource {
-                    medium: Some("Memory".into()),
-                    size_limit: None,
-                }),
-                ..Default::default()
-            }]),
+            volumes: Some(vec![
+                Volume {
+                    name: RUN_VOLUME.into(),
+                    empty_dir: Some(EmptyDirVolumeSource {
+                        medium: Some("Memory".into()),
+                        size_limit: None,
+                    }),
+                    ..Default::default()
+                },
+                scratch_volume,
+                api_volume,
+            ]),
             restart_policy: Some("Always".into()),
             termination_grace_period_seconds: Some(template.termination_grace_period_seconds),
             node_selector: (!template.node_selector.is_empty())
@@ -299,6 +313,12 @@ pub fn build(pool: &CapsulePool, config: &OperatorConfig) -> Pod {
             affinity: template.affinity.clone(),
             priority_class_name: template.priority_class_name.clone(),
             service_account_name: template.service_account_name.clone(),
+            // The token goes to the sidecar alone (see `pod_security::sidecar_api_access`).
+            automount_service_account_token: Some(false),
+            security_context: Some(pod_security::pod_security_context(template)),
+            runtime_class_name: template.runtime_class_name.clone(),
+            image_pull_secrets: (!template.image_pull_secrets.is_empty())
+                .then(|| template.image_pull_secrets.clone()),
             enable_service_links: Some(false),
             ..Default::default()
         }),

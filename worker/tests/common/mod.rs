@@ -54,9 +54,24 @@ impl Worker {
         worker
     }
 
+    /// Starts a worker (and so its interpreter) as `uid`:`uid`, ready and bound.
+    pub async fn start_as(uid: u32, envs: &[(&str, &str)]) -> Worker {
+        let worker = Self::spawn(Some(uid), envs).await;
+        worker.wait_ready().await;
+        worker.bind().await;
+        worker
+    }
+
     /// Starts a worker without waiting for readiness or binding a session.
     pub async fn start_unbound(envs: &[(&str, &str)]) -> Worker {
+        Self::spawn(None, envs).await
+    }
+
+    async fn spawn(uid: Option<u32>, envs: &[(&str, &str)]) -> Worker {
         let mut command = Command::new(env!("CARGO_BIN_EXE_capsule-worker"));
+        if let Some(uid) = uid {
+            command.uid(uid).gid(uid);
+        }
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())

@@ -492,7 +492,13 @@ impl PodWorker {
                 "DEVCLUSTER_MOUNT_ROOT",
                 volumes_dir.to_string_lossy().into_owned(),
             );
-            if let Some(kubeconfig) = &kubeconfig {
+            // Only a container that mounts the token gets the API, as in a real pod.
+            let mounts_token = container
+                .volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.mount_path.trim_end_matches('/') == SERVICE_ACCOUNT_MOUNT);
+            if let Some(kubeconfig) = kubeconfig.as_ref().filter(|_| mounts_token) {
                 base.set("KUBECONFIG", kubeconfig.to_string_lossy().into_owned());
             }
             let addresses = PodAddresses {

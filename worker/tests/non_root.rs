@@ -1,0 +1,64 @@
+//! The worker image runs as a non-root uid, and the interpreter runs under the same uid. The worker
+//! makes itself non-dumpable, so code in a session cannot read the worker's environment (where the
+//! pool token is), its open files or its memory, although it can read its own.
+
+mod common;
+
+use common::{result_repr, Worker, POOL_TOKEN};
+
+/// The image's user (`USER 65532:65532` in docker/Dockerfile.worker).
+const IMAGE_UID: u32 = 65532;
+
+/// Each probe names what it found: `refused` is the only acceptable answer for the worker's files.
+const PROBES: &str = r#"
+import ctypes, os
+TOKEN = POOL_TOKEN.encode()
+worker = os.getppid()
+def read(path):
+    try:
+        with open(path, "rb") as f:
+            data = f.read(1 << 20)
+    except PermissionError:
+        return "refused"
+    except OSError as e:
+        return type(e).__name__
+    return "LEAK" if TOKEN in data else "read"
+def listing(path):
+    try:
+        os.listdir(path)
+        return "read"
+    except PermissionError:
+        return "refused"
+libc = ctypes.CDLL(None, use_errno=True)
+attached = libc.ptrace(16, worker, None, None)  # PTRACE_ATTACH
+leaks = [p for p in os.listdir("/proc") if p.isdigit() and read("/proc/%s/environ" % p) == "LEAK"]
+{
+    "uid": os.getuid(),
+    "worker_uid": int(open("/proc/%d/status" % worker).read().split("\nUid:")[1].split()[0]),
+    "environ": read("/proc/%d/environ" % worker),
+    "mem": read("/proc/%d/mem" % worker),
+    "fds": listing("/proc/%d/fd" % worker),
+    "ptrace": "refused" if attached == -1 else "attached",
+    "own_environ": read("/proc/self/environ"),
+    "token_anywhere": leaks,
+}
+"#;
+
+#[tokio::test]
+async fn a_non_root_interpreter_cannot_read_the_workers_credentials() {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test starts the worker as uid {IMAGE_UID} and needs root to do so (CI runs as root)"
+    );
+    let worker = Worker::start_as(IMAGE_UID, &[]).await;
+    let code = PROBES.replace("POOL_TOKEN", &format!("{POOL_TOKEN:?}"));
+    let seen = result_repr(&worker.run(&code).await).unwrap();
+    assert_eq!(
+        seen,
+        format!(
+            "{{'uid': {IMAGE_UID}, 'worker_uid': {IMAGE_UID}, 'environ': 'refused', 'mem': 'refused', \
+             'fds': 'refused', 'ptrace': 'refused', 'own_environ': 'read', 'token_anywhere': []}}"
+        )
+    );
+}
