@@ -7,7 +7,7 @@
 # frames, raw fd writes land on stderr, which the worker drains without logging it.
 #
 # Worker -> driver: execute {id, code} | cancel {id} | settle {promiseId, ok, value, kind, reason}
-#                   | checkpoint {requestId, listNames}
+#                   | checkpoint {requestId, listNames} | enter {dir}
 # Driver -> worker: ready | output {id, stream, text} | inputRequest {id, inputId, prompt}
 #                   | promiseCreate {id, promiseId, timeoutMs} | result | error
 #                   | checkpoint | driverError {message}
@@ -668,7 +668,36 @@ def _reader():
             _commands.put(message)
 
 
+def _enter(directory):
+    """Starts serving a session in `directory`, made for it after the previous session ended."""
+    try:
+        os.chdir(directory)
+    except (OSError, TypeError) as exc:
+        send({"type": "driverError", "message": "cannot enter the session directory: %s" % type(exc).__name__})
+        return
+    os.environ["HOME"] = directory
+    os.environ["TMPDIR"] = directory
+    import tempfile
+
+    tempfile.tempdir = None
+    # Serving now, with nothing of an earlier session left: its own /proc entries readable again.
+    _set_dumpable(True)
+
+
+def _set_dumpable(dumpable):
+    """While an interpreter waits as the standby it is not dumpable: code of an earlier session
+    (same uid) can neither ptrace it nor read its memory or its /proc entries (cwd, environ)."""
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+        return prctl(4, 1 if dumpable else 0, 0, 0, 0) == 0  # PR_SET_DUMPABLE
+    except (ImportError, OSError, AttributeError):
+        return False
+
+
 def main():
+    protected = _set_dumpable(False)
     signal.signal(signal.SIGINT, _on_sigint)
     sys.stdout = _stdout
     sys.stderr = _StderrStream()
@@ -676,13 +705,15 @@ def main():
     builtins.input = _input
     threading.Thread(target=_flusher, name="capsule-output-flusher", daemon=True).start()
     threading.Thread(target=_reader, name="capsule-frame-reader", daemon=True).start()
-    send({"type": "ready", "pythonVersion": sys.version.split()[0]})
+    send({"type": "ready", "pythonVersion": sys.version.split()[0], "nonDumpable": protected})
     while True:
         try:
             message = _commands.get()
             kind = message.get("type")
             if kind == "execute":
                 execute(message.get("id"), message.get("code", ""))
+            elif kind == "enter":
+                _enter(message.get("dir"))
             else:
                 send({"type": "driverError", "message": "unknown frame type"})
         except KeyboardInterrupt:

@@ -54,6 +54,16 @@ pub fn bearer_header(headers: &HeaderMap) -> Option<&str> {
     )
 }
 
+/// Makes this process non-dumpable, so code of the same uid (a session's interpreter) cannot read
+/// the credentials in its memory or its `/proc/<pid>/environ`, nor ptrace it.
+pub fn keep_credentials_from_same_uid() -> std::io::Result<()> {
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0) changes only this process's dumpable flag.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -210,6 +210,7 @@ pub async fn run(runtime: Arc<Runtime>, mut jobs: mpsc::Receiver<Work>) {
             work = jobs.recv() => match work {
                 None => break,
                 Some(Work::Execute(job)) => {
+                    standby.wait_protected().await;
                     interpreter = run_execution(&runtime, job.0, interpreter, &mut standby).await;
                 }
                 Some(Work::Reset(done)) => {
@@ -261,9 +262,9 @@ async fn run_reset(
     done: oneshot::Sender<Result<u64>>,
 ) -> Interpreter {
     let started = Instant::now();
+    // Killed first: no code of the old session runs beside the next one or sees its directory.
+    interpreter.kill(Some(&runtime.writer)).await;
     let next = standby.next(runtime).await;
-    // Killed before the reset is acknowledged: no code of the old session runs beside the next.
-    interpreter.kill(None).await;
     let swap_us = started.elapsed().as_micros() as u64;
     tracing::info!(swap_us, "namespace reset: a fresh interpreter took over");
     let _ = done.send(Ok(runtime.stats.namespace_size.load(Relaxed)));

@@ -62,6 +62,10 @@ pub enum ToDriver<'a> {
         /// Also list the names (`GET /v1/namespace`), not only count them.
         list_names: bool,
     },
+    /// Serve a session from `dir`: the driver makes it the working directory, `HOME` and `TMPDIR`.
+    Enter {
+        dir: &'a str,
+    },
 }
 
 /// Namespace metadata the driver reports for `GET /v1/checkpoint`.
@@ -91,6 +95,9 @@ pub struct CheckpointFrame {
 pub enum FromDriver {
     Ready {
         python_version: String,
+        /// Whether the driver made itself non-dumpable (it needs `ctypes`).
+        #[serde(default)]
+        non_dumpable: bool,
     },
     Output {
         id: Option<String>,
@@ -286,8 +293,8 @@ pub struct Interpreter {
     pub events: mpsc::Receiver<DriverEvent>,
     /// Its frame input until [`Interpreter::activate`] hands it to the shared [`DriverWriter`].
     stdin: Option<ChildStdin>,
-    /// Its private working directory, removed once the interpreter is dropped.
-    _workdir: WorkDir,
+    /// Its private working directories (warm-up, then session), removed once it is dropped.
+    workdirs: Vec<WorkDir>,
 }
 
 static MALFORMED_DRIVER_FRAME: WarnOnce = WarnOnce::new();
@@ -397,7 +404,7 @@ impl Interpreter {
             pid,
             events,
             stdin,
-            _workdir: workdir,
+            workdirs: vec![workdir],
         })
     }
 
@@ -408,9 +415,17 @@ impl Interpreter {
         Ok(())
     }
 
-    /// Makes this the interpreter that executions, the bridge and the API write to. The previous
-    /// one's input is closed, so its driver exits.
-    pub async fn activate(&mut self, writer: &DriverWriter) {
+    /// Makes this the interpreter that executions, the bridge and the API write to, working in
+    /// `session_dir`. The previous one's input is closed, so its driver exits.
+    pub async fn activate(&mut self, writer: &DriverWriter, session_dir: WorkDir) -> Result<()> {
+        writer.replace(self.stdin.take()).await;
+        let dir = session_dir.path().to_string_lossy().into_owned();
+        self.workdirs.push(session_dir);
+        writer.send(&ToDriver::Enter { dir: &dir }).await
+    }
+
+    /// [`Interpreter::activate`] without a new directory (when none could be made).
+    pub async fn activate_in_place(&mut self, writer: &DriverWriter) {
         writer.replace(self.stdin.take()).await;
     }
 

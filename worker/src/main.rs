@@ -24,11 +24,8 @@ fn main() {
         }
     };
     logging::init(config.log_format);
-    // Code in the interpreter must not read this process's memory or environment (credentials)
-    // through /proc or ptrace, even under the same uid.
-    // SAFETY: prctl(PR_SET_DUMPABLE, 0) changes only this process's dumpable flag.
-    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
-        tracing::warn!(error = %std::io::Error::last_os_error(), "could not make the worker non-dumpable");
+    if let Err(error) = capsule_protocol::auth::keep_credentials_from_same_uid() {
+        tracing::warn!(%error, "could not make the worker non-dumpable");
     }
     let runtime = if config.worker_threads == 1 {
         tokio::runtime::Builder::new_current_thread()

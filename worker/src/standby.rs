@@ -8,13 +8,17 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 use crate::error::{Error, Result};
 use crate::interpreter::{DriverEvent, FromDriver, Interpreter, ToDriver};
 use crate::runtime::Runtime;
+use crate::warn_once::WarnOnce;
 use crate::workdir::WorkDir;
+
+static DUMPABLE_INTERPRETER: WarnOnce = WarnOnce::new();
 
 /// How long a fresh interpreter may take to say it is ready (warm-up excluded).
 pub const INTERPRETER_START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -33,6 +37,9 @@ pub struct Warmed {
 #[derive(Debug, Default)]
 pub struct Standby {
     next: Option<JoinHandle<Warmed>>,
+    /// Turns true once the standby made itself non-dumpable (its `ready` frame): before that, code
+    /// of the same uid could attach to it, so no execution starts until then.
+    protected: Option<watch::Receiver<bool>>,
 }
 
 impl Standby {
@@ -47,12 +54,12 @@ impl Standby {
                 }
                 match task.await {
                     Ok(warmed) => warmed,
-                    Err(_) => start_until_ready(runtime).await,
+                    Err(_) => start_until_ready(runtime, None).await,
                 }
             }
             None => {
                 runtime.ready.store(false, Relaxed);
-                start_until_ready(runtime).await
+                start_until_ready(runtime, None).await
             }
         };
         runtime.standby_pid.store(0, Relaxed);
@@ -63,8 +70,10 @@ impl Standby {
         );
         if runtime.config.standby_interpreter {
             let runtime = runtime.clone();
+            let (protected, watch_protected) = watch::channel(false);
+            self.protected = Some(watch_protected);
             self.next = Some(tokio::spawn(async move {
-                let warmed = start_until_ready(&runtime).await;
+                let warmed = start_until_ready(&runtime, Some(&protected)).await;
                 runtime
                     .standby_pid
                     .store(warmed.interpreter.pid.unwrap_or(0), Relaxed);
@@ -72,6 +81,18 @@ impl Standby {
             }));
         }
         interpreter
+    }
+
+    /// Waits (at most the start timeout) until a starting standby can no longer be attached to,
+    /// so session code never runs beside an unprotected standby. Immediate once it is.
+    pub async fn wait_protected(&mut self) {
+        let Some(protected) = self.protected.as_mut() else {
+            return;
+        };
+        if *protected.borrow() {
+            return;
+        }
+        let _ = timeout(INTERPRETER_START_TIMEOUT, protected.wait_for(|p| *p)).await;
     }
 }
 
@@ -81,7 +102,18 @@ async fn activate(runtime: &Runtime, warmed: Warmed) -> Interpreter {
         python_version,
         namespace_size,
     } = warmed;
-    interpreter.activate(&runtime.writer).await;
+    let session_dir = WorkDir::create(&runtime.config.scratch_dir());
+    match session_dir {
+        Ok(dir) => {
+            if let Err(error) = interpreter.activate(&runtime.writer, dir).await {
+                tracing::error!(%error, "the interpreter did not take its session directory");
+            }
+        }
+        Err(error) => {
+            interpreter.activate_in_place(&runtime.writer).await;
+            tracing::error!(%error, "no session directory: the interpreter keeps its warm-up directory");
+        }
+    }
     *runtime
         .python_version
         .lock()
@@ -95,11 +127,15 @@ async fn activate(runtime: &Runtime, warmed: Warmed) -> Interpreter {
     interpreter
 }
 
-/// Starts an interpreter, retrying with backoff until one is up and warm.
-async fn start_until_ready(runtime: &Arc<Runtime>) -> Warmed {
+/// Starts an interpreter, retrying with backoff until one is up and warm; `protected` turns true
+/// once its driver made itself non-dumpable.
+async fn start_until_ready(
+    runtime: &Arc<Runtime>,
+    protected: Option<&watch::Sender<bool>>,
+) -> Warmed {
     let mut backoff = Duration::from_millis(200);
     loop {
-        match start_interpreter(runtime).await {
+        match start_interpreter(runtime, protected).await {
             Ok(warmed) => return warmed,
             Err(error) => {
                 tracing::error!(%error, retry_in_ms = backoff.as_millis() as u64, "interpreter failed to start");
@@ -110,12 +146,28 @@ async fn start_until_ready(runtime: &Arc<Runtime>) -> Warmed {
     }
 }
 
-async fn start_interpreter(runtime: &Arc<Runtime>) -> Result<Warmed> {
+async fn start_interpreter(
+    runtime: &Arc<Runtime>,
+    protected: Option<&watch::Sender<bool>>,
+) -> Result<Warmed> {
     let workdir = WorkDir::create(&runtime.config.scratch_dir())?;
     let mut interpreter =
         Interpreter::spawn(&runtime.config.python, workdir, runtime.checkpoints.clone()).await?;
     let python_version = match timeout(INTERPRETER_START_TIMEOUT, interpreter.events.recv()).await {
-        Ok(Some(DriverEvent::Message(FromDriver::Ready { python_version }))) => python_version,
+        Ok(Some(DriverEvent::Message(FromDriver::Ready {
+            python_version,
+            non_dumpable,
+        }))) => {
+            if !non_dumpable {
+                DUMPABLE_INTERPRETER.warn(|| {
+                    tracing::warn!("the interpreter could not make itself non-dumpable (no ctypes?): code of an earlier session could inspect the standby")
+                });
+            }
+            if let Some(protected) = protected {
+                protected.send_replace(true);
+            }
+            python_version
+        }
         Ok(_) => {
             interpreter.kill(None).await;
             return Err(Error::InterpreterGone);

@@ -1,12 +1,14 @@
-//! A private working directory per interpreter: created empty before it starts, removed with
-//! everything in it once the interpreter is gone, so no file outlives the session that wrote it.
+//! Private working directories of an interpreter: one for its warm-up, and a fresh one made when
+//! it starts serving a session (after the previous session's processes were killed, so they
+//! cannot have planted modules or configuration in it). Removed with everything in them once the
+//! interpreter is gone, so no file outlives the session that wrote it.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use rand::Rng;
 
 use crate::error::{Error, Result};
-
-static NEXT: AtomicU64 = AtomicU64::new(0);
 
 /// An interpreter's working directory (also its `HOME` and `TMPDIR`); removed on drop.
 #[derive(Debug)]
@@ -15,22 +17,21 @@ pub struct WorkDir {
 }
 
 impl WorkDir {
-    /// Creates `<scratch>/interpreter-<n>`, readable by its owner only.
+    /// Creates `<scratch>/<128 random bits>`, mode 0700.
     pub fn create(scratch: &Path) -> Result<WorkDir> {
-        let path = scratch.join(format!("interpreter-{}", NEXT.fetch_add(1, Relaxed)));
-        let io = |source| Error::Scratch {
-            what: format!("creating the interpreter directory {}", path.display()),
-            source,
+        let name: [u8; 16] = rand::rng().random();
+        let path = scratch.join(hex::encode(name));
+        let io = |what: &Path| {
+            let what = what.display().to_string();
+            move |source| Error::Scratch {
+                what: format!("preparing the interpreter directory {what}"),
+                source,
+            }
         };
-        // A directory left by an earlier process of the same pid namespace is not reused.
-        match std::fs::remove_dir_all(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(e)),
-        }
-        std::fs::create_dir_all(&path).map_err(io)?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+        std::fs::create_dir_all(scratch).map_err(io(scratch))?;
+        std::fs::create_dir(&path).map_err(io(&path))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))
+            .map_err(io(&path))?;
         Ok(WorkDir { path })
     }
 
@@ -68,7 +69,6 @@ mod tests {
         let dir = WorkDir::create(&scratch).unwrap();
         let path = dir.path().to_owned();
         std::fs::write(path.join("left-behind"), b"x").unwrap();
-        use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
         drop(dir);

@@ -26,12 +26,18 @@ def keep_writing():
         time.sleep(0.05)
 threading.Thread(target=keep_writing, daemon=True).start()
 child = subprocess.Popen(["sleep", "600"])
+# Plant a module in every other interpreter directory (the standby's among them).
+scratch = os.path.dirname(os.getcwd())
+for name in os.listdir(scratch):
+    path = os.path.join(scratch, name)
+    if os.path.isdir(path) and path != os.getcwd():
+        open(os.path.join(path, "planted_mod.py"), "w").write("X = 1")
 (os.getpid(), child.pid, os.getcwd())
 "#;
 
 /// Session B's view: each probe is a bool that must be False, except `warm`.
 const LOOK_AROUND: &str = r#"
-import builtins, os, sys, threading
+import builtins, importlib.util, os, sys, threading
 def alive(pid):
     # A killed child whose parent died may linger as a zombie until it is reaped: dead.
     try:
@@ -48,6 +54,7 @@ def alive(pid):
     "a_alive": alive(A_PID),
     "child_alive": alive(CHILD_PID),
     "same_dir": os.getcwd() == A_DIR,
+    "planted_import": importlib.util.find_spec("planted_mod") is not None,
     "credentials_in_env": any(k.startswith("CAPSULE_") for k in os.environ),
     "warm": WARM,
 }
@@ -104,8 +111,8 @@ async fn a_reset_release_leaves_nothing_for_the_next_session() {
     assert_eq!(
         seen,
         "{'builtin': False, 'module': False, 'env': False, 'file': False, 'extra_threads': False, \
-         'a_alive': False, 'child_alive': False, 'same_dir': False, 'credentials_in_env': False, \
-         'warm': True}"
+         'a_alive': False, 'child_alive': False, 'same_dir': False, 'planted_import': False, \
+         'credentials_in_env': False, 'warm': True}"
     );
     // The thread's process is gone, so the file it appended to stops growing.
     let thread_file = std::path::Path::new(&a_dir).join("..").join("thread-alive");

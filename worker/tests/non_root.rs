@@ -1,6 +1,7 @@
 //! The worker image runs as a non-root uid, and the interpreter runs under the same uid. The worker
 //! makes itself non-dumpable, so code in a session cannot read the worker's environment (where the
-//! pool token is), its open files or its memory, although it can read its own.
+//! pool token is), its open files or its memory, although it can read its own; the standby
+//! interpreter waiting for the next session is non-dumpable too, so it cannot be tampered with.
 
 mod common;
 
@@ -31,6 +32,22 @@ def listing(path):
         return "refused"
 libc = ctypes.CDLL(None, use_errno=True)
 attached = libc.ptrace(16, worker, None, None)  # PTRACE_ATTACH
+def parent(pid):
+    try:
+        return int(open("/proc/%s/stat" % pid).read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return None
+standbys = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid() and parent(p) == worker]
+standby = standbys[0] if standbys else -1
+def cwd_of(pid):
+    try:
+        os.readlink("/proc/%d/cwd" % pid)
+        return "read"
+    except PermissionError:
+        return "refused"
+    except OSError as e:
+        return type(e).__name__
+standby_attached = libc.ptrace(16, standby, None, None)
 leaks = [p for p in os.listdir("/proc") if p.isdigit() and read("/proc/%s/environ" % p) == "LEAK"]
 {
     "uid": os.getuid(),
@@ -40,6 +57,10 @@ leaks = [p for p in os.listdir("/proc") if p.isdigit() and read("/proc/%s/enviro
     "fds": listing("/proc/%d/fd" % worker),
     "ptrace": "refused" if attached == -1 else "attached",
     "own_environ": read("/proc/self/environ"),
+    "standbys": len(standbys),
+    "standby_environ": read("/proc/%d/environ" % standby),
+    "standby_cwd": cwd_of(standby),
+    "standby_ptrace": "refused" if standby_attached == -1 else "attached",
     "token_anywhere": leaks,
 }
 "#;
@@ -58,7 +79,9 @@ async fn a_non_root_interpreter_cannot_read_the_workers_credentials() {
         seen,
         format!(
             "{{'uid': {IMAGE_UID}, 'worker_uid': {IMAGE_UID}, 'environ': 'refused', 'mem': 'refused', \
-             'fds': 'refused', 'ptrace': 'refused', 'own_environ': 'read', 'token_anywhere': []}}"
+             'fds': 'refused', 'ptrace': 'refused', 'own_environ': 'read', 'standbys': 1, \
+             'standby_environ': 'refused', 'standby_cwd': 'refused', 'standby_ptrace': 'refused', \
+             'token_anywhere': []}}"
         )
     );
 }

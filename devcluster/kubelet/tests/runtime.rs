@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use capsule_kubelet::runtime::{
     Backoff, ContainerHandle, ContainerLaunch, ContainerSnapshot, ProbeAction, ProbeSpec,
-    ProcessSpec, Reaper, RestartPolicy, RunState,
+    ProcessSecurity, ProcessSpec, Reaper, RestartPolicy, RunState,
 };
 use tokio::sync::Notify;
 
@@ -19,6 +19,7 @@ fn launch(dir: &Path, script: &str, policy: RestartPolicy) -> ContainerLaunch {
             argv: vec!["sh".into(), "-c".into(), script.into()],
             env: vec![("GREETING".into(), "hello".into())],
             working_dir: dir.join("work"),
+            security: Default::default(),
         },
         log_dir: dir.to_path_buf(),
         max_log_bytes: 1024 * 1024,
@@ -359,4 +360,37 @@ async fn the_watchdog_kills_the_groups_it_still_knows_when_its_pipe_closes() {
     );
     forgotten.kill().unwrap();
     forgotten.wait().unwrap();
+}
+
+#[tokio::test]
+async fn run_as_user_and_no_privilege_escalation_hold_for_the_process() {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the kubelet drops privileges only when it has them: run the tests as root (CI does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut spec = launch(
+        dir.path(),
+        "id -u; id -g; id -G; grep NoNewPrivs /proc/self/status",
+        RestartPolicy::Never,
+    );
+    spec.process.security = ProcessSecurity {
+        user: Some((65534, 65533)),
+        no_new_privileges: true,
+    };
+    let handle = ContainerHandle::start(
+        spec,
+        Reaper::start().unwrap(),
+        Arc::new(Notify::new()),
+        None,
+    );
+    wait_for(&handle, "completion", |s| {
+        matches!(s.state, RunState::Terminated(_))
+    })
+    .await;
+    let log = std::fs::read_to_string(dir.path().join("main.log")).unwrap();
+    assert_eq!(log, "65534\n65533\n65533\nNoNewPrivs:\t1\n");
 }

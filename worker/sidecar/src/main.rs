@@ -26,6 +26,9 @@ const EXPIRY_INTERVAL: Duration = Duration::from_secs(5);
 fn main() -> std::process::ExitCode {
     let config = Config::parse();
     init_logging(config.log_format);
+    if let Err(error) = capsule_protocol::auth::keep_credentials_from_same_uid() {
+        tracing::warn!(%error, "could not make the sidecar non-dumpable");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, PodSpec, Probe};
+use k8s_openapi::api::core::v1::{Container, PodSecurityContext, PodSpec, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::env::EnvList;
@@ -12,8 +12,27 @@ use super::mounts::MountTable;
 use crate::error::{Error, Result};
 use crate::image_map::ImageMap;
 use crate::runtime::{
-    Backoff, ContainerLaunch, ProbeAction, ProbeSpec, ProcessSpec, RestartPolicy,
+    Backoff, ContainerLaunch, ProbeAction, ProbeSpec, ProcessSecurity, ProcessSpec, RestartPolicy,
 };
+
+/// `runAsUser` / `runAsGroup` (the container's over the pod's; the group defaults to the user, where
+/// a runtime would take the image's) and `allowPrivilegeEscalation: false`.
+pub fn process_security(
+    container: &Container,
+    pod: Option<&PodSecurityContext>,
+) -> ProcessSecurity {
+    let own = container.security_context.as_ref();
+    let uid = own
+        .and_then(|c| c.run_as_user)
+        .or_else(|| pod.and_then(|p| p.run_as_user));
+    let gid = own
+        .and_then(|c| c.run_as_group)
+        .or_else(|| pod.and_then(|p| p.run_as_group));
+    ProcessSecurity {
+        user: uid.map(|uid| (uid as u32, gid.unwrap_or(uid) as u32)),
+        no_new_privileges: own.and_then(|c| c.allow_privilege_escalation) == Some(false),
+    }
+}
 
 pub fn restart_policy(spec: &PodSpec) -> RestartPolicy {
     match spec.restart_policy.as_deref() {
@@ -29,6 +48,7 @@ pub fn termination_grace(spec: &PodSpec) -> Duration {
 
 pub struct LaunchSettings<'a> {
     pub image_map: &'a ImageMap,
+    pub pod_security: Option<&'a PodSecurityContext>,
     pub pod_dir: &'a Path,
     pub pod_ip: &'a str,
     pub restart_policy: RestartPolicy,
@@ -93,6 +113,7 @@ pub fn build_launch(
             argv,
             env: env.into_vec(),
             working_dir,
+            security: process_security(container, settings.pod_security),
         },
         log_dir: settings.pod_dir.to_path_buf(),
         max_log_bytes: settings.max_log_bytes,

@@ -122,6 +122,10 @@ pub async fn materialise(
         create_dir(&dir).await?;
         done.paths.insert(volume.name.clone(), dir.clone());
         if volume.empty_dir.is_some() {
+            // World-writable as a kubelet makes it, so a container with any runAsUser can use it.
+            tokio::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+                .await
+                .map_err(|e| Error::io(&dir, e))?;
             continue;
         }
         if let Some(source) = &volume.secret {

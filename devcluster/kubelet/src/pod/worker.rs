@@ -459,6 +459,7 @@ impl PodWorker {
 
         let settings = LaunchSettings {
             image_map: &self.shared.image_map,
+            pod_security: self.spec.security_context.as_ref(),
             pod_dir: &self.pod_dir,
             pod_ip: &self.pod_ip,
             restart_policy: self.restart_policy,

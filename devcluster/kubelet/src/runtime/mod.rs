@@ -11,5 +11,5 @@ pub use container::{
     RunState, Terminated,
 };
 pub use probe::{ExecContext, ProbeAction, ProbeOutcome, ProbeSpec};
-pub use process::{ExitOutcome, ProcessSpec, RunningProcess};
+pub use process::{ExitOutcome, ProcessSecurity, ProcessSpec, RunningProcess};
 pub use reaper::Reaper;

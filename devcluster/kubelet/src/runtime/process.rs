@@ -24,6 +24,17 @@ pub struct ProcessSpec {
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     pub working_dir: PathBuf,
+    /// What the container's securityContext asks of the process.
+    pub security: ProcessSecurity,
+}
+
+/// The parts of a securityContext a process can be held to without a container runtime.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessSecurity {
+    /// `(uid, gid)` from `runAsUser` / `runAsGroup`; None runs as the kubelet's user.
+    pub user: Option<(u32, u32)>,
+    /// `allowPrivilegeEscalation: false`: `PR_SET_NO_NEW_PRIVS`, so setuid binaries gain nothing.
+    pub no_new_privileges: bool,
 }
 
 /// How a run ended.
@@ -96,12 +107,20 @@ impl RunningProcess {
             .stderr(Stdio::from(stderr))
             .process_group(0)
             .kill_on_drop(true);
+        if let Some((uid, gid)) = spec.security.user {
+            // std drops supplementary groups when it changes the uid.
+            command.uid(uid).gid(gid);
+        }
+        let no_new_privileges = spec.security.no_new_privileges;
         let kubelet_pid = std::process::id() as libc::pid_t;
         // SAFETY: the closure runs between fork and exec and calls only async-signal-safe functions
         // (prctl, getppid, _exit) without allocating.
         unsafe {
             command.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if no_new_privileges && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 // The kubelet may have died between fork and prctl: then nobody would kill us.
