@@ -110,9 +110,14 @@ impl DevCluster {
     /// Starts the devcluster and installs the generated Capsule CRDs with kubectl.
     pub fn start_with_crds(state_dir: &Path) -> DevCluster {
         let cluster = Self::start(state_dir);
-        let crds = workspace().join("crds/capsule.dev_crds.yaml");
-        cluster.kubectl(&["apply", "-f", crds.to_str().unwrap()]);
+        cluster.install_crds();
         cluster
+    }
+
+    /// Installs the generated Capsule CRDs with kubectl.
+    pub fn install_crds(&self) {
+        let crds = workspace().join("crds/capsule.dev_crds.yaml");
+        self.kubectl(&["apply", "-f", crds.to_str().unwrap()]);
     }
 
     /// Like [`DevCluster::start`], with more `--image-map PATTERN=COMMAND` entries after the

@@ -43,6 +43,8 @@ pub struct Worker {
     child: Child,
     pub base: String,
     pub client: reqwest::Client,
+    /// Where a copy of the binary runs from, for a worker started as another user.
+    _copy_dir: Option<tempfile::TempDir>,
 }
 
 impl Worker {
@@ -68,7 +70,14 @@ impl Worker {
     }
 
     async fn spawn(uid: Option<u32>, envs: &[(&str, &str)]) -> Worker {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_capsule-worker"));
+        let (copy_dir, binary) = match uid {
+            Some(_) => {
+                let (dir, copy) = reachable_copy(env!("CARGO_BIN_EXE_capsule-worker"));
+                (Some(dir), copy)
+            }
+            None => (None, env!("CARGO_BIN_EXE_capsule-worker").into()),
+        };
+        let mut command = Command::new(binary);
         if let Some(uid) = uid {
             command.uid(uid).gid(uid);
         }
@@ -108,6 +117,7 @@ impl Worker {
             child,
             base: format!("http://{addr}"),
             client: reqwest::Client::new(),
+            _copy_dir: copy_dir,
         }
     }
 
@@ -198,6 +208,18 @@ impl Worker {
     pub fn pid(&self) -> u32 {
         self.child.id().unwrap()
     }
+}
+
+/// A copy of `binary` any uid can run, removed with the returned directory: the build tree may
+/// sit under a directory only root can cross.
+fn reachable_copy(binary: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = dir.path().join("capsule-worker");
+    std::fs::copy(binary, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (dir, copy)
 }
 
 pub struct EventStream {
