@@ -49,6 +49,24 @@ pub fn tool(name: &str) -> PathBuf {
 }
 
 /// A free loopback port (bound, then released for the process under test to take).
+/// `bin(name)` linked (or copied) under `state_dir/bin`, with `state_dir` made crossable: pods that
+/// run as a non-root user (`runAsUser`) must reach their binary, their volumes and their
+/// kubeconfig, and the build tree may sit under a directory only root can cross.
+pub fn reachable_bin(state_dir: &Path, name: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let crossable = std::fs::Permissions::from_mode(0o755);
+    std::fs::set_permissions(state_dir, crossable.clone()).unwrap();
+    let dir = state_dir.join("bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, crossable.clone()).unwrap();
+    let target = dir.join(name);
+    if !target.exists() && std::fs::hard_link(bin(name), &target).is_err() {
+        std::fs::copy(bin(name), &target).unwrap();
+        std::fs::set_permissions(&target, crossable).unwrap();
+    }
+    target
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -123,8 +141,8 @@ impl DevCluster {
     /// Like [`DevCluster::start`], with more `--image-map PATTERN=COMMAND` entries after the
     /// worker's and the sidecar's (e.g. the operator image, for the Helm chart's Deployment).
     pub fn start_with_image_maps(state_dir: &Path, extra_image_maps: &[String]) -> DevCluster {
-        let worker = bin("capsule-worker");
-        let sidecar = bin("capsule-sidecar");
+        let worker = reachable_bin(state_dir, "capsule-worker");
+        let sidecar = reachable_bin(state_dir, "capsule-sidecar");
         let mut command = Command::new(bin("capsule-devcluster"));
         command
             .arg("serve")

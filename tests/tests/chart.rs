@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use capsule_e2e::{bin, tool, wait_for, workspace, DevCluster};
+use capsule_e2e::{bin, reachable_bin, tool, wait_for, workspace, DevCluster};
 use serde_json::Value;
 
 const RELEASE: &str = "capsule";
@@ -699,9 +699,10 @@ fn every_flag_the_chart_passes_is_one_the_operator_accepts() {
 /// the example pool reconciled, failover (with election), and `helm uninstall`.
 fn install_and_reconcile(leader_election: bool) {
     let state = tempfile::tempdir().unwrap();
+    // The chart runs the operator as uid 65532.
     let operator_map = format!(
         "capsule-operator:*={} {{args}}",
-        bin("capsule-operator").display()
+        reachable_bin(state.path(), "capsule-operator").display()
     );
     let cluster = DevCluster::start_with_image_maps(state.path(), &[operator_map]);
     let kubeconfig = cluster.kubeconfig.to_str().unwrap().to_string();

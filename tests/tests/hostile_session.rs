@@ -31,8 +31,7 @@ spec:
   recycle:
     onRelease: Reset
   template:
-    image: capsule-worker-nonroot:dev
-    sidecarImage: capsule-sidecar-nonroot:dev
+    image: capsule-worker:dev
     containerSecurityContext:
       runAsUser: {IMAGE_USER}
       runAsGroup: {IMAGE_USER}
@@ -175,16 +174,6 @@ fn repr(endpoint: &str, token: &str, code: &str) -> String {
     last["repr"].as_str().unwrap_or_default().to_owned()
 }
 
-/// A copy of a binary under the (0755) state directory: the build tree may sit under a directory
-/// only root can cross, and these pods run as a non-root user.
-fn reachable_copy(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let copy = dir.join(name);
-    std::fs::copy(capsule_e2e::bin(name), &copy).unwrap();
-    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
-    copy
-}
-
 /// The endpoint, token and worker of a bound session.
 fn bound(cluster: &DevCluster, name: &str) -> (String, String, String) {
     wait_session_phase(cluster, name, "Bound", Duration::from_secs(90));
@@ -204,17 +193,7 @@ fn bound(cluster: &DevCluster, name: &str) -> (String, String, String) {
 #[test]
 fn a_hostile_session_finds_no_credential_and_leaves_nothing_for_the_next() {
     let dir = tempfile::tempdir().unwrap();
-    // Pod volumes live under the state directory: a non-root container must be able to cross it.
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let maps = ["capsule-worker", "capsule-sidecar"].map(|name| {
-        format!(
-            "{name}-nonroot:*={}",
-            reachable_copy(dir.path(), name).display()
-        )
-    });
-    let cluster = DevCluster::start_with_image_maps(dir.path(), &maps);
-    cluster.install_crds();
+    let cluster = DevCluster::start_with_crds(dir.path());
     let port = free_port();
     let _operator = OperatorRun::on_port(port).start(&cluster, &dir.path().join("operator.log"));
     cluster.apply(&pool("hostile"));

@@ -302,8 +302,44 @@ pub async fn write_token(
             "token for service account {namespace}/{account}: empty reply"
         ));
     }
-    write_file(path, token.as_bytes(), Some(0o600)).await?;
+    let (owner, group, mode) = token_ownership(context.pod);
+    write_file(path, token.as_bytes(), Some(mode)).await?;
+    std::os::unix::fs::chown(path, owner, group)
+        .map_err(|e| format!("owning {}: {e}", path.display()))?;
     Ok(Duration::from_secs(seconds.max(60) as u64))
+}
+
+/// Who may read a projected token, as a kubelet decides: the one `runAsUser` every container
+/// shares (mode 0600), else the pod's `fsGroup` (0640), else root alone (0600).
+fn token_ownership(pod: &Pod) -> (Option<u32>, Option<u32>, i32) {
+    let spec = pod.spec.as_ref();
+    let pod_user = spec
+        .and_then(|s| s.security_context.as_ref())
+        .and_then(|c| c.run_as_user);
+    let mut users = spec
+        .into_iter()
+        .flat_map(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+        })
+        .map(|c| {
+            c.security_context
+                .as_ref()
+                .and_then(|c| c.run_as_user)
+                .or(pod_user)
+        });
+    let first = users.next().flatten();
+    if let Some(uid) = first.filter(|uid| users.all(|u| u == Some(*uid))) {
+        return (Some(uid as u32), None, 0o600);
+    }
+    match spec
+        .and_then(|s| s.security_context.as_ref())
+        .and_then(|c| c.fs_group)
+    {
+        Some(group) => (None, Some(group as u32), 0o640),
+        None => (None, None, 0o600),
+    }
 }
 
 async fn write_items(
@@ -385,4 +421,26 @@ async fn write_file(
         .await
         .map_err(describe)?;
     tokio::fs::rename(&staging, path).await.map_err(describe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(yaml: &str) -> Pod {
+        serde_json::from_value(serde_yaml::from_str::<serde_json::Value>(yaml).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_projected_token_belongs_to_the_user_every_container_shares_else_the_fs_group() {
+        let shared =
+            pod("spec: {securityContext: {runAsUser: 7}, containers: [{name: a}, {name: b}]}");
+        assert_eq!(token_ownership(&shared), (Some(7), None, 0o600));
+        let mixed = pod(
+            "spec: {securityContext: {runAsUser: 7, fsGroup: 9}, containers: [{name: a}, {name: b, securityContext: {runAsUser: 8}}]}",
+        );
+        assert_eq!(token_ownership(&mixed), (None, Some(9), 0o640));
+        let root = pod("spec: {containers: [{name: a}]}");
+        assert_eq!(token_ownership(&root), (None, None, 0o600));
+    }
 }
