@@ -685,8 +685,9 @@ def _enter(directory):
 
 
 def _set_dumpable(dumpable):
-    """While an interpreter waits as the standby it is not dumpable: code of an earlier session
-    (same uid) can neither ptrace it nor read its memory or its /proc entries (cwd, environ)."""
+    """The worker's bootstrap made this process non-dumpable, so that while it waits as the standby,
+    code of an earlier session (same uid) can neither ptrace it nor read its memory or its /proc
+    entries (cwd, environ). Serving a session, it is dumpable again."""
     try:
         import ctypes
 
@@ -697,7 +698,6 @@ def _set_dumpable(dumpable):
 
 
 def main():
-    protected = _set_dumpable(False)
     signal.signal(signal.SIGINT, _on_sigint)
     sys.stdout = _stdout
     sys.stderr = _StderrStream()
@@ -705,7 +705,7 @@ def main():
     builtins.input = _input
     threading.Thread(target=_flusher, name="capsule-output-flusher", daemon=True).start()
     threading.Thread(target=_reader, name="capsule-frame-reader", daemon=True).start()
-    send({"type": "ready", "pythonVersion": sys.version.split()[0], "nonDumpable": protected})
+    send({"type": "ready", "pythonVersion": sys.version.split()[0]})
     while True:
         try:
             message = _commands.get()

@@ -27,10 +27,20 @@ use capsule_protocol::frame::{self, FrameError};
 /// The Python driver, carried in the binary.
 pub const DRIVER_SOURCE: &str = include_str!("../driver.py");
 
-/// `python3 -c` bootstrap: compiles the driver (passed as the next argument) under a name of its
-/// own, so its frames can be told apart from user code in tracebacks.
-const DRIVER_BOOTSTRAP: &str =
-    "import sys; exec(compile(sys.argv.pop(1), '<capsule-driver>', 'exec'))";
+/// `python3 -c` bootstrap. First it makes the process non-dumpable, before anything slow is
+/// imported, and says so in a `protected` frame: until then, code of the same uid could attach to
+/// a starting standby. Then it compiles the driver (the next argument) under a name of its own, so
+/// its frames can be told apart from user code in tracebacks.
+const DRIVER_BOOTSTRAP: &str = "import sys
+try:
+    import ctypes
+    ok = ctypes.CDLL(None).prctl(4, 0, 0, 0, 0) == 0
+except Exception:
+    ok = False
+m = b'{\"type\":\"protected\",\"ok\":' + (b'true}' if ok else b'false}')
+sys.stdout.buffer.write(len(m).to_bytes(4, 'big') + m)
+sys.stdout.buffer.flush()
+exec(compile(sys.argv.pop(1), '<capsule-driver>', 'exec'))";
 
 /// Driver events buffered between the reader task and the executor.
 pub const DRIVER_EVENT_CAPACITY: usize = 64;
@@ -93,11 +103,12 @@ pub struct CheckpointFrame {
     rename_all_fields = "camelCase"
 )]
 pub enum FromDriver {
+    /// The bootstrap made the process non-dumpable (`ok`), before the driver started.
+    Protected {
+        ok: bool,
+    },
     Ready {
         python_version: String,
-        /// Whether the driver made itself non-dumpable (it needs `ctypes`).
-        #[serde(default)]
-        non_dumpable: bool,
     },
     Output {
         id: Option<String>,

@@ -84,7 +84,8 @@ impl Standby {
     }
 
     /// Waits (at most the start timeout) until a starting standby can no longer be attached to,
-    /// so session code never runs beside an unprotected standby. Immediate once it is.
+    /// so session code never runs beside an unprotected standby. Immediate once it is; a standby
+    /// that cannot start is waited for once, not before every execution.
     pub async fn wait_protected(&mut self) {
         let Some(protected) = self.protected.as_mut() else {
             return;
@@ -92,7 +93,15 @@ impl Standby {
         if *protected.borrow() {
             return;
         }
-        let _ = timeout(INTERPRETER_START_TIMEOUT, protected.wait_for(|p| *p)).await;
+        if timeout(INTERPRETER_START_TIMEOUT, protected.wait_for(|p| *p))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "the standby interpreter has not started; executions go on without waiting for it"
+            );
+            self.protected = None;
+        }
     }
 }
 
@@ -153,28 +162,29 @@ async fn start_interpreter(
     let workdir = WorkDir::create(&runtime.config.scratch_dir())?;
     let mut interpreter =
         Interpreter::spawn(&runtime.config.python, workdir, runtime.checkpoints.clone()).await?;
-    let python_version = match timeout(INTERPRETER_START_TIMEOUT, interpreter.events.recv()).await {
-        Ok(Some(DriverEvent::Message(FromDriver::Ready {
-            python_version,
-            non_dumpable,
-        }))) => {
-            if !non_dumpable {
-                DUMPABLE_INTERPRETER.warn(|| {
-                    tracing::warn!("the interpreter could not make itself non-dumpable (no ctypes?): code of an earlier session could inspect the standby")
-                });
+    let python_version = loop {
+        match timeout(INTERPRETER_START_TIMEOUT, interpreter.events.recv()).await {
+            Ok(Some(DriverEvent::Message(FromDriver::Protected { ok }))) => {
+                if !ok {
+                    DUMPABLE_INTERPRETER.warn(|| {
+                        tracing::warn!("the interpreter could not make itself non-dumpable (no ctypes?): code of an earlier session could inspect the standby")
+                    });
+                }
+                if let Some(protected) = protected {
+                    protected.send_replace(true);
+                }
             }
-            if let Some(protected) = protected {
-                protected.send_replace(true);
+            Ok(Some(DriverEvent::Message(FromDriver::Ready { python_version }))) => {
+                break python_version
             }
-            python_version
-        }
-        Ok(_) => {
-            interpreter.kill(None).await;
-            return Err(Error::InterpreterGone);
-        }
-        Err(_) => {
-            interpreter.kill(None).await;
-            return Err(Error::InterpreterTimeout);
+            Ok(_) => {
+                interpreter.kill(None).await;
+                return Err(Error::InterpreterGone);
+            }
+            Err(_) => {
+                interpreter.kill(None).await;
+                return Err(Error::InterpreterTimeout);
+            }
         }
     };
     let namespace_size = match runtime.config.warmup_code.as_deref() {

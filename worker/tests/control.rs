@@ -70,14 +70,7 @@ async fn tokens_are_required_and_checked() {
         "the operator reads stats with the pool token"
     );
 
-    let released = worker
-        .client
-        .delete(worker.url("/v1/session?reset=true"))
-        .bearer_auth(POOL_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(released.status(), 204);
+    worker.release_with_reset().await;
     assert_eq!(execute(Some(SESSION_TOKEN)).await.unwrap().status(), 409);
 }
 

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use capsule_protocol::execute::EventBody;
-use common::{final_event, result_repr, Worker, POOL_TOKEN};
+use common::{final_event, result_repr, Worker};
 
 /// Session A's code: everything a hostile tenant might leave for the next one.
 const LEAVE_BEHIND: &str = r#"
@@ -86,14 +86,7 @@ async fn a_reset_release_leaves_nothing_for_the_next_session() {
         "the hook is live in session A: {broken:?}"
     );
 
-    let released = worker
-        .client
-        .delete(worker.url("/v1/session?reset=true"))
-        .bearer_auth(POOL_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(released.status(), 204);
+    worker.release_with_reset().await;
     worker.bind().await;
     assert_eq!(
         worker.stats().await.namespace_size,

@@ -157,6 +157,18 @@ impl Worker {
         assert_eq!(response.status(), 204);
     }
 
+    /// Releases the session as the operator does for `onRelease: Reset`.
+    pub async fn release_with_reset(&self) {
+        let released = self
+            .client
+            .delete(self.url("/v1/session?reset=true"))
+            .bearer_auth(POOL_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(released.status(), 204);
+    }
+
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.client.post(self.url(path)).bearer_auth(SESSION_TOKEN)
     }
