@@ -67,6 +67,14 @@ pub fn reachable_bin(state_dir: &Path, name: &str) -> PathBuf {
     target
 }
 
+/// The blocking HTTP client of the e2e tests, bounded at 30 s a request.
+pub fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()

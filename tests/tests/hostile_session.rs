@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use base64::Engine;
-use capsule_e2e::{free_port, wait_for, wait_session_phase, DevCluster, OperatorRun};
+use capsule_e2e::{free_port, http, wait_for, wait_session_phase, DevCluster, OperatorRun};
 use serde_json::{json, Value};
 
 const IMAGE_USER: &str = "65532";
@@ -144,13 +144,6 @@ def alive(pid):
     "works": eval("6 * 7"),
 }
 "#;
-
-fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
 
 /// Runs `code` and returns the final event.
 fn run(endpoint: &str, token: &str, code: &str) -> Value {

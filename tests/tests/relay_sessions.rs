@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use capsule_e2e::{
-    free_port, start_operator, tool, wait_for, wait_session_phase, DevCluster, Process,
+    free_port, http, start_operator, tool, wait_for, wait_session_phase, DevCluster, Process,
 };
 use serde_json::{json, Value};
 
@@ -35,13 +35,6 @@ fn session(name: &str) -> String {
     format!(
         "apiVersion: capsule.dev/v1alpha1\nkind: CapsuleSession\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  pool: p\n"
     )
-}
-
-fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
 }
 
 fn pool_field(cluster: &DevCluster, path: &str) -> String {

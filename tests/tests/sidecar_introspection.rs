@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use capsule_e2e::{free_port, start_operator, wait_for, workspace, DevCluster};
+use capsule_e2e::{free_port, http, start_operator, wait_for, workspace, DevCluster};
 use serde_json::Value;
 
 const NAMESPACE: &str = "team-a";
@@ -61,13 +61,6 @@ roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: capsule-
 subjects:
 - {kind: ServiceAccount, name: capsule-worker, namespace: team-a}
 "#;
-
-fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
 
 fn get(base: &str, view: &str, token: Option<&str>) -> (u16, Value) {
     let mut request = http().get(format!("{base}/v1/introspection/{view}"));

@@ -53,8 +53,9 @@ pub fn build(
     for pid in [&runtime.interpreter_pid, &runtime.standby_pid] {
         let pid = pid.load(Relaxed);
         if pid != 0 {
-            rss += rss_bytes(&pid.to_string());
-            ticks += cpu_ticks(&pid.to_string());
+            let pid = pid.to_string();
+            rss += rss_bytes(&pid);
+            ticks += cpu_ticks(&pid);
         }
     }
     Heartbeat {

@@ -315,7 +315,7 @@ fn valid_driver_frames() -> Vec<Vec<u8>> {
         r#"{"type":"promiseCreate","id":"e1","promiseId":"p1","timeoutMs":1000}"#,
         r#"{"type":"result","id":"e1","repr":"2","mode":"plain","namespaceSize":3}"#,
         r#"{"type":"error","id":"e1","ename":"ValueError","evalue":"x","traceback":["a"],"mode":"plain","interrupted":false,"namespaceSize":1}"#,
-        r#"{"type":"resetDone","namespaceSize":0}"#,
+        r#"{"type":"protected","ok":true}"#,
         r#"{"type":"checkpoint","requestId":7,"names":1,"functions":0,"classes":0,"modules":1,"estimatedBytes":10,"unpicklable":0}"#,
         r#"{"type":"driverError","message":"boom"}"#,
     ]
