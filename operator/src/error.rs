@@ -23,6 +23,9 @@ pub enum Error {
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
 
+    #[error("pool key: {0}")]
+    PoolKey(String),
+
     #[error("telemetry setup: {0}")]
     Telemetry(String),
 }

@@ -20,12 +20,21 @@ pub const MANAGER: &str = "capsule-operator";
 /// Field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "capsule-operator";
 
-/// Key of the pool token inside its Secret.
+/// Key of the token inside a pool's, a worker's or a session's Secret.
 pub const TOKEN_KEY: &str = "token";
 
-/// The Secret holding a pool's heartbeat token.
+/// The Secret holding a pool's key, from which each worker's credential is derived. No pod mounts it.
 pub fn pool_token_secret(pool: &str) -> String {
     format!("{pool}-pool-token")
+}
+
+/// On a worker's credential Secret: the worker pod it belongs to. Not `MANAGED_BY`, so the
+/// operator's Secret cache (pool keys, session tokens) does not grow with the number of workers.
+pub const CREDENTIAL_OF: &str = "capsule.dev/credential-of";
+
+/// The Secret holding one worker's credential (see `capsule_protocol::auth::worker_credential`).
+pub fn worker_credential_secret(pod: &str) -> String {
+    format!("{pod}-credential")
 }
 
 /// Label selector of a pool's worker pods.

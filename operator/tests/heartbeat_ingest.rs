@@ -3,27 +3,39 @@
 use std::sync::Arc;
 
 use capsule_operator::leader::Leadership;
-use capsule_operator::relay::directory::{Directory, PodFacts};
+use capsule_operator::relay::directory::{CredentialKind, Directory, PodFacts};
 use capsule_operator::relay::index::WorkerIndex;
 use capsule_operator::relay::ingest::{self, IngestMetrics, IngestState, MAX_HEARTBEAT_BYTES};
 use capsule_operator::relay::limits::{IngestLimits, Rate, DEFAULT_OVERALL};
+use capsule_protocol::auth::worker_credential;
 use prometheus_client::registry::Registry;
 use serde_json::json;
 
-const TOKEN: &str = "pool-token";
+const POOL_KEY: &str = "pool-key";
 
-/// Pods `w0`..`w9` of pool `demo` in namespace `default`.
+/// The credential of pod `pod` of pool `demo`.
+fn credential(pod: &str) -> String {
+    worker_credential(POOL_KEY, "default", pod)
+}
+
+/// Pods `w0`..`w9` of pool `demo` in namespace `default`; `w9` was made before per-worker
+/// credentials and holds the pool key.
 struct Workers;
 
 impl Directory for Workers {
-    fn pool_token(&self, namespace: &str, pool: &str) -> Option<String> {
-        (namespace == "default" && pool == "demo").then(|| TOKEN.to_string())
+    fn pool_key(&self, namespace: &str, pool: &str) -> Option<String> {
+        (namespace == "default" && pool == "demo").then(|| POOL_KEY.to_string())
     }
     fn pod(&self, _namespace: &str, pod: &str) -> Option<PodFacts> {
         let i: usize = pod.strip_prefix('w')?.parse().ok()?;
         (i < 10).then(|| PodFacts {
             pool: Some("demo".into()),
             binding: None,
+            credential: if i == 9 {
+                CredentialKind::LegacyPoolKey
+            } else {
+                CredentialKind::PerWorker
+            },
         })
     }
 }
@@ -82,10 +94,29 @@ impl Server {
     }
 }
 
+/// Posts `body` with the credential of the pod it names (`w0` when it names none).
 async fn send(client: &reqwest::Client, url: &str, body: Vec<u8>) -> reqwest::Response {
+    let named = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["pod"].as_str().map(str::to_owned));
+    send_as(
+        client,
+        url,
+        &credential(named.as_deref().unwrap_or("w0")),
+        body,
+    )
+    .await
+}
+
+async fn send_as(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: Vec<u8>,
+) -> reqwest::Response {
     client
         .post(url)
-        .bearer_auth(TOKEN)
+        .bearer_auth(token)
         .header("content-type", "application/json")
         .body(body)
         .send()
@@ -195,7 +226,7 @@ async fn the_bearer_scheme_is_case_insensitive_and_an_empty_token_is_no_token() 
     let server = Server::start(IngestLimits::default(), Leadership::always()).await;
     let client = reqwest::Client::new();
     let body = serde_json::to_vec(&heartbeat("w1", 1)).unwrap();
-    let post = |authorization: &'static str| {
+    let post = |authorization: String| {
         client
             .post(&server.url)
             .header("authorization", authorization)
@@ -203,7 +234,7 @@ async fn the_bearer_scheme_is_case_insensitive_and_an_empty_token_is_no_token() 
             .body(body.clone())
             .send()
     };
-    let lower = post("bearer pool-token").await.unwrap();
+    let lower = post(format!("bearer {}", credential("w1"))).await.unwrap();
     assert_eq!(
         lower.status(),
         200,
@@ -211,9 +242,9 @@ async fn the_bearer_scheme_is_case_insensitive_and_an_empty_token_is_no_token() 
     );
     assert_eq!(server.received(), 1);
 
-    let empty = post("Bearer ").await.unwrap();
+    let empty = post("Bearer ".into()).await.unwrap();
     assert_eq!(empty.status(), 401);
-    let wrong = post("Bearer not-the-token").await.unwrap();
+    let wrong = post("Bearer not-the-token".into()).await.unwrap();
     assert_eq!(wrong.status(), 401);
     assert_eq!(
         (
@@ -223,4 +254,55 @@ async fn the_bearer_scheme_is_case_insensitive_and_an_empty_token_is_no_token() 
         (1, 1),
         "an empty token is a missing one, a wrong one is a bad one"
     );
+}
+
+#[tokio::test]
+async fn a_credential_of_one_worker_naming_another_is_refused_and_counted() {
+    let server = Server::start(IngestLimits::default(), Leadership::always()).await;
+    let client = reqwest::Client::new();
+    let naming_w2 = || heartbeat("w2", 1).to_string().into_bytes();
+
+    let stolen = send_as(&client, &server.url, &credential("w1"), naming_w2()).await;
+    assert_eq!(stolen.status(), 401);
+    let text = stolen.text().await.unwrap();
+    assert!(text.contains("not the one of the pod"), "{text}");
+    let pool_key = send_as(&client, &server.url, POOL_KEY, naming_w2()).await;
+    assert_eq!(
+        pool_key.status(),
+        401,
+        "the pool key is no worker's credential"
+    );
+    let unknown = send_as(
+        &client,
+        &server.url,
+        &credential("w1"),
+        heartbeat("w77", 1).to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(
+        unknown.status(),
+        401,
+        "a pod that does not exist is refused as a bad credential, not revealed as unknown"
+    );
+    assert_eq!(server.rejected("bad_token"), 3);
+    assert_eq!(server.received(), 0);
+
+    let own = send_as(&client, &server.url, &credential("w2"), naming_w2()).await;
+    assert_eq!(own.status(), 200);
+    assert_eq!(server.received(), 1);
+}
+
+#[tokio::test]
+async fn a_worker_made_before_per_worker_credentials_reports_with_the_pool_key_for_itself_only() {
+    let server = Server::start(IngestLimits::default(), Leadership::always()).await;
+    let client = reqwest::Client::new();
+    let body = |pod: &str| heartbeat(pod, 1).to_string().into_bytes();
+
+    let legacy = send_as(&client, &server.url, POOL_KEY, body("w9")).await;
+    assert_eq!(legacy.status(), 200, "w9 still holds the pool key");
+    let derived = send_as(&client, &server.url, &credential("w9"), body("w9")).await;
+    assert_eq!(derived.status(), 401, "w9 was never given a derived one");
+    let other = send_as(&client, &server.url, POOL_KEY, body("w3")).await;
+    assert_eq!(other.status(), 401, "w3 holds its own credential");
+    assert_eq!((server.received(), server.rejected("bad_token")), (1, 2));
 }

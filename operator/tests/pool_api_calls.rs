@@ -11,6 +11,7 @@ use capsule_operator::config::OperatorConfig;
 use capsule_operator::context::Context;
 use capsule_operator::pool::{self, worker_pod};
 use capsule_operator::watch_cache::reflect;
+use capsule_protocol::auth::worker_credential;
 use fake_api::{list, not_found, Call};
 use futures::StreamExt;
 use http::{Method, StatusCode};
@@ -60,9 +61,8 @@ fn sound_spec(replicas: i32, max: i32) -> Value {
 
 /// A worker pod of `pool` as the API server would hold it, in the given state.
 fn worker(pool: &CapsulePool, name: &str, state: &str) -> Value {
-    let mut pod = worker_pod::build(pool, &OperatorConfig::default());
-    pod.metadata.name = Some(name.into());
-    pod.metadata.generate_name = None;
+    let pod = worker_pod::build(pool, &OperatorConfig::default(), name);
+    let mut pod = pod;
     pod.metadata.uid = Some(format!("uid-{name}"));
     pod.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         format!("2026-11-27T10:00:0{}Z", name.len() % 10)
@@ -128,9 +128,12 @@ fn harness(pods: Vec<Value>, secret_exists: bool) -> Harness {
             (&Method::GET, "/api/v1/namespaces/default/pods") => {
                 list("PodList", pods.lock().unwrap().clone())
             }
+            (&Method::PATCH, _) if p.starts_with("/api/v1/namespaces/default/secrets/") => {
+                (StatusCode::OK, call.body.clone())
+            }
             (&Method::POST, "/api/v1/namespaces/default/pods") => {
                 let mut pod = call.body.clone();
-                pod["metadata"]["name"] = json!("p-new01");
+                pod["metadata"]["uid"] = json!("uid-created");
                 (StatusCode::CREATED, pod)
             }
             (&Method::DELETE, _) if p.starts_with("/api/v1/namespaces/default/pods/") => (
@@ -201,8 +204,21 @@ impl Harness {
             .collect()
     }
 
+    /// One line per call; a worker's random name is shown as `{worker}`.
     fn lines(&self) -> Vec<String> {
-        self.api_calls().iter().map(Call::line).collect()
+        self.api_calls()
+            .iter()
+            .map(|c| {
+                let line = c.line();
+                match line.strip_suffix("-credential") {
+                    Some(head) => format!(
+                        "{}/{{worker}}-credential",
+                        &head[..head.rfind('/').unwrap()]
+                    ),
+                    None => line,
+                }
+            })
+            .collect()
     }
 
     fn events(&self) -> Vec<String> {
@@ -244,9 +260,18 @@ impl Harness {
 
 const GET_SECRET: &str = "GET /api/v1/namespaces/default/secrets/p-pool-token";
 const LIST_PODS: &str = "GET /api/v1/namespaces/default/pods";
+const CREATE_CREDENTIAL: &str = "POST /api/v1/namespaces/default/secrets";
 const CREATE_POD: &str = "POST /api/v1/namespaces/default/pods";
+const HAND_CREDENTIAL_TO_POD: &str = "PATCH /api/v1/namespaces/default/secrets/{worker}-credential";
 const WRITE_STATUS: &str =
     "PATCH /apis/capsule.dev/v1alpha1/namespaces/default/capsulepools/p/status";
+
+/// Secret data as the API carries it (base64), decoded.
+fn base64_decode(text: &str) -> Vec<u8> {
+    serde_json::from_value::<k8s_openapi::ByteString>(json!(text))
+        .unwrap()
+        .0
+}
 
 fn env_of<'a>(container: &'a Value, name: &str) -> &'a Value {
     container["env"]
@@ -258,7 +283,7 @@ fn env_of<'a>(container: &'a Value, name: &str) -> &'a Value {
 }
 
 #[tokio::test]
-async fn new_pool_creates_its_token_secret_and_warm_workers() {
+async fn new_pool_creates_its_key_and_warm_workers_each_with_a_credential_of_its_own() {
     let h = harness(vec![], false);
     h.reconcile(pool(sound_spec(2, 5), None)).await.unwrap();
     assert_eq!(
@@ -267,8 +292,12 @@ async fn new_pool_creates_its_token_secret_and_warm_workers() {
             GET_SECRET,
             "POST /api/v1/namespaces/default/secrets",
             LIST_PODS,
+            CREATE_CREDENTIAL,
             CREATE_POD,
+            HAND_CREDENTIAL_TO_POD,
+            CREATE_CREDENTIAL,
             CREATE_POD,
+            HAND_CREDENTIAL_TO_POD,
             WRITE_STATUS
         ]
     );
@@ -292,8 +321,53 @@ async fn new_pool_creates_its_token_secret_and_warm_workers() {
         calls[2].query
     );
 
-    let pod = &calls[3].body;
-    assert_eq!(pod["metadata"]["generateName"], "p-");
+    let key_b64 = secret["data"]["token"].as_str().unwrap();
+    let key = String::from_utf8(base64_decode(key_b64)).unwrap();
+
+    let credential = &calls[3].body;
+    let pod = &calls[4].body;
+    let pod_name = pod["metadata"]["name"].as_str().unwrap();
+    assert!(
+        pod_name.len() == "p-".len() + 5 && pod_name.starts_with("p-"),
+        "named as generateName would: {pod_name}"
+    );
+    assert_eq!(
+        credential["metadata"]["name"],
+        format!("{pod_name}-credential")
+    );
+    assert_eq!(
+        credential["metadata"]["labels"]["capsule.dev/credential-of"],
+        pod_name
+    );
+    assert!(
+        credential["metadata"]["labels"]
+            .get("app.kubernetes.io/managed-by")
+            .is_none(),
+        "kept out of the operator's Secret cache"
+    );
+    assert_eq!(
+        credential["metadata"]["ownerReferences"][0]["uid"], POOL_UID,
+        "owned by the pool until the pod exists"
+    );
+    assert_eq!(
+        base64_decode(credential["data"]["token"].as_str().unwrap()),
+        worker_credential(&key, NS, pod_name).into_bytes(),
+        "derived from the pool key for this pod alone"
+    );
+    let handed = &calls[5];
+    assert_eq!(
+        handed.path,
+        format!("/api/v1/namespaces/default/secrets/{pod_name}-credential")
+    );
+    assert_eq!(handed.body["metadata"]["ownerReferences"][0]["kind"], "Pod");
+    assert_eq!(
+        handed.body["metadata"]["ownerReferences"][0]["uid"],
+        "uid-created"
+    );
+    assert_ne!(
+        calls[7].body["metadata"]["name"], pod_name,
+        "every worker has its own name and credential"
+    );
     assert_eq!(pod["metadata"]["labels"]["capsule.dev/pool"], "p");
     assert_eq!(pod["metadata"]["ownerReferences"][0]["uid"], POOL_UID);
     assert_eq!(pod["metadata"]["ownerReferences"][0]["kind"], "CapsulePool");
@@ -317,10 +391,12 @@ async fn new_pool_creates_its_token_secret_and_warm_workers() {
         env_of(worker, "POD_IP")["valueFrom"]["fieldRef"]["fieldPath"],
         "status.podIP"
     );
-    assert_eq!(
-        env_of(worker, "CAPSULE_POOL_TOKEN")["valueFrom"]["secretKeyRef"]["name"],
-        "p-pool-token"
-    );
+    for container in containers {
+        assert_eq!(
+            env_of(container, "CAPSULE_WORKER_TOKEN")["valueFrom"]["secretKeyRef"]["name"],
+            format!("{pod_name}-credential")
+        );
+    }
     assert_eq!(
         env_of(worker, "CAPSULE_HEARTBEAT_URL")["value"],
         OperatorConfig::default().heartbeat_url
@@ -356,7 +432,17 @@ async fn scale_up_creates_only_the_missing_workers() {
     h.reconcile(p).await.unwrap();
     assert_eq!(
         h.lines(),
-        [GET_SECRET, LIST_PODS, CREATE_POD, CREATE_POD, WRITE_STATUS]
+        [
+            GET_SECRET,
+            LIST_PODS,
+            CREATE_CREDENTIAL,
+            CREATE_POD,
+            HAND_CREDENTIAL_TO_POD,
+            CREATE_CREDENTIAL,
+            CREATE_POD,
+            HAND_CREDENTIAL_TO_POD,
+            WRITE_STATUS
+        ]
     );
 }
 
@@ -434,7 +520,9 @@ async fn a_failed_worker_is_replaced() {
             GET_SECRET,
             LIST_PODS,
             "DELETE /api/v1/namespaces/default/pods/p-dead",
+            CREATE_CREDENTIAL,
             CREATE_POD,
+            HAND_CREDENTIAL_TO_POD,
             WRITE_STATUS
         ]
     );
@@ -555,7 +643,9 @@ async fn a_worker_that_never_finishes_its_warm_up_is_replaced() {
             GET_SECRET,
             LIST_PODS,
             "DELETE /api/v1/namespaces/default/pods/p-slow",
+            CREATE_CREDENTIAL,
             CREATE_POD,
+            HAND_CREDENTIAL_TO_POD,
             WRITE_STATUS
         ],
         "the worker past spec.warmup.timeoutSeconds is replaced; the young one keeps warming"
@@ -640,7 +730,14 @@ async fn a_pool_waits_for_the_session_cache_and_grows_only_for_sessions_that_mis
     );
     assert_eq!(
         h.lines(),
-        [GET_SECRET, LIST_PODS, CREATE_POD, WRITE_STATUS],
+        [
+            GET_SECRET,
+            LIST_PODS,
+            CREATE_CREDENTIAL,
+            CREATE_POD,
+            HAND_CREDENTIAL_TO_POD,
+            WRITE_STATUS
+        ],
         "one worker for the session that missed; none for the one not looked at yet"
     );
 }

@@ -1,6 +1,7 @@
 //! Credentials on the wire: the bearer parser every Capsule server uses, the session-token hash the
 //! operator hands a worker, and comparisons that take the same time whatever matched.
 
+use hmac::{Hmac, Mac};
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -31,6 +32,20 @@ pub fn token_matches_sha256(token: &str, expected: &[u8; 32]) -> bool {
 /// the expected token shows in the time taken.
 pub fn tokens_match(given: &str, expected: &str) -> bool {
     token_matches_sha256(given, &token_sha256(expected))
+}
+
+/// The credential of one worker pod: HMAC-SHA256 of the pod's namespace and name under its pool's
+/// key, as 64 hex digits. The worker and its sidecar hold only this; the pool key stays with the
+/// operator, so a credential leaked from one pod acts on that pod alone.
+pub fn worker_credential(pool_key: &str, namespace: &str, pod: &str) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(pool_key.as_bytes()).expect("HMAC accepts any key length");
+    // Separators that cannot occur in Kubernetes names keep ("a-b", "c") apart from ("a", "b-c").
+    mac.update(b"capsule.dev/worker-credential/v1\0");
+    mac.update(namespace.as_bytes());
+    mac.update(b"\0");
+    mac.update(pod.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
 }
 
 /// Extracts the token of an `Authorization: Bearer <token>` header value. The scheme is
@@ -85,6 +100,33 @@ mod tests {
         assert_eq!(bearer_header(&headers), Some("abc"));
         headers.insert(http::header::AUTHORIZATION, "Bearer  ".parse().unwrap());
         assert_eq!(bearer_header(&headers), None, "an empty token is no token");
+    }
+
+    #[test]
+    fn a_worker_credential_belongs_to_one_pod_of_one_pool() {
+        let own = worker_credential("key", "ns", "p-abcde");
+        assert_eq!(own.len(), 64);
+        assert_eq!(own, worker_credential("key", "ns", "p-abcde"), "stable");
+        assert_ne!(
+            own,
+            worker_credential("key", "ns", "p-abcdf"),
+            "another pod"
+        );
+        assert_ne!(
+            own,
+            worker_credential("key", "other", "p-abcde"),
+            "another namespace"
+        );
+        assert_ne!(
+            own,
+            worker_credential("key2", "ns", "p-abcde"),
+            "another pool key"
+        );
+        assert_ne!(
+            worker_credential("key", "a-b", "c"),
+            worker_credential("key", "a", "b-c"),
+            "the boundary between namespace and name is part of the input"
+        );
     }
 
     #[test]

@@ -212,7 +212,7 @@ pub struct NamespaceEntry {
     pub size_bytes: u64,
 }
 
-/// Reply of `GET /v1/namespace` (pool token only): the checkpoint counts plus a bounded list of
+/// Reply of `GET /v1/namespace` (worker credential only): the checkpoint counts plus a bounded list of
 /// names, largest first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -100,7 +100,7 @@ pub struct Capabilities {
     pub cancel_grace_ms: u64,
 }
 
-/// Worker → operator, every heartbeat interval, `POST $CAPSULE_HEARTBEAT_URL` with the pool token.
+/// Worker → operator, every heartbeat interval, `POST $CAPSULE_HEARTBEAT_URL` with the worker credential.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Heartbeat {

@@ -78,7 +78,7 @@ for pid in filter(str.isdigit, os.listdir("/proc")):
     if isinstance(data, bytes):
         for entry in data.split(b"\0"):
             name = entry.split(b"=", 1)[0].decode(errors="replace")
-            if "TOKEN" in name or name in ("KUBECONFIG", "CAPSULE_POOL_TOKEN"):
+            if "TOKEN" in name or name in ("KUBECONFIG", "CAPSULE_WORKER_TOKEN"):
                 found.append((pid, name))
 sidecars = [p for p in filter(str.isdigit, os.listdir("/proc"))
             if read("/proc/%s/cmdline" % p).split(b"\0")[0].endswith(b"capsule-sidecar")]
@@ -216,6 +216,10 @@ fn a_hostile_session_finds_no_credential_and_leaves_nothing_for_the_next() {
         )
     );
 
+    a_leaked_worker_credential_acts_on_its_own_worker_alone(
+        &cluster, port, &worker, &own, &other_pod, &other,
+    );
+
     let left = repr(&own, &own_token, LEAVE_BEHIND);
     let (a_pid, child_pid) = left
         .trim_matches(|c| c == '(' || c == ')')
@@ -241,4 +245,89 @@ fn a_hostile_session_finds_no_credential_and_leaves_nothing_for_the_next() {
             Err(seen)
         }
     });
+}
+
+/// What an attacker could do with the credential of `pod` had it leaked (read here from its
+/// Secret, as the interpreter cannot): act on that worker, and on no other worker or heartbeat.
+fn a_leaked_worker_credential_acts_on_its_own_worker_alone(
+    cluster: &DevCluster,
+    operator_port: u16,
+    pod: &str,
+    endpoint: &str,
+    other_pod: &str,
+    other_endpoint: &str,
+) {
+    let secret = format!("{pod}-credential");
+    let credential = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(
+                cluster
+                    .jsonpath(&["secret", &secret], "{.data.token}")
+                    .trim(),
+            )
+            .unwrap(),
+    )
+    .unwrap();
+    let stats = |base: &str| {
+        http()
+            .get(format!("{base}/v1/stats"))
+            .bearer_auth(&credential)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(
+        stats(endpoint),
+        200,
+        "the credential works on its own worker"
+    );
+    assert_eq!(stats(other_endpoint), 401, "and on no other");
+    let bind_other = http()
+        .put(format!("{other_endpoint}/v1/session"))
+        .bearer_auth(&credential)
+        .json(&json!({"session": "taken", "namespace": "default", "tokenSha256": "0".repeat(64)}))
+        .send()
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(bind_other, 401, "it cannot take over another worker");
+    let heartbeat = |named: &str, pool: &str| {
+        http()
+            .post(format!("http://127.0.0.1:{operator_port}/v1/heartbeats"))
+            .bearer_auth(&credential)
+            .json(&json!({"pod": named, "namespace": "default", "pool": pool, "seq": 1,
+                "sentAt": "2026-11-30T00:00:00Z", "startedAt": "2026-11-30T00:00:00Z", "state": "idle",
+                "session": null, "rssBytes": 1, "cpuPercent": 0.0, "namespaceSize": 0, "interpreterRestarts": 0,
+                "executions": {"ok": 0, "error": 0, "cancelled": 0, "timedOut": 0},
+                "executor": {"outputsEnqueued": 0, "outputsSent": 0, "outputsDropped": 0, "maxQueueDepth": 0, "drainTimeouts": 0},
+                "bridge": {"pending": 0, "highWater": 0, "created": 0, "resolved": 0, "rejected": 0, "timedOut": 0, "cancelled": 0},
+                "cancels": {"requested": 0, "effective": 0, "noop": 0, "interrupted": 0}}))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(
+        heartbeat(other_pod, "other"),
+        401,
+        "it forges no heartbeat for another worker"
+    );
+
+    // The credential goes with its pod, whoever deletes the pod.
+    let other_secret = format!("{other_pod}-credential");
+    cluster.kubectl(&["get", "secret", &other_secret]);
+    cluster.kubectl(&["delete", "pod", other_pod, "--wait=false"]);
+    wait_for(
+        "the deleted worker's credential gone",
+        Duration::from_secs(60),
+        || {
+            let out = cluster.kubectl_output(&["get", "secret", &other_secret], None);
+            if out.status.success() {
+                Err("still there".to_string())
+            } else {
+                Ok(())
+            }
+        },
+    );
 }

@@ -8,6 +8,7 @@ use base64::Engine;
 use capsule_e2e::{
     free_port, http, start_operator, tool, wait_for, wait_session_phase, DevCluster, Process,
 };
+use capsule_protocol::auth::worker_credential;
 use serde_json::{json, Value};
 
 const POOL: &str = r#"
@@ -251,15 +252,37 @@ fn pools_warm_up_sessions_bind_execute_and_release_and_dead_workers_are_replaced
             .as_u16()
     };
     assert_eq!(forged("forged-token", &worker_of_s1), 401, "wrong token");
-    let pool_token_b64 = cluster.jsonpath(&["secret", "p-pool-token"], "{.data.token}");
-    let pool_token = String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(pool_token_b64.trim())
-            .unwrap(),
-    )
-    .unwrap();
+    let secret = |name: &str| {
+        let b64 = cluster.jsonpath(&["secret", name], "{.data.token}");
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let pool_key = secret("p-pool-token");
     assert_eq!(
-        forged(&pool_token, "not-a-worker-of-p"),
+        forged(&pool_key, &worker_of_s1),
+        401,
+        "the pool key is no worker's credential"
+    );
+    let own = secret(&format!("{worker_of_s1}-credential"));
+    assert_eq!(
+        own,
+        worker_credential(&pool_key, "default", &worker_of_s1),
+        "each worker's Secret holds the credential derived for it"
+    );
+    assert_eq!(
+        forged(&own, "another-worker-of-p"),
+        401,
+        "a worker's credential names that worker only"
+    );
+    assert_eq!(
+        forged(
+            &worker_credential(&pool_key, "default", "not-a-worker-of-p"),
+            "not-a-worker-of-p"
+        ),
         403,
         "a pod outside the pool"
     );
@@ -270,7 +293,7 @@ fn pools_warm_up_sessions_bind_execute_and_release_and_dead_workers_are_replaced
         .text()
         .unwrap();
     assert!(
-        metrics.contains("capsule_heartbeats_rejected_total{reason=\"bad_token\"} 1"),
+        metrics.contains("capsule_heartbeats_rejected_total{reason=\"bad_token\"} 3"),
         "{metrics}"
     );
     assert!(

@@ -175,22 +175,22 @@ fn require_session(runtime: &Runtime, headers: &HeaderMap) -> ApiResult<()> {
     }
 }
 
-fn require_pool(runtime: &Runtime, headers: &HeaderMap) -> ApiResult<()> {
+fn require_worker_credential(runtime: &Runtime, headers: &HeaderMap) -> ApiResult<()> {
     let token = bearer(headers)?;
-    if runtime.session.check_pool_token(token) {
+    if runtime.session.check_worker_token(token) {
         Ok(())
     } else {
         Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "the bearer token is not this worker's pool token",
+            "the bearer token is not this worker's credential",
         ))
     }
 }
 
-fn require_session_or_pool(runtime: &Runtime, headers: &HeaderMap) -> ApiResult<()> {
+fn require_session_or_worker(runtime: &Runtime, headers: &HeaderMap) -> ApiResult<()> {
     let token = bearer(headers)?;
-    if runtime.session.check_pool_token(token)
+    if runtime.session.check_worker_token(token)
         || runtime.session.check_session_token(token) == SessionAuth::Accepted
     {
         Ok(())
@@ -198,7 +198,7 @@ fn require_session_or_pool(runtime: &Runtime, headers: &HeaderMap) -> ApiResult<
         Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "the bearer token is neither the pool token nor the bound session's token",
+            "the bearer token is neither the worker credential nor the bound session's token",
         ))
     }
 }
@@ -226,7 +226,7 @@ async fn bind_session(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<StatusCode> {
-    require_pool(&runtime, &headers)?;
+    require_worker_credential(&runtime, &headers)?;
     let binding: SessionBinding = parse_body(&runtime, body)?;
     runtime
         .session
@@ -246,7 +246,7 @@ async fn release_session(
     headers: HeaderMap,
     query: Result<Query<ReleaseQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<StatusCode> {
-    require_pool(&runtime, &headers)?;
+    require_worker_credential(&runtime, &headers)?;
     let Query(query) = query.map_err(|rejection| {
         ApiError::new(StatusCode::BAD_REQUEST, "badQuery", rejection.body_text())
     })?;
@@ -443,7 +443,7 @@ async fn checkpoint(
     headers: HeaderMap,
     query: Result<Query<BTreeMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Checkpoint>> {
-    require_session_or_pool(&runtime, &headers)?;
+    require_session_or_worker(&runtime, &headers)?;
     let Query(metadata) = query.map_err(|rejection| {
         ApiError::new(StatusCode::BAD_REQUEST, "badQuery", rejection.body_text())
     })?;
@@ -467,13 +467,13 @@ async fn checkpoint(
     }))
 }
 
-/// `GET /v1/namespace` (pool token only, for the sidecar's Namespace view): names, type names and
+/// `GET /v1/namespace` (worker credential only, for the sidecar's Namespace view): names, type names and
 /// sizes, never values, bounded here whatever the driver sent.
 async fn namespace(
     State(runtime): State<Arc<Runtime>>,
     headers: HeaderMap,
 ) -> ApiResult<Json<NamespaceListing>> {
-    require_pool(&runtime, &headers)?;
+    require_worker_credential(&runtime, &headers)?;
     let frame = ask_driver(&runtime, true).await?;
     Ok(Json(bounded_listing(frame)))
 }
@@ -547,6 +547,6 @@ async fn stats(
     State(runtime): State<Arc<Runtime>>,
     headers: HeaderMap,
 ) -> ApiResult<Json<capsule_protocol::execute::WorkerStats>> {
-    require_session_or_pool(&runtime, &headers)?;
+    require_session_or_worker(&runtime, &headers)?;
     Ok(Json(runtime.worker_stats()))
 }

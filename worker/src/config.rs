@@ -60,9 +60,9 @@ pub struct Config {
     /// Full URL heartbeats are POSTed to; unset = no heartbeats.
     #[arg(long, env = "CAPSULE_HEARTBEAT_URL")]
     pub heartbeat_url: Option<String>,
-    /// Pool token: bearer on heartbeats and on the session-binding calls.
-    #[arg(long, env = "CAPSULE_POOL_TOKEN", hide_env_values = true)]
-    pub pool_token: Option<String>,
+    /// This worker's own credential: bearer on heartbeats and on the session-binding calls.
+    #[arg(long, env = "CAPSULE_WORKER_TOKEN", hide_env_values = true)]
+    pub worker_token: Option<String>,
     /// Seconds between heartbeats.
     #[arg(long, env = "CAPSULE_HEARTBEAT_INTERVAL_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub heartbeat_interval_seconds: u64,

@@ -174,7 +174,7 @@ pub async fn run(runtime: Arc<Runtime>, url: String, mut stop: tokio::sync::watc
     }
 }
 
-/// The POST of one heartbeat with the pool token.
+/// The POST of one heartbeat with the worker credential.
 fn request(
     client: &reqwest::Client,
     url: &str,
@@ -182,7 +182,7 @@ fn request(
     heartbeat: &Heartbeat,
 ) -> reqwest::RequestBuilder {
     let request = client.post(url).json(heartbeat);
-    match &runtime.config.pool_token {
+    match &runtime.config.worker_token {
         Some(token) => request.bearer_auth(token),
         None => request,
     }

@@ -50,7 +50,7 @@ impl Runtime {
         let writer = Arc::new(DriverWriter::default());
         let (executor, jobs) = ExecutorHandle::new(config.execution_queue_limit as usize);
         let runtime = Arc::new(Runtime {
-            session: SessionStore::new(config.pool_token.as_deref()),
+            session: SessionStore::new(config.worker_token.as_deref()),
             stats: Arc::new(Stats::default()),
             bridge: Bridge::new(writer.clone(), trace.clone()),
             trace,

@@ -22,14 +22,14 @@ struct Bound {
 #[derive(Debug)]
 pub struct SessionStore {
     bound: RwLock<Option<Bound>>,
-    pool_token_sha256: Option<[u8; 32]>,
+    worker_token_sha256: Option<[u8; 32]>,
 }
 
 impl SessionStore {
-    pub fn new(pool_token: Option<&str>) -> Self {
+    pub fn new(worker_token: Option<&str>) -> Self {
         SessionStore {
             bound: RwLock::new(None),
-            pool_token_sha256: pool_token.filter(|t| !t.is_empty()).map(token_sha256),
+            worker_token_sha256: worker_token.filter(|t| !t.is_empty()).map(token_sha256),
         }
     }
 
@@ -85,9 +85,9 @@ impl SessionStore {
         }
     }
 
-    /// Checks the pool token; false when no pool token is configured.
-    pub fn check_pool_token(&self, token: &str) -> bool {
-        self.pool_token_sha256
+    /// Checks the worker credential; false when no worker credential is configured.
+    pub fn check_worker_token(&self, token: &str) -> bool {
+        self.worker_token_sha256
             .is_some_and(|expected| token_matches_sha256(token, &expected))
     }
 }
@@ -116,9 +116,9 @@ mod tests {
             .unwrap();
         assert_eq!(store.check_session_token("secret"), SessionAuth::Accepted);
         assert_eq!(store.check_session_token("Secret"), SessionAuth::WrongToken);
-        assert!(store.check_pool_token("pool"));
-        assert!(!store.check_pool_token("secret"));
+        assert!(store.check_worker_token("pool"));
+        assert!(!store.check_worker_token("secret"));
         assert_eq!(store.release().as_deref(), Some("s"));
-        assert!(!SessionStore::new(None).check_pool_token(""));
+        assert!(!SessionStore::new(None).check_worker_token(""));
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use capsule_protocol::execute::{Checkpoint, EventBody, ExecuteRequest};
 use capsule_protocol::frame;
 use capsule_protocol::trace::{TraceEvent, TraceEventKind};
-use common::{final_event, result_repr, Worker, POOL_TOKEN, SESSION_TOKEN, WAIT};
+use common::{final_event, result_repr, Worker, SESSION_TOKEN, WAIT, WORKER_TOKEN};
 use serde_json::json;
 
 #[tokio::test]
@@ -45,7 +45,7 @@ async fn tokens_are_required_and_checked() {
 
     assert_eq!(execute(None).await.unwrap().status(), 401);
     assert_eq!(execute(Some("wrong")).await.unwrap().status(), 401);
-    assert_eq!(execute(Some(POOL_TOKEN)).await.unwrap().status(), 401);
+    assert_eq!(execute(Some(WORKER_TOKEN)).await.unwrap().status(), 401);
     let ok = execute(Some(SESSION_TOKEN)).await.unwrap();
     assert_eq!(ok.status(), 200);
     let _ = ok.bytes().await.unwrap();
@@ -60,14 +60,14 @@ async fn tokens_are_required_and_checked() {
     let stats = worker
         .client
         .get(worker.url("/v1/stats"))
-        .bearer_auth(POOL_TOKEN)
+        .bearer_auth(WORKER_TOKEN)
         .send()
         .await
         .unwrap();
     assert_eq!(
         stats.status(),
         200,
-        "the operator reads stats with the pool token"
+        "the operator reads stats with the worker credential"
     );
 
     worker.release_with_reset().await;

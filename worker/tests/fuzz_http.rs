@@ -7,7 +7,7 @@
 mod common;
 
 use capsule_protocol::execute::ErrorBody;
-use common::{Worker, POOL_TOKEN, SESSION_TOKEN};
+use common::{Worker, SESSION_TOKEN, WORKER_TOKEN};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
@@ -154,7 +154,7 @@ fn api_bodies_and_queries_never_break_the_worker() {
             worker
                 .client
                 .get(worker.url(&format!("/v1/checkpoint?{query}")))
-                .bearer_auth(POOL_TOKEN)
+                .bearer_auth(WORKER_TOKEN)
         },
         &[200, 400],
     );

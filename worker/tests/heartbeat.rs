@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use capsule_protocol::heartbeat::{
     Heartbeat, HeartbeatReply, Instruction, SessionBinding, WorkerState,
 };
-use common::{result_repr, sha256_hex, Worker, POOL_TOKEN, WAIT};
+use common::{result_repr, sha256_hex, Worker, WAIT, WORKER_TOKEN};
 
 #[derive(Default)]
 struct Operator {
@@ -31,7 +31,7 @@ async fn heartbeat(
 ) -> Result<Json<HeartbeatReply>, StatusCode> {
     let mut operator = operator.lock().unwrap();
     let authorized = headers.get("authorization").and_then(|v| v.to_str().ok())
-        == Some(&format!("Bearer {POOL_TOKEN}"));
+        == Some(&format!("Bearer {WORKER_TOKEN}"));
     if !authorized {
         operator.bad_auth += 1;
         return Err(StatusCode::UNAUTHORIZED);

@@ -1,4 +1,4 @@
-//! `GET /v1/namespace` on the real worker and interpreter: pool token only, names with type and
+//! `GET /v1/namespace` on the real worker and interpreter: worker credential only, names with type and
 //! size (largest first), bounded in count and name length, never values.
 
 mod common;
@@ -6,7 +6,7 @@ mod common;
 use capsule_protocol::execute::{
     NamespaceListing, MAX_NAMESPACE_ENTRIES, MAX_NAMESPACE_NAME_BYTES,
 };
-use common::{Worker, POOL_TOKEN, SESSION_TOKEN};
+use common::{Worker, SESSION_TOKEN, WORKER_TOKEN};
 
 async fn listing(worker: &Worker, token: &str) -> reqwest::Response {
     worker
@@ -34,10 +34,10 @@ async fn lists_names_types_and_sizes_never_values() {
         ))
         .await;
 
-    // The session's own token is not enough: this view is for the sidecar (pool token).
+    // The session's own token is not enough: this view is for the sidecar (worker credential).
     assert_eq!(listing(&worker, SESSION_TOKEN).await.status(), 401);
 
-    let response = listing(&worker, POOL_TOKEN).await;
+    let response = listing(&worker, WORKER_TOKEN).await;
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
     assert!(!text.contains("SUPERSECRETVALUE"), "values never listed");
@@ -75,7 +75,7 @@ async fn the_listing_is_bounded() {
     worker
         .run("for i in range(1500):\n    globals()['name_%d' % i] = i")
         .await;
-    let listing: NamespaceListing = listing(&worker, POOL_TOKEN).await.json().await.unwrap();
+    let listing: NamespaceListing = listing(&worker, WORKER_TOKEN).await.json().await.unwrap();
     assert_eq!(listing.names, 1501, "the loop variable counts too");
     assert_eq!(listing.entries.len(), MAX_NAMESPACE_ENTRIES);
     assert!(listing.truncated);

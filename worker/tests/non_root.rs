@@ -1,11 +1,11 @@
 //! The worker image runs as a non-root uid, and the interpreter runs under the same uid. The worker
 //! makes itself non-dumpable, so code in a session cannot read the worker's environment (where the
-//! pool token is), its open files or its memory, although it can read its own; the standby
+//! worker credential is), its open files or its memory, although it can read its own; the standby
 //! interpreter waiting for the next session is non-dumpable too, so it cannot be tampered with.
 
 mod common;
 
-use common::{result_repr, Worker, POOL_TOKEN};
+use common::{result_repr, Worker, WORKER_TOKEN};
 
 /// The image's user (`USER 65532:65532` in docker/Dockerfile.worker).
 const IMAGE_UID: u32 = 65532;
@@ -13,7 +13,7 @@ const IMAGE_UID: u32 = 65532;
 /// Each probe names what it found: `refused` is the only acceptable answer for the worker's files.
 const PROBES: &str = r#"
 import ctypes, os
-TOKEN = POOL_TOKEN.encode()
+TOKEN = WORKER_TOKEN.encode()
 worker = os.getppid()
 def read(path):
     try:
@@ -73,7 +73,7 @@ async fn a_non_root_interpreter_cannot_read_the_workers_credentials() {
         "this test starts the worker as uid {IMAGE_UID} and needs root to do so (CI runs as root)"
     );
     let worker = Worker::start_as(IMAGE_UID, &[]).await;
-    let code = PROBES.replace("POOL_TOKEN", &format!("{POOL_TOKEN:?}"));
+    let code = PROBES.replace("WORKER_TOKEN", &format!("{WORKER_TOKEN:?}"));
     let seen = result_repr(&worker.run(&code).await).unwrap();
     assert_eq!(
         seen,

@@ -15,6 +15,7 @@ use capsule_operator::relay::directory::{Directory, PodFacts};
 use capsule_operator::relay::index::WorkerIndex;
 use capsule_operator::relay::ingest::{self, IngestMetrics, IngestState};
 use capsule_operator::relay::limits::{IngestLimits, Rate};
+use capsule_protocol::auth::worker_credential;
 use clap::Parser;
 use futures::StreamExt;
 use serde_json::json;
@@ -50,7 +51,7 @@ struct StaticDirectory {
 }
 
 impl Directory for StaticDirectory {
-    fn pool_token(&self, namespace: &str, _pool: &str) -> Option<String> {
+    fn pool_key(&self, namespace: &str, _pool: &str) -> Option<String> {
         (namespace == "bench").then(|| TOKEN.to_string())
     }
     fn pod(&self, _namespace: &str, pod: &str) -> Option<PodFacts> {
@@ -58,6 +59,7 @@ impl Directory for StaticDirectory {
         (i < self.workers).then(|| PodFacts {
             pool: Some(format!("p{}", i % POOLS)),
             binding: None,
+            credential: Default::default(),
         })
     }
 }
@@ -121,18 +123,26 @@ async fn main() {
         .unwrap();
     let url = format!("http://{}/v1/heartbeats", line.trim());
     let client = reqwest::Client::new();
+    // Each simulated worker presents its own credential, as real ones do.
+    let credentials: Arc<Vec<String>> = Arc::new(
+        (0..args.workers)
+            .map(|i| worker_credential(TOKEN, "bench", &format!("w{i}")))
+            .collect(),
+    );
 
     let send_round = |seq: u64| {
         let client = client.clone();
         let url = url.clone();
+        let credentials = credentials.clone();
         futures::stream::iter(0..args.workers)
             .map(move |i| {
                 let client = client.clone();
                 let url = url.clone();
+                let credentials = credentials.clone();
                 async move {
                     let r = client
                         .post(&url)
-                        .bearer_auth(TOKEN)
+                        .bearer_auth(&credentials[i])
                         .json(&heartbeat(i, seq))
                         .send()
                         .await

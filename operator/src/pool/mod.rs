@@ -1,5 +1,6 @@
 //! The CapsulePool controller: keeps each pool's warm workers at its target and reports status.
 
+pub mod new_worker;
 pub mod plan;
 pub mod pod_security;
 pub mod restored_totals;
@@ -17,7 +18,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::watcher;
@@ -122,9 +123,11 @@ async fn reconcile_inner(pool: &CapsulePool, ctx: &Context) -> Result<Action> {
         }
     }
 
-    if problems.is_empty() {
-        token::ensure(&secrets, pool).await?;
-    }
+    let pool_key = if problems.is_empty() {
+        Some(token::ensure(&secrets, pool).await?)
+    } else {
+        None
+    };
 
     let listed = pods_api
         .list(&ListParams::default().labels(&labels::pool_selector(name)))
@@ -215,14 +218,10 @@ async fn reconcile_inner(pool: &CapsulePool, ctx: &Context) -> Result<Action> {
     }
 
     let mut created = 0usize;
+    // No plan creates workers without a key: an unusable spec plans nothing.
+    let pool_key = pool_key.unwrap_or_default();
     for _ in 0..plan.create {
-        match pods_api
-            .create(
-                &PostParams::default(),
-                &worker_pod::build(pool, &ctx.config),
-            )
-            .await
-        {
+        match new_worker::create(&pods_api, &secrets, pool, &pool_key, &ctx.config).await {
             Ok(pod) => {
                 created += 1;
                 publish(

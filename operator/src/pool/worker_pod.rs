@@ -32,8 +32,9 @@ pub fn template_hash(pool: &CapsulePool) -> String {
     let spec = &pool.spec;
     let shaping = serde_json::json!({
         // Bumped when the operator changes the pod it builds (2: restricted security context,
-        // token in the sidecar only), so idle workers of the old shape are replaced on upgrade.
-        "podShape": 2,
+        // token in the sidecar only; 3: a credential per worker), so idle workers of the old
+        // shape are replaced on upgrade.
+        "podShape": 3,
         "template": spec.template,
         "warmup": spec.warmup,
         "heartbeat": spec.heartbeat,
@@ -78,13 +79,14 @@ fn field_env(name: &str, path: &str) -> EnvVar {
     }
 }
 
-fn pool_token_env(pool: &str) -> EnvVar {
+/// The pod's own credential, from the Secret created for it (see `token::worker_credential_secret`).
+fn worker_token_env(pod: &str) -> EnvVar {
     EnvVar {
-        name: "CAPSULE_POOL_TOKEN".into(),
+        name: "CAPSULE_WORKER_TOKEN".into(),
         value: None,
         value_from: Some(EnvVarSource {
             secret_key_ref: Some(SecretKeySelector {
-                name: labels::pool_token_secret(pool),
+                name: labels::worker_credential_secret(pod),
                 key: labels::TOKEN_KEY.into(),
                 optional: Some(false),
             }),
@@ -126,9 +128,9 @@ fn pull_policy(p: Option<ImagePullPolicy>) -> Option<String> {
     })
 }
 
-/// Builds the pod for a new worker of `pool`. The caller has checked the spec (see `spec_check`),
-/// so the image is present.
-pub fn build(pool: &CapsulePool, config: &OperatorConfig) -> Pod {
+/// Builds the pod `pod_name` for a new worker of `pool`. The caller has checked the spec (see
+/// `spec_check`), so the image is present, and has created the pod's credential Secret.
+pub fn build(pool: &CapsulePool, config: &OperatorConfig, pod_name: &str) -> Pod {
     let spec = &pool.spec;
     let name = pool.name_any();
     let hash = template_hash(pool);
@@ -142,7 +144,7 @@ pub fn build(pool: &CapsulePool, config: &OperatorConfig) -> Pod {
     worker_env.extend([
         env("CAPSULE_POOL", name.clone()),
         env("CAPSULE_HEARTBEAT_URL", config.heartbeat_url.clone()),
-        pool_token_env(&name),
+        worker_token_env(pod_name),
         env(
             "CAPSULE_HEARTBEAT_INTERVAL_SECONDS",
             spec.heartbeat.interval_seconds.to_string(),
@@ -181,7 +183,7 @@ pub fn build(pool: &CapsulePool, config: &OperatorConfig) -> Pod {
     let mut sidecar_env: Vec<EnvVar> = downward.to_vec();
     sidecar_env.extend([
         env("CAPSULE_POOL", name.clone()),
-        pool_token_env(&name),
+        worker_token_env(pod_name),
         env("CAPSULE_TRACE_SOCKET", TRACE_SOCKET),
         env(
             "CAPSULE_TRACE_MAX_EVENTS",
@@ -284,7 +286,7 @@ pub fn build(pool: &CapsulePool, config: &OperatorConfig) -> Pod {
         .expect("a stored pool has a uid");
     Pod {
         metadata: ObjectMeta {
-            generate_name: Some(format!("{}-", truncate_for_generate_name(&name))),
+            name: Some(pod_name.to_string()),
             namespace: pool.namespace(),
             labels: Some(worker_labels(pool, &hash)),
             annotations: (!template.annotations.is_empty()).then(|| template.annotations.clone()),
@@ -326,14 +328,22 @@ pub fn build(pool: &CapsulePool, config: &OperatorConfig) -> Pod {
     }
 }
 
-/// generateName bases are cut so the final name (base + 5 random characters) stays a valid label.
-fn truncate_for_generate_name(name: &str) -> &str {
+/// A fresh name for a worker of `pool`, as `generateName` would make it: the pool's name cut so
+/// the result stays a valid label value, `-`, five random characters of the same alphabet. The
+/// operator names pods itself because each pod's credential Secret is created before the pod.
+pub fn new_worker_name(pool: &str) -> String {
     const MAX_BASE: usize = 57;
-    if name.len() <= MAX_BASE {
-        name
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let base = if pool.len() <= MAX_BASE {
+        pool
     } else {
-        &name[..MAX_BASE]
-    }
+        &pool[..MAX_BASE]
+    };
+    let mut rng = rand::rng();
+    let suffix: String = (0..5)
+        .map(|_| ALPHABET[rand::Rng::random_range(&mut rng, 0..ALPHABET.len())] as char)
+        .collect();
+    format!("{base}-{suffix}")
 }
 
 /// Whether `pod` was built from the pool's current template.

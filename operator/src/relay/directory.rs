@@ -1,6 +1,7 @@
 //! What heartbeat ingest needs to know about the cluster, answered from watch caches so a heartbeat
 //! never costs an API call.
 
+use capsule_protocol::auth::worker_credential;
 use capsule_protocol::heartbeat::SessionBinding;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -15,11 +16,58 @@ pub struct PodFacts {
     pub pool: Option<String>,
     /// The session it is bound to, with the token's hash.
     pub binding: Option<SessionBinding>,
+    /// Which credential the pod was given.
+    pub credential: CredentialKind,
 }
 
+/// The credential a worker pod holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CredentialKind {
+    /// Its own, derived from the pool key for this pod alone.
+    #[default]
+    PerWorker,
+    /// The pool key itself: a pod made by an operator before per-worker credentials. Accepted
+    /// until it goes, so an upgrade does not cut off the sessions bound to such pods; idle ones are
+    /// replaced at once as outdated.
+    LegacyPoolKey,
+}
+
+/// The environment variable through which operators before per-worker credentials handed every
+/// worker the pool key.
+const LEGACY_POOL_KEY_ENV: &str = "CAPSULE_POOL_TOKEN";
+
 pub trait Directory: Send + Sync {
-    fn pool_token(&self, namespace: &str, pool: &str) -> Option<String>;
+    /// The key of a pool, from its Secret.
+    fn pool_key(&self, namespace: &str, pool: &str) -> Option<String>;
     fn pod(&self, namespace: &str, pod: &str) -> Option<PodFacts>;
+}
+
+/// The credential `pod` presents and is presented by the operator, given its pool's key.
+pub fn credential_of(key: &str, pod: &Pod) -> String {
+    let namespace = pod.namespace().unwrap_or_default();
+    expected_credential(key, &namespace, &pod.name_any(), credential_kind(pod))
+}
+
+/// The credential a pod holding `kind` presents.
+pub fn expected_credential(key: &str, namespace: &str, pod: &str, kind: CredentialKind) -> String {
+    match kind {
+        CredentialKind::PerWorker => worker_credential(key, namespace, pod),
+        CredentialKind::LegacyPoolKey => key.to_string(),
+    }
+}
+
+fn credential_kind(pod: &Pod) -> CredentialKind {
+    let legacy = pod.spec.iter().flat_map(|s| &s.containers).any(|c| {
+        c.env
+            .iter()
+            .flatten()
+            .any(|e| e.name == LEGACY_POOL_KEY_ENV)
+    });
+    if legacy {
+        CredentialKind::LegacyPoolKey
+    } else {
+        CredentialKind::PerWorker
+    }
 }
 
 /// Facts of a pod object.
@@ -40,10 +88,11 @@ pub fn pod_facts(pod: &Pod) -> PodFacts {
     PodFacts {
         pool: labels.get(labels::POOL).cloned(),
         binding,
+        credential: credential_kind(pod),
     }
 }
 
-/// Token of a pool's Secret.
+/// The token (or key) of a Secret the operator made.
 pub fn secret_token(secret: &Secret) -> Option<String> {
     let bytes = secret.data.as_ref()?.get(labels::TOKEN_KEY)?;
     String::from_utf8(bytes.0.clone()).ok()
@@ -56,7 +105,7 @@ pub struct StoreDirectory {
 }
 
 impl Directory for StoreDirectory {
-    fn pool_token(&self, namespace: &str, pool: &str) -> Option<String> {
+    fn pool_key(&self, namespace: &str, pool: &str) -> Option<String> {
         let key = ObjectRef::new(&labels::pool_token_secret(pool)).within(namespace);
         self.secrets.get(&key).and_then(|s| secret_token(&s))
     }

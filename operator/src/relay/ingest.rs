@@ -1,4 +1,4 @@
-//! `POST /v1/heartbeats`: workers report here with their pool's token. Validated, authenticated and
+//! `POST /v1/heartbeats`: workers report here with their own credential. Validated, authenticated and
 //! recorded in the in-memory index; nothing is written to the API server per heartbeat.
 
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde_json::json;
 
-use super::directory::Directory;
+use super::directory::{expected_credential, Directory};
 use super::index::{Recorded, WorkerIndex};
 use super::limits::IngestLimits;
 use super::validate::parse_heartbeat;
@@ -120,7 +120,7 @@ async fn heartbeat(State(state): State<IngestState>, headers: HeaderMap, body: B
         state.metrics.reject("unauthenticated");
         return refuse(
             StatusCode::UNAUTHORIZED,
-            "missing bearer token: send the pool token",
+            "missing bearer token: send the worker's credential",
         );
     };
     let body = match axum::body::to_bytes(body, MAX_HEARTBEAT_BYTES).await {
@@ -140,15 +140,24 @@ async fn heartbeat(State(state): State<IngestState>, headers: HeaderMap, body: B
             return refuse(StatusCode::BAD_REQUEST, &invalid.to_string());
         }
     };
-    let Some(expected) = state.directory.pool_token(&hb.namespace, &hb.pool) else {
+    let Some(key) = state.directory.pool_key(&hb.namespace, &hb.pool) else {
         state.metrics.reject("unknown_pool");
         return refuse(StatusCode::NOT_FOUND, "unknown pool");
     };
-    if !tokens_match(token, &expected) {
-        state.metrics.reject("bad_token");
-        return refuse(StatusCode::UNAUTHORIZED, "token does not match the pool's");
-    }
+    // The credential is checked against the pod the heartbeat names, whether or not that pod is
+    // known, so a caller without a credential learns nothing about which pods exist.
     let facts = state.directory.pod(&hb.namespace, &hb.pod);
+    let kind = facts.as_ref().map(|f| f.credential).unwrap_or_default();
+    if !tokens_match(
+        token,
+        &expected_credential(&key, &hb.namespace, &hb.pod, kind),
+    ) {
+        state.metrics.reject("bad_token");
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "the credential is not the one of the pod this heartbeat names",
+        );
+    }
     let Some(facts) = facts.filter(|f| f.pool.as_deref() == Some(hb.pool.as_str())) else {
         state.metrics.reject("wrong_pool");
         return refuse(

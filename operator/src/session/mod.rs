@@ -517,8 +517,10 @@ async fn ensure_token(
     Ok((token, hash))
 }
 
-fn pool_token(ctx: &Context, ns: &str, pool: &str) -> Option<String> {
-    ctx.directory.get().and_then(|d| d.pool_token(ns, pool))
+/// The credential the operator presents to the worker `pod` of `pool`.
+fn worker_token(ctx: &Context, ns: &str, pool: &str, pod: &Pod) -> Option<String> {
+    let key = ctx.directory.get()?.pool_key(ns, pool)?;
+    Some(crate::relay::directory::credential_of(&key, pod))
 }
 
 fn endpoint(pod: &Pod, port: i32) -> Option<String> {
@@ -545,7 +547,7 @@ async fn finish_binding(
 
     // Tell the worker before the client can learn the endpoint, so the client's first execution
     // is accepted; the heartbeat reply says the same, so a lost call heals itself.
-    if let Some(token) = pool_token(ctx, &ns, &pool_name) {
+    if let Some(token) = worker_token(ctx, &ns, &pool_name, &pod) {
         let binding = SessionBinding {
             session: name.clone(),
             namespace: ns.clone(),
@@ -733,7 +735,7 @@ async fn release(ctx: &Context, session: &CapsuleSession, ns: &str) -> Result<()
         if action == ReleaseAction::Reset {
             if let (Some(url), Some(token)) = (
                 endpoint(&pod, ctx.config.worker_port),
-                pool_token(ctx, ns, &session.spec.pool),
+                worker_token(ctx, ns, &session.spec.pool, &pod),
             ) {
                 reset_ok = WorkerClient::new(ctx.http.clone(), url, token)
                     .release(true)

@@ -66,14 +66,14 @@ pub struct Config {
     /// The pool's name (the SubjectAccessReview's resource name).
     #[arg(long, env = "CAPSULE_POOL", default_value = "")]
     pub pool: String,
-    /// The pool's secret token: key of the keyed hash, and bearer towards the worker's stats.
+    /// The worker pod's credential: key of the keyed hash, and bearer towards the worker's stats.
     #[arg(
         long,
-        env = "CAPSULE_POOL_TOKEN",
+        env = "CAPSULE_WORKER_TOKEN",
         default_value = "",
         hide_env_values = true
     )]
-    pub pool_token: String,
+    pub worker_token: String,
     /// HTTP address; default `$POD_IP:8001`, else `127.0.0.1:8001`.
     #[arg(long, env = "CAPSULE_LISTEN_ADDR")]
     pub listen_addr: Option<SocketAddr>,

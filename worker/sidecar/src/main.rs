@@ -64,14 +64,14 @@ fn init_logging(format: LogFormat) {
 
 async fn run(config: Config) -> Result<()> {
     let views = config.enabled_views()?;
-    let key = if config.pool_token.is_empty() {
+    let key = if config.worker_token.is_empty() {
         // Without the pool's key hashes are still keyed, just not stable across restarts.
         tracing::warn!(
-            "CAPSULE_POOL_TOKEN is not set: hashed ids change when the sidecar restarts"
+            "CAPSULE_WORKER_TOKEN is not set: hashed ids change when the sidecar restarts"
         );
         rand::random::<[u8; 32]>().to_vec()
     } else {
-        config.pool_token.as_bytes().to_vec()
+        config.worker_token.as_bytes().to_vec()
     };
     let metrics = Arc::new(Metrics::default());
     let spans = match export::protocol_from_env()? {
@@ -124,7 +124,7 @@ async fn run(config: Config) -> Result<()> {
         sources: Sources {
             ingest: ingest.clone(),
             redactor: Redactor::new(config.introspection_redaction, &key),
-            worker: WorkerClient::new(http, config.worker_base_url(), config.pool_token.clone()),
+            worker: WorkerClient::new(http, config.worker_base_url(), config.worker_token.clone()),
             kube,
             pool: config.pool.clone(),
             namespace: config.pod_namespace.clone(),

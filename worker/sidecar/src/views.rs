@@ -1,5 +1,5 @@
 //! The introspection views' data: traces from the buffer; pending promises, the namespace listing
-//! and counters from the worker's API (with the pool token); the pool's status summary from the
+//! and counters from the worker's API (with the worker credential); the pool's status summary from the
 //! Kubernetes API. Every identifier passes the introspection policy's redaction; values, code and
 //! output are never read.
 

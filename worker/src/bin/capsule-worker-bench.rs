@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const JUPYTER_SCRIPT: &str = include_str!("../../bench/jupyter_bench.py");
-const POOL_TOKEN: &str = "bench-pool-token";
+const WORKER_TOKEN: &str = "bench-pool-token";
 const SESSION_TOKEN: &str = "bench-session-token";
 
 #[derive(Debug, Parser)]
@@ -120,7 +120,7 @@ async fn start_worker_with(args: &Args, env: &[(&str, &str)]) -> WorkerProcess {
     });
     let mut child = tokio::process::Command::new(&bin)
         .env("CAPSULE_LISTEN_ADDR", "127.0.0.1:0")
-        .env("CAPSULE_POOL_TOKEN", POOL_TOKEN)
+        .env("CAPSULE_WORKER_TOKEN", WORKER_TOKEN)
         .env("CAPSULE_PYTHON", &args.python)
         .env("CAPSULE_WORKER_THREADS", args.worker_threads.to_string())
         .env("RUST_LOG", "warn")
@@ -163,7 +163,7 @@ async fn start_worker_with(args: &Args, env: &[(&str, &str)]) -> WorkerProcess {
     }
     let bound = client
         .put(format!("{base}/v1/session"))
-        .bearer_auth(POOL_TOKEN)
+        .bearer_auth(WORKER_TOKEN)
         .json(&SessionBinding {
             session: "bench".into(),
             namespace: "bench".into(),

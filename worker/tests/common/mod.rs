@@ -9,7 +9,7 @@ use capsule_protocol::heartbeat::SessionBinding;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-pub const POOL_TOKEN: &str = "pool-token-for-tests";
+pub const WORKER_TOKEN: &str = "pool-token-for-tests";
 pub const SESSION_TOKEN: &str = "session-token-for-tests";
 /// Generous bound for anything a loaded 2-core machine should finish.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -85,7 +85,7 @@ impl Worker {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("CAPSULE_LISTEN_ADDR", "127.0.0.1:0")
-            .env("CAPSULE_POOL_TOKEN", POOL_TOKEN)
+            .env("CAPSULE_WORKER_TOKEN", WORKER_TOKEN)
             .env("CAPSULE_PYTHON", python())
             .env("POD_NAME", "worker-0")
             .env("POD_NAMESPACE", "tests")
@@ -145,7 +145,7 @@ impl Worker {
         let response = self
             .client
             .put(self.url("/v1/session"))
-            .bearer_auth(POOL_TOKEN)
+            .bearer_auth(WORKER_TOKEN)
             .json(&SessionBinding {
                 session: "session-a".into(),
                 namespace: "tests".into(),
@@ -162,7 +162,7 @@ impl Worker {
         let released = self
             .client
             .delete(self.url("/v1/session?reset=true"))
-            .bearer_auth(POOL_TOKEN)
+            .bearer_auth(WORKER_TOKEN)
             .send()
             .await
             .unwrap();

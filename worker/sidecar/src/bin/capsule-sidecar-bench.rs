@@ -88,7 +88,7 @@ fn sidecar(socket: &Path, max_events: u64, max_bytes: u64) -> Proc {
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("CAPSULE_LISTEN_ADDR", "127.0.0.1:0")
         .env("CAPSULE_TRACE_SOCKET", socket)
-        .env("CAPSULE_POOL_TOKEN", "bench-token")
+        .env("CAPSULE_WORKER_TOKEN", "bench-token")
         .env("CAPSULE_TRACE_MAX_EVENTS", max_events.to_string())
         .env("CAPSULE_TRACE_MAX_BYTES", max_bytes.to_string())
         .env("KUBECONFIG", "/nonexistent")
@@ -103,7 +103,7 @@ fn worker(socket: Option<&Path>, linger_ms: Option<u64>) -> Proc {
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", std::env::temp_dir())
         .env("CAPSULE_LISTEN_ADDR", "127.0.0.1:0")
-        .env("CAPSULE_POOL_TOKEN", "bench-token")
+        .env("CAPSULE_WORKER_TOKEN", "bench-token")
         .env(
             "CAPSULE_PYTHON",
             std::env::var_os("CAPSULE_PYTHON").unwrap_or("python3".into()),

@@ -165,7 +165,7 @@ pub fn sidecar_command(socket: &Path) -> Command {
         .env("CAPSULE_POOL", "pool-a")
         .env("POD_NAMESPACE", "team-a")
         .env("POD_NAME", "pool-a-worker-1")
-        .env("CAPSULE_POOL_TOKEN", "pool-secret-token")
+        .env("CAPSULE_WORKER_TOKEN", "pool-secret-token")
         .env("CAPSULE_LOG_FORMAT", "json")
         // No cluster credentials unless a test provides them.
         .env("KUBECONFIG", "/nonexistent/kubeconfig");
@@ -246,7 +246,7 @@ pub fn python() -> PathBuf {
     PathBuf::from("python3")
 }
 
-/// A `capsule-worker` command on a free port with a session-less pool token.
+/// A `capsule-worker` command on a free port with a session-less worker credential.
 pub fn worker_command(trace_socket: Option<&Path>) -> Command {
     let mut command = Command::new(sibling_binary("capsule-worker", "capsule-worker"));
     command
@@ -254,7 +254,7 @@ pub fn worker_command(trace_socket: Option<&Path>) -> Command {
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", std::env::temp_dir())
         .env("CAPSULE_LISTEN_ADDR", "127.0.0.1:0")
-        .env("CAPSULE_POOL_TOKEN", "pool-secret-token")
+        .env("CAPSULE_WORKER_TOKEN", "pool-secret-token")
         .env("CAPSULE_PYTHON", python())
         .env("RUST_LOG", "warn");
     if let Some(socket) = trace_socket {
