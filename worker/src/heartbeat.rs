@@ -49,9 +49,13 @@ pub fn build(
 ) -> Heartbeat {
     let mut rss = rss_bytes("self");
     let mut ticks = cpu_ticks("self");
-    // The standby interpreter's memory is the worker's too.
-    for pid in [&runtime.interpreter_pid, &runtime.standby_pid] {
-        let pid = pid.load(Relaxed);
+    // The standby interpreter's and the fork server's memory is the worker's too.
+    let pids = [
+        runtime.interpreter_pid.load(Relaxed),
+        runtime.standby_pid.load(Relaxed),
+        runtime.fork_server.pid(),
+    ];
+    for pid in pids {
         if pid != 0 {
             let pid = pid.to_string();
             rss += rss_bytes(&pid);

@@ -1,5 +1,5 @@
-//! One supervised `python3` process running the driver (`driver.py`, carried in this binary), and
-//! the frame protocol between them.
+//! One supervised interpreter, forked by the fork server, running the driver (`driver.py`, carried
+//! in this binary), and the frame protocol between them.
 //!
 //! A reader task turns the driver's frames into [`DriverEvent`]s on a bounded channel (so a slow
 //! consumer slows the interpreter instead of growing memory); checkpoint replies, which the driver
@@ -8,39 +8,22 @@
 //! their bytes are user output that must never reach the logs.
 
 use std::collections::HashMap;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::io::AsyncReadExt;
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
+use crate::fork_server::ForkServer;
 use crate::warn_once::WarnOnce;
 use crate::workdir::WorkDir;
 use capsule_protocol::execute::{ExecutionMode, NamespaceEntry, OutputStream};
 use capsule_protocol::frame::{self, FrameError};
-
-/// The Python driver, carried in the binary.
-pub const DRIVER_SOURCE: &str = include_str!("../driver.py");
-
-/// `python3 -c` bootstrap. First it makes the process non-dumpable, before anything slow is
-/// imported, and says so in a `protected` frame: until then, code of the same uid could attach to
-/// a starting standby. Then it compiles the driver (the next argument) under a name of its own, so
-/// its frames can be told apart from user code in tracebacks.
-const DRIVER_BOOTSTRAP: &str = "import sys
-try:
-    import ctypes
-    ok = ctypes.CDLL(None).prctl(4, 0, 0, 0, 0) == 0
-except Exception:
-    ok = False
-m = b'{\"type\":\"protected\",\"ok\":' + (b'true}' if ok else b'false}')
-sys.stdout.buffer.write(len(m).to_bytes(4, 'big') + m)
-sys.stdout.buffer.flush()
-exec(compile(sys.argv.pop(1), '<capsule-driver>', 'exec'))";
 
 /// Driver events buffered between the reader task and the executor.
 pub const DRIVER_EVENT_CAPACITY: usize = 64;
@@ -103,7 +86,7 @@ pub struct CheckpointFrame {
     rename_all_fields = "camelCase"
 )]
 pub enum FromDriver {
-    /// The bootstrap made the process non-dumpable (`ok`), before the driver started.
+    /// The process is non-dumpable (`ok`), as it was from its fork on; sent before the driver starts.
     Protected {
         ok: bool,
     },
@@ -187,7 +170,7 @@ pub enum DriverEvent {
 /// Swapped on every restart; a frame sent while no interpreter runs fails with `InterpreterGone`.
 #[derive(Debug, Default)]
 pub struct DriverWriter {
-    stdin: tokio::sync::Mutex<Option<ChildStdin>>,
+    stdin: tokio::sync::Mutex<Option<pipe::Sender>>,
 }
 
 impl DriverWriter {
@@ -198,7 +181,7 @@ impl DriverWriter {
         Ok(())
     }
 
-    async fn replace(&self, stdin: Option<ChildStdin>) {
+    async fn replace(&self, stdin: Option<pipe::Sender>) {
         *self.stdin.lock().await = stdin;
     }
 }
@@ -296,14 +279,18 @@ fn repair_text(escaped: &[u8]) -> Option<Box<RawValue>> {
     RawValue::from_string(json).ok()
 }
 
+/// How long a killed interpreter's exit is awaited before the worker moves on without its code.
+const EXIT_WAIT: Duration = Duration::from_secs(2);
+
 /// A running interpreter.
 #[derive(Debug)]
 pub struct Interpreter {
-    child: Child,
     pub pid: Option<u32>,
     pub events: mpsc::Receiver<DriverEvent>,
+    /// Its exit code, reported by the fork server; `None` once received.
+    exit: Option<oneshot::Receiver<Option<i32>>>,
     /// Its frame input until [`Interpreter::activate`] hands it to the shared [`DriverWriter`].
-    stdin: Option<ChildStdin>,
+    stdin: Option<pipe::Sender>,
     /// Its private working directories (warm-up, then session), removed once it is dropped.
     workdirs: Vec<WorkDir>,
 }
@@ -312,109 +299,23 @@ static MALFORMED_DRIVER_FRAME: WarnOnce = WarnOnce::new();
 static RAW_INTERPRETER_OUTPUT: WarnOnce = WarnOnce::new();
 
 impl Interpreter {
-    /// Starts `python -c <driver>` in `workdir`, in a process group of its own and without the
-    /// worker's `CAPSULE_*` settings. Its frames go to [`Interpreter::send_direct`] until it is
+    /// Forks a fresh interpreter working in `workdir`, in a process group of its own and without
+    /// the worker's `CAPSULE_*` settings. Its frames go to [`Interpreter::send_direct`] until it is
     /// activated.
-    pub async fn spawn(
-        python: &str,
+    pub async fn start(
+        fork_server: &ForkServer,
         workdir: WorkDir,
         checkpoints: Arc<CheckpointWaiters>,
     ) -> Result<Interpreter> {
-        let mut command = Command::new(python);
-        command
-            .arg("-c")
-            .arg(DRIVER_BOOTSTRAP)
-            .arg(DRIVER_SOURCE)
-            .current_dir(workdir.path())
-            .env("HOME", workdir.path())
-            .env("TMPDIR", workdir.path())
-            .env("PYTHONUNBUFFERED", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .process_group(0);
-        for (name, _) in std::env::vars_os() {
-            let name_text = name.to_string_lossy();
-            if name_text.starts_with("CAPSULE_") || name_text == "KUBECONFIG" {
-                command.env_remove(name);
-            }
-        }
-        let mut child = command.spawn().map_err(|source| Error::InterpreterSpawn {
-            program: python.to_owned(),
-            source,
-        })?;
-        let pid = child.id();
-        let stdin = child.stdin.take();
-        let mut stdout = child.stdout.take().ok_or(Error::InterpreterGone)?;
-        let mut stderr = child.stderr.take().ok_or(Error::InterpreterGone)?;
-
-        tokio::spawn(async move {
-            let mut sink = vec![0u8; 16 * 1024];
-            loop {
-                match stderr.read(&mut sink).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => RAW_INTERPRETER_OUTPUT.warn(|| {
-                        tracing::warn!(
-                            bytes = n,
-                            "interpreter wrote to its raw stdout/stderr (e.g. a child process); \
-                             that output is discarded, only sys.stdout/sys.stderr reach clients"
-                        )
-                    }),
-                }
-            }
-        });
-
+        let forked = fork_server.fork(workdir.path()).await?;
+        tokio::spawn(discard_raw_output(forked.stderr));
         let (tx, events) = mpsc::channel(DRIVER_EVENT_CAPACITY);
-        tokio::spawn(async move {
-            loop {
-                let message = match frame::read_frame_bytes_async(&mut stdout).await {
-                    Ok(body) => match decode_driver_frame(&body) {
-                        Ok(DriverEvent::Message(message)) => Ok(message),
-                        Ok(event) => {
-                            if tx.send(event).await.is_err() {
-                                break;
-                            }
-                            continue;
-                        }
-                        Err(error) => Err(error),
-                    },
-                    Err(error) => Err(error),
-                };
-                match message {
-                    Ok(FromDriver::Checkpoint {
-                        request_id,
-                        checkpoint,
-                    }) => checkpoints.complete(request_id, checkpoint),
-                    Ok(message) => {
-                        if tx.send(DriverEvent::Message(message)).await.is_err() {
-                            break;
-                        }
-                    }
-                    Err(error) if error.is_recoverable() => {
-                        MALFORMED_DRIVER_FRAME.warn(
-                            || tracing::warn!(%error, "skipped a bad frame from the interpreter"),
-                        );
-                        let lost = DriverEvent::FrameLost {
-                            reason: error.to_string(),
-                        };
-                        if tx.send(lost).await.is_err() {
-                            break;
-                        }
-                    }
-                    Err(FrameError::Closed) | Err(_) => {
-                        let _ = tx.send(DriverEvent::Exited).await;
-                        break;
-                    }
-                }
-            }
-        });
-
+        tokio::spawn(read_frames(forked.stdout, tx, checkpoints));
         Ok(Interpreter {
-            child,
-            pid,
+            pid: Some(forked.pid),
             events,
-            stdin,
+            exit: Some(forked.exit),
+            stdin: Some(forked.stdin),
             workdirs: vec![workdir],
         })
     }
@@ -447,24 +348,29 @@ impl Interpreter {
             writer.replace(None).await;
         }
         self.kill_group();
-        let _ = self.child.start_kill();
-        self.child
-            .wait()
-            .await
-            .ok()
-            .and_then(|status| status.code())
+        self.wait_exit().await.flatten()
     }
 
     /// Waits for the exit code of a process whose frame stream already ended.
     pub async fn reap(mut self, writer: &DriverWriter) -> Option<i32> {
         writer.replace(None).await;
-        match tokio::time::timeout(std::time::Duration::from_secs(2), self.child.wait()).await {
-            Ok(Ok(status)) => {
+        match self.wait_exit().await {
+            Some(code) => {
+                // Its leader is gone; children it left in its group go too.
                 self.kill_group();
-                status.code()
+                code
             }
-            _ => self.kill(None).await,
+            None => self.kill(None).await,
         }
+    }
+
+    /// The exit code, once reported (`Some(None)`: killed by a signal, or the fork server that
+    /// would report it is gone); `None` when it did not exit within [`EXIT_WAIT`].
+    async fn wait_exit(&mut self) -> Option<Option<i32>> {
+        let exit = self.exit.as_mut()?;
+        let code = tokio::time::timeout(EXIT_WAIT, exit).await.ok()?;
+        self.exit = None;
+        Some(code.ok().flatten())
     }
 
     /// SIGKILL to the interpreter's process group: threads die with the process, and children it
@@ -475,6 +381,79 @@ impl Interpreter {
             // SAFETY: killpg only sends a signal; a group that is already gone gives ESRCH.
             unsafe {
                 libc::killpg(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+impl Drop for Interpreter {
+    /// An interpreter nobody killed (a standby at shutdown) does not outlive its handle. One whose
+    /// exit was seen is left alone: its pid may belong to another process by now.
+    fn drop(&mut self) {
+        if self.exit.is_some() {
+            self.kill_group();
+        }
+    }
+}
+
+/// The interpreter's raw fds 1 and 2 (child processes, C extensions) carry user output that must
+/// never reach the logs: drained and discarded, noted once.
+async fn discard_raw_output(mut stderr: pipe::Receiver) {
+    let mut sink = vec![0u8; 16 * 1024];
+    while let Ok(n @ 1..) = stderr.read(&mut sink).await {
+        RAW_INTERPRETER_OUTPUT.warn(|| {
+            tracing::warn!(
+                bytes = n,
+                "interpreter wrote to its raw stdout/stderr (e.g. a child process); \
+                 that output is discarded, only sys.stdout/sys.stderr reach clients"
+            )
+        })
+    }
+}
+
+/// Turns the driver's frames into events; checkpoint replies go straight to their waiter.
+async fn read_frames(
+    mut stdout: pipe::Receiver,
+    tx: mpsc::Sender<DriverEvent>,
+    checkpoints: Arc<CheckpointWaiters>,
+) {
+    loop {
+        let message = match frame::read_frame_bytes_async(&mut stdout).await {
+            Ok(body) => match decode_driver_frame(&body) {
+                Ok(DriverEvent::Message(message)) => Ok(message),
+                Ok(event) => {
+                    if tx.send(event).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(error),
+        };
+        match message {
+            Ok(FromDriver::Checkpoint {
+                request_id,
+                checkpoint,
+            }) => checkpoints.complete(request_id, checkpoint),
+            Ok(message) => {
+                if tx.send(DriverEvent::Message(message)).await.is_err() {
+                    break;
+                }
+            }
+            Err(error) if error.is_recoverable() => {
+                MALFORMED_DRIVER_FRAME
+                    .warn(|| tracing::warn!(%error, "skipped a bad frame from the interpreter"));
+                let lost = DriverEvent::FrameLost {
+                    reason: error.to_string(),
+                };
+                if tx.send(lost).await.is_err() {
+                    break;
+                }
+            }
+            Err(FrameError::Closed) | Err(_) => {
+                let _ = tx.send(DriverEvent::Exited).await;
+                break;
             }
         }
     }

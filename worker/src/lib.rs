@@ -1,8 +1,8 @@
 //! Capsule worker: the runtime of the `capsule-worker` binary (one supervised Python interpreter
 //! behind an HTTP execute API). The contracts it speaks live in `capsule_protocol`.
 //!
-//! Runtime modules: [`config`] (env vars), [`interpreter`] (process + frame protocol with the
-//! embedded driver), [`executor`] (one execution at a time, cancellation, restarts),
+//! Runtime modules: [`config`] (env vars), [`fork_server`] (the zygote every interpreter is forked
+//! from), [`interpreter`] (process + frame protocol with the embedded driver), [`executor`] (one execution at a time, cancellation, restarts),
 //! [`output_queue`] (the bounded output pump), [`bridge`] (pending promises), [`api`] (axum),
 //! [`heartbeat`], [`trace_sender`], [`session`] (binding and token checks).
 
@@ -11,6 +11,7 @@ pub mod bridge;
 pub mod config;
 pub mod error;
 pub mod executor;
+pub mod fork_server;
 pub mod heartbeat;
 pub mod interpreter;
 pub mod logging;

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use crate::bridge::Bridge;
 use crate::config::Config;
 use crate::executor::{self, ExecutorHandle};
+use crate::fork_server::ForkServer;
 use crate::interpreter::{CheckpointWaiters, DriverWriter};
 use crate::session::SessionStore;
 use crate::stats::Stats;
@@ -22,6 +23,8 @@ pub struct Runtime {
     pub session: SessionStore,
     pub writer: Arc<DriverWriter>,
     pub checkpoints: Arc<CheckpointWaiters>,
+    /// Where every interpreter is forked from.
+    pub fork_server: ForkServer,
     pub executor: ExecutorHandle,
     /// Interpreter up and warm-up done.
     pub ready: AtomicBool,
@@ -56,6 +59,7 @@ impl Runtime {
             trace,
             writer,
             checkpoints: Arc::new(CheckpointWaiters::default()),
+            fork_server: ForkServer::new(&config.python),
             executor,
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),

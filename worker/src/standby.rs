@@ -161,7 +161,7 @@ async fn start_interpreter(
 ) -> Result<Warmed> {
     let workdir = WorkDir::create(&runtime.config.scratch_dir())?;
     let mut interpreter =
-        Interpreter::spawn(&runtime.config.python, workdir, runtime.checkpoints.clone()).await?;
+        Interpreter::start(&runtime.fork_server, workdir, runtime.checkpoints.clone()).await?;
     let python_version = loop {
         match timeout(INTERPRETER_START_TIMEOUT, interpreter.events.recv()).await {
             Ok(Some(DriverEvent::Message(FromDriver::Protected { ok }))) => {

@@ -1,7 +1,8 @@
 //! The worker image runs as a non-root uid, and the interpreter runs under the same uid. The worker
 //! makes itself non-dumpable, so code in a session cannot read the worker's environment (where the
-//! worker credential is), its open files or its memory, although it can read its own; the standby
-//! interpreter waiting for the next session is non-dumpable too, so it cannot be tampered with.
+//! worker credential is), its open files or its memory, although it can read its own; the fork
+//! server every interpreter comes from, and the standby waiting for the next session, are
+//! non-dumpable too, so neither can be tampered with to reach the next session.
 
 mod common;
 
@@ -14,7 +15,13 @@ const IMAGE_UID: u32 = 65532;
 const PROBES: &str = r#"
 import ctypes, os
 TOKEN = WORKER_TOKEN.encode()
-worker = os.getppid()
+zygote = os.getppid()
+def parent(pid):
+    try:
+        return int(open("/proc/%s/stat" % pid).read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return None
+worker = parent(zygote)
 def read(path):
     try:
         with open(path, "rb") as f:
@@ -32,12 +39,8 @@ def listing(path):
         return "refused"
 libc = ctypes.CDLL(None, use_errno=True)
 attached = libc.ptrace(16, worker, None, None)  # PTRACE_ATTACH
-def parent(pid):
-    try:
-        return int(open("/proc/%s/stat" % pid).read().rsplit(")", 1)[1].split()[1])
-    except OSError:
-        return None
-standbys = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid() and parent(p) == worker]
+zygote_attached = libc.ptrace(16, zygote, None, None)
+standbys = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid() and parent(p) == zygote]
 standby = standbys[0] if standbys else -1
 def cwd_of(pid):
     try:
@@ -57,6 +60,10 @@ leaks = [p for p in os.listdir("/proc") if p.isdigit() and read("/proc/%s/enviro
     "fds": listing("/proc/%d/fd" % worker),
     "ptrace": "refused" if attached == -1 else "attached",
     "own_environ": read("/proc/self/environ"),
+    "zygote_is_workers_child": parent(zygote) == worker and "capsule-worker" in open("/proc/%d/cmdline" % worker).read(),
+    "zygote_mem": read("/proc/%d/mem" % zygote),
+    "zygote_fds": listing("/proc/%d/fd" % zygote),
+    "zygote_ptrace": "refused" if zygote_attached == -1 else "attached",
     "standbys": len(standbys),
     "standby_environ": read("/proc/%d/environ" % standby),
     "standby_cwd": cwd_of(standby),
@@ -79,7 +86,9 @@ async fn a_non_root_interpreter_cannot_read_the_workers_credentials() {
         seen,
         format!(
             "{{'uid': {IMAGE_UID}, 'worker_uid': {IMAGE_UID}, 'environ': 'refused', 'mem': 'refused', \
-             'fds': 'refused', 'ptrace': 'refused', 'own_environ': 'read', 'standbys': 1, \
+             'fds': 'refused', 'ptrace': 'refused', 'own_environ': 'read', \
+             'zygote_is_workers_child': True, 'zygote_mem': 'refused', 'zygote_fds': 'refused', \
+             'zygote_ptrace': 'refused', 'standbys': 1, \
              'standby_environ': 'refused', 'standby_cwd': 'refused', 'standby_ptrace': 'refused', \
              'token_anywhere': []}}"
         )

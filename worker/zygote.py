@@ -1,0 +1,166 @@
+# Capsule fork server: carried inside the capsule-worker binary and run as `python3 -c`, with the
+# driver's source as the next argument.
+#
+# It makes itself non-dumpable before anything else (so code of a session, same uid, can neither
+# ptrace it nor read its memory), imports what the driver imports, compiles the driver once, and
+# then forks a fresh interpreter whenever the worker asks. A child starts in milliseconds with
+# nothing of any session in it and inherits the non-dumpable flag from its first instruction; it
+# never runs warm-up or session code in this process, and this process never runs any.
+#
+# Control channel (fd 0, a SOCK_SEQPACKET socket; one message per datagram):
+#   worker -> zygote: {"op": "fork", "dir": <working directory>} with three fds attached
+#                     (SCM_RIGHTS): the child's stdin, stdout and stderr
+#   zygote -> worker: {"op": "forked", "pid": N} | {"op": "refused", "reason": ...}
+#                     | {"op": "exited", "pid": N, "code": <exit code, or null when signalled>}
+# The zygote exits when the worker closes the channel.
+import sys
+
+
+def _non_dumpable():
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None).prctl(4, 0, 0, 0, 0) == 0  # PR_SET_DUMPABLE
+    except Exception:
+        return False
+
+
+PROTECTED = _non_dumpable()
+
+import array  # noqa: E402
+import builtins  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import select  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+
+# What the driver imports, loaded once here so that a forked interpreter does not import it again.
+import ast  # noqa: E402,F401
+import asyncio  # noqa: E402,F401
+import fcntl  # noqa: E402,F401
+import inspect  # noqa: E402,F401
+import io  # noqa: E402,F401
+import linecache  # noqa: E402,F401
+import pickle  # noqa: E402,F401
+import queue  # noqa: E402,F401
+import struct  # noqa: E402,F401
+import tempfile  # noqa: E402,F401
+import threading  # noqa: E402,F401
+import time  # noqa: E402,F401
+import traceback  # noqa: E402,F401
+import types  # noqa: E402,F401
+
+DRIVER = compile(sys.argv.pop(1), "<capsule-driver>", "exec")
+MAX_REQUEST_BYTES = 64 * 1024
+CHILD_FDS = 3
+# Exit code of a child that could not become an interpreter (EX_SOFTWARE).
+CHILD_SETUP_FAILED = 70
+
+
+def _control_socket():
+    """The channel on fd 0, moved to an fd of its own; fd 0 becomes /dev/null."""
+    control = socket.socket(fileno=os.dup(0))
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    return control
+
+
+def _send(control, message):
+    control.send(json.dumps(message, separators=(",", ":")).encode())
+
+
+def _received_fds(ancdata):
+    fds = array.array("i")
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(data) - len(data) % fds.itemsize
+            fds.frombytes(data[:usable])
+    return list(fds)
+
+
+def _exit_code(status):
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status)
+    return None
+
+
+def _reap(control):
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        _send(control, {"op": "exited", "pid": pid, "code": _exit_code(status)})
+
+
+def _become_interpreter(control, wakeup, fds, directory):
+    """In the child: takes the three fds as stdio, its own process group and working directory,
+    then runs the driver. Never returns."""
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for fd in wakeup:
+            os.close(fd)
+        control.close()
+        os.setpgid(0, 0)
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.chdir(directory)
+        os.environ["HOME"] = directory
+        os.environ["TMPDIR"] = directory
+        frame = b'{"type":"protected","ok":' + (b"true}" if PROTECTED else b"false}")
+        os.write(1, len(frame).to_bytes(4, "big") + frame)
+        sys.argv = ["-c"]
+        exec(DRIVER, {"__name__": "__capsule_driver__", "__builtins__": builtins})
+    except BaseException:
+        os._exit(CHILD_SETUP_FAILED)
+    os._exit(0)
+
+
+def _serve_one(control, wakeup):
+    message, ancdata, _flags, _address = control.recvmsg(
+        MAX_REQUEST_BYTES, socket.CMSG_SPACE(CHILD_FDS * array.array("i").itemsize)
+    )
+    if not message:
+        os._exit(0)
+    fds = _received_fds(ancdata)
+    try:
+        request = json.loads(message)
+        directory = request["dir"]
+        if request.get("op") != "fork" or len(fds) != CHILD_FDS or not isinstance(directory, str):
+            raise ValueError("a fork request carries a directory and three fds")
+    except (ValueError, KeyError, TypeError) as exc:
+        for fd in fds:
+            os.close(fd)
+        _send(control, {"op": "refused", "reason": str(exc)[:200]})
+        return
+    pid = os.fork()
+    if pid == 0:
+        _become_interpreter(control, wakeup, fds, directory)
+    for fd in fds:
+        os.close(fd)
+    _send(control, {"op": "forked", "pid": pid})
+
+
+def main():
+    control = _control_socket()
+    wakeup = os.pipe()
+    os.set_blocking(wakeup[1], False)
+    signal.set_wakeup_fd(wakeup[1])
+    # A handler (not SIG_IGN) so children stay waitable and their exit codes reach the worker.
+    signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
+    while True:
+        ready, _, _ = select.select([control, wakeup[0]], [], [])
+        if wakeup[0] in ready:
+            os.read(wakeup[0], 4096)
+            _reap(control)
+        if control in ready:
+            _serve_one(control, wakeup)
+
+
+main()
