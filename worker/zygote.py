@@ -10,6 +10,8 @@
 # Control channel (fd 0, a SOCK_SEQPACKET socket; one message per datagram):
 #   worker -> zygote: {"op": "fork", "dir": <working directory>} with three fds attached
 #                     (SCM_RIGHTS): the child's stdin, stdout and stderr
+#                   | {"op": "sweep"}: after a reset, kill what the ended session left running
+#                     outside its process group (see _Sweep)
 #   zygote -> worker: {"op": "forked", "pid": N} | {"op": "refused", "reason": ...}
 #                     | {"op": "exited", "pid": N, "code": <exit code, or null when signalled>}
 # The zygote exits when the worker closes the channel.
@@ -25,7 +27,19 @@ def _non_dumpable():
         return False
 
 
+def _subreaper():
+    """Orphaned descendants of interpreters (a double fork, `setsid`) become this process's
+    children instead of init's, so a sweep finds them."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    except Exception:
+        return False
+
+
 PROTECTED = _non_dumpable()
+SUBREAPER = _subreaper()
 
 import array  # noqa: E402
 import builtins  # noqa: E402
@@ -34,6 +48,7 @@ import os  # noqa: E402
 import select  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
+import time  # noqa: E402
 
 # What the driver imports, loaded once here so that a forked interpreter does not import it again.
 import ast  # noqa: E402,F401
@@ -47,7 +62,6 @@ import queue  # noqa: E402,F401
 import struct  # noqa: E402,F401
 import tempfile  # noqa: E402,F401
 import threading  # noqa: E402,F401
-import time  # noqa: E402,F401
 import traceback  # noqa: E402,F401
 import types  # noqa: E402,F401
 
@@ -86,6 +100,10 @@ def _exit_code(status):
     return None
 
 
+# Interpreters forked and not yet reaped; any other child is an orphan adopted as subreaper.
+interpreters = set()
+
+
 def _reap(control):
     while True:
         try:
@@ -94,7 +112,64 @@ def _reap(control):
             return
         if pid == 0:
             return
-        _send(control, {"op": "exited", "pid": pid, "code": _exit_code(status)})
+        if pid in interpreters:
+            interpreters.discard(pid)
+            _send(control, {"op": "exited", "pid": pid, "code": _exit_code(status)})
+
+
+def _clock_ticks():
+    """Now, in the unit of a process's start time in /proc/<pid>/stat (clock ticks since boot)."""
+    return float(open("/proc/uptime").read().split()[0]) * os.sysconf("SC_CLK_TCK")
+
+
+def _adopted_children():
+    """(pid, start time) of this process's children that are not interpreters."""
+    mine = os.getpid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in interpreters:
+            continue
+        try:
+            fields = open("/proc/%s/stat" % entry).read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == mine:
+            found.append((int(entry), int(fields[19])))
+    return found
+
+
+class _Sweep:
+    """After a reset, kills every adopted orphan that started before the reset: whatever the ended
+    session left outside its process group. Processes leaving the dying group are adopted over a
+    few moments, so it looks again for SWEEP_SECONDS; anything the next session starts is newer
+    and left alone."""
+
+    SWEEP_SECONDS = 1.0
+    ROUND_SECONDS = 0.05
+
+    def __init__(self):
+        self.before = None
+        self.until = 0.0
+
+    def start(self):
+        self.before = _clock_ticks()
+        self.until = time.monotonic() + self.SWEEP_SECONDS
+        self.round()
+
+    def timeout(self):
+        return self.ROUND_SECONDS if time.monotonic() < self.until else None
+
+    def round(self):
+        if self.before is None:
+            return
+        for pid, started in _adopted_children():
+            if started <= self.before:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        if time.monotonic() >= self.until:
+            self.before = None
 
 
 def _become_interpreter(control, wakeup, fds, directory):
@@ -122,7 +197,7 @@ def _become_interpreter(control, wakeup, fds, directory):
     os._exit(0)
 
 
-def _serve_one(control, wakeup):
+def _serve_one(control, wakeup, sweep):
     message, ancdata, _flags, _address = control.recvmsg(
         MAX_REQUEST_BYTES, socket.CMSG_SPACE(CHILD_FDS * array.array("i").itemsize)
     )
@@ -131,6 +206,9 @@ def _serve_one(control, wakeup):
     fds = _received_fds(ancdata)
     try:
         request = json.loads(message)
+        if request.get("op") == "sweep" and not fds:
+            sweep.start()
+            return
         directory = request["dir"]
         if request.get("op") != "fork" or len(fds) != CHILD_FDS or not isinstance(directory, str):
             raise ValueError("a fork request carries a directory and three fds")
@@ -142,6 +220,7 @@ def _serve_one(control, wakeup):
     pid = os.fork()
     if pid == 0:
         _become_interpreter(control, wakeup, fds, directory)
+    interpreters.add(pid)
     for fd in fds:
         os.close(fd)
     _send(control, {"op": "forked", "pid": pid})
@@ -154,13 +233,15 @@ def main():
     signal.set_wakeup_fd(wakeup[1])
     # A handler (not SIG_IGN) so children stay waitable and their exit codes reach the worker.
     signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
+    sweep = _Sweep()
     while True:
-        ready, _, _ = select.select([control, wakeup[0]], [], [])
+        ready, _, _ = select.select([control, wakeup[0]], [], [], sweep.timeout())
         if wakeup[0] in ready:
             os.read(wakeup[0], 4096)
             _reap(control)
         if control in ready:
-            _serve_one(control, wakeup)
+            _serve_one(control, wakeup, sweep)
+        sweep.round()
 
 
 main()

@@ -52,7 +52,8 @@ fn session(name: &str, pool: &str) -> String {
 /// Session A: every place a credential could be, then each thing it holds tried elsewhere.
 const HUNT: &str = r#"
 import ctypes, json, os, urllib.request, urllib.error
-worker = os.getppid()
+zygote = os.getppid()
+worker = int(open("/proc/%d/stat" % zygote).read().rsplit(")", 1)[1].split()[1])
 def read(path):
     try:
         with open(path, "rb") as f:
@@ -101,6 +102,8 @@ heartbeat = json.dumps({"pod": OTHER_POD, "namespace": "default", "pool": "other
     "worker_environ": read("/proc/%d/environ" % worker),
     "sidecar_environ": sorted(set(read("/proc/%s/environ" % p) for p in sidecars)),
     "ptrace_worker": "refused" if libc.ptrace(16, worker, None, None) == -1 else "attached",
+    "fork_server_mem": read("/proc/%d/mem" % zygote),
+    "ptrace_fork_server": "refused" if libc.ptrace(16, zygote, None, None) == -1 else "attached",
     "service_account": os.path.exists("/var/run/secrets/kubernetes.io/serviceaccount/token"),
     "other_execute": status("POST", OTHER + "/v1/executions", OWN_TOKEN, b'{"code": "1"}'),
     "other_bind": status("PUT", OTHER + "/v1/session", OWN_TOKEN, binding),
@@ -210,6 +213,7 @@ fn a_hostile_session_finds_no_credential_and_leaves_nothing_for_the_next() {
         format!(
             "{{'uid': {IMAGE_USER}, 'env': [], 'environ_with_credentials': [], \
              'worker_environ': 'refused', 'sidecar_environ': ['refused'], 'ptrace_worker': 'refused', \
+             'fork_server_mem': 'refused', 'ptrace_fork_server': 'refused', \
              'service_account': False, 'other_execute': 401, 'other_bind': 401, \
              'other_release': 401, 'other_namespace': 401, 'other_stats': 401, 'own_bind': 401, \
              'heartbeat': 401}}"

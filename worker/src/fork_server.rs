@@ -125,6 +125,24 @@ impl ForkServer {
     }
 }
 
+impl ForkServer {
+    /// After a reset killed the old interpreter: has the zygote kill, over the next second, every
+    /// process the ended session left outside its process group (adopted by the zygote as
+    /// subreaper, started before now). Best effort: a zygote that is gone has nothing to sweep.
+    pub async fn sweep(&self) {
+        let mut zygote = self.zygote.lock().await;
+        let Some(running) = zygote.as_mut() else {
+            return;
+        };
+        if !running.has_exited() {
+            let request = br#"{"op":"sweep"}"#;
+            if let Err(error) = send_with_fds(&running.control, request, &[]).await {
+                tracing::warn!(%error, "could not ask the fork server to sweep");
+            }
+        }
+    }
+}
+
 impl Zygote {
     fn start(python: &str, dir: &Path) -> Result<Zygote> {
         let (ours, theirs) = seqpacket_pair()?;
@@ -323,8 +341,24 @@ async fn recv(control: &AsyncFd<OwnedFd>, buffer: &mut [u8]) -> io::Result<usize
     }
 }
 
-/// One `sendmsg` of `bytes` with `fds` attached as `SCM_RIGHTS`.
+/// One `sendmsg` of `bytes` with `fds` attached as `SCM_RIGHTS` (none when `fds` is empty).
 fn sendmsg_with_fds(socket: RawFd, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    if fds.is_empty() {
+        // SAFETY: send reads `bytes.len()` bytes from `bytes`.
+        let sent = unsafe {
+            libc::send(
+                socket,
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        return if sent < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        };
+    }
     let fds_bytes = std::mem::size_of_val(fds) as u32;
     // SAFETY: CMSG_SPACE only computes a size.
     let space = unsafe { libc::CMSG_SPACE(fds_bytes) } as usize;

@@ -73,3 +73,56 @@ async fn an_exit_code_travels_from_the_fork_server_to_the_client() {
         Some("2")
     );
 }
+
+/// Starts a process that leaves the interpreter's process group and session (a double fork with
+/// `setsid`, the parent gone at once): killing the group does not reach it.
+const ESCAPE: &str = r#"
+import os, time
+r, w = os.pipe()
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.write(w, str(os.getpid()).encode())
+        time.sleep(600)
+    os._exit(0)
+os.close(w)
+escaped = int(os.read(r, 32))
+os.wait()
+escaped
+"#;
+
+const ALIVE: &str = r#"
+import os
+def alive(pid):
+    try:
+        return open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+alive(PID)
+"#;
+
+async fn alive(worker: &Worker, pid: &str) -> String {
+    result_repr(&worker.run(&ALIVE.replace("PID", pid)).await).unwrap()
+}
+
+#[tokio::test]
+async fn a_process_that_left_the_session_is_killed_at_the_reset_and_only_the_old_sessions() {
+    let worker = Worker::start(&[]).await;
+    let old = result_repr(&worker.run(ESCAPE).await).unwrap();
+    assert_eq!(alive(&worker, &old).await, "True", "it outlives its parent");
+
+    worker.release_with_reset().await;
+    worker.bind().await;
+    let new = result_repr(&worker.run(ESCAPE).await).unwrap();
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    while alive(&worker, &old).await == "True" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the escaped process of the ended session still runs"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Past the sweep's second: what the new session started is its own.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert_eq!(alive(&worker, &new).await, "True");
+}
