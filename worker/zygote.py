@@ -119,22 +119,44 @@ def _reap(control):
 
 def _clock_ticks():
     """Now, in the unit of a process's start time in /proc/<pid>/stat (clock ticks since boot)."""
-    return float(open("/proc/uptime").read().split()[0]) * os.sysconf("SC_CLK_TCK")
+    return float(_read("/proc/uptime").split()[0]) * os.sysconf("SC_CLK_TCK")
+
+
+def _children():
+    """Pids of this process's children: from the kernel's list when it has one, else by a scan."""
+    mine = os.getpid()
+    try:
+        return [int(p) for p in _read("/proc/%d/task/%d/children" % (mine, mine)).split()]
+    except OSError:
+        pass
+    found = []
+    for entry in os.listdir("/proc"):
+        fields = _stat_fields(entry) if entry.isdigit() else None
+        if fields and int(fields[1]) == mine:
+            found.append(int(entry))
+    return found
+
+
+def _stat_fields(pid):
+    """The fields of /proc/<pid>/stat after the command name (state is [0], ppid [1])."""
+    try:
+        return _read("/proc/%s/stat" % pid).rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _read(path):
+    with open(path) as f:
+        return f.read()
 
 
 def _adopted_children():
     """(pid, start time) of this process's children that are not interpreters."""
-    mine = os.getpid()
     found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) in interpreters:
-            continue
-        try:
-            fields = open("/proc/%s/stat" % entry).read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == mine:
-            found.append((int(entry), int(fields[19])))
+    for pid in _children():
+        fields = None if pid in interpreters else _stat_fields(pid)
+        if fields:
+            found.append((pid, int(fields[19])))
     return found
 
 
