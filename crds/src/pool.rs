@@ -6,6 +6,7 @@ use k8s_openapi::api::core::v1::{
     Affinity, EnvVar, LocalObjectReference, PodSecurityContext, ResourceRequirements,
     SecurityContext, Toleration,
 };
+use k8s_openapi::api::networking::v1::{NetworkPolicyEgressRule, NetworkPolicyPeer};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -146,6 +147,10 @@ pub struct CapsulePoolSpec {
     /// Prometheus series the operator exports for this pool.
     #[serde(default)]
     pub metrics: MetricsSpec,
+
+    /// The NetworkPolicy the operator keeps around the pool's worker pods (on unless disabled).
+    #[serde(default)]
+    pub network_policy: PoolNetworkPolicySpec,
 }
 
 fn default_replicas() -> i32 {
@@ -643,6 +648,49 @@ pub struct MetricsSpec {
     /// pool's size.
     #[serde(default)]
     pub per_worker: bool,
+}
+
+/// The `networking.k8s.io/v1` NetworkPolicy `<pool>-workers` the operator keeps for the pool's
+/// worker pods (selected by `capsule.dev/pool=<pool>`), owned by the pool and deleted with it.
+///
+/// Ingress: only the operator's pods and the `clients` below reach the worker's execute port and
+/// the sidecar's introspection port; nothing else reaches the pods. Egress: only the operator's
+/// heartbeat endpoint, DNS (port 53, UDP and TCP) and the `egress` rules below. The policy is
+/// enforced only where the cluster's network plugin enforces NetworkPolicies.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolNetworkPolicySpec {
+    /// Whether the operator keeps the NetworkPolicy. `false` deletes the one it made earlier and
+    /// leaves the pods' traffic to the namespace's own policies.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+
+    /// Who besides the operator may reach the worker's execute port and the sidecar's
+    /// introspection port: standard NetworkPolicy peers (`podSelector`, `namespaceSelector`,
+    /// `ipBlock`), for example the pods of the application that runs sessions, or the namespace
+    /// of the people and agents who introspect the pool.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub clients: Vec<NetworkPolicyPeer>,
+
+    /// More egress the worker pods need besides the heartbeat endpoint and DNS: standard
+    /// NetworkPolicy egress rules (`to` peers and `ports`), for example the OTLP collector of
+    /// `tracing.otlpEndpoint`, or the Kubernetes API server's addresses (an `ipBlock` on port 443
+    /// or 6443) which the sidecar calls when `introspection.enabled` is true.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub egress: Vec<NetworkPolicyEgressRule>,
+}
+
+// Written out so the schema's object-level default agrees with the field defaults.
+impl Default for PoolNetworkPolicySpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            clients: Vec::new(),
+            egress: Vec::new(),
+        }
+    }
 }
 
 /// What the operator observes of a pool.

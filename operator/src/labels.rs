@@ -46,3 +46,8 @@ pub fn pool_selector(pool: &str) -> String {
 pub fn session_token_secret(session: &str) -> String {
     format!("{session}-session-token")
 }
+
+/// The NetworkPolicy around a pool's worker pods.
+pub fn pool_network_policy(pool: &str) -> String {
+    format!("{pool}-workers")
+}

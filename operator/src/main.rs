@@ -56,6 +56,10 @@ struct RunArgs {
     /// Seconds between two status passes of each pool without a triggering event.
     #[arg(long, env = "CAPSULE_STATUS_INTERVAL_SECONDS", default_value_t = 10)]
     status_interval_seconds: u64,
+    /// Labels of the operator's own pods (`key=value,...`): each pool's NetworkPolicy admits
+    /// these pods, in this replica's namespace (POD_NAMESPACE), to its workers.
+    #[arg(long, env = "CAPSULE_OPERATOR_POD_SELECTOR", default_value = capsule_operator::config::DEFAULT_OPERATOR_POD_SELECTOR, value_parser = capsule_operator::config::parse_labels)]
+    operator_pod_selector: std::collections::BTreeMap<String, String>,
     /// Log format.
     #[arg(long, env = "CAPSULE_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -183,6 +187,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         heartbeat_url: args.heartbeat_url,
         default_sidecar_image: args.sidecar_image,
         status_interval: std::time::Duration::from_secs(args.status_interval_seconds.max(1)),
+        operator_namespace: args.election.lease_namespace.clone(),
+        operator_pod_labels: args.operator_pod_selector.clone(),
         ..OperatorConfig::default()
     };
     let ctx = Arc::new(Context::new(

@@ -125,6 +125,14 @@ fn harness(pods: Vec<Value>, secret_exists: bool) -> Harness {
             (&Method::POST, "/api/v1/namespaces/default/secrets") => {
                 (StatusCode::CREATED, call.body.clone())
             }
+            // The pool's NetworkPolicy: network_policy_api_calls.rs asserts its calls.
+            (
+                &Method::GET,
+                "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies/p-workers",
+            ) => not_found("networkpolicies.networking.k8s.io \"p-workers\""),
+            (&Method::POST, "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies") => {
+                (StatusCode::CREATED, call.body.clone())
+            }
             (&Method::GET, "/api/v1/namespaces/default/pods") => {
                 list("PodList", pods.lock().unwrap().clone())
             }
@@ -193,13 +201,13 @@ impl Harness {
         events
     }
 
-    /// The calls other than Event writes, which are asserted separately.
+    /// The calls other than Event writes and NetworkPolicy calls, which are asserted separately.
     fn api_calls(&self) -> Vec<Call> {
         self.calls
             .lock()
             .unwrap()
             .iter()
-            .filter(|c| !c.path.contains("/events"))
+            .filter(|c| !c.path.contains("/events") && !c.path.contains("/networkpolicies"))
             .cloned()
             .collect()
     }

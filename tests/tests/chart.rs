@@ -24,8 +24,13 @@ const EVERY_OPTION: &[&str] = &[
     "dashboard.enabled=true",
     "networkPolicy.enabled=true",
     "podDisruptionBudget.enabled=true",
-    "sidecarRbac.serviceAccounts[0].name=default",
-    "sidecarRbac.serviceAccounts[0].namespace=default",
+    "sidecarRbac.serviceAccounts[0].name=capsule-worker",
+    "sidecarRbac.serviceAccounts[0].namespace=team-a",
+    "sidecarRbac.serviceAccounts[1].name=capsule-worker",
+    "sidecarRbac.serviceAccounts[1].namespace=team-b",
+    "sidecarRbac.serviceAccounts[2].name=batch",
+    "sidecarRbac.serviceAccounts[2].namespace=team-b",
+    "sidecarRbac.createServiceAccounts=true",
 ];
 
 fn chart_dir() -> PathBuf {
@@ -192,7 +197,7 @@ fn chart_crds_are_the_generated_crds() {
 fn template_with_defaults() {
     let objects = template(&[]);
     let expected: BTreeMap<String, usize> = [
-        ("ClusterRole", 3),
+        ("ClusterRole", 4),
         ("ClusterRoleBinding", 1),
         ("Deployment", 1),
         ("Role", 1),
@@ -272,6 +277,11 @@ fn template_with_defaults() {
     );
     assert_eq!(rule(role, "", "events"), ["create", "patch"]);
     assert_eq!(rule(role, "events.k8s.io", "events"), ["create", "patch"]);
+    assert_eq!(
+        rule(role, "networking.k8s.io", "networkpolicies"),
+        ["get", "create", "update", "delete"],
+        "each pool's NetworkPolicy, read by name: no list or watch"
+    );
     assert!(rule(role, "capsule.dev", "capsulepools/status").contains(&"patch"));
     assert!(rule(role, "capsule.dev", "capsulesessions/finalizers").contains(&"update"));
     assert!(rule(role, "coordination.k8s.io", "leases").is_empty());
@@ -286,15 +296,48 @@ fn template_with_defaults() {
         rule(leases, "coordination.k8s.io", "leases"),
         ["get", "create", "update", "patch"]
     );
-    let sidecar = find(&objects, "ClusterRole", &format!("{FULLNAME}-sidecar"));
+    // The sidecar: the reviews (cluster-scoped) in one ClusterRole, and nothing else in it; reading
+    // pools in another, which only RoleBindings grant (template_with_every_option_on).
+    let reviews = find(
+        &objects,
+        "ClusterRole",
+        &format!("{FULLNAME}-sidecar-reviews"),
+    );
     assert_eq!(
-        rule(sidecar, "authentication.k8s.io", "tokenreviews"),
+        rule(reviews, "authentication.k8s.io", "tokenreviews"),
         ["create"]
     );
     assert_eq!(
-        rule(sidecar, "authorization.k8s.io", "subjectaccessreviews"),
+        rule(reviews, "authorization.k8s.io", "subjectaccessreviews"),
         ["create"]
     );
+    assert_eq!(reviews["rules"].as_array().unwrap().len(), 2, "{reviews}");
+    let pools = find(
+        &objects,
+        "ClusterRole",
+        &format!("{FULLNAME}-sidecar-pools"),
+    );
+    assert_eq!(
+        pools["rules"],
+        serde_json::json!([{"apiGroups": ["capsule.dev"], "resources": ["capsulepools"], "verbs": ["get"]}])
+    );
+    // Without listed accounts nothing is bound and no account is made.
+    assert!(!objects.iter().any(|o| o["metadata"]["name"]
+        .as_str()
+        .is_some_and(|n| n.contains("sidecar"))
+        && (o["kind"] == "ClusterRoleBinding" || o["kind"] == "RoleBinding")));
+    // Each pool's NetworkPolicy admits the operator's pods by the labels the chart gives them.
+    let selector = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--operator-pod-selector="))
+        .expect("--operator-pod-selector passed");
+    for term in selector.split(',') {
+        let (key, value) = term.split_once('=').unwrap();
+        assert_eq!(
+            deployment["spec"]["template"]["metadata"]["labels"][key], value,
+            "operator pods carry {term}"
+        );
+    }
     let introspection = find(&objects, "ClusterRole", "capsule-introspection");
     assert_eq!(
         rule(introspection, "capsule.dev", "capsulepools/introspection"),
@@ -313,6 +356,8 @@ fn template_with_every_option_on() {
         ("NetworkPolicy", 1),
         ("PodDisruptionBudget", 1),
         ("ClusterRoleBinding", 2),
+        ("RoleBinding", 3),
+        ("ServiceAccount", 4),
         ("Deployment", 1),
         ("Service", 2),
     ] {
@@ -342,13 +387,85 @@ fn template_with_every_option_on() {
         .collect();
     assert!(exprs.len() >= 10, "{exprs:?}");
     assert_metric_names_are_documented(exprs.iter().copied());
+    // The reviews are cluster-scoped: one ClusterRoleBinding for every listed account.
     let binding = find(
         &objects,
         "ClusterRoleBinding",
-        &format!("{FULLNAME}-sidecar"),
+        &format!("{FULLNAME}-sidecar-reviews"),
     );
-    assert_eq!(binding["subjects"][0]["name"], "default");
-    assert_eq!(binding["subjects"][0]["namespace"], "default");
+    assert_eq!(
+        binding["roleRef"]["name"],
+        format!("{FULLNAME}-sidecar-reviews")
+    );
+    let subjects: Vec<(&str, &str)> = binding["subjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["namespace"].as_str().unwrap(),
+                s["name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        subjects,
+        [
+            ("team-a", "capsule-worker"),
+            ("team-b", "capsule-worker"),
+            ("team-b", "batch")
+        ]
+    );
+    // Reading pools: a RoleBinding in each account's namespace, for that namespace's accounts only.
+    let pool_bindings: Vec<&Value> = objects
+        .iter()
+        .filter(|o| {
+            o["kind"] == "RoleBinding"
+                && o["metadata"]["name"] == format!("{FULLNAME}-sidecar-pools")
+        })
+        .collect();
+    let bound: Vec<(&str, Vec<&str>)> = pool_bindings
+        .iter()
+        .map(|b| {
+            assert_eq!(b["roleRef"]["kind"], "ClusterRole");
+            assert_eq!(b["roleRef"]["name"], format!("{FULLNAME}-sidecar-pools"));
+            let ns = b["metadata"]["namespace"].as_str().unwrap();
+            let names = b["subjects"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| {
+                    assert_eq!(s["namespace"], ns);
+                    s["name"].as_str().unwrap()
+                })
+                .collect();
+            (ns, names)
+        })
+        .collect();
+    assert_eq!(
+        bound,
+        [
+            ("team-a", vec!["capsule-worker"]),
+            ("team-b", vec!["capsule-worker", "batch"])
+        ]
+    );
+    assert!(
+        !objects.iter().any(|o| o["kind"] == "ClusterRoleBinding"
+            && o["roleRef"]["name"] == format!("{FULLNAME}-sidecar-pools")),
+        "reading pools is never granted cluster-wide"
+    );
+    // The workers' own accounts, with no token mounted by default.
+    for (namespace, name) in subjects {
+        let account = objects
+            .iter()
+            .find(|o| {
+                o["kind"] == "ServiceAccount"
+                    && o["metadata"]["name"] == name
+                    && o["metadata"]["namespace"] == namespace
+            })
+            .unwrap_or_else(|| panic!("ServiceAccount {namespace}/{name} not rendered"));
+        assert_eq!(account["automountServiceAccountToken"], false);
+    }
     let pdb = find(&objects, "PodDisruptionBudget", FULLNAME);
     assert_eq!(pdb["spec"]["minAvailable"], 1);
     let policy = find(&objects, "NetworkPolicy", FULLNAME);
@@ -859,6 +976,57 @@ fn install_and_reconcile(leader_election: bool) {
                     "secret={secret:?} workers={workers} generation={generation:?} \
                      observed={observed:?} conditions={conditions:?}"
                 ))
+            }
+        },
+    );
+
+    // The pool's NetworkPolicy, made by the chart's operator (its RBAC allows it): the pool's
+    // workers, reachable from the operator's pods in the release namespace by the chart's labels.
+    let policy = wait_for("the pool's NetworkPolicy", Duration::from_secs(30), || {
+        let out = cluster.kubectl_output(
+            &["get", "networkpolicy", "demo-workers", "-o", "json"],
+            None,
+        );
+        if out.status.success() {
+            Ok(serde_json::from_slice::<Value>(&out.stdout).unwrap())
+        } else {
+            Err(text(&out.stderr))
+        }
+    });
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"],
+        serde_json::json!({"capsule.dev/pool": "demo", "app.kubernetes.io/managed-by": "capsule-operator"})
+    );
+    assert_eq!(
+        policy["metadata"]["ownerReferences"][0]["kind"],
+        "CapsulePool"
+    );
+    let operator_peer = &policy["spec"]["ingress"][0]["from"][0];
+    assert_eq!(
+        operator_peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        NAMESPACE
+    );
+    assert_eq!(
+        operator_peer["podSelector"]["matchLabels"]["app.kubernetes.io/instance"],
+        RELEASE
+    );
+    cluster.kubectl(&[
+        "patch",
+        "cpool",
+        "demo",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"networkPolicy":{"enabled":false}}}"#,
+    ]);
+    wait_for(
+        "the NetworkPolicy gone once the pool disables it",
+        Duration::from_secs(30),
+        || {
+            let name = cluster.jsonpath(&["networkpolicy", "demo-workers"], "{.metadata.name}");
+            if name.is_empty() {
+                Ok(())
+            } else {
+                Err(name)
             }
         },
     );

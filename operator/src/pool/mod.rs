@@ -1,5 +1,6 @@
 //! The CapsulePool controller: keeps each pool's warm workers at its target and reports status.
 
+pub mod network_policy;
 pub mod new_worker;
 pub mod plan;
 pub mod pod_security;
@@ -128,6 +129,9 @@ async fn reconcile_inner(pool: &CapsulePool, ctx: &Context) -> Result<Action> {
     } else {
         None
     };
+    if problems.is_empty() {
+        network_policy::ensure(&Api::namespaced(ctx.client.clone(), ns), pool, &ctx.config).await?;
+    }
 
     let listed = pods_api
         .list(&ListParams::default().labels(&labels::pool_selector(name)))
