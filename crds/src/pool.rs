@@ -468,6 +468,12 @@ pub struct ExecutorSpec {
     #[schemars(range(min = 1, max = 86400))]
     pub input_timeout_seconds: i64,
 
+    /// Seconds a promise created without its own timeout (`capsule.promise(id)`) waits to be
+    /// resolved or rejected through the API before it fails inside the code with PromiseTimeout.
+    #[serde(default = "default_promise_timeout")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub promise_timeout_seconds: i64,
+
     /// Milliseconds a cancelled execution gets to stop after KeyboardInterrupt before the
     /// interpreter is killed and restarted.
     #[serde(default = "default_cancel_grace")]
@@ -489,6 +495,9 @@ fn default_drain_timeout() -> i64 {
 fn default_input_timeout() -> i64 {
     300
 }
+fn default_promise_timeout() -> i64 {
+    60
+}
 fn default_cancel_grace() -> i64 {
     2000
 }
@@ -503,6 +512,7 @@ impl Default for ExecutorSpec {
             backpressure: BackpressurePolicy::default(),
             drain_timeout_ms: default_drain_timeout(),
             input_timeout_seconds: default_input_timeout(),
+            promise_timeout_seconds: default_promise_timeout(),
             cancel_grace_ms: default_cancel_grace(),
             execution_queue_limit: default_execution_queue_limit(),
         }

@@ -97,6 +97,9 @@ pub struct Capabilities {
     pub execution_queue_limit: u64,
     pub drain_timeout_ms: u64,
     pub input_timeout_ms: u64,
+    /// Absent from workers before it was reported.
+    #[serde(default)]
+    pub promise_timeout_ms: u64,
     pub cancel_grace_ms: u64,
 }
 

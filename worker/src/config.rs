@@ -81,10 +81,12 @@ pub struct Config {
     /// How long the client may take to drain the output queue, in milliseconds.
     #[arg(long, env = "CAPSULE_DRAIN_TIMEOUT_MS", default_value_t = 5000)]
     pub drain_timeout_ms: u64,
-    /// How long an `input()` request waits for an answer, in milliseconds (also the default
-    /// promise timeout).
+    /// How long an `input()` request waits for an answer, in milliseconds.
     #[arg(long, env = "CAPSULE_INPUT_TIMEOUT_MS", default_value_t = 300_000)]
     pub input_timeout_ms: u64,
+    /// How long a promise created without a timeout waits to be settled, in milliseconds.
+    #[arg(long, env = "CAPSULE_PROMISE_TIMEOUT_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    pub promise_timeout_ms: u64,
     /// How long a cancel's KeyboardInterrupt may take before the interpreter is killed, in ms.
     #[arg(long, env = "CAPSULE_CANCEL_GRACE_MS", default_value_t = 2000)]
     pub cancel_grace_ms: u64,

@@ -559,7 +559,7 @@ async fn run_execution(
                             }
                         }
                         FromDriver::PromiseCreate { promise_id, timeout_ms, .. } => {
-                            let timeout_ms = timeout_ms.unwrap_or(runtime.config.input_timeout_ms);
+                            let timeout_ms = timeout_ms.unwrap_or(runtime.config.promise_timeout_ms);
                             if let Err(reason) = create_promise(&run, &promise_id, PromiseKind::Promise, timeout_ms) {
                                 runtime.bridge.refuse(&promise_id, reason).await;
                             }

@@ -36,6 +36,7 @@ fn capabilities(runtime: &Runtime) -> Capabilities {
         execution_queue_limit: config.execution_queue_limit,
         drain_timeout_ms: config.drain_timeout_ms,
         input_timeout_ms: config.input_timeout_ms,
+        promise_timeout_ms: config.promise_timeout_ms,
         cancel_grace_ms: config.cancel_grace_ms,
     }
 }

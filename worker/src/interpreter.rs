@@ -14,12 +14,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
 use crate::fork_server::ForkServer;
+use crate::frame_observer::{self, Direction};
 use crate::warn_once::WarnOnce;
 use crate::workdir::WorkDir;
 use capsule_protocol::execute::{ExecutionMode, NamespaceEntry, OutputStream};
@@ -177,12 +178,53 @@ impl DriverWriter {
     pub async fn send(&self, message: &ToDriver<'_>) -> Result<()> {
         let mut guard = self.stdin.lock().await;
         let stdin = guard.as_mut().ok_or(Error::InterpreterGone)?;
-        frame::write_frame_async(stdin, message).await?;
-        Ok(())
+        write_observed(stdin, message).await
     }
 
     async fn replace(&self, stdin: Option<pipe::Sender>) {
         *self.stdin.lock().await = stdin;
+    }
+}
+
+async fn write_observed(stdin: &mut pipe::Sender, message: &ToDriver<'_>) -> Result<()> {
+    let encoded = frame::encode(message)?;
+    frame_observer::observe(
+        Direction::ToInterpreter,
+        message.kind(),
+        encoded.len() - frame::FRAME_HEADER_BYTES,
+    );
+    stdin.write_all(&encoded).await?;
+    stdin.flush().await?;
+    Ok(())
+}
+
+impl ToDriver<'_> {
+    /// The frame's `type`, for diagnostics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ToDriver::Execute { .. } => "execute",
+            ToDriver::Cancel { .. } => "cancel",
+            ToDriver::Settle { .. } => "settle",
+            ToDriver::Checkpoint { .. } => "checkpoint",
+            ToDriver::Enter { .. } => "enter",
+        }
+    }
+}
+
+impl FromDriver {
+    /// The frame's `type`, for diagnostics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FromDriver::Protected { .. } => "protected",
+            FromDriver::Ready { .. } => "ready",
+            FromDriver::Output { .. } => "output",
+            FromDriver::InputRequest { .. } => "inputRequest",
+            FromDriver::PromiseCreate { .. } => "promiseCreate",
+            FromDriver::Result { .. } => "result",
+            FromDriver::Error { .. } => "error",
+            FromDriver::Checkpoint { .. } => "checkpoint",
+            FromDriver::DriverError { .. } => "driverError",
+        }
     }
 }
 
@@ -323,8 +365,7 @@ impl Interpreter {
     /// Sends a frame to an interpreter that is not active yet (its warm-up).
     pub async fn send_direct(&mut self, message: &ToDriver<'_>) -> Result<()> {
         let stdin = self.stdin.as_mut().ok_or(Error::InterpreterGone)?;
-        frame::write_frame_async(stdin, message).await?;
-        Ok(())
+        write_observed(stdin, message).await
     }
 
     /// Makes this the interpreter that executions, the bridge and the API write to, working in
@@ -420,8 +461,12 @@ async fn read_frames(
     loop {
         let message = match frame::read_frame_bytes_async(&mut stdout).await {
             Ok(body) => match decode_driver_frame(&body) {
-                Ok(DriverEvent::Message(message)) => Ok(message),
+                Ok(DriverEvent::Message(message)) => {
+                    frame_observer::observe(Direction::FromInterpreter, message.kind(), body.len());
+                    Ok(message)
+                }
                 Ok(event) => {
+                    frame_observer::observe(Direction::FromInterpreter, "output", body.len());
                     if tx.send(event).await.is_err() {
                         break;
                     }
@@ -442,6 +487,7 @@ async fn read_frames(
                 }
             }
             Err(error) if error.is_recoverable() => {
+                frame_observer::observe(Direction::FromInterpreter, "unreadable", 0);
                 MALFORMED_DRIVER_FRAME
                     .warn(|| tracing::warn!(%error, "skipped a bad frame from the interpreter"));
                 let lost = DriverEvent::FrameLost {

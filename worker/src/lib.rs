@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod executor;
 pub mod fork_server;
+pub mod frame_observer;
 pub mod heartbeat;
 pub mod interpreter;
 pub mod logging;

@@ -229,7 +229,8 @@ impl OutputQueue {
         let pending = state.outputs_queued as u64;
         let report = DrainReport {
             pending,
-            queue_size: self.capacity as u64,
+            // What the queue held when the wait ran out, not what it could hold.
+            queue_size: state.events.len() as u64,
             sent: state.sent,
             dropped: state.dropped,
         };
@@ -407,7 +408,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn abandon_reports_pending() {
+    async fn abandon_reports_pending_and_the_queues_size_not_its_capacity() {
         let stats = Arc::new(Stats::default());
         let queue = OutputQueue::new(4, Backpressure::Block, stats.clone());
         for n in 0..3 {
@@ -418,7 +419,7 @@ mod tests {
             report,
             DrainReport {
                 pending: 3,
-                queue_size: 4,
+                queue_size: 3,
                 sent: 0,
                 dropped: 0
             }

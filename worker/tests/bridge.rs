@@ -230,3 +230,38 @@ async fn shutdown_rejects_pending_promises_with_a_clear_reason() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_promise_without_a_timeout_gets_the_promise_timeout_not_the_input_timeout() {
+    let worker = Worker::start(&[
+        ("CAPSULE_PROMISE_TIMEOUT_MS", "300"),
+        ("CAPSULE_INPUT_TIMEOUT_MS", "600000"),
+    ])
+    .await;
+    let events = worker
+        .run("import capsule\ntry:\n    await capsule.promise('no-timeout')\nexcept capsule.PromiseTimeout as e:\n    caught = type(e).__name__\ncaught")
+        .await;
+    assert_eq!(result_repr(&events).as_deref(), Some("'PromiseTimeout'"));
+    assert_eq!(worker.stats().await.bridge.timed_out, 1);
+}
+
+#[tokio::test]
+async fn the_default_promise_timeout_is_a_minute() {
+    let worker = Worker::start(&[]).await;
+    let _stream = worker
+        .stream(&ExecuteRequest {
+            code: "import capsule\nawait capsule.promise('waits')".into(),
+            ..Default::default()
+        })
+        .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let pending = worker.stats().await.pending_promises;
+        if let Some(promise) = pending.iter().find(|p| p.id == "waits") {
+            assert_eq!(promise.timeout_ms, 60_000);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never pending");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -163,6 +163,10 @@ pub fn build(pool: &CapsulePool, config: &OperatorConfig, pod_name: &str) -> Pod
             (spec.executor.input_timeout_seconds * 1000).to_string(),
         ),
         env(
+            "CAPSULE_PROMISE_TIMEOUT_MS",
+            (spec.executor.promise_timeout_seconds * 1000).to_string(),
+        ),
+        env(
             "CAPSULE_CANCEL_GRACE_MS",
             spec.executor.cancel_grace_ms.to_string(),
         ),

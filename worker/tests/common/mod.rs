@@ -58,7 +58,7 @@ impl Worker {
 
     /// Starts a worker (and so its interpreter) as `uid`:`uid`, ready and bound.
     pub async fn start_as(uid: u32, envs: &[(&str, &str)]) -> Worker {
-        let worker = Self::spawn(Some(uid), envs).await;
+        let worker = Self::spawn(Some(uid), envs, Stdio::inherit()).await;
         worker.wait_ready().await;
         worker.bind().await;
         worker
@@ -66,10 +66,19 @@ impl Worker {
 
     /// Starts a worker without waiting for readiness or binding a session.
     pub async fn start_unbound(envs: &[(&str, &str)]) -> Worker {
-        Self::spawn(None, envs).await
+        Self::spawn(None, envs, Stdio::inherit()).await
     }
 
-    async fn spawn(uid: Option<u32>, envs: &[(&str, &str)]) -> Worker {
+    /// [`Worker::start`] with the worker's log written to `log`.
+    pub async fn start_logging_to(log: &std::path::Path, envs: &[(&str, &str)]) -> Worker {
+        let file = std::fs::File::create(log).expect("log file");
+        let worker = Self::spawn(None, envs, Stdio::from(file)).await;
+        worker.wait_ready().await;
+        worker.bind().await;
+        worker
+    }
+
+    async fn spawn(uid: Option<u32>, envs: &[(&str, &str)], stderr: Stdio) -> Worker {
         let (copy_dir, binary) = match uid {
             Some(_) => {
                 let (dir, copy) = reachable_copy(env!("CARGO_BIN_EXE_capsule-worker"));
@@ -95,7 +104,7 @@ impl Worker {
             // that want the kill path set a short grace themselves.
             .env("CAPSULE_CANCEL_GRACE_MS", "15000")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .kill_on_drop(true);
         for (key, value) in envs {
             command.env(key, value);
