@@ -45,6 +45,8 @@ pub struct PoolState {
     pub restored_totals: crate::pool::restored_totals::RestoredTotals,
     /// How long the pool has had surplus workers, for `spec.scaleDownDelaySeconds`.
     pub surplus_hold: crate::pool::scale_down::SurplusHold,
+    /// Set while the pool's warm-up code keeps raising.
+    pub warmup_failing: Option<crate::pool::warmup_failing::WarmupFailing>,
 }
 
 /// How many recent acquisition latencies a pool keeps for its status quantiles.

@@ -879,3 +879,101 @@ async fn a_surplus_is_kept_for_the_scale_down_delay_unless_the_target_changed() 
         h.lines()
     );
 }
+
+/// A heartbeat of `pod` (pool `p`) saying the warm-up code raised.
+fn warmup_failed_heartbeat(pod: &str) -> capsule_protocol::heartbeat::Heartbeat {
+    serde_json::from_value(json!({"pod": pod, "namespace": NS, "pool": "p", "seq": 1,
+        "sentAt": "2026-11-30T00:00:00Z", "startedAt": "2026-11-30T00:00:00Z", "state": "warming",
+        "session": null, "rssBytes": 1, "cpuPercent": 0.0, "namespaceSize": 0, "interpreterRestarts": 0,
+        "executions": {"ok": 0, "error": 0, "cancelled": 0, "timedOut": 0},
+        "executor": {"outputsEnqueued": 0, "outputsSent": 0, "outputsDropped": 0, "maxQueueDepth": 0, "drainTimeouts": 0},
+        "bridge": {"pending": 0, "highWater": 0, "created": 0, "resolved": 0, "rejected": 0, "timedOut": 0, "cancelled": 0},
+        "cancels": {"requested": 0, "effective": 0, "noop": 0, "interrupted": 0},
+        "warmupFailure": {"ename": "ModuleNotFoundError", "evalue": "No module named 'numpyy'", "attempts": 2}}))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_worker_whose_warm_up_raises_is_replaced_and_the_pool_says_why_and_backs_off() {
+    let mut spec = sound_spec(1, 5);
+    spec["warmup"] = json!({"code": "import numpyy", "timeoutSeconds": 600});
+    let p = pool(spec, None);
+    let h = harness(vec![worker(&p, "p-broken", "warming-since-now")], true);
+    h.ctx.index.record(
+        &warmup_failed_heartbeat("p-broken"),
+        false,
+        std::time::Instant::now(),
+    );
+    let action = h.reconcile(p.clone()).await.unwrap();
+    assert_eq!(
+        h.lines(),
+        [
+            GET_SECRET,
+            LIST_PODS,
+            "DELETE /api/v1/namespaces/default/pods/p-broken",
+            WRITE_STATUS
+        ],
+        "removed, and no replacement before the backoff"
+    );
+    let events = h.events();
+    assert_eq!(events, ["WarmupFailed"]);
+    let event = h
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|c| c.path.contains("/events"))
+        .cloned()
+        .unwrap();
+    assert_eq!(event.body["type"], "Warning");
+    let note = event.body["note"].as_str().unwrap();
+    assert!(
+        note.contains("p-broken") && note.contains("ModuleNotFoundError: No module named 'numpyy'"),
+        "{note}"
+    );
+    let status = h.status_written();
+    let degraded = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap();
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "WarmupFailing")
+    );
+    assert!(
+        degraded
+            .message
+            .contains("spec.warmup.code raised ModuleNotFoundError"),
+        "{}",
+        degraded.message
+    );
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready.reason, "WarmupFailing");
+    assert_eq!(status.pool.unwrap().health.removals, 1);
+    assert!(
+        requeue_after(&action).is_some_and(|d| d <= Duration::from_secs(1)),
+        "the next worker is created when the backoff ends: {action:?}"
+    );
+
+    // Once the backoff passed, the next worker is created.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    h.pods.lock().unwrap().clear();
+    h.calls.lock().unwrap().clear();
+    h.reconcile(p).await.unwrap();
+    assert_eq!(
+        h.lines(),
+        [
+            GET_SECRET,
+            LIST_PODS,
+            CREATE_CREDENTIAL,
+            CREATE_POD,
+            HAND_CREDENTIAL_TO_POD,
+            WRITE_STATUS
+        ]
+    );
+}

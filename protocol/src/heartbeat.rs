@@ -133,6 +133,43 @@ pub struct Heartbeat {
     pub executor: ExecutorCounters,
     pub bridge: BridgeCounters,
     pub cancels: CancelCounters,
+    /// Set while the pool's warm-up code raises in this worker's interpreters (it keeps retrying
+    /// with backoff and is not ready meanwhile); absent once a warm-up succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_failure: Option<WarmupFailure>,
+}
+
+/// The pool's warm-up code raised. Warm-up code is the platform team's (the pool spec), not a
+/// session's, so its exception type and message are reported, cut at [`MAX_WARMUP_MESSAGE_BYTES`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WarmupFailure {
+    pub ename: String,
+    pub evalue: String,
+    /// Warm-up attempts that raised in a row.
+    pub attempts: u64,
+}
+
+/// The longest `ename` and `evalue` of a [`WarmupFailure`], in bytes.
+pub const MAX_WARMUP_MESSAGE_BYTES: usize = 256;
+
+impl WarmupFailure {
+    /// The failure of an attempt, its texts cut to the bound on a character boundary.
+    pub fn new(ename: &str, evalue: &str, attempts: u64) -> WarmupFailure {
+        WarmupFailure {
+            ename: cut(ename, MAX_WARMUP_MESSAGE_BYTES).to_owned(),
+            evalue: cut(evalue, MAX_WARMUP_MESSAGE_BYTES).to_owned(),
+            attempts,
+        }
+    }
+}
+
+fn cut(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// A session binding: which session owns the worker and the sha256 of its token.

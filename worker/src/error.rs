@@ -17,6 +17,8 @@ pub enum Error {
     InterpreterGone,
     #[error("the interpreter did not answer in time")]
     InterpreterTimeout,
+    #[error("the warm-up code raised {ename}")]
+    WarmupFailed { ename: String, evalue: String },
     #[error("interpreter frame error: {0}")]
     Frame(#[from] FrameError),
     #[error("could not bind the HTTP API on {addr}: {source}")]

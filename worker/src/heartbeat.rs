@@ -81,6 +81,11 @@ pub fn build(
         executor: runtime.stats.executor(),
         bridge: runtime.bridge.counters(),
         cancels: runtime.stats.cancels(),
+        warmup_failure: runtime
+            .warmup_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
     }
 }
 

@@ -12,7 +12,7 @@ use crate::session::SessionStore;
 use crate::stats::Stats;
 use crate::trace_sender::TraceSender;
 use capsule_protocol::execute::WorkerStats;
-use capsule_protocol::heartbeat::WorkerState;
+use capsule_protocol::heartbeat::{WarmupFailure, WorkerState};
 
 #[derive(Debug)]
 pub struct Runtime {
@@ -37,6 +37,8 @@ pub struct Runtime {
     /// Pid of the warmed standby interpreter, 0 while none is ready.
     pub standby_pid: AtomicU32,
     pub python_version: Mutex<String>,
+    /// The warm-up code's last failure, while it keeps failing.
+    pub warmup_failure: Mutex<Option<WarmupFailure>>,
     pub started_at: jiff::Timestamp,
 }
 
@@ -67,6 +69,7 @@ impl Runtime {
             interpreter_pid: AtomicU32::new(0),
             standby_pid: AtomicU32::new(0),
             python_version: Mutex::new(String::new()),
+            warmup_failure: Mutex::new(None),
             started_at: jiff::Timestamp::now(),
             config,
         });

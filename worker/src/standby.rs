@@ -17,6 +17,7 @@ use crate::interpreter::{DriverEvent, FromDriver, Interpreter, ToDriver};
 use crate::runtime::Runtime;
 use crate::warn_once::WarnOnce;
 use crate::workdir::WorkDir;
+use capsule_protocol::heartbeat::WarmupFailure;
 
 static DUMPABLE_INTERPRETER: WarnOnce = WarnOnce::new();
 
@@ -137,7 +138,8 @@ async fn activate(runtime: &Runtime, warmed: Warmed) -> Interpreter {
 }
 
 /// Starts an interpreter, retrying with backoff until one is up and warm; `protected` turns true
-/// once its driver made itself non-dumpable.
+/// once its driver made itself non-dumpable. While the warm-up code raises, heartbeats say so
+/// (the operator replaces the worker and reports the error on the pool).
 async fn start_until_ready(
     runtime: &Arc<Runtime>,
     protected: Option<&watch::Sender<bool>>,
@@ -145,7 +147,19 @@ async fn start_until_ready(
     let mut backoff = Duration::from_millis(200);
     loop {
         match start_interpreter(runtime, protected).await {
-            Ok(warmed) => return warmed,
+            Ok(warmed) => {
+                *runtime
+                    .warmup_failure
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = None;
+                return warmed;
+            }
+            Err(Error::WarmupFailed { ename, evalue }) => {
+                let attempts = record_warmup_failure(runtime, &ename, &evalue);
+                tracing::error!(%ename, attempts, retry_in_ms = backoff.as_millis() as u64, "the warm-up code raised; the worker stays not ready");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_RESTART_BACKOFF);
+            }
             Err(error) => {
                 tracing::error!(%error, retry_in_ms = backoff.as_millis() as u64, "interpreter failed to start");
                 tokio::time::sleep(backoff).await;
@@ -153,6 +167,17 @@ async fn start_until_ready(
             }
         }
     }
+}
+
+/// Notes one more failed warm-up for the heartbeat; returns how many failed in a row.
+fn record_warmup_failure(runtime: &Runtime, ename: &str, evalue: &str) -> u64 {
+    let mut failure = runtime
+        .warmup_failure
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let attempts = failure.as_ref().map_or(0, |f| f.attempts) + 1;
+    *failure = Some(WarmupFailure::new(ename, evalue, attempts));
+    attempts
 }
 
 async fn start_interpreter(
@@ -198,7 +223,8 @@ async fn start_interpreter(
     })
 }
 
-/// Runs the warm-up code; `input()` and promises are refused. Returns the namespace size.
+/// Runs the warm-up code; `input()` and promises are refused. Returns the namespace size, or
+/// [`Error::WarmupFailed`] when the code raised.
 async fn warm_up(interpreter: &mut Interpreter, code: &str) -> Result<u64> {
     let started = Instant::now();
     interpreter
@@ -213,13 +239,8 @@ async fn warm_up(interpreter: &mut Interpreter, code: &str) -> Result<u64> {
                 );
                 return Ok(namespace_size);
             }
-            Some(DriverEvent::Message(FromDriver::Error {
-                ename,
-                namespace_size,
-                ..
-            })) => {
-                tracing::error!(%ename, "warm-up code raised; the worker starts without it");
-                return Ok(namespace_size);
+            Some(DriverEvent::Message(FromDriver::Error { ename, evalue, .. })) => {
+                return Err(Error::WarmupFailed { ename, evalue });
             }
             Some(DriverEvent::Message(FromDriver::InputRequest { input_id, .. })) => {
                 refuse(

@@ -265,3 +265,39 @@ async fn a_last_heartbeat_at_shutdown_carries_the_final_counters() {
         "the index ignores a seq that does not grow"
     );
 }
+
+#[tokio::test]
+async fn warm_up_code_that_raises_keeps_the_worker_unready_and_heartbeats_say_why() {
+    let operator: Shared = Arc::new(Mutex::new(Operator::default()));
+    let url = start_operator(operator.clone()).await;
+    let long_message = "é".repeat(400);
+    let code = format!("raise ValueError({long_message:?})");
+    let worker = Worker::start_unbound(&[
+        ("CAPSULE_HEARTBEAT_URL", &url),
+        ("CAPSULE_HEARTBEAT_INTERVAL_SECONDS", "1"),
+        ("CAPSULE_WARMUP_CODE", &code),
+    ])
+    .await;
+    wait_until(&operator, "two failed warm-ups reported", |o| {
+        o.received
+            .last()
+            .and_then(|h| h.warmup_failure.as_ref())
+            .is_some_and(|f| f.attempts >= 2)
+    })
+    .await;
+    let last = operator.lock().unwrap().received.last().cloned().unwrap();
+    assert_eq!(last.state, WorkerState::Warming);
+    let failure = last.warmup_failure.unwrap();
+    assert_eq!(failure.ename, "ValueError");
+    assert!(
+        failure.evalue.len() <= 256 && failure.evalue.starts_with("éé"),
+        "cut at 256 bytes on a character boundary: {} bytes",
+        failure.evalue.len()
+    );
+    let ready = reqwest::get(worker.url("/readyz")).await.unwrap();
+    assert_eq!(
+        ready.status(),
+        503,
+        "a worker whose warm-up raises is not ready"
+    );
+}

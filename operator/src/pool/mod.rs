@@ -9,6 +9,7 @@ pub mod scale_down;
 pub mod spec_check;
 pub mod status;
 pub mod token;
+pub mod warmup_failing;
 pub mod worker_pod;
 
 use std::sync::Arc;
@@ -37,6 +38,7 @@ use crate::metrics::{
 use crate::relay::index::{PoolTotals, WorkerRecord};
 use crate::watch_cache::{reflect, Listing};
 use restored_totals::RestoredTotals;
+use warmup_failing::WarmupFailing;
 
 /// The longest a pool pass waits for the session cache's first list before planning without it.
 const SESSION_CACHE_WAIT: Duration = Duration::from_secs(10);
@@ -200,19 +202,36 @@ async fn reconcile_inner(pool: &CapsulePool, ctx: &Context) -> Result<Action> {
                     match reason {
                         plan::RemovalReason::Failed
                         | plan::RemovalReason::Stale
-                        | plan::RemovalReason::WarmupTimeout => s.counters.health.removals += 1,
+                        | plan::RemovalReason::WarmupTimeout
+                        | plan::RemovalReason::WarmupFailed => s.counters.health.removals += 1,
                         plan::RemovalReason::Recycled => s.counters.workers_recycled += 1,
                         _ => {}
                     }
                 });
                 info!(pod = %pod_name, reason = reason.as_str(), "deleted worker");
+                let (event_type, event_reason, message) = match reason {
+                    plan::RemovalReason::WarmupFailed => {
+                        let error = warmup_error(records.get(pod_name));
+                        ctx.with_pool(&key, PoolCounters::default, |s| {
+                            WarmupFailing::record(&mut s.warmup_failing, error.clone(), now)
+                        });
+                        let message =
+                            format!("deleted worker {pod_name}: spec.warmup.code raised {error}");
+                        (EventType::Warning, "WarmupFailed", message)
+                    }
+                    _ => (
+                        EventType::Normal,
+                        "WorkerDeleted",
+                        format!("deleted worker {pod_name} ({})", reason.as_str()),
+                    ),
+                };
                 publish(
                     ctx,
                     &reference,
-                    EventType::Normal,
-                    "WorkerDeleted",
+                    event_type,
+                    event_reason,
                     "DeleteWorker",
-                    format!("deleted worker {pod_name} ({})", reason.as_str()),
+                    message,
                 )
                 .await;
             }
@@ -221,6 +240,10 @@ async fn reconcile_inner(pool: &CapsulePool, ctx: &Context) -> Result<Action> {
         }
     }
 
+    // After the deletes, which may have just found the warm-up failing.
+    let creates_held_for = ctx.with_pool(&key, PoolCounters::default, |s| {
+        hold_creates_while_warmup_fails(&mut s.warmup_failing, &workers, &mut plan, now)
+    });
     let mut created = 0usize;
     // No plan creates workers without a key: an unusable spec plans nothing.
     let pool_key = pool_key.unwrap_or_default();
@@ -313,11 +336,15 @@ async fn reconcile_inner(pool: &CapsulePool, ctx: &Context) -> Result<Action> {
             .then(|| format!("{:.1}", 100.0 * hits as f64 / (hits + misses) as f64));
         s.counters.clone()
     });
+    let warmup_failing = ctx.with_pool(&key, PoolCounters::default, |s| {
+        s.warmup_failing.as_ref().map(WarmupFailing::message)
+    });
     let observation = status::Observation {
         workers: &workers,
         plan: &plan,
         problems: &problems,
         failure: failure.clone(),
+        warmup_failing,
         counters,
         totals: &totals,
         records: &records,
@@ -399,11 +426,41 @@ async fn reconcile_inner(pool: &CapsulePool, ctx: &Context) -> Result<Action> {
     if let Some(kept_for) = surplus_kept_for {
         next_pass = next_pass.min(kept_for);
     }
+    if let Some(held_for) = creates_held_for {
+        next_pass = next_pass.min(held_for);
+    }
     if !problems.is_empty() && !write_later {
         // Nothing to retry until the user changes the spec; the watch brings that change.
         return Ok(Action::await_change());
     }
     Ok(Action::requeue(next_pass))
+}
+
+/// While the warm-up code keeps raising, new workers wait out the backoff; a worker of the current
+/// template that warmed up ends it. Returns how long creations are held.
+fn hold_creates_while_warmup_fails(
+    state: &mut Option<WarmupFailing>,
+    workers: &[plan::ClassifiedPod<'_>],
+    plan: &mut plan::Plan,
+    now: Instant,
+) -> Option<Duration> {
+    if workers
+        .iter()
+        .any(|w| w.current && matches!(w.phase, WorkerPhase::Idle | WorkerPhase::Bound))
+    {
+        *state = None;
+    }
+    let held_for = state.as_ref()?.creates_held_for(now)?;
+    plan.create = 0;
+    Some(held_for)
+}
+
+/// `ExceptionType: message` of a worker's warm-up failure, as its last heartbeat gave it.
+fn warmup_error(record: Option<&WorkerRecord>) -> String {
+    match record.and_then(|r| r.warmup_failure.as_ref()) {
+        Some(failure) => format!("{}: {}", failure.ename, failure.evalue),
+        None => "an exception".into(),
+    }
 }
 
 /// Whether a worker's heartbeat is stale and whether it is worn out, from the relay's index.
@@ -458,6 +515,7 @@ fn worker_signals(
         stale,
         worn_out,
         warmup_expired,
+        warmup_failed: record.is_some_and(|r| r.warmup_failure.is_some()),
     }
 }
 

@@ -26,10 +26,12 @@ pub enum RemovalReason {
     Released,
     /// Not ready within `spec.warmup.timeoutSeconds` of its worker container starting.
     WarmupTimeout,
+    /// Its heartbeat says the pool's warm-up code raised.
+    WarmupFailed,
 }
 
 impl RemovalReason {
-    pub const ALL: [RemovalReason; 7] = [
+    pub const ALL: [RemovalReason; 8] = [
         Self::Failed,
         Self::ScaleDown,
         Self::Outdated,
@@ -37,6 +39,7 @@ impl RemovalReason {
         Self::Recycled,
         Self::Released,
         Self::WarmupTimeout,
+        Self::WarmupFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +51,7 @@ impl RemovalReason {
             Self::Recycled => "recycled",
             Self::Released => "released",
             Self::WarmupTimeout => "warmup_timeout",
+            Self::WarmupFailed => "warmup_failed",
         }
     }
 }
@@ -62,6 +66,8 @@ pub struct ClassifiedPod<'a> {
     pub stale: bool,
     /// Unhealthy because it did not become ready within the warm-up timeout.
     pub warmup_expired: bool,
+    /// Unhealthy because the warm-up code raised in it.
+    pub warmup_failed: bool,
     /// Idle and past a recycle rule.
     pub worn_out: bool,
 }
@@ -75,6 +81,8 @@ pub struct WorkerSignals {
     pub worn_out: bool,
     /// Still not ready `spec.warmup.timeoutSeconds` after its worker container started.
     pub warmup_expired: bool,
+    /// Its heartbeat reports that the warm-up code raised.
+    pub warmup_failed: bool,
 }
 
 /// Everything the pool controller does in one pass.
@@ -156,7 +164,10 @@ pub fn classify_all<'a>(
                     WorkerPhase::Warming | WorkerPhase::Idle | WorkerPhase::Bound
                 );
             let warmup_expired = !stale && seen.warmup_expired && phase == WorkerPhase::Warming;
-            if stale || warmup_expired {
+            let warmup_failed = !stale
+                && seen.warmup_failed
+                && matches!(phase, WorkerPhase::Warming | WorkerPhase::Idle);
+            if stale || warmup_expired || warmup_failed {
                 phase = WorkerPhase::Unhealthy;
             }
             ClassifiedPod {
@@ -165,6 +176,7 @@ pub fn classify_all<'a>(
                 current: worker_pod::is_current(pod, &hash),
                 stale,
                 warmup_expired,
+                warmup_failed,
                 worn_out: seen.worn_out && phase == WorkerPhase::Idle,
             }
         })
@@ -196,6 +208,9 @@ pub fn plan(pool: &CapsulePool, workers: &[ClassifiedPod<'_>], waiting_sessions:
             WorkerPhase::Unhealthy if w.warmup_expired => plan
                 .delete
                 .push((w.pod.name_any(), RemovalReason::WarmupTimeout)),
+            WorkerPhase::Unhealthy if w.warmup_failed => plan
+                .delete
+                .push((w.pod.name_any(), RemovalReason::WarmupFailed)),
             WorkerPhase::Unhealthy => plan.delete.push((w.pod.name_any(), RemovalReason::Failed)),
             WorkerPhase::Idle if w.worn_out => plan
                 .delete

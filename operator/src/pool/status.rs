@@ -46,6 +46,8 @@ pub struct Observation<'a> {
     pub problems: &'a [String],
     /// A failure of this pass worth surfacing (for example a pod the API server refused).
     pub failure: Option<String>,
+    /// Set while the warm-up code keeps raising: what happened and what the operator does.
+    pub warmup_failing: Option<String>,
     pub counters: PoolCounters,
     /// The relay's totals for the pool.
     pub totals: &'a PoolTotals,
@@ -76,7 +78,9 @@ pub fn build(pool: &CapsulePool, seen: &Observation<'_>, now: Timestamp) -> Caps
             DesiredCondition::new("Degraded", true, "InvalidSpec", message),
         ]
     } else {
-        let ready = if idle >= target {
+        let ready = if let (true, Some(message)) = (idle < target, &seen.warmup_failing) {
+            DesiredCondition::new("Ready", false, "WarmupFailing", message.clone())
+        } else if idle >= target {
             DesiredCondition::new(
                 "Ready",
                 true,
@@ -138,6 +142,8 @@ pub fn build(pool: &CapsulePool, seen: &Observation<'_>, now: Timestamp) -> Caps
         };
         let degraded = if let Some(failure) = &seen.failure {
             DesiredCondition::new("Degraded", true, "ReconcileFailed", failure.clone())
+        } else if let Some(message) = &seen.warmup_failing {
+            DesiredCondition::new("Degraded", true, "WarmupFailing", message.clone())
         } else if unhealthy > 0 {
             DesiredCondition::new(
                 "Degraded",

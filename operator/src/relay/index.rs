@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use capsule_protocol::heartbeat::{Heartbeat, WorkerState};
+use capsule_protocol::heartbeat::{Heartbeat, WarmupFailure, WorkerState};
 use k8s_openapi::jiff::Timestamp;
 
 /// Identity of a worker: namespace and pod name.
@@ -132,6 +132,8 @@ pub struct WorkerRecord {
     /// The process restarted while a session held the worker: the session's namespace is gone, so
     /// the worker is unhealthy and its session failed.
     pub lost_session: bool,
+    /// The pool's warm-up code raises in this worker (from its latest heartbeat).
+    pub warmup_failure: Option<WarmupFailure>,
 }
 
 impl WorkerRecord {
@@ -205,6 +207,7 @@ impl WorkerIndex {
                         process_restarts: 0,
                         last_activity: now,
                         lost_session: false,
+                        warmup_failure: hb.warmup_failure.clone(),
                     },
                 );
             }
@@ -241,6 +244,7 @@ impl WorkerIndex {
                 rec.promise_high_water = rec.promise_high_water.max(hb.bridge.high_water);
                 rec.max_queue_depth = rec.max_queue_depth.max(hb.executor.max_queue_depth);
                 rec.raw = raw;
+                rec.warmup_failure = hb.warmup_failure.clone();
             }
         }
         outcome
@@ -364,6 +368,7 @@ mod tests {
             executor: ExecutorCounters::default(),
             bridge: BridgeCounters::default(),
             cancels: CancelCounters::default(),
+            warmup_failure: None,
         }
     }
 

@@ -2,7 +2,7 @@
 //! the index, the status or a metric is checked here, and nothing in the body can make the operator
 //! panic or hold more than the body's own bound.
 
-use capsule_protocol::heartbeat::Heartbeat;
+use capsule_protocol::heartbeat::{Heartbeat, MAX_WARMUP_MESSAGE_BYTES};
 
 /// Longest name (pod, namespace, pool, session) accepted, as Kubernetes allows.
 pub const MAX_NAME_BYTES: usize = 253;
@@ -104,6 +104,18 @@ pub fn check(hb: &Heartbeat) -> Result<(), Invalid> {
             if value.len() > MAX_TEXT_BYTES {
                 return Err(Invalid(format!(
                     "{field} must be at most {MAX_TEXT_BYTES} bytes"
+                )));
+            }
+        }
+    }
+    if let Some(failure) = &hb.warmup_failure {
+        for (field, value) in [
+            ("warmupFailure.ename", &failure.ename),
+            ("warmupFailure.evalue", &failure.evalue),
+        ] {
+            if value.len() > MAX_WARMUP_MESSAGE_BYTES {
+                return Err(Invalid(format!(
+                    "{field} must be at most {MAX_WARMUP_MESSAGE_BYTES} bytes"
                 )));
             }
         }
