@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 pub const MAX_WORKERS_LIMIT: i32 = 1000;
 /// How many per-worker rows `status.workers` carries at most; the rest are counted, not listed.
 pub const MAX_WORKER_SUMMARIES: usize = 50;
+/// The most entries in `status.pythonVersions`.
+pub const MAX_PYTHON_VERSIONS: usize = 8;
 /// Largest warm-up code accepted, in bytes.
 pub const MAX_WARMUP_CODE_BYTES: u32 = 65_536;
 
@@ -759,6 +761,23 @@ pub struct CapsulePoolStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bridge: Option<BridgeTotals>,
 
+    /// Cancellation counters, summed over the pool's workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancels: Option<CancelTotals>,
+
+    /// Executions by mode, summed over the pool's workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modes: Option<ModeTotals>,
+
+    /// Trace events the workers handed to their sidecars, summed over the pool's workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceTotals>,
+
+    /// The Python versions the pool's workers run (from their first heartbeat), at most 8.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub python_versions: Vec<String>,
+
     /// The pool's own counters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<PoolCounters>,
@@ -806,6 +825,7 @@ impl WorkerPhase {
 pub struct WorkerSummary {
     /// Pod name.
     pub pod: String,
+    /// Its phase (Starting, Warming, Idle, Bound, Unhealthy, Terminating).
     pub phase: WorkerPhase,
     /// The session holding it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -831,9 +851,13 @@ pub struct WorkerSummary {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ExecutionTotals {
+    /// Executions that returned a result.
     pub ok: i64,
+    /// Executions whose code raised (or that the worker failed, such as OutputQueueFull).
     pub error: i64,
+    /// Executions cancelled through the API or by a client that went away.
     pub cancelled: i64,
+    /// Executions stopped at their `timeoutMs`.
     pub timed_out: i64,
 }
 
@@ -841,12 +865,59 @@ pub struct ExecutionTotals {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ExecutorTotals {
+    /// Output chunks the interpreters produced into the output queue.
     pub outputs_enqueued: i64,
+    /// Output chunks delivered to clients.
     pub outputs_sent: i64,
+    /// Output chunks dropped (backpressure DropNew / DropOldest, a drain timeout, a lost frame).
     pub outputs_dropped: i64,
     /// Largest queue depth any worker saw.
     pub max_queue_depth: i64,
+    /// Executions that ended with OutputDrainTimeout because the client did not take the output.
     pub drain_timeouts: i64,
+    /// Interpreters that died and were restarted (a reset is not counted).
+    #[serde(default)]
+    pub interpreter_restarts: i64,
+}
+
+/// Cancellation counters.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelTotals {
+    /// Cancel requests received.
+    pub requested: i64,
+    /// Requests that ended a queued or running execution.
+    pub effective: i64,
+    /// Requests for an execution that was not queued or running.
+    pub noop: i64,
+    /// Executions ended by a KeyboardInterrupt raised in the code (cancel or timeout).
+    pub interrupted: i64,
+    /// Executions whose interpreter was killed because the interrupt had no effect in time.
+    pub killed: i64,
+}
+
+/// Trace events between workers and their sidecars.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TraceTotals {
+    /// Events handed to the sidecar's socket.
+    pub sent: i64,
+    /// Events dropped because the sidecar's socket was gone or its queue full.
+    pub dropped: i64,
+}
+
+/// Executions by how the code ran.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ModeTotals {
+    /// Plain statements.
+    pub plain: i64,
+    /// Code with a top-level `await`, run on the interpreter's persistent event loop.
+    pub top_level_await: i64,
+    /// Code defining `async def` functions without a top-level `await`.
+    pub async_def: i64,
+    /// Executions whose async code contained a blocking call such as `time.sleep`.
+    pub blocking_call_warnings: i64,
 }
 
 /// Promise bridge counters.
@@ -857,10 +928,15 @@ pub struct BridgeTotals {
     pub pending: i64,
     /// Most promises pending at once on any worker.
     pub high_water: i64,
+    /// Promises and input requests created by code.
     pub created: i64,
+    /// Settled with a value through the API.
     pub resolved: i64,
+    /// Rejected through the API.
     pub rejected: i64,
+    /// Not settled within their timeout.
     pub timeouts: i64,
+    /// Cancelled with their execution (cancel, timeout, end of the code, shutdown).
     pub cancellations: i64,
 }
 

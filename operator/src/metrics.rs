@@ -79,6 +79,27 @@ pub struct PromiseLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CancelLabels {
+    pub namespace: String,
+    pub pool: String,
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModeLabels {
+    pub namespace: String,
+    pub pool: String,
+    pub mode: &'static str,
+}
+
+/// The `kind` values of `capsule_pool_cancels_total`.
+pub const CANCEL_KINDS: [&str; 5] = ["requested", "effective", "noop", "interrupted", "killed"];
+/// The `result` values of `capsule_pool_trace_events_total`.
+pub const TRACE_RESULTS: [&str; 2] = ["sent", "dropped"];
+/// The `mode` values of `capsule_pool_execution_modes_total`.
+pub const EXECUTION_MODES: [&str; 3] = ["plain", "top_level_await", "async_def"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WorkerLabels {
     pub namespace: String,
     pub pool: String,
@@ -130,6 +151,11 @@ pub struct Metrics {
     pub promises_high_water: Family<PoolLabels, Gauge>,
     pub promises: Family<PromiseLabels, Counter>,
     pub worker_restarts: Family<PoolLabels, Counter>,
+    pub interpreter_restarts: Family<PoolLabels, Counter>,
+    pub cancels: Family<CancelLabels, Counter>,
+    pub execution_modes: Family<ModeLabels, Counter>,
+    pub blocking_call_warnings: Family<PoolLabels, Counter>,
+    pub trace_events: Family<OutputLabels, Counter>,
     pub hits: Family<PoolLabels, Counter>,
     pub misses: Family<PoolLabels, Counter>,
     pub acquisition: Family<PoolLabels, Histogram, AcquisitionBuckets>,
@@ -176,6 +202,11 @@ impl Metrics {
             promises_high_water: Family::default(),
             promises: Family::default(),
             worker_restarts: Family::default(),
+            interpreter_restarts: Family::default(),
+            cancels: Family::default(),
+            execution_modes: Family::default(),
+            blocking_call_warnings: Family::default(),
+            trace_events: Family::default(),
             hits: Family::default(),
             misses: Family::default(),
             acquisition: Family::new_with_constructor(AcquisitionBuckets),
@@ -297,6 +328,31 @@ impl Metrics {
             "pool_worker_restarts",
             "Worker processes that started again",
             m.worker_restarts.clone(),
+        );
+        r.register(
+            "pool_interpreter_restarts",
+            "Interpreters that died and were restarted by their worker (a reset is not counted)",
+            m.interpreter_restarts.clone(),
+        );
+        r.register(
+            "pool_cancels",
+            "Cancellations by kind (requested, effective, noop, interrupted, killed)",
+            m.cancels.clone(),
+        );
+        r.register(
+            "pool_execution_modes",
+            "Executions by mode (plain, top_level_await, async_def)",
+            m.execution_modes.clone(),
+        );
+        r.register(
+            "pool_trace_events",
+            "Trace events the workers handed to their sidecars, by result (sent, dropped)",
+            m.trace_events.clone(),
+        );
+        r.register(
+            "pool_blocking_call_warnings",
+            "Executions whose async code contained a blocking call such as time.sleep",
+            m.blocking_call_warnings.clone(),
         );
         r.register(
             "pool_hits",
@@ -426,6 +482,8 @@ impl Metrics {
             &self.status_writes,
             &self.drain_timeouts,
             &self.worker_restarts,
+            &self.interpreter_restarts,
+            &self.blocking_call_warnings,
             &self.hits,
             &self.misses,
             &self.acquisition_timeouts,
@@ -456,6 +514,27 @@ impl Metrics {
                 namespace: ns.clone(),
                 pool: name.clone(),
                 event,
+            });
+        }
+        for result in TRACE_RESULTS {
+            self.trace_events.remove(&OutputLabels {
+                namespace: ns.clone(),
+                pool: name.clone(),
+                result,
+            });
+        }
+        for kind in CANCEL_KINDS {
+            self.cancels.remove(&CancelLabels {
+                namespace: ns.clone(),
+                pool: name.clone(),
+                kind,
+            });
+        }
+        for mode in EXECUTION_MODES {
+            self.execution_modes.remove(&ModeLabels {
+                namespace: ns.clone(),
+                pool: name.clone(),
+                mode,
             });
         }
     }

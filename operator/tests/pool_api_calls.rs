@@ -1,6 +1,7 @@
 //! Exact API calls of the pool controller, against kube's tower-test mock.
 
 mod fake_api;
+mod homes;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -99,6 +100,7 @@ fn worker(pool: &CapsulePool, name: &str, state: &str) -> Value {
 
 struct Harness {
     ctx: Arc<Context>,
+    registry: prometheus_client::registry::Registry,
     calls: Arc<Mutex<Vec<Call>>>,
     /// What the fake API server lists; a test may change it between passes.
     pods: Arc<Mutex<Vec<Value>>>,
@@ -179,9 +181,10 @@ fn harness(pods: Vec<Value>, secret_exists: bool) -> Harness {
             _ => fake_api::unexpected(call),
         }
     });
-    let (ctx, calls) = fake_api::context(responder);
+    let (ctx, calls, registry) = fake_api::context_and_registry(responder);
     Harness {
         ctx,
+        registry,
         calls,
         pods: listed,
     }
@@ -976,4 +979,59 @@ async fn a_worker_whose_warm_up_raises_is_replaced_and_the_pool_says_why_and_bac
             WRITE_STATUS
         ]
     );
+}
+
+/// A heartbeat of `pod` (pool `p`) whose every counter is set, each to a value of its own.
+fn busy_heartbeat(pod: &str) -> capsule_protocol::heartbeat::Heartbeat {
+    serde_json::from_value(json!({"pod": pod, "namespace": NS, "pool": "p", "seq": 1,
+        "sentAt": "2026-11-30T00:00:00Z", "startedAt": "2026-11-30T00:00:00Z", "state": "idle",
+        "capabilities": {"workerVersion": "0.1.0", "pythonVersion": "3.11.2", "maxRequestBytes": 1,
+            "maxFrameBytes": 1, "outputQueueCapacity": 1, "backpressure": "Block",
+            "executionQueueLimit": 1, "drainTimeoutMs": 1, "inputTimeoutMs": 1, "cancelGraceMs": 1},
+        "session": null, "rssBytes": 1, "cpuPercent": 0.0, "namespaceSize": 7, "interpreterRestarts": 11,
+        "executions": {"ok": 101, "error": 102, "cancelled": 103, "timedOut": 104},
+        "modes": {"plain": 201, "topLevelAwait": 202, "asyncDef": 203}, "blockingCallWarnings": 204,
+        "executor": {"outputsEnqueued": 301, "outputsSent": 302, "outputsDropped": 303, "maxQueueDepth": 304, "drainTimeouts": 305},
+        "bridge": {"pending": 3, "highWater": 401, "created": 402, "resolved": 403, "rejected": 404, "timedOut": 405, "cancelled": 406},
+        "cancels": {"requested": 501, "effective": 502, "noop": 503, "interrupted": 504, "killed": 505},
+        "trace": {"sent": 601, "dropped": 602}}))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn every_counter_a_worker_reports_reaches_pool_status_and_prometheus() {
+    let p = pool(sound_spec(1, 5), None);
+    let h = harness(vec![worker(&p, "p-busy", "idle")], true);
+    h.ctx
+        .index
+        .record(&busy_heartbeat("p-busy"), false, std::time::Instant::now());
+    h.reconcile(p).await.unwrap();
+
+    let status = serde_json::to_value(h.status_written()).unwrap();
+    assert_eq!(status["pythonVersions"], json!(["3.11.2"]));
+    let mut metrics = String::new();
+    prometheus_client::encoding::text::encode(&mut metrics, &h.registry).unwrap();
+    for (stat, path, family) in homes::HOMES {
+        let mut node = &status;
+        for part in path.split('.') {
+            node = match node {
+                Value::Array(rows) => &rows[0][part],
+                other => &other[part],
+            };
+        }
+        assert!(
+            node.as_i64().is_some_and(|v| v > 0),
+            "{stat}: status.{path} is {node}"
+        );
+        let series = metrics
+            .lines()
+            .filter(|l| l.starts_with(family) && l.contains("pool=\"p\""))
+            .collect::<Vec<_>>();
+        assert!(
+            series
+                .iter()
+                .any(|l| l.rsplit(' ').next().is_some_and(|v| v != "0")),
+            "{stat}: no nonzero series of {family} in:\n{metrics}"
+        );
+    }
 }

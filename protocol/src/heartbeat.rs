@@ -133,6 +133,15 @@ pub struct Heartbeat {
     pub executor: ExecutorCounters,
     pub bridge: BridgeCounters,
     pub cancels: CancelCounters,
+    /// Executions by mode. Absent from workers before it was reported.
+    #[serde(default)]
+    pub modes: ModeCounts,
+    /// Executions whose async code contained a blocking call such as `time.sleep`.
+    #[serde(default)]
+    pub blocking_call_warnings: u64,
+    /// Trace events handed to the sidecar, and dropped when its socket was gone or full.
+    #[serde(default)]
+    pub trace: crate::execute::TraceCounters,
     /// Set while the pool's warm-up code raises in this worker's interpreters (it keeps retrying
     /// with backoff and is not ready meanwhile); absent once a warm-up succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]

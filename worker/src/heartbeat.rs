@@ -81,6 +81,9 @@ pub fn build(
         executor: runtime.stats.executor(),
         bridge: runtime.bridge.counters(),
         cancels: runtime.stats.cancels(),
+        modes: runtime.stats.modes(),
+        blocking_call_warnings: runtime.stats.blocking_call_warnings.load(Relaxed),
+        trace: runtime.trace.counters(),
         warmup_failure: runtime
             .warmup_failure
             .lock()

@@ -32,8 +32,9 @@ use crate::context::{Context, PoolKey};
 use crate::error::{backoff, Error, Result};
 use crate::labels;
 use crate::metrics::{
-    raise_to, ControllerLabels, ControllerName, OutcomeLabels, OutputLabels, PoolLabels,
-    PromiseLabels, TraceLabels, WorkerLabels,
+    raise_to, CancelLabels, ControllerLabels, ControllerName, ModeLabels, OutcomeLabels,
+    OutputLabels, PoolLabels, PromiseLabels, TraceLabels, WorkerLabels, CANCEL_KINDS,
+    EXECUTION_MODES, TRACE_RESULTS,
 };
 use crate::relay::index::{PoolTotals, WorkerRecord};
 use crate::watch_cache::{reflect, Listing};
@@ -710,6 +711,49 @@ fn publish_relay_metrics(
         raise_to(&series, total);
     }
     raise_to(&m.drain_timeouts.get_or_create(labels), c.drain_timeouts);
+    raise_to(
+        &m.interpreter_restarts.get_or_create(labels),
+        c.interpreter_restarts,
+    );
+    raise_to(
+        &m.blocking_call_warnings.get_or_create(labels),
+        c.blocking_call_warnings,
+    );
+    let cancels = [
+        c.cancels_requested,
+        c.cancels_effective,
+        c.cancels_noop,
+        c.cancels_interrupted,
+        c.cancels_killed,
+    ];
+    for (kind, total) in CANCEL_KINDS.into_iter().zip(cancels) {
+        let labels = CancelLabels {
+            namespace: ns.clone(),
+            pool: name.clone(),
+            kind,
+        };
+        raise_to(&m.cancels.get_or_create(&labels), total);
+    }
+    for (result, total) in TRACE_RESULTS
+        .into_iter()
+        .zip([c.trace_sent, c.trace_dropped])
+    {
+        let labels = OutputLabels {
+            namespace: ns.clone(),
+            pool: name.clone(),
+            result,
+        };
+        raise_to(&m.trace_events.get_or_create(&labels), total);
+    }
+    let modes = [c.mode_plain, c.mode_top_level_await, c.mode_async_def];
+    for (mode, total) in EXECUTION_MODES.into_iter().zip(modes) {
+        let labels = ModeLabels {
+            namespace: ns.clone(),
+            pool: name.clone(),
+            mode,
+        };
+        raise_to(&m.execution_modes.get_or_create(&labels), total);
+    }
     raise_to(
         &m.worker_restarts.get_or_create(labels),
         totals.process_restarts,

@@ -12,7 +12,7 @@
 
 use capsule_crds::CapsulePoolStatus;
 
-use crate::relay::index::{Counters, PoolTotals};
+use crate::relay::index::PoolTotals;
 
 /// What one pool restored from its status, and whether the base is fixed yet.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -54,26 +54,27 @@ pub fn from_status(status: Option<&CapsulePoolStatus>) -> PoolTotals {
         totals.counters.promises_cancelled = n(b.cancellations);
         totals.promise_high_water = n(b.high_water);
     }
-    totals
-}
-
-fn zip(a: &Counters, b: &Counters, f: impl Fn(u64, u64) -> u64) -> Counters {
-    Counters {
-        exec_ok: f(a.exec_ok, b.exec_ok),
-        exec_error: f(a.exec_error, b.exec_error),
-        exec_cancelled: f(a.exec_cancelled, b.exec_cancelled),
-        exec_timed_out: f(a.exec_timed_out, b.exec_timed_out),
-        outputs_enqueued: f(a.outputs_enqueued, b.outputs_enqueued),
-        outputs_sent: f(a.outputs_sent, b.outputs_sent),
-        outputs_dropped: f(a.outputs_dropped, b.outputs_dropped),
-        drain_timeouts: f(a.drain_timeouts, b.drain_timeouts),
-        promises_created: f(a.promises_created, b.promises_created),
-        promises_resolved: f(a.promises_resolved, b.promises_resolved),
-        promises_rejected: f(a.promises_rejected, b.promises_rejected),
-        promises_timed_out: f(a.promises_timed_out, b.promises_timed_out),
-        promises_cancelled: f(a.promises_cancelled, b.promises_cancelled),
-        interpreter_restarts: f(a.interpreter_restarts, b.interpreter_restarts),
+    if let Some(e) = &status.executor {
+        totals.counters.interpreter_restarts = n(e.interpreter_restarts);
     }
+    if let Some(c) = &status.cancels {
+        totals.counters.cancels_requested = n(c.requested);
+        totals.counters.cancels_effective = n(c.effective);
+        totals.counters.cancels_noop = n(c.noop);
+        totals.counters.cancels_interrupted = n(c.interrupted);
+        totals.counters.cancels_killed = n(c.killed);
+    }
+    if let Some(t) = &status.trace {
+        totals.counters.trace_sent = n(t.sent);
+        totals.counters.trace_dropped = n(t.dropped);
+    }
+    if let Some(m) = &status.modes {
+        totals.counters.mode_plain = n(m.plain);
+        totals.counters.mode_top_level_await = n(m.top_level_await);
+        totals.counters.mode_async_def = n(m.async_def);
+        totals.counters.blocking_call_warnings = n(m.blocking_call_warnings);
+    }
+    totals
 }
 
 impl RestoredTotals {
@@ -85,12 +86,12 @@ impl RestoredTotals {
         match self {
             Self::Unseen => {}
             Self::Pending(restored) => {
-                out.counters = zip(&relay.counters, &restored.counters, u64::max);
+                out.counters = relay.counters.zip(&restored.counters, u64::max);
                 out.max_queue_depth = relay.max_queue_depth.max(restored.max_queue_depth);
                 out.promise_high_water = relay.promise_high_water.max(restored.promise_high_water);
                 if all_reported {
                     let base = PoolTotals {
-                        counters: zip(&restored.counters, &relay.counters, u64::saturating_sub),
+                        counters: restored.counters.zip(&relay.counters, u64::saturating_sub),
                         max_queue_depth: restored.max_queue_depth,
                         promise_high_water: restored.promise_high_water,
                         ..Default::default()
@@ -111,6 +112,7 @@ impl RestoredTotals {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::relay::index::Counters;
 
     fn totals(ok: u64) -> PoolTotals {
         PoolTotals {

@@ -8,7 +8,10 @@ use kube::ResourceExt;
 
 use std::collections::BTreeMap;
 
-use capsule_crds::{BridgeTotals, ExecutionTotals, ExecutorTotals};
+use capsule_crds::{
+    BridgeTotals, CancelTotals, ExecutionTotals, ExecutorTotals, ModeTotals, TraceTotals,
+    MAX_PYTHON_VERSIONS,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::conditions::{self, DesiredCondition};
@@ -215,6 +218,7 @@ pub fn build(pool: &CapsulePool, seen: &Observation<'_>, now: Timestamp) -> Caps
             outputs_dropped: c.outputs_dropped as i64,
             max_queue_depth: seen.totals.max_queue_depth as i64,
             drain_timeouts: c.drain_timeouts as i64,
+            interpreter_restarts: c.interpreter_restarts as i64,
         }),
         bridge: Some(BridgeTotals {
             pending: seen.totals.pending_promises as i64,
@@ -225,8 +229,39 @@ pub fn build(pool: &CapsulePool, seen: &Observation<'_>, now: Timestamp) -> Caps
             timeouts: c.promises_timed_out as i64,
             cancellations: c.promises_cancelled as i64,
         }),
+        cancels: Some(CancelTotals {
+            requested: c.cancels_requested as i64,
+            effective: c.cancels_effective as i64,
+            noop: c.cancels_noop as i64,
+            interrupted: c.cancels_interrupted as i64,
+            killed: c.cancels_killed as i64,
+        }),
+        modes: Some(ModeTotals {
+            plain: c.mode_plain as i64,
+            top_level_await: c.mode_top_level_await as i64,
+            async_def: c.mode_async_def as i64,
+            blocking_call_warnings: c.blocking_call_warnings as i64,
+        }),
+        trace: Some(TraceTotals {
+            sent: c.trace_sent as i64,
+            dropped: c.trace_dropped as i64,
+        }),
+        python_versions: python_versions(seen.records),
         pool: Some(seen.counters.clone()),
     }
+}
+
+/// The distinct Python versions of the pool's workers, sorted, at most [`MAX_PYTHON_VERSIONS`].
+fn python_versions(records: &BTreeMap<String, WorkerRecord>) -> Vec<String> {
+    let versions: std::collections::BTreeSet<&String> = records
+        .values()
+        .filter_map(|r| r.python_version.as_ref())
+        .collect();
+    versions
+        .into_iter()
+        .take(MAX_PYTHON_VERSIONS)
+        .cloned()
+        .collect()
 }
 
 /// Whether `new` differs from `old` in what a user acts on (counts by phase, conditions, generation),

@@ -18,24 +18,61 @@ pub type WorkerKey = (String, String);
 /// Identity of a pool: namespace and pool name.
 pub type PoolKey = (String, String);
 
-/// Monotonic counters of one worker, summed the same way for a pool.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counters {
-    pub exec_ok: u64,
-    pub exec_error: u64,
-    pub exec_cancelled: u64,
-    pub exec_timed_out: u64,
-    pub outputs_enqueued: u64,
-    pub outputs_sent: u64,
-    pub outputs_dropped: u64,
-    pub drain_timeouts: u64,
-    pub promises_created: u64,
-    pub promises_resolved: u64,
-    pub promises_rejected: u64,
-    pub promises_timed_out: u64,
-    pub promises_cancelled: u64,
-    pub interpreter_restarts: u64,
+/// Declares [`Counters`] once: the struct and its field-by-field operations follow the list.
+macro_rules! counters {
+    ($($field:ident),* $(,)?) => {
+        /// Monotonic counters of one worker, summed the same way for a pool.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct Counters {
+            $(pub $field: u64,)*
+        }
+
+        impl Counters {
+            fn any_below(&self, earlier: &Counters) -> bool {
+                false $(|| self.$field < earlier.$field)*
+            }
+
+            pub fn add(&mut self, other: &Counters) {
+                $(self.$field += other.$field;)*
+            }
+
+            /// `f` applied field by field.
+            pub fn zip(&self, other: &Counters, f: impl Fn(u64, u64) -> u64) -> Counters {
+                Counters {
+                    $($field: f(self.$field, other.$field),)*
+                }
+            }
+        }
+    };
 }
+
+counters!(
+    exec_ok,
+    exec_error,
+    exec_cancelled,
+    exec_timed_out,
+    outputs_enqueued,
+    outputs_sent,
+    outputs_dropped,
+    drain_timeouts,
+    promises_created,
+    promises_resolved,
+    promises_rejected,
+    promises_timed_out,
+    promises_cancelled,
+    interpreter_restarts,
+    cancels_requested,
+    cancels_effective,
+    cancels_noop,
+    cancels_interrupted,
+    cancels_killed,
+    mode_plain,
+    mode_top_level_await,
+    mode_async_def,
+    blocking_call_warnings,
+    trace_sent,
+    trace_dropped,
+);
 
 impl Counters {
     fn from_heartbeat(hb: &Heartbeat) -> Self {
@@ -54,55 +91,31 @@ impl Counters {
             promises_timed_out: hb.bridge.timed_out,
             promises_cancelled: hb.bridge.cancelled,
             interpreter_restarts: hb.interpreter_restarts,
+            cancels_requested: hb.cancels.requested,
+            cancels_effective: hb.cancels.effective,
+            cancels_noop: hb.cancels.noop,
+            cancels_interrupted: hb.cancels.interrupted,
+            cancels_killed: hb.cancels.killed,
+            mode_plain: hb.modes.plain,
+            mode_top_level_await: hb.modes.top_level_await,
+            mode_async_def: hb.modes.async_def,
+            blocking_call_warnings: hb.blocking_call_warnings,
+            trace_sent: hb.trace.sent,
+            trace_dropped: hb.trace.dropped,
         }
-    }
-
-    fn fields(&self) -> [u64; 14] {
-        [
-            self.exec_ok,
-            self.exec_error,
-            self.exec_cancelled,
-            self.exec_timed_out,
-            self.outputs_enqueued,
-            self.outputs_sent,
-            self.outputs_dropped,
-            self.drain_timeouts,
-            self.promises_created,
-            self.promises_resolved,
-            self.promises_rejected,
-            self.promises_timed_out,
-            self.promises_cancelled,
-            self.interpreter_restarts,
-        ]
-    }
-
-    fn any_below(&self, earlier: &Counters) -> bool {
-        self.fields()
-            .iter()
-            .zip(earlier.fields())
-            .any(|(now, before)| *now < before)
-    }
-
-    pub fn add(&mut self, other: &Counters) {
-        self.exec_ok += other.exec_ok;
-        self.exec_error += other.exec_error;
-        self.exec_cancelled += other.exec_cancelled;
-        self.exec_timed_out += other.exec_timed_out;
-        self.outputs_enqueued += other.outputs_enqueued;
-        self.outputs_sent += other.outputs_sent;
-        self.outputs_dropped += other.outputs_dropped;
-        self.drain_timeouts += other.drain_timeouts;
-        self.promises_created += other.promises_created;
-        self.promises_resolved += other.promises_resolved;
-        self.promises_rejected += other.promises_rejected;
-        self.promises_timed_out += other.promises_timed_out;
-        self.promises_cancelled += other.promises_cancelled;
-        self.interpreter_restarts += other.interpreter_restarts;
     }
 
     pub fn executions(&self) -> u64 {
         self.exec_ok + self.exec_error + self.exec_cancelled + self.exec_timed_out
     }
+}
+
+/// The Python version a heartbeat's capabilities name (empty while the first interpreter starts).
+fn python_version(hb: &Heartbeat) -> Option<String> {
+    hb.capabilities
+        .as_ref()
+        .map(|c| c.python_version.clone())
+        .filter(|v| !v.is_empty())
 }
 
 /// What the index knows of one worker.
@@ -134,6 +147,8 @@ pub struct WorkerRecord {
     pub lost_session: bool,
     /// The pool's warm-up code raises in this worker (from its latest heartbeat).
     pub warmup_failure: Option<WarmupFailure>,
+    /// Its interpreter's Python version, from the capabilities of its first heartbeats.
+    pub python_version: Option<String>,
 }
 
 impl WorkerRecord {
@@ -208,6 +223,7 @@ impl WorkerIndex {
                         last_activity: now,
                         lost_session: false,
                         warmup_failure: hb.warmup_failure.clone(),
+                        python_version: python_version(hb),
                     },
                 );
             }
@@ -245,6 +261,9 @@ impl WorkerIndex {
                 rec.max_queue_depth = rec.max_queue_depth.max(hb.executor.max_queue_depth);
                 rec.raw = raw;
                 rec.warmup_failure = hb.warmup_failure.clone();
+                if let Some(version) = python_version(hb) {
+                    rec.python_version = Some(version);
+                }
             }
         }
         outcome
@@ -368,6 +387,9 @@ mod tests {
             executor: ExecutorCounters::default(),
             bridge: BridgeCounters::default(),
             cancels: CancelCounters::default(),
+            modes: ModeCounts::default(),
+            blocking_call_warnings: 0,
+            trace: Default::default(),
             warmup_failure: None,
         }
     }

@@ -62,11 +62,25 @@ pub fn start(responder: Responder) -> (Client, Arc<Mutex<Vec<Call>>>) {
 }
 
 /// The operator's context over the fake: what a reconcile gets in the real process.
+#[allow(dead_code)]
 pub fn context(
     responder: Responder,
 ) -> (
     Arc<capsule_operator::context::Context>,
     Arc<Mutex<Vec<Call>>>,
+) {
+    let (ctx, calls, _registry) = context_and_registry(responder);
+    (ctx, calls)
+}
+
+/// [`context`] and the registry its metrics are in, for tests that read `/metrics`.
+#[allow(dead_code)]
+pub fn context_and_registry(
+    responder: Responder,
+) -> (
+    Arc<capsule_operator::context::Context>,
+    Arc<Mutex<Vec<Call>>>,
+    prometheus_client::registry::Registry,
 ) {
     let (client, calls) = start(responder);
     let mut registry = prometheus_client::registry::Registry::default();
@@ -77,7 +91,7 @@ pub fn context(
         capsule_operator::config::OperatorConfig::default(),
         Arc::new(capsule_operator::health::Health::default()),
     ));
-    (ctx, calls)
+    (ctx, calls, registry)
 }
 
 /// The answer to a call a test did not expect: a 500 naming it, so the reconcile fails loudly.
