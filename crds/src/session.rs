@@ -98,6 +98,32 @@ pub struct SecretKeyRef {
     pub key: String,
 }
 
+/// A bound session's live view, from its worker's heartbeats.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionInfo {
+    /// `idle` or `busy` (running an execution); `warming` while its worker's interpreter starts.
+    pub state: String,
+    /// Executions of this session that returned a result.
+    pub executions_ok: i64,
+    /// Executions of this session that raised, were cancelled or timed out.
+    pub executions_failed: i64,
+    /// Promises and input requests of this session waiting for an answer.
+    pub pending_promises: i64,
+    /// Names in the session's interpreter namespace.
+    pub namespace_size: i64,
+    /// Resident memory of the worker and its interpreters, in MiB.
+    pub memory_mib: i64,
+    /// CPU of the worker and its interpreters, whole percent of one core.
+    pub cpu_percent: i64,
+    /// When an execution last ran or finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_activity: Option<Time>,
+    /// When this view was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<Time>,
+}
+
 /// What the operator observes of a session.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -144,4 +170,9 @@ pub struct CapsuleSessionStatus {
     /// Why the session is Failed or Released, for a person.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+
+    /// The session's live view from its worker's heartbeats, refreshed at most once per status
+    /// interval while something in it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<SessionInfo>,
 }

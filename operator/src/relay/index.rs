@@ -142,6 +142,11 @@ pub struct WorkerRecord {
     pub process_restarts: u64,
     /// Last time an execution ran or finished, for the session idle timeout.
     pub last_activity: Instant,
+    /// The same, as a time of day for the session's status.
+    pub last_activity_at: Timestamp,
+    /// The worker's totals when its current session (per its heartbeats) began, so the session's
+    /// own counts are the difference.
+    pub session_base: Counters,
     /// The process restarted while a session held the worker: the session's namespace is gone, so
     /// the worker is unhealthy and its session failed.
     pub lost_session: bool,
@@ -221,6 +226,8 @@ impl WorkerIndex {
                         base: Counters::default(),
                         process_restarts: 0,
                         last_activity: now,
+                        last_activity_at: Timestamp::now(),
+                        session_base: Counters::default(),
                         lost_session: false,
                         warmup_failure: hb.warmup_failure.clone(),
                         python_version: python_version(hb),
@@ -246,6 +253,11 @@ impl WorkerIndex {
                 }
                 if hb.state == WorkerState::Busy || raw.executions() != rec.raw.executions() {
                     rec.last_activity = now;
+                    rec.last_activity_at = Timestamp::now();
+                }
+                if rec.session != hb.session {
+                    rec.session_base = rec.base;
+                    rec.session_base.add(&rec.raw);
                 }
                 rec.pool = hb.pool.clone();
                 rec.last_seen = now;

@@ -5,6 +5,8 @@
 //! two sessions can never take the same worker, even across operator restarts: a session that finds a
 //! pod already labelled with its own name finishes that binding instead of taking another.
 
+pub mod info;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -703,7 +705,36 @@ async fn check_bound(ctx: &Context, session: &CapsuleSession, ns: &str) -> Resul
             }
         }
     }
+    refresh_info(ctx, session, ns, &worker).await?;
     Ok(Action::requeue(BOUND_CHECK))
+}
+
+/// Writes the session's live view when it changed, at most once per status interval.
+async fn refresh_info(
+    ctx: &Context,
+    session: &CapsuleSession,
+    ns: &str,
+    worker: &str,
+) -> Result<()> {
+    let Some(record) = ctx.index.get(ns, worker) else {
+        return Ok(());
+    };
+    let fresh = info::live_view(&record);
+    let mut status = session.status.clone().unwrap_or_default();
+    let now = Timestamp::now();
+    if !info::due(
+        status.info.as_ref(),
+        &fresh,
+        now,
+        ctx.config.status_interval,
+    ) {
+        return Ok(());
+    }
+    status.info = Some(capsule_crds::SessionInfo {
+        observed_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now)),
+        ..fresh
+    });
+    write_status(ctx, session, status).await
 }
 
 /// Gives the session's worker back: reset and return it to the pool, or replace it, per the pool's
