@@ -94,7 +94,9 @@ impl SessionPhase {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
+    /// The Secret's name, in the session's namespace.
     pub name: String,
+    /// The key holding the token.
     pub key: String,
 }
 
@@ -128,9 +130,12 @@ pub struct SessionInfo {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct CapsuleSessionStatus {
+    /// Pending (waiting for a worker), Bound (executions go to `endpoint`), Released (the worker
+    /// was given back; the session can be deleted) or Failed (`message` says why).
     #[serde(default)]
     pub phase: SessionPhase,
 
+    /// The session's `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
