@@ -36,8 +36,14 @@ fn status_schema(crd: Value) -> Value {
 fn every_status_field_of_both_crds_has_a_description_naming_its_values() {
     let mut missing = Vec::new();
     for (kind, crd) in [
-        ("CapsulePool", serde_json::to_value(CapsulePool::crd()).unwrap()),
-        ("CapsuleSession", serde_json::to_value(CapsuleSession::crd()).unwrap()),
+        (
+            "CapsulePool",
+            serde_json::to_value(CapsulePool::crd()).unwrap(),
+        ),
+        (
+            "CapsuleSession",
+            serde_json::to_value(CapsuleSession::crd()).unwrap(),
+        ),
     ] {
         undescribed(&status_schema(crd), &format!("{kind}.status"), &mut missing);
     }

@@ -22,13 +22,27 @@ pub enum TraceEventKind {
     OutputFlush,
     PromiseCreated,
     PromiseResolved,
+    PromiseRejected,
     PromiseTimedOut,
+    PromiseCancelled,
+    /// The worker stopped with promises pending; each is rejected (`PromiseRejected`, reason
+    /// `shutdown`) after this.
+    BridgeShutdown,
+    /// A session was bound to the worker; the event's execution id is `session:<name>`.
+    SessionBound,
+    /// The session was released (with `reset` when a fresh interpreter takes over).
+    SessionReleased,
     CancelRequested,
     CancelEffective,
     Interrupt,
     DrainTimeout,
     Result,
     Error,
+}
+
+/// The execution id that groups a session's lifecycle events (bound, released) in the trace.
+pub fn session_trace_id(session: &str) -> String {
+    format!("session:{session}")
 }
 
 /// Worker → sidecar.

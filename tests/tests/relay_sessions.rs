@@ -238,24 +238,20 @@ fn pools_warm_up_sessions_bind_execute_and_release_and_dead_workers_are_replaced
     // of earlier sessions on the worker), and the worker's memory.
     let (_, events) = execute(&endpoint, &token, "1 / 0");
     assert_eq!(events.last().unwrap()["type"], "error", "{events:?}");
-    wait_for(
-        "the session's status.info",
-        Duration::from_secs(30),
-        || {
-            let info = cluster.jsonpath(&["csess", "s1"], "{.status.info}");
-            let view: Value = serde_json::from_str(&info).map_err(|_| info.clone())?;
-            if view["executionsOk"] == 1
-                && view["executionsFailed"] == 1
-                && view["state"] == "idle"
-                && view["memoryMib"].as_i64().unwrap_or(0) > 0
-                && view["lastActivity"].is_string()
-            {
-                Ok(())
-            } else {
-                Err(info)
-            }
-        },
-    );
+    wait_for("the session's status.info", Duration::from_secs(30), || {
+        let info = cluster.jsonpath(&["csess", "s1"], "{.status.info}");
+        let view: Value = serde_json::from_str(&info).map_err(|_| info.clone())?;
+        if view["executionsOk"] == 1
+            && view["executionsFailed"] == 1
+            && view["state"] == "idle"
+            && view["memoryMib"].as_i64().unwrap_or(0) > 0
+            && view["lastActivity"].is_string()
+        {
+            Ok(())
+        } else {
+            Err(info)
+        }
+    });
 
     // Forged heartbeats are refused and counted.
     let forged = |token: &str, pod: &str| {

@@ -229,8 +229,7 @@ async fn bind_session(
     require_worker_credential(&runtime, &headers)?;
     let binding: SessionBinding = parse_body(&runtime, body)?;
     runtime
-        .session
-        .bind(binding)
+        .bind_session(binding)
         .map_err(|message| ApiError::new(StatusCode::BAD_REQUEST, "badBinding", message))?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -250,7 +249,7 @@ async fn release_session(
     let Query(query) = query.map_err(|rejection| {
         ApiError::new(StatusCode::BAD_REQUEST, "badQuery", rejection.body_text())
     })?;
-    runtime.session.release();
+    runtime.release_session(query.reset);
     if query.reset {
         runtime.executor.reset(true).await.map_err(reset_error)?;
     }

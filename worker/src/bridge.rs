@@ -202,6 +202,12 @@ impl Bridge {
     /// Rejects every pending promise because the worker stops.
     pub async fn shutdown(&self, reason: &str) {
         let ids: Vec<String> = self.lock().keys().cloned().collect();
+        if !ids.is_empty() {
+            self.trace.send(
+                TraceEvent::new(TraceEventKind::BridgeShutdown, "worker", None)
+                    .with_attribute("pending", ids.len()),
+            );
+        }
         for id in ids {
             self.settle(&id, Settlement::Shutdown(reason.to_owned()), None)
                 .await
@@ -257,7 +263,7 @@ impl Bridge {
                     Value::Null,
                     "rejected",
                     format!("promise {id} rejected: {reason}"),
-                    None,
+                    Some(TraceEventKind::PromiseRejected),
                 )
             }
             Settlement::TimedOut => {
@@ -280,7 +286,7 @@ impl Bridge {
                     Value::Null,
                     "cancelled",
                     format!("promise {id} cancelled with its execution"),
-                    None,
+                    Some(TraceEventKind::PromiseCancelled),
                 )
             }
             Settlement::Shutdown(reason) => {
@@ -290,7 +296,7 @@ impl Bridge {
                     Value::Null,
                     "shutdown",
                     format!("promise {id} rejected: {reason}"),
-                    None,
+                    Some(TraceEventKind::PromiseRejected),
                 )
             }
         };

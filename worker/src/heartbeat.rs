@@ -97,10 +97,10 @@ pub fn apply_reply(runtime: &Arc<Runtime>, reply: HeartbeatReply) {
     match reply.session {
         None => {}
         Some(None) => {
-            runtime.session.release();
+            runtime.release_session(false);
         }
         Some(Some(binding)) => {
-            if let Err(message) = runtime.session.bind(binding) {
+            if let Err(message) = runtime.bind_session(binding) {
                 tracing::warn!(%message, "heartbeat reply carried an invalid session binding");
             }
         }

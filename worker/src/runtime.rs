@@ -12,7 +12,8 @@ use crate::session::SessionStore;
 use crate::stats::Stats;
 use crate::trace_sender::TraceSender;
 use capsule_protocol::execute::WorkerStats;
-use capsule_protocol::heartbeat::{WarmupFailure, WorkerState};
+use capsule_protocol::heartbeat::{SessionBinding, WarmupFailure, WorkerState};
+use capsule_protocol::trace::{session_trace_id, TraceEvent, TraceEventKind};
 
 #[derive(Debug)]
 pub struct Runtime {
@@ -85,6 +86,36 @@ impl Runtime {
         } else {
             WorkerState::Idle
         }
+    }
+
+    /// Binds a session, and marks its start in the trace.
+    pub fn bind_session(&self, binding: SessionBinding) -> Result<(), String> {
+        let session = binding.session.clone();
+        if self.session.bind(binding)? {
+            self.trace.send(TraceEvent::new(
+                TraceEventKind::SessionBound,
+                &session_trace_id(&session),
+                Some(&session),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Releases the session, marking its end in the trace; `reset` says a fresh interpreter
+    /// follows.
+    pub fn release_session(&self, reset: bool) -> Option<String> {
+        let released = self.session.release();
+        if let Some(session) = &released {
+            self.trace.send(
+                TraceEvent::new(
+                    TraceEventKind::SessionReleased,
+                    &session_trace_id(session),
+                    Some(session),
+                )
+                .with_attribute("reset", reset),
+            );
+        }
+        released
     }
 
     pub fn python_version(&self) -> String {

@@ -34,7 +34,8 @@ impl SessionStore {
     }
 
     /// Binds a session; `tokenSha256` must be 64 hex digits.
-    pub fn bind(&self, binding: SessionBinding) -> Result<(), String> {
+    /// Binds `binding`; returns whether it changed the binding.
+    pub fn bind(&self, binding: SessionBinding) -> Result<bool, String> {
         let decoded = parse_sha256_hex(&binding.token_sha256).ok_or_else(|| {
             "tokenSha256 must be the 64-hex-digit sha256 of the session token".to_owned()
         })?;
@@ -49,7 +50,7 @@ impl SessionStore {
         if changed {
             tracing::info!(session = %binding.session, namespace = %binding.namespace, "session bound");
         }
-        Ok(())
+        Ok(changed)
     }
 
     /// Releases the binding; returns the session that held the worker.

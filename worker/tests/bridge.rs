@@ -5,6 +5,7 @@ mod common;
 use capsule_protocol::execute::{EventBody, ExecuteRequest, InputReply, PromiseReject};
 use common::{final_event, outputs, result_repr, Worker, WAIT};
 use serde_json::json;
+use std::sync::{Arc, Mutex};
 
 #[tokio::test]
 async fn input_is_answered_through_the_api_and_another_times_out() {
@@ -263,5 +264,73 @@ async fn the_default_promise_timeout_is_a_minute() {
         }
         assert!(tokio::time::Instant::now() < deadline, "never pending");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn rejected_and_cancelled_promises_and_the_session_lifecycle_reach_the_trace() {
+    use capsule_protocol::trace::{TraceEvent, TraceEventKind};
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("trace.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let kinds = Arc::new(Mutex::new(Vec::<(TraceEventKind, Option<String>)>::new()));
+    let seen = kinds.clone();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        while let Ok(event) =
+            capsule_protocol::frame::read_frame_async::<_, TraceEvent>(&mut stream).await
+        {
+            seen.lock().unwrap().push((event.kind, event.session));
+        }
+    });
+    let worker = Worker::start(&[
+        ("CAPSULE_TRACE_SOCKET", socket.to_str().unwrap()),
+        ("CAPSULE_TRACE_LINGER_MS", "1"),
+    ])
+    .await;
+    let mut stream = worker
+        .stream(&ExecuteRequest {
+            code: "import capsule\np = capsule.promise('refused', timeout=30)\nprint('waiting', flush=True)\ntry:\n    p.result()\nexcept capsule.PromiseError:\n    pass\norphan = capsule.promise('orphan', timeout=30)\n1".into(),
+            ..Default::default()
+        })
+        .await;
+    loop {
+        if let EventBody::Output { .. } = stream.expect_next().await.body {
+            break;
+        }
+    }
+    let rejected = worker
+        .post("/v1/promises/refused/reject")
+        .json(&PromiseReject {
+            reason: "no".into(),
+        })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rejected.status(), 204);
+    let events = tokio::time::timeout(WAIT, stream.collect()).await.unwrap();
+    assert_eq!(result_repr(&events).as_deref(), Some("1"));
+    worker.release_with_reset().await;
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let seen = kinds.lock().unwrap().clone();
+        let has = |kind| seen.iter().any(|(k, _)| *k == kind);
+        if has(TraceEventKind::PromiseRejected)
+            && has(TraceEventKind::PromiseCancelled)
+            && has(TraceEventKind::SessionBound)
+            && has(TraceEventKind::SessionReleased)
+        {
+            assert!(seen
+                .iter()
+                .filter(|(k, _)| matches!(
+                    k,
+                    TraceEventKind::SessionBound | TraceEventKind::SessionReleased
+                ))
+                .all(|(_, session)| session.is_some()));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{seen:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }

@@ -103,6 +103,8 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
 #[derive(serde::Deserialize)]
 struct RecentQuery {
     limit: Option<usize>,
+    /// Only this session's executions and lifecycle events (given raw or as stored, hashed).
+    session: Option<String>,
 }
 
 async fn view(
@@ -114,7 +116,9 @@ async fn view(
     let view = View::parse(&name).filter(|v| v.name().eq_ignore_ascii_case(&name));
     gated(&state, &headers, view, |sources| async move {
         match view {
-            Some(View::Traces) => Ok(sources.recent_traces(query.limit.unwrap_or(20))),
+            Some(View::Traces) => {
+                Ok(sources.recent_traces(query.limit.unwrap_or(20), query.session.as_deref()))
+            }
             Some(View::Promises) => sources.promises().await,
             Some(View::Namespace) => sources.namespace_summary().await,
             Some(View::Counters) => sources.counters().await,

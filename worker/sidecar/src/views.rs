@@ -83,12 +83,23 @@ impl Sources {
         Some(Value::Object(object))
     }
 
-    /// The most recent executions, newest first.
-    pub fn recent_traces(&self, limit: usize) -> Value {
+    /// The most recent executions, newest first; with `session`, only that session's (its
+    /// executions and its `session:<name>` lifecycle events), the name given raw or as stored.
+    pub fn recent_traces(&self, limit: usize, session: Option<&str>) -> Value {
         let limit = limit.clamp(1, MAX_RECENT_EXECUTIONS);
         let recent = {
             let buffer = self.ingest.buffer.lock().unwrap_or_else(|e| e.into_inner());
-            buffer.recent(None, limit)
+            match session {
+                None => buffer.recent(None, limit),
+                Some(raw) => {
+                    let found = buffer.recent(Some(raw), limit);
+                    if found.is_empty() {
+                        buffer.recent(Some(&self.ingest.redactor.hash(raw)), limit)
+                    } else {
+                        found
+                    }
+                }
+            }
         };
         let executions: Vec<Value> = recent
             .iter()

@@ -395,3 +395,66 @@ async fn namespace_view_lists_names_under_each_redaction() {
     }
     worker.stop();
 }
+
+#[tokio::test]
+async fn traces_filtered_by_session_return_that_sessions_executions_and_lifecycle_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start_cluster(dir.path()).await;
+    let viewer = token(&cluster.client, "viewer").await;
+    let socket = dir.path().join("trace.sock");
+    let mut command = sidecar_command(&socket);
+    command
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .env("CAPSULE_INTROSPECTION_VIEWS", "Traces")
+        .env("CAPSULE_INTROSPECTION_REDACTION", "None")
+        .env("CAPSULE_TRACE_REDACTION", "None");
+    let mut sidecar = start_sidecar(command, dir.path());
+    let mut worker = start_worker(worker_command(Some(&socket)), dir.path());
+
+    // Two sessions in turn on one worker, released with a reset between them.
+    for session in ["session-1", "session-2"] {
+        bind_session(&worker, session, "session-token").await;
+        let events = execute(&worker, "session-token", "6 * 7", None).await;
+        assert_eq!(events.last().unwrap()["type"], "result");
+        let released = reqwest::Client::new()
+            .delete(worker.url("/v1/session?reset=true"))
+            .bearer_auth("pool-secret-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(released.status(), 204);
+    }
+
+    for (session, other) in [("session-1", "session-2"), ("session-2", "session-1")] {
+        let deadline = Instant::now() + WAIT;
+        let body = loop {
+            let path = format!("/v1/introspection/traces?session={session}");
+            let (status, body) = get(&sidecar, &path, Some(&viewer)).await;
+            assert_eq!(status, 200, "{body}");
+            let kinds: Vec<&str> = body["executions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|e| e["events"].as_array().unwrap())
+                .filter_map(|e| e["kind"].as_str())
+                .collect();
+            if ["sessionBound", "sessionReleased", "submit", "result"]
+                .iter()
+                .all(|k| kinds.contains(k))
+            {
+                break body;
+            }
+            assert!(Instant::now() < deadline, "{session}: {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let text = body.to_string();
+        assert!(!text.contains(other), "{session} shows {other}: {text}");
+        for execution in body["executions"].as_array().unwrap() {
+            for event in execution["events"].as_array().unwrap() {
+                assert_eq!(event["session"], session, "{event}");
+            }
+        }
+    }
+    worker.stop();
+    sidecar.stop();
+}
