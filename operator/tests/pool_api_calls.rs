@@ -1035,3 +1035,47 @@ async fn every_counter_a_worker_reports_reaches_pool_status_and_prometheus() {
         );
     }
 }
+
+#[tokio::test]
+async fn idle_workers_past_max_rss_bytes_or_max_age_seconds_are_recycled_and_bound_ones_kept() {
+    let mut spec = sound_spec(3, 6);
+    spec["recycle"] = json!({"maxRssBytes": 100_000_000, "maxAgeSeconds": 3600});
+    let p = pool(spec, None);
+    // Workers made in 2026-11-27 (see `worker`): older than an hour.
+    let mut fresh = worker(&p, "p-young", "idle");
+    fresh["metadata"]["creationTimestamp"] = json!(k8s_openapi::jiff::Timestamp::now().to_string());
+    let mut heavy = worker(&p, "p-heavy", "idle");
+    heavy["metadata"]["creationTimestamp"] = json!(k8s_openapi::jiff::Timestamp::now().to_string());
+    let mut heavy_bound = worker(&p, "p-heavy-bound", "bound");
+    heavy_bound["metadata"]["creationTimestamp"] =
+        json!(k8s_openapi::jiff::Timestamp::now().to_string());
+    let h = harness(
+        vec![fresh, heavy, heavy_bound, worker(&p, "p-old", "idle")],
+        true,
+    );
+    let now = std::time::Instant::now();
+    for (pod, rss) in [
+        ("p-young", 50_000_000u64),
+        ("p-heavy", 150_000_000),
+        ("p-heavy-bound", 150_000_000),
+    ] {
+        let mut hb = busy_heartbeat(pod);
+        hb.rss_bytes = rss;
+        h.ctx.index.record(&hb, pod.ends_with("bound"), now);
+    }
+    h.reconcile(p).await.unwrap();
+    let deleted: Vec<String> = h
+        .lines()
+        .into_iter()
+        .filter(|l| l.starts_with("DELETE"))
+        .collect();
+    assert_eq!(
+        deleted,
+        [
+            "DELETE /api/v1/namespaces/default/pods/p-heavy",
+            "DELETE /api/v1/namespaces/default/pods/p-old"
+        ],
+        "over maxRssBytes, and past maxAgeSeconds; the bound one finishes its session"
+    );
+    assert_eq!(h.status_written().pool.unwrap().workers_recycled, 2);
+}
