@@ -212,6 +212,11 @@ async fn trace_events_reach_the_socket_with_the_traceparent_and_no_code() {
             .unwrap();
         events.push(event);
     }
+    // The session's binding comes first, under its own id; then the execution's steps.
+    let bound = events.remove(0);
+    assert_eq!(bound.kind, TraceEventKind::SessionBound, "{bound:?}");
+    assert_eq!(bound.execution_id, "session:session-a");
+    assert_eq!(bound.session.as_deref(), Some("session-a"));
     let kinds: Vec<TraceEventKind> = events.iter().map(|e| e.kind).collect();
     assert_eq!(kinds.first(), Some(&TraceEventKind::Submit), "{kinds:?}");
     assert!(kinds.contains(&TraceEventKind::OutputFlush), "{kinds:?}");
