@@ -452,7 +452,7 @@ impl BackpressurePolicy {
 pub struct ExecutorSpec {
     /// Output chunks the queue between interpreter and client holds.
     #[serde(default = "default_queue_capacity")]
-    #[schemars(range(min = 1, max = 1048576))]
+    #[schemars(range(min = 1, max = 1000000))]
     pub output_queue_capacity: i64,
 
     /// What happens when the output queue is full.
@@ -484,7 +484,7 @@ pub struct ExecutorSpec {
 
     /// Executions that may wait behind the running one; past it the worker answers 429.
     #[serde(default = "default_execution_queue_limit")]
-    #[schemars(range(min = 0, max = 1024))]
+    #[schemars(range(min = 1, max = 1024))]
     pub execution_queue_limit: i64,
 }
 
