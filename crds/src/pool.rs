@@ -167,10 +167,12 @@ fn default_scale_down_delay_seconds() -> i64 {
 
 /// The worker pod template.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.image) && self.image.matches('[^ \\t]')").message("spec.template.image is not set: name the worker image, for example capsule-worker:0.1.0").field_path(".image"))]
+#[x_kube(validation = Rule::new("!has(self.env) || self.env.all(e, !e.name.startsWith('CAPSULE_') && !(e.name in ['POD_NAME', 'POD_NAMESPACE', 'POD_IP']))").message("spec.template.env names CAPSULE_* and POD_NAME, POD_NAMESPACE, POD_IP are reserved for the operator: rename the variable").field_path(".env"))]
 #[serde(rename_all = "camelCase")]
 pub struct WorkerTemplate {
-    /// Image of the `worker` container (runs capsule-worker and Python). Required: a pool without
-    /// it is Degraded with reason InvalidSpec.
+    /// Image of the `worker` container (runs capsule-worker and Python). Required: the API server
+    /// refuses a pool without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 512))]
     pub image: Option<String>,

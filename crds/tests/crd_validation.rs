@@ -68,3 +68,22 @@ fn a_session_cannot_move_to_another_pool() {
         .expect_err("changing the pool must be refused");
     assert!(err.contains("pool is immutable"), "{err}");
 }
+
+#[test]
+fn a_pool_without_an_image_or_with_a_reserved_env_name_is_refused_at_admission() {
+    let schema = schema_of::<CapsulePool>();
+    let no_image = pool(json!({"replicas": 1, "maxWorkers": 2, "template": {}}));
+    let err = validate(&schema, &no_image, None).expect_err("an image is required");
+    assert!(err.contains("spec.template.image is not set"), "{err}");
+    let blank = pool(json!({"replicas": 1, "maxWorkers": 2, "template": {"image": "  "}}));
+    assert!(validate(&schema, &blank, None).is_err(), "a blank image");
+    for name in ["CAPSULE_POOL", "POD_IP"] {
+        let reserved = pool(json!({"replicas": 1, "maxWorkers": 2,
+            "template": {"image": "capsule-worker:dev", "env": [{"name": name, "value": "x"}]}}));
+        let err = validate(&schema, &reserved, None).expect_err(name);
+        assert!(err.contains("reserved for the operator"), "{name}: {err}");
+    }
+    let own = pool(json!({"replicas": 1, "maxWorkers": 2,
+        "template": {"image": "capsule-worker:dev", "env": [{"name": "MY_SETTING", "value": "x"}]}}));
+    validate(&schema, &own, None).expect("a variable of the user's own");
+}
