@@ -1,6 +1,6 @@
 //! Exact API calls of the session controller, against kube's tower-test mock: the finalizer and the
-//! binding in one pass, a hit counted once even when a status write fails, and a session whose
-//! pool does not exist.
+//! binding in one pass, a hit counted once even when a status write fails, a session whose pool
+//! does not exist, and a bound session's live view and idle timeout.
 
 mod fake_api;
 
@@ -36,12 +36,13 @@ fn now_rfc3339() -> String {
     k8s_openapi::jiff::Timestamp::now().to_string()
 }
 
-fn pool_object() -> Value {
+fn pool_object(idle_timeout_seconds: i64) -> Value {
     json!({
         "apiVersion": "capsule.dev/v1alpha1", "kind": "CapsulePool",
         "metadata": {"name": "p", "namespace": NS, "uid": "uid-p", "generation": 1,
                      "resourceVersion": "3"},
-        "spec": {"replicas": 1, "maxWorkers": 2, "template": {"image": "capsule-worker:test"}},
+        "spec": {"replicas": 1, "maxWorkers": 2, "template": {"image": "capsule-worker:test"},
+                 "sessions": {"idleTimeoutSeconds": idle_timeout_seconds}},
         "status": {"pool": PoolCounters { hits: 5, ..Default::default() }},
     })
 }
@@ -72,6 +73,8 @@ struct World {
     failing_status_writes: usize,
     /// Whether the session's token Secret exists (a second create is refused with 409).
     secret_exists: bool,
+    /// The pool's `spec.sessions.idleTimeoutSeconds` (0: none).
+    idle_timeout_seconds: i64,
 }
 
 struct Harness {
@@ -117,13 +120,19 @@ fn harness(world: World) -> Harness {
             }
             (&Method::GET, "/apis/capsule.dev/v1alpha1/namespaces/default/capsulepools/p") => {
                 if w.pool_exists {
-                    (StatusCode::OK, pool_object())
+                    (StatusCode::OK, pool_object(w.idle_timeout_seconds))
                 } else {
                     not_found("capsulepools \"p\"")
                 }
             }
             (&Method::GET, "/api/v1/namespaces/default/pods") => {
                 list("PodList", vec![idle_pod(w.pod_session.as_deref())])
+            }
+            (&Method::GET, "/api/v1/namespaces/default/pods/p-a") => {
+                (StatusCode::OK, idle_pod(w.pod_session.as_deref()))
+            }
+            (&Method::DELETE, "/api/v1/namespaces/default/pods/p-a") => {
+                (StatusCode::OK, idle_pod(w.pod_session.as_deref()))
             }
             (&Method::PATCH, "/api/v1/namespaces/default/pods/p-a") => {
                 let session = call.body["metadata"]["labels"]["capsule.dev/session"]
@@ -205,6 +214,7 @@ async fn first_pass_adds_the_finalizer_and_binds_at_once() {
         stored_session: fresh.clone(),
         failing_status_writes: 0,
         secret_exists: false,
+        idle_timeout_seconds: 0,
     });
     h.reconcile(&fresh).await.unwrap();
     let calls = h.calls();
@@ -281,6 +291,7 @@ async fn a_failed_status_write_after_a_bind_counts_the_hit_once() {
         stored_session: fresh.clone(),
         failing_status_writes: 1,
         secret_exists: false,
+        idle_timeout_seconds: 0,
     });
     // The pod is bound, then the status write fails: nothing is counted yet.
     h.reconcile(&fresh).await.unwrap_err();
@@ -323,6 +334,7 @@ async fn a_session_whose_pool_never_appears_fails_after_the_default_acquire_time
         stored_session: young.clone(),
         failing_status_writes: 0,
         secret_exists: false,
+        idle_timeout_seconds: 0,
     });
     h.reconcile(&young).await.unwrap();
     let status = last_status(&h);
@@ -343,6 +355,7 @@ async fn a_session_whose_pool_never_appears_fails_after_the_default_acquire_time
         stored_session: old.clone(),
         failing_status_writes: 0,
         secret_exists: false,
+        idle_timeout_seconds: 0,
     });
     h.reconcile(&old).await.unwrap();
     let status = last_status(&h);
@@ -359,4 +372,84 @@ fn last_status(h: &Harness) -> Value {
         .expect("a status write")
         .body["status"]
         .clone()
+}
+
+/// A heartbeat of worker `p-a` bound to `s1`, idle.
+fn idle_heartbeat() -> capsule_protocol::heartbeat::Heartbeat {
+    serde_json::from_value(json!({"pod": "p-a", "namespace": NS, "pool": "p", "seq": 1,
+        "sentAt": "2026-11-30T00:00:00Z", "startedAt": "2026-11-30T00:00:00Z", "state": "idle",
+        "session": "s1", "rssBytes": 64_000_000, "cpuPercent": 0.0, "namespaceSize": 2, "interpreterRestarts": 0,
+        "executions": {"ok": 3, "error": 0, "cancelled": 0, "timedOut": 0},
+        "executor": {"outputsEnqueued": 0, "outputsSent": 0, "outputsDropped": 0, "maxQueueDepth": 0, "drainTimeouts": 0},
+        "bridge": {"pending": 0, "highWater": 0, "created": 0, "resolved": 0, "rejected": 0, "timedOut": 0, "cancelled": 0},
+        "cancels": {"requested": 0, "effective": 0, "noop": 0, "interrupted": 0}}))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_bound_session_idle_past_the_pools_idle_timeout_is_released_and_its_worker_replaced() {
+    let bound = session_object(
+        &now_rfc3339(),
+        true,
+        json!({"phase": "Bound", "worker": "p-a", "endpoint": "http://127.0.0.9:8000"}),
+    );
+    let h = harness(World {
+        pool_exists: true,
+        pod_session: Some("s1".into()),
+        stored_session: bound.clone(),
+        failing_status_writes: 0,
+        secret_exists: true,
+        idle_timeout_seconds: 1,
+    });
+    h.ctx
+        .index
+        .record(&idle_heartbeat(), true, std::time::Instant::now());
+
+    // Not idle long enough yet: nothing is released, and the live view is written.
+    h.reconcile(&bound).await.unwrap();
+    let calls = h.calls();
+    let lines = h.take_lines();
+    assert!(!lines.iter().any(|l| l.starts_with("DELETE")), "{lines:?}");
+    let info = &calls
+        .iter()
+        .find(|c| c.path.ends_with("/status"))
+        .expect("the live view written")
+        .body["status"]["info"];
+    assert_eq!(
+        (
+            info["state"].as_str(),
+            info["executionsOk"].as_i64(),
+            info["memoryMib"].as_i64()
+        ),
+        (Some("idle"), Some(3), Some(61)),
+        "{info}"
+    );
+
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    h.reconcile(&bound).await.unwrap();
+    let calls = h.calls();
+    let lines = h.take_lines();
+    let status = calls
+        .iter()
+        .find(|c| c.path.ends_with("/status"))
+        .expect("a status write");
+    assert_eq!(status.body["status"]["phase"], "Released", "{lines:?}");
+    assert_eq!(status.body["status"]["reason"], "IdleTimeout");
+    let message = status.body["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("spec.sessions.idleTimeoutSeconds") && message.contains("1s"),
+        "{message}"
+    );
+    let status_at = lines
+        .iter()
+        .position(|l| l.ends_with("/s1/status"))
+        .unwrap();
+    let delete_at = lines
+        .iter()
+        .position(|l| l == "DELETE /api/v1/namespaces/default/pods/p-a")
+        .expect("the worker, which could not be reset here, is replaced");
+    assert!(
+        status_at < delete_at,
+        "status first, so a crash in between finishes the release: {lines:?}"
+    );
 }
