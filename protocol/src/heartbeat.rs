@@ -191,22 +191,12 @@ pub struct SessionBinding {
     pub token_sha256: String,
 }
 
-/// Something the operator asks the worker to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Instruction {
-    /// Reset the interpreter namespace.
-    Reset,
-    /// Stop accepting executions (finish the queued ones) and report not ready.
-    Drain,
-}
-
-/// Operator → worker, the reply to a heartbeat.
+/// Operator → worker, the reply to a heartbeat. (Earlier operators also sent `instructions`; the
+/// operator never asked for one, resets and releases go through the worker's API, so the field is
+/// gone and ignored when present.)
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HeartbeatReply {
-    #[serde(default)]
-    pub instructions: Vec<Instruction>,
     /// Level-triggered binding: field absent = no opinion (the worker keeps its binding);
     /// `null` = unbound; an object = bound to that session.
     #[serde(
@@ -237,10 +227,12 @@ mod tests {
         assert_eq!(absent.session, None);
         let null: HeartbeatReply =
             serde_json::from_value(json!({"instructions": ["reset"], "session": null})).unwrap();
-        assert_eq!(null.session, Some(None));
-        assert_eq!(null.instructions, vec![Instruction::Reset]);
+        assert_eq!(
+            null.session,
+            Some(None),
+            "an earlier operator's instructions are ignored"
+        );
         let bound: HeartbeatReply = serde_json::from_value(json!({
-            "instructions": ["drain"],
             "session": {"session": "s1", "namespace": "ns", "tokenSha256": "ab"}
         }))
         .unwrap();

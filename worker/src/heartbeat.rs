@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::procstat::{cpu_ticks, rss_bytes, CpuSampler};
 use crate::runtime::Runtime;
 use capsule_protocol::frame::MAX_FRAME_BYTES;
-use capsule_protocol::heartbeat::{Capabilities, Heartbeat, HeartbeatReply, Instruction};
+use capsule_protocol::heartbeat::{Capabilities, Heartbeat, HeartbeatReply};
 
 /// Longest wait between failed sends.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -92,7 +92,7 @@ pub fn build(
     }
 }
 
-/// Applies the operator's reply: session binding (level-triggered) and instructions.
+/// Applies the operator's reply: the session binding (level-triggered).
 pub fn apply_reply(runtime: &Arc<Runtime>, reply: HeartbeatReply) {
     match reply.session {
         None => {}
@@ -102,24 +102,6 @@ pub fn apply_reply(runtime: &Arc<Runtime>, reply: HeartbeatReply) {
         Some(Some(binding)) => {
             if let Err(message) = runtime.bind_session(binding) {
                 tracing::warn!(%message, "heartbeat reply carried an invalid session binding");
-            }
-        }
-    }
-    for instruction in reply.instructions {
-        match instruction {
-            Instruction::Reset => {
-                tracing::info!("operator asked for a namespace reset");
-                let runtime = runtime.clone();
-                tokio::spawn(async move {
-                    if let Err(error) = runtime.executor.reset(true).await {
-                        tracing::warn!(?error, "reset asked by the operator failed");
-                    }
-                });
-            }
-            Instruction::Drain => {
-                if !runtime.draining.swap(true, Relaxed) {
-                    tracing::info!("operator asked the worker to drain");
-                }
             }
         }
     }

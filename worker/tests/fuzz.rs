@@ -603,7 +603,7 @@ fn check_heartbeat_reply(body: &[u8]) -> bool {
 fn valid_heartbeat_replies() -> Vec<Vec<u8>> {
     [
         r#"{}"#,
-        r#"{"instructions":["reset","drain"],"session":null}"#,
+        r#"{"instructions":["reset","drain"],"session":null}"#, // an earlier operator's reply
         r#"{"session":{"session":"s1","namespace":"ns","tokenSha256":"ab"}}"#,
     ]
     .iter()

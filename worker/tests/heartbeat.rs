@@ -9,9 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use capsule_protocol::heartbeat::{
-    Heartbeat, HeartbeatReply, Instruction, SessionBinding, WorkerState,
-};
+use capsule_protocol::heartbeat::{Heartbeat, HeartbeatReply, SessionBinding, WorkerState};
 use common::{result_repr, sha256_hex, Worker, WAIT, WORKER_TOKEN};
 
 #[derive(Default)]
@@ -126,7 +124,6 @@ async fn heartbeats_report_counters_and_the_reply_is_obeyed() {
 
     // Level-triggered binding through the reply.
     operator.lock().unwrap().reply = HeartbeatReply {
-        instructions: vec![],
         session: Some(Some(SessionBinding {
             session: "session-a".into(),
             namespace: "tests".into(),
@@ -146,51 +143,8 @@ async fn heartbeats_report_counters_and_the_reply_is_obeyed() {
     })
     .await;
 
-    // A reset instruction clears the namespace; drain makes the worker unready.
-    operator.lock().unwrap().reply = HeartbeatReply {
-        instructions: vec![Instruction::Reset, Instruction::Drain],
-        session: None,
-    };
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let ready = worker
-            .client
-            .get(worker.url("/readyz"))
-            .send()
-            .await
-            .unwrap();
-        if ready.status() == 503 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "drain never applied"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while worker.stats().await.namespace_size != 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "reset never applied"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let refused = worker
-        .post("/v1/executions")
-        .json(&serde_json::json!({"code": "1"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        refused.status(),
-        503,
-        "a draining worker takes no new executions"
-    );
-
     // `session: null` releases the binding.
     operator.lock().unwrap().reply = HeartbeatReply {
-        instructions: vec![],
         session: Some(None),
     };
     wait_until(&operator, "a heartbeat without session", |o| {

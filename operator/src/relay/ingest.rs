@@ -179,7 +179,6 @@ async fn heartbeat(State(state): State<IngestState>, headers: HeaderMap, body: B
     }
     state.metrics.received.inc();
     let reply = HeartbeatReply {
-        instructions: Vec::new(),
         session: Some(facts.binding),
     };
     (StatusCode::OK, Json(reply)).into_response()
