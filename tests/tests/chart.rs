@@ -200,6 +200,7 @@ fn template_with_defaults() {
         ("ClusterRole", 4),
         ("ClusterRoleBinding", 1),
         ("Deployment", 1),
+        ("PodDisruptionBudget", 1),
         ("Role", 1),
         ("RoleBinding", 1),
         ("Service", 2),
@@ -209,6 +210,11 @@ fn template_with_defaults() {
     .map(|(k, n)| (k.to_string(), n))
     .collect();
     assert_eq!(kinds(&objects), expected);
+    let single = template(&["replicaCount=1"]);
+    assert!(
+        !kinds(&single).contains_key("PodDisruptionBudget"),
+        "with one replica a PDB would block every node drain"
+    );
 
     let deployment = find(&objects, "Deployment", FULLNAME);
     assert_eq!(deployment["metadata"]["namespace"], NAMESPACE);
