@@ -50,7 +50,7 @@ subjects:
 apiVersion: capsule.dev/v1alpha1
 kind: CapsulePool
 metadata: {name: pool-a, namespace: team-a}
-spec: {}
+spec: {template: {image: "capsule-worker:dev"}}
 "#;
 
 fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) {
