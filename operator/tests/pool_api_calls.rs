@@ -885,15 +885,11 @@ async fn a_surplus_is_kept_for_the_scale_down_delay_unless_the_target_changed() 
 
 /// A heartbeat of `pod` (pool `p`) saying the warm-up code raised.
 fn warmup_failed_heartbeat(pod: &str) -> capsule_protocol::heartbeat::Heartbeat {
-    serde_json::from_value(json!({"pod": pod, "namespace": NS, "pool": "p", "seq": 1,
-        "sentAt": "2026-11-30T00:00:00Z", "startedAt": "2026-11-30T00:00:00Z", "state": "warming",
-        "session": null, "rssBytes": 1, "cpuPercent": 0.0, "namespaceSize": 0, "interpreterRestarts": 0,
-        "executions": {"ok": 0, "error": 0, "cancelled": 0, "timedOut": 0},
-        "executor": {"outputsEnqueued": 0, "outputsSent": 0, "outputsDropped": 0, "maxQueueDepth": 0, "drainTimeouts": 0},
-        "bridge": {"pending": 0, "highWater": 0, "created": 0, "resolved": 0, "rejected": 0, "timedOut": 0, "cancelled": 0},
-        "cancels": {"requested": 0, "effective": 0, "noop": 0, "interrupted": 0},
-        "warmupFailure": {"ename": "ModuleNotFoundError", "evalue": "No module named 'numpyy'", "attempts": 2}}))
-    .unwrap()
+    fake_api::heartbeat(
+        pod,
+        json!({"state": "warming",
+            "warmupFailure": {"ename": "ModuleNotFoundError", "evalue": "No module named 'numpyy'", "attempts": 2}}),
+    )
 }
 
 #[tokio::test]
@@ -983,19 +979,20 @@ async fn a_worker_whose_warm_up_raises_is_replaced_and_the_pool_says_why_and_bac
 
 /// A heartbeat of `pod` (pool `p`) whose every counter is set, each to a value of its own.
 fn busy_heartbeat(pod: &str) -> capsule_protocol::heartbeat::Heartbeat {
-    serde_json::from_value(json!({"pod": pod, "namespace": NS, "pool": "p", "seq": 1,
-        "sentAt": "2026-11-30T00:00:00Z", "startedAt": "2026-11-30T00:00:00Z", "state": "idle",
-        "capabilities": {"workerVersion": "0.1.0", "pythonVersion": "3.11.2", "maxRequestBytes": 1,
-            "maxFrameBytes": 1, "outputQueueCapacity": 1, "backpressure": "Block",
-            "executionQueueLimit": 1, "drainTimeoutMs": 1, "inputTimeoutMs": 1, "cancelGraceMs": 1},
-        "session": null, "rssBytes": 1, "cpuPercent": 0.0, "namespaceSize": 7, "interpreterRestarts": 11,
-        "executions": {"ok": 101, "error": 102, "cancelled": 103, "timedOut": 104},
-        "modes": {"plain": 201, "topLevelAwait": 202, "asyncDef": 203}, "blockingCallWarnings": 204,
-        "executor": {"outputsEnqueued": 301, "outputsSent": 302, "outputsDropped": 303, "maxQueueDepth": 304, "drainTimeouts": 305},
-        "bridge": {"pending": 3, "highWater": 401, "created": 402, "resolved": 403, "rejected": 404, "timedOut": 405, "cancelled": 406},
-        "cancels": {"requested": 501, "effective": 502, "noop": 503, "interrupted": 504, "killed": 505},
-        "trace": {"sent": 601, "dropped": 602}}))
-    .unwrap()
+    fake_api::heartbeat(
+        pod,
+        json!({
+            "capabilities": {"workerVersion": "0.1.0", "pythonVersion": "3.11.2", "maxRequestBytes": 1,
+                "maxFrameBytes": 1, "outputQueueCapacity": 1, "backpressure": "Block",
+                "executionQueueLimit": 1, "drainTimeoutMs": 1, "inputTimeoutMs": 1, "cancelGraceMs": 1},
+            "namespaceSize": 7, "interpreterRestarts": 11,
+            "executions": {"ok": 101, "error": 102, "cancelled": 103, "timedOut": 104},
+            "modes": {"plain": 201, "topLevelAwait": 202, "asyncDef": 203}, "blockingCallWarnings": 204,
+            "executor": {"outputsEnqueued": 301, "outputsSent": 302, "outputsDropped": 303, "maxQueueDepth": 304, "drainTimeouts": 305},
+            "bridge": {"pending": 3, "highWater": 401, "created": 402, "resolved": 403, "rejected": 404, "timedOut": 405, "cancelled": 406},
+            "cancels": {"requested": 501, "effective": 502, "noop": 503, "interrupted": 504, "killed": 505},
+            "trace": {"sent": 601, "dropped": 602}}),
+    )
 }
 
 #[tokio::test]

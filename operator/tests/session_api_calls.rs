@@ -376,14 +376,11 @@ fn last_status(h: &Harness) -> Value {
 
 /// A heartbeat of worker `p-a` bound to `s1`, idle.
 fn idle_heartbeat() -> capsule_protocol::heartbeat::Heartbeat {
-    serde_json::from_value(json!({"pod": "p-a", "namespace": NS, "pool": "p", "seq": 1,
-        "sentAt": "2026-11-30T00:00:00Z", "startedAt": "2026-11-30T00:00:00Z", "state": "idle",
-        "session": "s1", "rssBytes": 64_000_000, "cpuPercent": 0.0, "namespaceSize": 2, "interpreterRestarts": 0,
-        "executions": {"ok": 3, "error": 0, "cancelled": 0, "timedOut": 0},
-        "executor": {"outputsEnqueued": 0, "outputsSent": 0, "outputsDropped": 0, "maxQueueDepth": 0, "drainTimeouts": 0},
-        "bridge": {"pending": 0, "highWater": 0, "created": 0, "resolved": 0, "rejected": 0, "timedOut": 0, "cancelled": 0},
-        "cancels": {"requested": 0, "effective": 0, "noop": 0, "interrupted": 0}}))
-    .unwrap()
+    fake_api::heartbeat(
+        "p-a",
+        json!({"session": "s1", "rssBytes": 64_000_000, "namespaceSize": 2,
+            "executions": {"ok": 3, "error": 0, "cancelled": 0, "timedOut": 0}}),
+    )
 }
 
 #[tokio::test]

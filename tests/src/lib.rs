@@ -68,6 +68,25 @@ pub fn reachable_bin(state_dir: &Path, name: &str) -> PathBuf {
 }
 
 /// The blocking HTTP client of the e2e tests, bounded at 30 s a request.
+/// Posts a heartbeat naming `pod` of `pool` in `default` (idle, every counter zero) with `token`
+/// to the operator's `url`; returns the status.
+pub fn post_heartbeat(url: &str, token: &str, pod: &str, pool: &str) -> u16 {
+    http()
+        .post(url)
+        .bearer_auth(token)
+        .json(&serde_json::json!({"pod": pod, "namespace": "default", "pool": pool, "seq": 1,
+            "sentAt": "2026-11-30T00:00:00Z", "startedAt": "2026-11-30T00:00:00Z", "state": "idle",
+            "session": null, "rssBytes": 1, "cpuPercent": 0.0, "namespaceSize": 0, "interpreterRestarts": 0,
+            "executions": {"ok": 0, "error": 0, "cancelled": 0, "timedOut": 0},
+            "executor": {"outputsEnqueued": 0, "outputsSent": 0, "outputsDropped": 0, "maxQueueDepth": 0, "drainTimeouts": 0},
+            "bridge": {"pending": 0, "highWater": 0, "created": 0, "resolved": 0, "rejected": 0, "timedOut": 0, "cancelled": 0},
+            "cancels": {"requested": 0, "effective": 0, "noop": 0, "interrupted": 0}}))
+        .send()
+        .expect("heartbeat request")
+        .status()
+        .as_u16()
+}
+
 pub fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(30))

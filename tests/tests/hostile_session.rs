@@ -11,7 +11,9 @@
 use std::time::Duration;
 
 use base64::Engine;
-use capsule_e2e::{free_port, http, wait_for, wait_session_phase, DevCluster, OperatorRun};
+use capsule_e2e::{
+    free_port, http, post_heartbeat, wait_for, wait_session_phase, DevCluster, OperatorRun,
+};
 use serde_json::{json, Value};
 
 const IMAGE_USER: &str = "65532";
@@ -296,22 +298,8 @@ fn a_leaked_worker_credential_acts_on_its_own_worker_alone(
         .status()
         .as_u16();
     assert_eq!(bind_other, 401, "it cannot take over another worker");
-    let heartbeat = |named: &str, pool: &str| {
-        http()
-            .post(format!("http://127.0.0.1:{operator_port}/v1/heartbeats"))
-            .bearer_auth(&credential)
-            .json(&json!({"pod": named, "namespace": "default", "pool": pool, "seq": 1,
-                "sentAt": "2026-11-30T00:00:00Z", "startedAt": "2026-11-30T00:00:00Z", "state": "idle",
-                "session": null, "rssBytes": 1, "cpuPercent": 0.0, "namespaceSize": 0, "interpreterRestarts": 0,
-                "executions": {"ok": 0, "error": 0, "cancelled": 0, "timedOut": 0},
-                "executor": {"outputsEnqueued": 0, "outputsSent": 0, "outputsDropped": 0, "maxQueueDepth": 0, "drainTimeouts": 0},
-                "bridge": {"pending": 0, "highWater": 0, "created": 0, "resolved": 0, "rejected": 0, "timedOut": 0, "cancelled": 0},
-                "cancels": {"requested": 0, "effective": 0, "noop": 0, "interrupted": 0}}))
-            .send()
-            .unwrap()
-            .status()
-            .as_u16()
-    };
+    let heartbeats = format!("http://127.0.0.1:{operator_port}/v1/heartbeats");
+    let heartbeat = |named: &str, pool: &str| post_heartbeat(&heartbeats, &credential, named, pool);
     assert_eq!(
         heartbeat(other_pod, "other"),
         401,

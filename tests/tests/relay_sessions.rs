@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use capsule_e2e::{
-    free_port, http, start_operator, tool, wait_for, wait_session_phase, DevCluster, Process,
+    free_port, http, post_heartbeat, start_operator, tool, wait_for, wait_session_phase,
+    DevCluster, Process,
 };
 use capsule_protocol::auth::worker_credential;
 use serde_json::{json, Value};
@@ -254,22 +255,8 @@ fn pools_warm_up_sessions_bind_execute_and_release_and_dead_workers_are_replaced
     });
 
     // Forged heartbeats are refused and counted.
-    let forged = |token: &str, pod: &str| {
-        http()
-            .post(format!("{base}/v1/heartbeats"))
-            .bearer_auth(token)
-            .json(&json!({"pod": pod, "namespace": "default", "pool": "p", "seq": 1,
-                "sentAt": "2026-11-27T00:00:00Z", "startedAt": "2026-11-27T00:00:00Z", "state": "idle",
-                "session": null, "rssBytes": 1, "cpuPercent": 0.0, "namespaceSize": 0, "interpreterRestarts": 0,
-                "executions": {"ok": 0, "error": 0, "cancelled": 0, "timedOut": 0},
-                "executor": {"outputsEnqueued": 0, "outputsSent": 0, "outputsDropped": 0, "maxQueueDepth": 0, "drainTimeouts": 0},
-                "bridge": {"pending": 0, "highWater": 0, "created": 0, "resolved": 0, "rejected": 0, "timedOut": 0, "cancelled": 0},
-                "cancels": {"requested": 0, "effective": 0, "noop": 0, "interrupted": 0}}))
-            .send()
-            .unwrap()
-            .status()
-            .as_u16()
-    };
+    let heartbeats = format!("{base}/v1/heartbeats");
+    let forged = |token: &str, pod: &str| post_heartbeat(&heartbeats, token, pod, "p");
     assert_eq!(forged("forged-token", &worker_of_s1), 401, "wrong token");
     let secret = |name: &str| {
         let b64 = cluster.jsonpath(&["secret", name], "{.data.token}");

@@ -4,7 +4,7 @@
 use capsule_crds::CapsulePool;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{DeleteParams, PostParams};
-use kube::Api;
+use kube::{Api, ResourceExt};
 use tracing::warn;
 
 use super::{token, worker_pod};
@@ -25,7 +25,7 @@ pub async fn create(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let name = worker_pod::new_worker_name(&pool.metadata.name.clone().unwrap_or_default());
+        let name = worker_pod::new_worker_name(&pool.name_any());
         match create_named(pods, secrets, pool, key, config, &name).await {
             Err(kube::Error::Api(status)) if status.code == 409 && attempt < NAME_ATTEMPTS => {}
             done => return done,

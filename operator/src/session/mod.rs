@@ -38,6 +38,7 @@ use crate::labels;
 use crate::metrics::{ControllerLabels, ControllerName, PoolLabels};
 use crate::pool::plan;
 use crate::pool::token::{new_token, owned_token_secret};
+use crate::relay::index::WorkerRecord;
 
 /// How often a waiting session looks for a worker again (a new worker turning Ready also wakes it).
 const WAIT_POLL: Duration = Duration::from_millis(250);
@@ -652,12 +653,14 @@ async fn check_bound(ctx: &Context, session: &CapsuleSession, ns: &str) -> Resul
     };
     let pools: Api<CapsulePool> = Api::namespaced(ctx.client.clone(), ns);
     let pool = pools.get_opt(&session.spec.pool).await?;
-    let stale = pool.as_ref().is_some_and(|pool| {
-        ctx.index
-            .heartbeat_age(ns, &worker, Instant::now())
-            .is_some_and(|age| age.as_secs() > pool.spec.heartbeat.staleness_seconds as u64)
+    // One read of the worker's record serves staleness, restarts, the idle timeout and the view.
+    let record = ctx.index.get(ns, &worker);
+    let now = Instant::now();
+    let stale = pool.as_ref().zip(record.as_ref()).is_some_and(|(pool, r)| {
+        now.saturating_duration_since(r.last_seen).as_secs()
+            > pool.spec.heartbeat.staleness_seconds as u64
     });
-    let restarted = ctx.index.get(ns, &worker).is_some_and(|r| r.lost_session);
+    let restarted = record.as_ref().is_some_and(|r| r.lost_session);
     let lost = lost
         .or_else(|| stale.then(|| format!("worker {worker} stopped sending heartbeats")))
         .or_else(|| {
@@ -680,8 +683,8 @@ async fn check_bound(ctx: &Context, session: &CapsuleSession, ns: &str) -> Resul
     if let Some(pool) = pool {
         let timeout = pool.spec.sessions.idle_timeout_seconds;
         if timeout > 0 {
-            if let Some(record) = ctx.index.get(ns, &worker) {
-                let idle_for = Instant::now().saturating_duration_since(record.last_activity);
+            if let Some(record) = &record {
+                let idle_for = now.saturating_duration_since(record.last_activity);
                 if idle_for.as_secs() as i64 >= timeout {
                     let message = format!(
                         "no execution for {timeout}s (spec.sessions.idleTimeoutSeconds of pool {})",
@@ -705,7 +708,9 @@ async fn check_bound(ctx: &Context, session: &CapsuleSession, ns: &str) -> Resul
             }
         }
     }
-    refresh_info(ctx, session, ns, &worker).await?;
+    if let Some(record) = &record {
+        refresh_info(ctx, session, record).await?;
+    }
     Ok(Action::requeue(BOUND_CHECK))
 }
 
@@ -713,13 +718,9 @@ async fn check_bound(ctx: &Context, session: &CapsuleSession, ns: &str) -> Resul
 async fn refresh_info(
     ctx: &Context,
     session: &CapsuleSession,
-    ns: &str,
-    worker: &str,
+    record: &WorkerRecord,
 ) -> Result<()> {
-    let Some(record) = ctx.index.get(ns, worker) else {
-        return Ok(());
-    };
-    let fresh = info::live_view(&record);
+    let fresh = info::live_view(record);
     let mut status = session.status.clone().unwrap_or_default();
     let now = Timestamp::now();
     if !info::due(

@@ -116,3 +116,20 @@ pub fn list(kind: &str, items: Vec<Value>) -> (StatusCode, Value) {
         json!({"apiVersion": "v1", "kind": kind, "metadata": {"resourceVersion": "100"}, "items": items}),
     )
 }
+
+/// A heartbeat of `pod` of pool `p` in `default`: idle, unbound, every counter zero, with the
+/// top-level `fields` given replacing the defaults.
+#[allow(dead_code)]
+pub fn heartbeat(pod: &str, fields: Value) -> capsule_protocol::heartbeat::Heartbeat {
+    let mut body = json!({"pod": pod, "namespace": "default", "pool": "p", "seq": 1,
+        "sentAt": "2026-11-30T00:00:00Z", "startedAt": "2026-11-30T00:00:00Z", "state": "idle",
+        "session": null, "rssBytes": 1, "cpuPercent": 0.0, "namespaceSize": 0, "interpreterRestarts": 0,
+        "executions": {"ok": 0, "error": 0, "cancelled": 0, "timedOut": 0},
+        "executor": {"outputsEnqueued": 0, "outputsSent": 0, "outputsDropped": 0, "maxQueueDepth": 0, "drainTimeouts": 0},
+        "bridge": {"pending": 0, "highWater": 0, "created": 0, "resolved": 0, "rejected": 0, "timedOut": 0, "cancelled": 0},
+        "cancels": {"requested": 0, "effective": 0, "noop": 0, "interrupted": 0}});
+    for (key, value) in fields.as_object().expect("fields are an object") {
+        body[key] = value.clone();
+    }
+    serde_json::from_value(body).expect("a valid heartbeat")
+}
