@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod prometheus;
+
 /// The workspace root.
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -345,6 +347,17 @@ pub fn wait_session_phase(cluster: &DevCluster, name: &str, phase: &str, timeout
             Err(format!("phase={got:?} ({message})"))
         }
     });
+}
+
+/// The token of a bound session, read from the Secret its status names.
+pub fn session_token(cluster: &DevCluster, name: &str) -> String {
+    use base64::Engine;
+    let secret = cluster.jsonpath(&["csess", name], "{.status.tokenSecret.name}");
+    let encoded = cluster.jsonpath(&["secret", &secret], "{.data.token}");
+    let token = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .expect("the token Secret holds base64");
+    String::from_utf8(token).expect("the token is text")
 }
 
 /// Polls `check` until it returns Some, or panics after `timeout` with `what` and the last value.

@@ -5,9 +5,10 @@
 use std::time::Duration;
 
 use base64::Engine;
+use capsule_e2e::prometheus::{promql, start_prometheus};
 use capsule_e2e::{
-    free_port, http, post_heartbeat, start_operator, tool, wait_for, wait_session_phase,
-    DevCluster, Process,
+    free_port, http, post_heartbeat, session_token, start_operator, wait_for, wait_session_phase,
+    DevCluster,
 };
 use capsule_protocol::auth::worker_credential;
 use serde_json::{json, Value};
@@ -95,49 +96,6 @@ fn execute(endpoint: &str, token: &str, code: &str) -> (u16, Vec<Value>) {
     (status, events)
 }
 
-fn start_prometheus(dir: &std::path::Path, operator_port: u16) -> (Process, u16) {
-    let port = free_port();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: capsule-operator\n    static_configs:\n      - targets: ['127.0.0.1:{operator_port}']\n"
-        ),
-    )
-    .unwrap();
-    let child = std::process::Command::new(tool("prometheus"))
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("prometheus-data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::from(
-            std::fs::File::create(dir.join("prometheus.log")).unwrap(),
-        ))
-        .spawn()
-        .expect("prometheus starts");
-    (
-        Process {
-            child,
-            name: "prometheus".into(),
-        },
-        port,
-    )
-}
-
-fn promql(port: u16, query: &str) -> Option<f64> {
-    let body: Value = http()
-        .get(format!("http://127.0.0.1:{port}/api/v1/query"))
-        .query(&[("query", query)])
-        .send()
-        .ok()?
-        .json()
-        .ok()?;
-    body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
-}
-
 #[test]
 fn pools_warm_up_sessions_bind_execute_and_release_and_dead_workers_are_replaced() {
     let dir = tempfile::tempdir().unwrap();
@@ -194,14 +152,7 @@ fn pools_warm_up_sessions_bind_execute_and_release_and_dead_workers_are_replaced
         "true"
     );
     let endpoint = cluster.jsonpath(&["csess", "s1"], "{.status.endpoint}");
-    let secret = cluster.jsonpath(&["csess", "s1"], "{.status.tokenSecret.name}");
-    let token_b64 = cluster.jsonpath(&["secret", &secret], "{.data.token}");
-    let token = String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(token_b64.trim())
-            .unwrap(),
-    )
-    .unwrap();
+    let token = session_token(&cluster, "s1");
     let worker_of_s1 = cluster.jsonpath(&["csess", "s1"], "{.status.worker}");
 
     let (status, _) = execute(&endpoint, "not-the-token", "1+1");
