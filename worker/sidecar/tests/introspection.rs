@@ -458,3 +458,115 @@ async fn traces_filtered_by_session_return_that_sessions_executions_and_lifecycl
     worker.stop();
     sidecar.stop();
 }
+
+/// The events of one execution in the Traces view, polled until `kinds` all showed up.
+async fn execution_view(sidecar: &Running, viewer: &str, id: &str, kinds: &[&str]) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, body) = get(
+            sidecar,
+            &format!("/v1/introspection/traces/{id}"),
+            Some(viewer),
+        )
+        .await;
+        let seen: Vec<&str> = body["events"]
+            .as_array()
+            .map(|events| events.iter().filter_map(|e| e["kind"].as_str()).collect())
+            .unwrap_or_default();
+        if status == 200 && kinds.iter().all(|k| seen.contains(k)) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{id}: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_execution_view_shows_one_execution_and_a_shutdown_shows_its_rejected_promises() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start_cluster(dir.path()).await;
+    let viewer = token(&cluster.client, "viewer").await;
+    let socket = dir.path().join("trace.sock");
+    let mut command = sidecar_command(&socket);
+    command
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .env("CAPSULE_INTROSPECTION_VIEWS", "Traces")
+        .env("CAPSULE_INTROSPECTION_REDACTION", "None")
+        .env("CAPSULE_TRACE_REDACTION", "None");
+    let mut sidecar = start_sidecar(command, dir.path());
+    let mut worker = start_worker(worker_command(Some(&socket)), dir.path());
+    bind_session(&worker, "s", "session-token").await;
+
+    let ok = execute(&worker, "session-token", "6 * 7", None).await;
+    let failed = execute(&worker, "session-token", "1 / 0", None).await;
+    let (ok_id, failed_id) = (
+        ok[0]["executionId"].as_str().unwrap(),
+        failed[0]["executionId"].as_str().unwrap(),
+    );
+    let body = execution_view(&sidecar, &viewer, ok_id, &["submit", "result"]).await;
+    assert_eq!(body["executionId"], ok_id);
+    let text = body.to_string();
+    assert!(
+        !text.contains(failed_id) && !text.contains("\"error\""),
+        "{text}"
+    );
+    execution_view(&sidecar, &viewer, failed_id, &["submit", "error"]).await;
+    let (status, _) = get(
+        &sidecar,
+        "/v1/introspection/traces/no-such-execution",
+        Some(&viewer),
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // A promise still pending when the worker stops is rejected; the trace says so for the
+    // execution and, once for the whole bridge, under the execution id `worker`.
+    let url = worker.url("/v1/executions");
+    let held = tokio::spawn(async move {
+        let response = reqwest::Client::new()
+            .post(url)
+            .bearer_auth("session-token")
+            .json(&serde_json::json!({"code": "import capsule\nawait capsule.promise('held', timeout=600)"}))
+            .send()
+            .await
+            .expect("execute");
+        response.text().await.expect("execute body")
+    });
+    let deadline = Instant::now() + WAIT;
+    while !reqwest::Client::new()
+        .get(worker.url("/v1/stats"))
+        .bearer_auth("session-token")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .contains("\"held\"")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the promise never became pending"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    worker.stop();
+    let stream = held.await.unwrap();
+    let last: Value = serde_json::from_str(stream.lines().last().unwrap()).unwrap();
+    assert_eq!(last["type"], "error", "{stream}");
+    assert!(
+        last["evalue"].as_str().unwrap().contains("shutting down"),
+        "{last}"
+    );
+    let held_id = last["executionId"].as_str().unwrap();
+    execution_view(
+        &sidecar,
+        &viewer,
+        held_id,
+        &["promiseCreated", "promiseRejected"],
+    )
+    .await;
+    let bridge = execution_view(&sidecar, &viewer, "worker", &["bridgeShutdown"]).await;
+    assert!(bridge.to_string().contains("\"pending\""), "{bridge}");
+    sidecar.stop();
+}
