@@ -1,6 +1,7 @@
 //! Every counter a worker keeps, driven on the real path (a session on a devcluster pool, real
 //! executions over HTTP) and then read back three ways: the pool's status, the session's live view,
-//! and a real Prometheus scraping the operator. A second pool whose warm-up always raises shows the
+//! and a real Prometheus scraping the operator; then the pool is exhausted (hits, a miss, an
+//! acquire timeout) and its worn-out worker recycled. A second pool whose warm-up always raises shows the
 //! warm-up failure the same ways.
 
 use std::io::{BufRead, BufReader};
@@ -33,6 +34,7 @@ spec:
     maxExecutions: 10
   sessions:
     idleTimeoutSeconds: 0
+    acquireTimeoutSeconds: 2
   executor:
     outputQueueCapacity: 4
     backpressure: DropNew
@@ -56,15 +58,33 @@ spec:
     code: "raise ValueError('the warm-up of this pool always fails')"
 "#;
 
-const SESSION: &str = r#"
-apiVersion: capsule.dev/v1alpha1
-kind: CapsuleSession
-metadata:
-  name: s
-  namespace: default
-spec:
-  pool: c
-"#;
+fn session(name: &str) -> String {
+    format!(
+        "apiVersion: capsule.dev/v1alpha1\nkind: CapsuleSession\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  pool: c\n"
+    )
+}
+
+fn wait_idle(cluster: &DevCluster, want: i64) {
+    wait_for(&format!("{want} idle"), Duration::from_secs(120), || {
+        let idle = pool_status(cluster, "c")["idle"].clone();
+        (idle == want).then_some(()).ok_or(idle.to_string())
+    });
+}
+
+/// With `s` holding one worker, `s2` takes the other (maxWorkers 2) and `s3` finds none within
+/// the pool's acquireTimeoutSeconds.
+fn exhaust_pool(cluster: &DevCluster) {
+    wait_idle(cluster, 1);
+    cluster.apply(&session("s2"));
+    wait_session_phase(cluster, "s2", "Bound", Duration::from_secs(60));
+    cluster.apply(&session("s3"));
+    wait_session_phase(cluster, "s3", "Failed", Duration::from_secs(30));
+    assert_eq!(
+        cluster.jsonpath(&["csess", "s3"], "{.status.reason}"),
+        "AcquireTimeout"
+    );
+    cluster.kubectl(&["delete", "csess", "s2", "s3", "--timeout=60s"]);
+}
 
 /// A session's worker API, as a client of it sees it.
 struct Client {
@@ -380,7 +400,10 @@ fn check_prometheus(port: u16) -> Result<(), String> {
             r#"capsule_pool_workers_removed_total{POOL,reason="recycled"}"#,
             1.0,
         ),
-        ("capsule_pool_hits_total{POOL}", 1.0),
+        ("capsule_pool_hits_total{POOL}", 2.0),
+        ("capsule_pool_misses_total{POOL}", 1.0),
+        ("capsule_pool_acquisition_timeouts_total{POOL}", 1.0),
+        ("capsule_pool_acquisition_seconds_count{POOL}", 2.0),
         ("capsule_pool_warmup_triggers_total{POOL}", 1.0),
         (
             r#"capsule_pool_workers_removed_total{namespace="default",pool="bad",reason="warmup_failed"}"#,
@@ -416,11 +439,8 @@ fn every_worker_counter_reaches_pool_status_session_status_and_prometheus() {
     let _operator = start_operator(&cluster, port, &dir.path().join("operator.log"), &[]);
     let (_prometheus, prom_port) = start_prometheus(dir.path(), port);
     cluster.apply(POOL);
-    wait_for("a warm worker", Duration::from_secs(120), || {
-        let idle = pool_status(&cluster, "c")["idle"].clone();
-        (idle == 1).then_some(()).ok_or(idle.to_string())
-    });
-    cluster.apply(SESSION);
+    wait_idle(&cluster, 1);
+    cluster.apply(&session("s"));
     wait_session_phase(&cluster, "s", "Bound", Duration::from_secs(120));
     let client = Client {
         endpoint: cluster.jsonpath(&["csess", "s"], "{.status.endpoint}"),
@@ -449,9 +469,23 @@ fn every_worker_counter_reaches_pool_status_session_status_and_prometheus() {
         Duration::from_secs(30),
         || check_pool_status(&pool_status(&cluster, "c")),
     );
-    let counters = pool_status(&cluster, "c")["pool"].clone();
-    assert_eq!(counters["hits"], 1, "{counters}");
-    assert_eq!(counters["hitRatePercent"], "100.0", "{counters}");
+    exhaust_pool(&cluster);
+    let counters = wait_for(
+        "the exhausted pool's counters",
+        Duration::from_secs(30),
+        || {
+            let counters = pool_status(&cluster, "c")["pool"].clone();
+            let acquisition = &counters["acquisition"];
+            let settled = acquisition["attempts"] == 3 && acquisition["timeouts"] == 1;
+            settled
+                .then_some(counters.clone())
+                .ok_or(counters.to_string())
+        },
+    );
+    assert_eq!(counters["hits"], 2, "{counters}");
+    assert_eq!(counters["misses"], 1, "{counters}");
+    assert_eq!(counters["hitRatePercent"], "66.7", "{counters}");
+    assert_eq!(counters["acquisition"]["successes"], 2, "{counters}");
     assert!(
         counters["warmup"]["triggers"].as_i64() >= Some(1),
         "{counters}"
