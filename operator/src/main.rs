@@ -180,6 +180,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .transpose()?;
     let client = kube::Client::try_default().await?;
     let mut registry = Registry::default();
+    capsule_telemetry::register(&mut registry);
     let metrics = Arc::new(Metrics::register(&mut registry));
     let leader_gauge = leader::register_gauge(&mut registry);
     let health = Arc::new(Health::default());

@@ -31,6 +31,7 @@ fn tool(name: &str) -> PathBuf {
 
 async fn serve(health: Arc<Health>) -> (String, Arc<Metrics>, CancellationToken) {
     let mut registry = Registry::default();
+    capsule_telemetry::register(&mut registry);
     let metrics = Arc::new(Metrics::register(&mut registry));
     let listener = http::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -115,6 +116,10 @@ async fn metrics_pass_promtool_check() {
         "capsule_reconcile_failures_total{controller=\"pool\",error_kind=\"conflict\"} 1",
         "capsule_pool_workers{namespace=\"default\",pool=\"p\",phase=\"Idle\"} 2",
         "capsule_pool_workers_created_total{namespace=\"default\",pool=\"p\"} 3",
+        "capsule_build_info{version=\"",
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_max_fds ",
     ] {
         assert!(body.contains(series), "missing {series} in:\n{body}");
     }

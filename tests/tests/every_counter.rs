@@ -400,6 +400,12 @@ fn check_prometheus(port: u16) -> Result<(), String> {
             r#"capsule_pool_workers_removed_total{POOL,reason="recycled"}"#,
             1.0,
         ),
+        ("capsule_build_info", 1.0),
+        (r#"process_cpu_seconds_total{job="capsule-operator"}"#, 0.01),
+        (
+            r#"process_resident_memory_bytes{job="capsule-operator"}"#,
+            1e6,
+        ),
         ("capsule_pool_hits_total{POOL}", 2.0),
         ("capsule_pool_misses_total{POOL}", 1.0),
         ("capsule_pool_acquisition_timeouts_total{POOL}", 1.0),

@@ -105,7 +105,9 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn registry(self: &std::sync::Arc<Self>) -> Registry {
-        let mut registry = Registry::with_prefix("capsule_sidecar");
+        let mut root = Registry::default();
+        capsule_telemetry::register(&mut root);
+        let registry = root.sub_registry_with_prefix("capsule_sidecar");
         registry.register(
             "trace_events_received",
             "Trace events read from the worker",
@@ -157,7 +159,7 @@ impl Metrics {
             "Introspection requests refused with 429 by the per-client or overall rate limit",
             self.introspection_rate_limited.clone(),
         );
-        registry
+        root
     }
 
     pub fn record_rate_limited(&self, scope: crate::rate_limit::Scope) {

@@ -118,9 +118,20 @@ async fn metrics_pass_promtool_and_introspection_is_off_by_default() {
         "capsule_sidecar_spans_dropped_total",
         "capsule_sidecar_trace_buffer_events",
         "capsule_sidecar_trace_buffer_bytes",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_start_time_seconds",
+        "process_open_fds",
     ] {
         assert!(metric(&text, name).is_some(), "{name} missing:\n{text}");
     }
+    assert!(
+        text.contains(&format!(
+            "capsule_build_info{{version=\"{}\",revision=",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{text}"
+    );
     let promtool = tool("bin/promtool", "promtool");
     let mut check = std::process::Command::new(promtool)
         .args(["check", "metrics"])
