@@ -86,7 +86,7 @@ impl ProcessStats {
         let open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as i64);
         Some(ProcessStats {
             cpu_seconds: (stat.utime_ticks + stat.stime_ticks) as f64 / ticks,
-            resident_memory_bytes: stat.rss_pages * page as i64,
+            resident_memory_bytes: stat.rss_pages * page,
             virtual_memory_bytes: i64::try_from(stat.vsize_bytes).unwrap_or(i64::MAX),
             start_time_seconds: boot as f64 + stat.start_ticks as f64 / ticks,
             threads: stat.threads,
