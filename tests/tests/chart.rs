@@ -516,8 +516,29 @@ fn prometheus_rules_pass_promtool() {
         "CapsuleOutputDropped",
         "CapsuleReconcileErrors",
         "CapsuleOperatorLeaderless",
+        "CapsuleOperatorDown",
     ] {
         assert!(alerts.contains(&wanted), "{wanted} missing from {alerts:?}");
+    }
+    let runbooks = std::fs::read_to_string(workspace().join("docs/operations.md")).unwrap();
+    for rule in groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap())
+    {
+        let alert = rule["alert"].as_str().unwrap();
+        let url = rule["annotations"]["runbook_url"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            url.ends_with(&format!("docs/operations.md#{}", alert.to_lowercase())),
+            "{alert}: runbook_url {url:?}"
+        );
+        assert!(
+            runbooks.contains(&format!("\n### {alert}\n")),
+            "{alert} has no runbook section in docs/operations.md"
+        );
     }
     let exprs: Vec<&str> = groups
         .as_array()
@@ -545,6 +566,29 @@ fn prometheus_rules_pass_promtool() {
     assert!(
         report.contains(&format!("SUCCESS: {} rules found", alerts.len())),
         "{report}"
+    );
+}
+
+#[test]
+fn alerts_can_be_left_out_one_by_one() {
+    let objects = template(&[
+        "prometheusRule.enabled=true",
+        "prometheusRule.disabled.CapsuleOutputDropped=true",
+        "prometheusRule.disabled.CapsuleOperatorDown=true",
+        "prometheusRule.runbookUrl=https://runbooks.example/capsule",
+    ]);
+    let rules: Vec<Value> = find(&objects, "PrometheusRule", FULLNAME)["spec"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap().clone())
+        .collect();
+    let alerts: Vec<&str> = rules.iter().map(|r| r["alert"].as_str().unwrap()).collect();
+    assert_eq!(alerts.len(), 7, "{alerts:?}");
+    assert!(!alerts.contains(&"CapsuleOutputDropped") && !alerts.contains(&"CapsuleOperatorDown"));
+    assert_eq!(
+        rules[0]["annotations"]["runbook_url"],
+        "https://runbooks.example/capsule#capsuleheartbeatsstale"
     );
 }
 
@@ -642,6 +686,25 @@ tests:
         alertname: CapsuleHeartbeatsRejected
         exp_alerts:
           - exp_labels: {severity: warning, reason: bad_token}
+      - eval_time: 30m
+        alertname: CapsuleOperatorDown
+        exp_alerts: []
+  # Every replica stops being scraped after 5 minutes: no series, so only CapsuleOperatorDown sees it.
+  - interval: 1m
+    input_series:
+      - series: 'capsule_operator_leader{namespace="capsule-system", pod="capsule-a"}'
+        values: '1x5 _x30'
+    alert_rule_test:
+      - eval_time: 12m
+        alertname: CapsuleOperatorDown
+        exp_alerts: []
+      - eval_time: 25m
+        alertname: CapsuleOperatorDown
+        exp_alerts:
+          - exp_labels: {severity: critical, namespace: capsule-system}
+      - eval_time: 25m
+        alertname: CapsuleOperatorLeaderless
+        exp_alerts: []
 "#;
 
 #[test]
@@ -703,6 +766,10 @@ fn bad_values_are_refused_naming_the_field() {
         (
             &["prometheusRule.for.poolExhausted=soon"],
             "at '/prometheusRule/for/poolExhausted'",
+        ),
+        (
+            &["prometheusRule.disabled.CapsuleOutputDroped=true"],
+            "additional properties 'CapsuleOutputDroped' not allowed",
         ),
         (
             &["sidecarRbac.serviceAccounts[0].name=default"],
