@@ -12,6 +12,7 @@ pub mod labels;
 pub mod leader;
 pub mod metrics;
 pub mod pool;
+pub mod reconcile_timer;
 pub mod relay;
 pub mod session;
 pub mod telemetry;

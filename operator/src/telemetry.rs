@@ -1,7 +1,11 @@
 //! Logs through `tracing` (text or JSON, filtered by RUST_LOG) and, when the standard
-//! OTEL_EXPORTER_OTLP_ENDPOINT is set, reconcile spans exported over OTLP HTTP/protobuf.
+//! OTEL_EXPORTER_OTLP_ENDPOINT is set, reconcile spans exported over OTLP (HTTP/protobuf or gRPC
+//! per OTEL_EXPORTER_OTLP_PROTOCOL; service name, resource and sampler from the standard
+//! variables, read by [`capsule_telemetry::otlp`]).
 
+use capsule_telemetry::otlp::{self, Protocol};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry::KeyValue;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
@@ -38,30 +42,15 @@ pub fn init(format: LogFormat) -> Result<TelemetryGuard> {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr)
             .boxed(),
+        // Flat like the worker's and the sidecar's: `message` and fields at the top level.
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
+            .flatten_event(true)
             .with_writer(std::io::stderr)
             .boxed(),
     };
-    let otlp_on = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").is_ok_and(|v| !v.is_empty())
-        || std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_ok_and(|v| !v.is_empty());
-    let provider = if otlp_on {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .build()
-            .map_err(|e| Error::Telemetry(e.to_string()))?;
-        let resource = opentelemetry_sdk::Resource::builder()
-            .with_service_name("capsule-operator")
-            .build();
-        Some(
-            SdkTracerProvider::builder()
-                .with_batch_exporter(exporter)
-                .with_resource(resource)
-                .build(),
-        )
-    } else {
-        None
-    };
+    let settings = otlp::settings_from_env().map_err(|e| Error::Telemetry(e.to_string()))?;
+    let provider = settings.map(|s| provider(s.protocol)).transpose()?;
     let otel_layer = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("capsule-operator"))
@@ -74,6 +63,28 @@ pub fn init(format: LogFormat) -> Result<TelemetryGuard> {
         .try_init()
         .map_err(|e| Error::Telemetry(e.to_string()))?;
     Ok(TelemetryGuard { provider })
+}
+
+/// The exporter and resource the variables ask for. Built on the tokio runtime: the gRPC client
+/// needs it. The SDK reads OTEL_TRACES_SAMPLER itself; `settings_from_env` has refused bad values.
+fn provider(protocol: Protocol) -> Result<SdkTracerProvider> {
+    let builder = opentelemetry_otlp::SpanExporter::builder();
+    let exporter = match protocol {
+        Protocol::HttpProtobuf => builder.with_http().build(),
+        Protocol::Grpc => builder.with_tonic().build(),
+    }
+    .map_err(|e| Error::Telemetry(e.to_string()))?;
+    let identity = [
+        ("k8s.namespace.name", "POD_NAMESPACE"),
+        ("k8s.pod.name", "POD_NAME"),
+    ]
+    .into_iter()
+    .filter_map(|(key, var)| Some(KeyValue::new(key, std::env::var(var).ok()?)))
+    .collect();
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(otlp::resource("capsule-operator", identity))
+        .build())
 }
 
 /// The current span's trace id, when spans are exported; used as a histogram exemplar.

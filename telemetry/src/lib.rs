@@ -1,8 +1,11 @@
-//! What every Capsule process with a `/metrics` endpoint serves the same way: the standard
-//! `process_*` series (as the Prometheus client libraries name them) and `capsule_build_info`.
+//! What every Capsule process does the same way for the people who run it: the standard
+//! `process_*` series (as the Prometheus client libraries name them), `capsule_build_info`, and
+//! the standard `OTEL_*` variables of an OTLP exporter.
 
 mod build_info;
+pub mod otlp;
 mod process;
+pub mod sampler;
 
 use prometheus_client::registry::Registry;
 

@@ -739,6 +739,60 @@ fn alerts_fire_on_the_conditions_they_name() {
 }
 
 #[test]
+fn otel_values_become_the_standard_variables_with_headers_from_a_secret() {
+    let container = |sets: &[&str]| {
+        let objects = template(sets);
+        find(&objects, "Deployment", FULLNAME)["spec"]["template"]["spec"]["containers"][0].clone()
+    };
+    let env_names = |c: &Value| -> Vec<String> {
+        c["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let off = container(&[]);
+    assert!(
+        !env_names(&off).iter().any(|n| n.starts_with("OTEL_")),
+        "{off}"
+    );
+
+    let on = container(&[
+        "otel.endpoint=http://collector.observability:4317",
+        "otel.protocol=grpc",
+        "otel.serviceName=platform-capsule",
+        "otel.sampler=parentbased_traceidratio",
+        "otel.samplerArg=0.25",
+        "otel.resourceAttributes=deployment.environment=prod",
+        "otel.headersSecret.name=otlp-auth",
+        "otel.headersSecret.key=headers",
+    ]);
+    let env: BTreeMap<&str, &Value> = on["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap(), e))
+        .collect();
+    for (name, value) in [
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "http://collector.observability:4317",
+        ),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_SERVICE_NAME", "platform-capsule"),
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+        ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod"),
+    ] {
+        assert_eq!(env[name]["value"], value, "{name}: {on}");
+    }
+    let headers = &env["OTEL_EXPORTER_OTLP_HEADERS"]["valueFrom"]["secretKeyRef"];
+    assert_eq!(headers["name"], "otlp-auth");
+    assert_eq!(headers["key"], "headers");
+}
+
+#[test]
 fn bad_values_are_refused_naming_the_field() {
     let chart = chart_dir();
     let cases: &[(&[&str], &str)] = &[
@@ -766,6 +820,16 @@ fn bad_values_are_refused_naming_the_field() {
         (
             &["prometheusRule.for.poolExhausted=soon"],
             "at '/prometheusRule/for/poolExhausted'",
+        ),
+        (
+            &["otel.protocol=http/json"],
+            "at '/otel/protocol': value must be one of 'http/protobuf', 'grpc'",
+        ),
+        (&["otel.endpoint=collector:4317"], "at '/otel/endpoint'"),
+        (&["otel.samplerArg=1.5"], "at '/otel/samplerArg'"),
+        (
+            &["otel.headersSecret.name=otlp-auth"],
+            "properties 'key' required, if 'name' exists",
         ),
         (
             &["prometheusRule.disabled.CapsuleOutputDroped=true"],

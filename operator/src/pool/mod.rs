@@ -32,10 +32,10 @@ use crate::context::{Context, PoolKey};
 use crate::error::{backoff, Error, Result};
 use crate::labels;
 use crate::metrics::{
-    raise_to, CancelLabels, ControllerLabels, ControllerName, ModeLabels, OutcomeLabels,
-    OutputLabels, PoolLabels, PromiseLabels, TraceLabels, WorkerLabels, CANCEL_KINDS,
-    EXECUTION_MODES, TRACE_RESULTS,
+    raise_to, CancelLabels, ControllerName, ModeLabels, OutcomeLabels, OutputLabels, PoolLabels,
+    PromiseLabels, WorkerLabels, CANCEL_KINDS, EXECUTION_MODES, TRACE_RESULTS,
 };
+use crate::reconcile_timer::ReconcileTimer;
 use crate::relay::index::{PoolTotals, WorkerRecord};
 use crate::watch_cache::{reflect, Listing};
 use restored_totals::RestoredTotals;
@@ -66,22 +66,11 @@ fn labels_of(key: &PoolKey) -> PoolLabels {
 
 /// Reconciles one pool. Idempotent and level-triggered: it reads the pool's pods fresh from the API
 /// server (not a cache) so a pod it just created is never created twice.
-#[instrument(skip_all, fields(namespace = pool.namespace().unwrap_or_default(), pool = pool.name_any()))]
+#[instrument(skip_all, fields(namespace = pool.namespace().unwrap_or_default(), pool = pool.name_any(), trace_id = tracing::field::Empty))]
 pub async fn reconcile(pool: Arc<CapsulePool>, ctx: Arc<Context>) -> Result<Action> {
-    let started = Instant::now();
-    let controller = ControllerLabels {
-        controller: ControllerName::pool,
-    };
-    ctx.metrics.reconcile_runs.get_or_create(&controller).inc();
+    let timer = ReconcileTimer::start(&ctx.metrics, ControllerName::pool);
     let result = reconcile_inner(&pool, &ctx).await;
-    ctx.metrics
-        .reconcile_duration
-        .get_or_create(&controller)
-        .observe(
-            started.elapsed().as_secs_f64(),
-            crate::telemetry::current_trace_id().map(|trace_id| TraceLabels { trace_id }),
-            None,
-        );
+    drop(timer);
     if let Ok(key) = key_of(&pool) {
         ctx.with_pool(&key, PoolCounters::default, |s| {
             s.failures = if result.is_ok() { 0 } else { s.failures + 1 };

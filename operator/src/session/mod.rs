@@ -35,9 +35,10 @@ use crate::conditions::{self, DesiredCondition};
 use crate::context::{Context, PendingAcquisition};
 use crate::error::{backoff, Error, Result};
 use crate::labels;
-use crate::metrics::{ControllerLabels, ControllerName, PoolLabels};
+use crate::metrics::{ControllerName, PoolLabels};
 use crate::pool::plan;
 use crate::pool::token::{new_token, owned_token_secret};
+use crate::reconcile_timer::ReconcileTimer;
 use crate::relay::index::WorkerRecord;
 
 /// How often a waiting session looks for a worker again (a new worker turning Ready also wakes it).
@@ -56,19 +57,10 @@ fn pool_labels(ns: &str, pool: &str) -> PoolLabels {
     }
 }
 
-#[instrument(skip_all, fields(namespace = session.namespace().unwrap_or_default(), session = session.name_any()))]
+#[instrument(skip_all, fields(namespace = session.namespace().unwrap_or_default(), session = session.name_any(), trace_id = tracing::field::Empty))]
 pub async fn reconcile(session: Arc<CapsuleSession>, ctx: Arc<Context>) -> Result<Action> {
-    let controller = ControllerLabels {
-        controller: ControllerName::session,
-    };
-    ctx.metrics.reconcile_runs.get_or_create(&controller).inc();
-    let started = Instant::now();
-    let result = reconcile_inner(&session, &ctx).await;
-    ctx.metrics
-        .reconcile_duration
-        .get_or_create(&controller)
-        .observe(started.elapsed().as_secs_f64(), None, None);
-    result
+    let _timer = ReconcileTimer::start(&ctx.metrics, ControllerName::session);
+    reconcile_inner(&session, &ctx).await
 }
 
 async fn reconcile_inner(session: &CapsuleSession, ctx: &Context) -> Result<Action> {

@@ -11,7 +11,9 @@
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (unset = no export), `OTEL_EXPORTER_OTLP_PROTOCOL` /
 //! `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` (`http/protobuf`, the default, or `grpc`),
 //! `OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_SERVICE_NAME`,
-//! `OTEL_RESOURCE_ATTRIBUTES`.
+//! `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` (read by
+//! [`capsule_telemetry::otlp`]). The pod's identity (`k8s.namespace.name`, `k8s.pod.name`,
+//! `capsule.pool`) is on the resource; a span left out by the sampler is counted.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -19,6 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use capsule_protocol::trace::TraceEventKind;
+use capsule_telemetry::otlp::{OtlpSettings, Protocol};
+use capsule_telemetry::sampler::Sampler;
 use opentelemetry::trace::{
     Event, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
 };
@@ -41,32 +45,7 @@ const EXPORT_BATCH_SPANS: usize = 512;
 /// An execution with no final event after this long is dropped (counted).
 const OPEN_EXECUTION_TTL: Duration = Duration::from_secs(3600);
 
-/// Which OTLP transport the standard variables ask for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    HttpProtobuf,
-    Grpc,
-}
-
-/// Reads the standard `OTEL_*` variables: `None` when no endpoint is set (no export).
-pub fn protocol_from_env() -> Result<Option<Protocol>> {
-    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
-    if !set("OTEL_EXPORTER_OTLP_ENDPOINT") && !set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
-        return Ok(None);
-    }
-    let protocol = std::env::var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-        .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL"))
-        .unwrap_or_else(|_| "http/protobuf".to_owned());
-    match protocol.trim() {
-        "" | "http/protobuf" => Ok(Some(Protocol::HttpProtobuf)),
-        "grpc" => Ok(Some(Protocol::Grpc)),
-        other => Err(Error::Config(format!(
-            "OTEL_EXPORTER_OTLP_PROTOCOL: unsupported protocol {other:?}; accepted: http/protobuf, grpc"
-        ))),
-    }
-}
-
-/// Identity written on every span.
+/// The pod's identity, written on the resource.
 #[derive(Debug, Clone, Default)]
 pub struct SpanIdentity {
     pub pool: String,
@@ -88,7 +67,7 @@ struct OpenSpan {
 #[derive(Debug)]
 pub struct SpanAssembler {
     open: Mutex<HashMap<Box<str>, OpenSpan>>,
-    identity: SpanIdentity,
+    sampler: Sampler,
     queue: mpsc::Sender<SpanData>,
     metrics: Arc<Metrics>,
 }
@@ -96,22 +75,25 @@ pub struct SpanAssembler {
 impl SpanAssembler {
     /// Starts the export task (on the current tokio runtime) and returns the assembler feeding it.
     pub fn start(
-        protocol: Protocol,
+        settings: OtlpSettings,
         identity: SpanIdentity,
         metrics: Arc<Metrics>,
     ) -> Result<Self> {
-        let mut exporter = build_exporter(protocol)?;
-        let resource = opentelemetry_sdk::Resource::builder()
-            .with_service_name(
-                std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "capsule-worker".to_owned()),
-            )
-            .build();
-        exporter.set_resource(&resource);
+        let mut exporter = build_exporter(settings.protocol)?;
+        let attributes = vec![
+            KeyValue::new("k8s.namespace.name", identity.namespace),
+            KeyValue::new("k8s.pod.name", identity.pod),
+            KeyValue::new("capsule.pool", identity.pool),
+        ];
+        exporter.set_resource(&capsule_telemetry::otlp::resource(
+            "capsule-worker",
+            attributes,
+        ));
         let (queue, rx) = mpsc::channel(EXPORT_QUEUE_SPANS);
         tokio::spawn(export_loop(exporter, rx, metrics.clone()));
         Ok(SpanAssembler {
             open: Mutex::new(HashMap::new()),
-            identity,
+            sampler: settings.sampler,
             queue,
             metrics,
         })
@@ -150,7 +132,13 @@ impl SpanAssembler {
             drop(open);
             let end = parse_time(&event.timestamp).unwrap_or(event.received_at);
             let data = self.finish(&event.execution_id, span, end, event.attribute("outcome"));
-            if self.queue.try_send(data).is_err() {
+            let parent_sampled = data
+                .parent_span_is_remote
+                .then(|| data.span_context.is_sampled());
+            let trace_id = data.span_context.trace_id().to_bytes();
+            if !self.sampler.should_sample(trace_id, parent_sampled) {
+                self.metrics.spans_not_sampled.inc();
+            } else if self.queue.try_send(data).is_err() {
                 self.metrics.spans_dropped.inc();
             }
         }
@@ -183,12 +171,10 @@ impl SpanAssembler {
         let parent = span.traceparent.as_deref().and_then(parse_traceparent);
         let trace_id = parent.map_or_else(random_trace_id, |(trace_id, _, _)| trace_id);
         let flags = parent.map_or(TraceFlags::SAMPLED, |(_, _, flags)| flags);
-        let mut attributes = vec![
-            KeyValue::new("capsule.execution_id", execution_id.to_owned()),
-            KeyValue::new("capsule.pool", self.identity.pool.clone()),
-            KeyValue::new("k8s.namespace.name", self.identity.namespace.clone()),
-            KeyValue::new("k8s.pod.name", self.identity.pod.clone()),
-        ];
+        let mut attributes = vec![KeyValue::new(
+            "capsule.execution_id",
+            execution_id.to_owned(),
+        )];
         if let Some(session) = span.session {
             attributes.push(KeyValue::new("capsule.session", session.to_string()));
         }

@@ -10,7 +10,7 @@ use tracing_subscriber::EnvFilter;
 use capsule_protocol::admin::WorkerClient;
 use capsule_sidecar::buffer::{Bounds, TraceBuffer};
 use capsule_sidecar::config::{Config, LogFormat};
-use capsule_sidecar::export::{self, SpanAssembler, SpanIdentity};
+use capsule_sidecar::export::{SpanAssembler, SpanIdentity};
 use capsule_sidecar::gate::Gate;
 use capsule_sidecar::metrics::Metrics;
 use capsule_sidecar::rate_limit::RateLimiter;
@@ -74,9 +74,11 @@ async fn run(config: Config) -> Result<()> {
         config.worker_token.as_bytes().to_vec()
     };
     let metrics = Arc::new(Metrics::default());
-    let spans = match export::protocol_from_env()? {
-        Some(protocol) => Some(SpanAssembler::start(
-            protocol,
+    let otlp = capsule_telemetry::otlp::settings_from_env()
+        .map_err(|e| capsule_sidecar::Error::Config(e.to_string()))?;
+    let spans = match otlp {
+        Some(settings) => Some(SpanAssembler::start(
+            settings,
             SpanIdentity {
                 pool: config.pool.clone(),
                 namespace: config.pod_namespace.clone(),

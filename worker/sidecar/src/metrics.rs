@@ -96,6 +96,8 @@ pub struct Metrics {
     pub span_export_failures: Counter,
     /// Spans not handed to the exporter (queue full or execution never finished in time).
     pub spans_dropped: Counter,
+    /// Execution spans left out by the `OTEL_TRACES_SAMPLER` decision (not an error).
+    pub spans_not_sampled: Counter,
     pub buffer_events: Gauge,
     pub buffer_bytes: Gauge,
     pub introspection_requests: Family<DecisionLabels, Counter>,
@@ -132,6 +134,11 @@ impl Metrics {
             "span_export_failures",
             "Execution spans the OTLP exporter failed to deliver",
             self.span_export_failures.clone(),
+        );
+        registry.register(
+            "spans_not_sampled",
+            "Execution spans left out by the OTEL_TRACES_SAMPLER decision",
+            self.spans_not_sampled.clone(),
         );
         registry.register(
             "spans_dropped",

@@ -64,17 +64,25 @@ fn string_attribute(attributes: &[KeyValue], key: &str) -> Option<String> {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spans_reach_a_real_grpc_collector_with_parent_and_attributes() {
+type Received = mpsc::UnboundedReceiver<(Vec<KeyValue>, Span)>;
+
+/// Serves a gRPC trace collector on a free port; returns the port and what it receives.
+async fn start_collector() -> (u16, Received) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let (tx, mut spans) = mpsc::unbounded_channel();
+    let (tx, spans) = mpsc::unbounded_channel();
     let collector = Arc::new(Collector { spans: tx });
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(TraceServiceServer::from_arc(collector))
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
     );
+    (port, spans)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_a_real_grpc_collector_with_parent_and_attributes() {
+    let (port, mut spans) = start_collector().await;
 
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("trace.sock");
@@ -123,22 +131,29 @@ async fn spans_reach_a_real_grpc_collector_with_parent_and_attributes() {
         Some(keyed_hash(key, "session-1"))
     );
     assert_eq!(
-        string_attribute(&span.attributes, "capsule.pool"),
-        Some("pool-a".into())
+        string_attribute(&resource, "capsule.pool"),
+        Some("pool-a".into()),
+        "the pod's identity is on the resource: {resource:?}"
     );
     assert_eq!(
         string_attribute(&span.attributes, "capsule.outcome"),
         Some("Ok".into())
     );
     assert_eq!(
-        string_attribute(&span.attributes, "k8s.namespace.name"),
+        string_attribute(&resource, "k8s.namespace.name"),
         Some("team-a".into())
+    );
+    assert!(string_attribute(&resource, "k8s.pod.name").is_some_and(|p| !p.is_empty()));
+    assert_eq!(
+        string_attribute(&span.attributes, "k8s.namespace.name"),
+        None
     );
     let event_names: Vec<&str> = span.events.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(event_names.first(), Some(&"submit"), "{event_names:?}");
     assert_eq!(event_names.last(), Some(&"result"), "{event_names:?}");
-    assert!(
-        string_attribute(&resource, "service.name").is_some(),
+    assert_eq!(
+        string_attribute(&resource, "service.name").as_deref(),
+        Some("capsule-worker"),
         "{resource:?}"
     );
 
@@ -161,6 +176,52 @@ async fn spans_reach_a_real_grpc_collector_with_parent_and_attributes() {
         metric(&metrics, "capsule_sidecar_span_export_failures_total"),
         Some(0.0)
     );
+    worker.stop();
+    sidecar.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sampler_variables_decide_which_execution_spans_leave() {
+    let (port, mut spans) = start_collector().await;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("trace.sock");
+    let mut command = sidecar_command(&socket);
+    command
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{port}"),
+        )
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .env("OTEL_TRACES_SAMPLER", "parentbased_always_off")
+        .env("OTEL_SERVICE_NAME", "team-a-sandboxes");
+    let mut sidecar = start_sidecar(command, dir.path());
+    let mut worker = start_worker(worker_command(Some(&socket)), dir.path());
+    bind_session(&worker, "session-1", "session-token").await;
+
+    // A root (no parent) and a parent that was not sampled are left out; a sampled parent is kept.
+    let unsampled = format!("00-{TRACE_ID}-{PARENT_SPAN}-00");
+    let sampled = format!("00-{}-{PARENT_SPAN}-01", "1".repeat(32));
+    execute(&worker, "session-token", "1", None).await;
+    execute(&worker, "session-token", "2", Some(&unsampled)).await;
+    execute(&worker, "session-token", "3", Some(&sampled)).await;
+
+    let (resource, span) = tokio::time::timeout(Duration::from_secs(30), spans.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no span over gRPC; sidecar log:\n{}", sidecar.stderr()))
+        .expect("collector running");
+    assert_eq!(hex::encode(&span.trace_id), "1".repeat(32));
+    assert_eq!(
+        string_attribute(&resource, "service.name").as_deref(),
+        Some("team-a-sandboxes"),
+        "OTEL_SERVICE_NAME names the service"
+    );
+    let metrics = wait_for_metric(&sidecar, "capsule_sidecar_spans_not_sampled_total", 2.0).await;
+    assert_eq!(
+        metric(&metrics, "capsule_sidecar_spans_exported_total"),
+        Some(1.0)
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(spans.try_recv().is_err(), "only the sampled span leaves");
     worker.stop();
     sidecar.stop();
 }
