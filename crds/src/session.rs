@@ -63,6 +63,12 @@ pub struct CapsuleSessionSpec {
     #[schemars(length(min = 1, max = 253))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("pool is immutable: delete the session and create a new one"))]
     pub pool: String,
+
+    /// Seconds after the session became Released or Failed before the operator deletes it. Unset:
+    /// kept until deleted (its token Secret is deleted when it finishes either way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2592000))]
+    pub ttl_seconds_after_finished: Option<i64>,
 }
 
 /// Lifecycle of a session.
@@ -167,6 +173,10 @@ pub struct CapsuleSessionStatus {
     /// When the worker was bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bound_at: Option<Time>,
+
+    /// When the session became Released or Failed; `spec.ttlSecondsAfterFinished` counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
 
     /// Why the session is Failed or Released, in a word.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -77,13 +77,22 @@ fn exhaust_pool(cluster: &DevCluster) {
     wait_idle(cluster, 1);
     cluster.apply(&session("s2"));
     wait_session_phase(cluster, "s2", "Bound", Duration::from_secs(60));
-    cluster.apply(&session("s3"));
+    cluster.apply(&format!("{}  ttlSecondsAfterFinished: 2\n", session("s3")));
     wait_session_phase(cluster, "s3", "Failed", Duration::from_secs(30));
     assert_eq!(
         cluster.jsonpath(&["csess", "s3"], "{.status.reason}"),
         "AcquireTimeout"
     );
-    cluster.kubectl(&["delete", "csess", "s2", "s3", "--timeout=60s"]);
+    // Finished, its token Secret goes at once and the session itself after its TTL.
+    wait_for("s3 and its token gone", Duration::from_secs(30), || {
+        let left = cluster.kubectl_output(
+            &["get", "csess/s3", "secret/s3-session-token", "-o", "name"],
+            None,
+        );
+        let text = String::from_utf8_lossy(&left.stdout).into_owned();
+        text.trim().is_empty().then_some(()).ok_or(text)
+    });
+    cluster.kubectl(&["delete", "csess", "s2", "--timeout=60s"]);
 }
 
 /// A session's worker API, as a client of it sees it.

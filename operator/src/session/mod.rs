@@ -5,6 +5,7 @@
 //! two sessions can never take the same worker, even across operator restarts: a session that finds a
 //! pod already labelled with its own name finishes that binding instead of taking another.
 
+mod finished;
 pub mod info;
 
 use std::future::Future;
@@ -95,10 +96,7 @@ async fn reconcile_inner(session: &CapsuleSession, ctx: &Context) -> Result<Acti
     match phase {
         SessionPhase::Released | SessionPhase::Failed => {
             forget_pending(ctx, session);
-            // A release cut short (an operator killed between the status write and the release)
-            // is finished here: a final session never keeps a worker.
-            release(ctx, session, &ns).await?;
-            Ok(Action::await_change())
+            finished::reconcile(ctx, session, &ns).await
         }
         SessionPhase::Bound => check_bound(ctx, session, &ns).await,
         SessionPhase::Pending if has_finalizer => {
