@@ -1,13 +1,16 @@
 //! RBAC authorisation from the stored Role, ClusterRole, RoleBinding and ClusterRoleBinding objects,
 //! for requests by non-admin users (service accounts) and for SubjectAccessReview.
 //! Enforced: verbs, apiGroups, resources (`res`, `res/sub`, `*`, `*/sub`), resourceNames, and
-//! subjects by User, Group and ServiceAccount. Not enforced: ClusterRole aggregation, nonResourceURLs
-//! (every authenticated user may read discovery and OpenAPI).
+//! subjects by User, Group and ServiceAccount, and ClusterRole aggregation (`aggregationRule`: the
+//! rules of every ClusterRole its selectors match, transitively, computed when a request is
+//! authorised rather than written back into the role by a controller). Not enforced:
+//! nonResourceURLs (every authenticated user may read discovery and OpenAPI).
 
 use crate::api::ResourcePath;
 use crate::cluster::State;
 use crate::error::Error;
 use crate::resources::ResourceInfo;
+use crate::selectors::LabelSelector;
 use crate::tokens::User;
 use serde_json::Value;
 
@@ -84,16 +87,56 @@ fn rule_allows(rule: &Value, attributes: &Attributes) -> bool {
     verb_ok && group_ok && resource_ok && name_ok
 }
 
+const CLUSTER_ROLES: &str = "rbac.authorization.k8s.io/clusterroles";
+
 fn role_rules(state: &State, kind: &str, name: &str, namespace: &str) -> Vec<Value> {
-    let (storage_key, ns) = match kind {
-        "ClusterRole" => ("rbac.authorization.k8s.io/clusterroles", ""),
-        _ => ("rbac.authorization.k8s.io/roles", namespace),
-    };
+    if kind == "ClusterRole" {
+        let mut rules = Vec::new();
+        cluster_role_rules(state, name, &mut Vec::new(), &mut rules);
+        return rules;
+    }
     state
         .store
-        .get(storage_key, &(ns.to_string(), name.to_string()))
+        .get(
+            "rbac.authorization.k8s.io/roles",
+            &(namespace.to_string(), name.to_string()),
+        )
         .and_then(|role| role["rules"].as_array().cloned())
         .unwrap_or_default()
+}
+
+/// A ClusterRole's own rules plus, through its `aggregationRule`, those of every ClusterRole its
+/// selectors match (each role visited once, so cycles end).
+fn cluster_role_rules(
+    state: &State,
+    name: &str,
+    visited: &mut Vec<String>,
+    rules: &mut Vec<Value>,
+) {
+    if visited.iter().any(|v| v == name) {
+        return;
+    }
+    visited.push(name.to_string());
+    let Some(role) = state
+        .store
+        .get(CLUSTER_ROLES, &(String::new(), name.to_string()))
+    else {
+        return;
+    };
+    rules.extend(role["rules"].as_array().cloned().unwrap_or_default());
+    let selectors: Vec<LabelSelector> = role["aggregationRule"]["clusterRoleSelectors"]
+        .as_array()
+        .map(|s| s.iter().map(LabelSelector::from_object).collect())
+        .unwrap_or_default();
+    if selectors.is_empty() {
+        return;
+    }
+    for other in state.store.list(CLUSTER_ROLES, None) {
+        if selectors.iter().any(|s| s.matches(&other)) {
+            let other_name = other["metadata"]["name"].as_str().unwrap_or_default();
+            cluster_role_rules(state, other_name, visited, rules);
+        }
+    }
 }
 
 fn binding_allows(

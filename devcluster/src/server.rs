@@ -82,6 +82,41 @@ fn write_kubeconfig(path: &Path, url: &str, token: &str, ca_pem: &str) -> Result
     Ok(())
 }
 
+/// The user-facing ClusterRoles every cluster has, as aggregations only: `admin` gathers roles
+/// labelled `aggregate-to-admin` (which `edit` is), `edit` those labelled `aggregate-to-edit`
+/// (which `view` is), `view` those labelled `aggregate-to-view`. A real cluster's also carry rules
+/// for the built-in resources; these carry only what other roles aggregate into them.
+fn bootstrap_user_roles(state: &mut State) -> Result<()> {
+    let roles = state
+        .resolve("rbac.authorization.k8s.io", "v1", "clusterroles")
+        .expect("built in");
+    for (name, aggregated_into) in [
+        ("admin", None),
+        ("edit", Some("admin")),
+        ("view", Some("edit")),
+    ] {
+        if state.get(&roles, "", name).is_ok() {
+            continue;
+        }
+        let label = |role: &str| format!("rbac.authorization.k8s.io/aggregate-to-{role}");
+        let mut labels = serde_json::Map::new();
+        if let Some(parent) = aggregated_into {
+            labels.insert(label(parent), json!("true"));
+        }
+        let role = json!({
+            "metadata": {"name": name, "labels": labels},
+            "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {label(name): "true"}}]},
+            "rules": [],
+        });
+        let options = WriteOptions {
+            manager: "devcluster".into(),
+            ..WriteOptions::default()
+        };
+        state.create(&roles, "", role, &options, &mut Vec::new())?;
+    }
+    Ok(())
+}
+
 fn save_snapshot(shared: &Shared, path: &Path) -> Result<()> {
     let snapshot = {
         let state = shared.lock();
@@ -136,6 +171,7 @@ impl DevCluster {
                 )?;
             }
         }
+        bootstrap_user_roles(&mut state)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             state_dir: state_dir.clone(),

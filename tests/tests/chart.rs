@@ -197,7 +197,7 @@ fn chart_crds_are_the_generated_crds() {
 fn template_with_defaults() {
     let objects = template(&[]);
     let expected: BTreeMap<String, usize> = [
-        ("ClusterRole", 4),
+        ("ClusterRole", 6),
         ("ClusterRoleBinding", 1),
         ("Deployment", 1),
         ("PodDisruptionBudget", 1),
@@ -290,6 +290,11 @@ fn template_with_defaults() {
     );
     assert!(rule(role, "capsule.dev", "capsulepools/status").contains(&"patch"));
     assert!(rule(role, "capsule.dev", "capsulesessions/finalizers").contains(&"update"));
+    assert!(rule(role, "capsule.dev", "capsulesessions").contains(&"delete"));
+    assert!(
+        !rule(role, "capsule.dev", "capsulepools").contains(&"delete"),
+        "the operator never deletes a pool"
+    );
     assert!(rule(role, "coordination.k8s.io", "leases").is_empty());
     for r in role["rules"].as_array().unwrap() {
         for field in ["apiGroups", "resources", "verbs"] {
@@ -1306,4 +1311,77 @@ fn install_and_reconcile(leader_election: bool) {
             Err(format!("left: {left:?}"))
         }
     });
+}
+
+/// Whether `kubectl --token <token> <args>` succeeds; the error text when it does not.
+fn as_user(
+    cluster: &DevCluster,
+    token: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Result<(), String> {
+    let mut all = vec!["--token", token];
+    all.extend_from_slice(args);
+    let out = cluster.kubectl_output(&all, stdin);
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(text(&out.stderr))
+    }
+}
+
+#[test]
+fn namespace_edit_and_view_reach_pools_and_sessions_through_aggregation() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = DevCluster::start_with_crds(dir.path());
+    let chart = chart_dir();
+    let out = helm(&[
+        "template",
+        RELEASE,
+        chart.to_str().unwrap(),
+        "--show-only",
+        "templates/aggregate-roles.yaml",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    cluster.apply(&text(&out.stdout));
+    cluster.apply(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: team-a}\n---\n\
+         apiVersion: v1\nkind: Namespace\nmetadata: {name: team-b}\n---\n\
+         apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: alice, namespace: team-a}\n---\n\
+         apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: bob, namespace: team-a}\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: alice-edit, namespace: team-a}\n\
+         subjects: [{kind: ServiceAccount, name: alice, namespace: team-a}]\n\
+         roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: edit}\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: bob-view, namespace: team-a}\n\
+         subjects: [{kind: ServiceAccount, name: bob, namespace: team-a}]\n\
+         roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}\n",
+    );
+    let alice = cluster.kubectl(&["create", "token", "alice", "-n", "team-a"]);
+    let bob = cluster.kubectl(&["create", "token", "bob", "-n", "team-a"]);
+    let session = "apiVersion: capsule.dev/v1alpha1\nkind: CapsuleSession\nmetadata: {name: s, namespace: team-a}\nspec: {pool: p}\n";
+
+    // `edit` (through the chart's role aggregated into it) creates sessions and reads pools in
+    // its own namespace, and nothing in another one, nor the session token Secrets.
+    let alice = alice.trim();
+    as_user(&cluster, alice, &["apply", "-f", "-"], Some(session)).expect("edit creates a session");
+    as_user(&cluster, alice, &["get", "cpool", "-n", "team-a"], None).expect("edit lists pools");
+    let denied = as_user(&cluster, alice, &["get", "cpool", "-n", "team-b"], None).unwrap_err();
+    assert!(denied.contains("forbidden"), "{denied}");
+    let denied = as_user(&cluster, alice, &["get", "secrets", "-n", "team-a"], None).unwrap_err();
+    assert!(denied.contains("forbidden"), "{denied}");
+
+    // `view` reads sessions (edit aggregates view too) but creates nothing.
+    let bob = bob.trim();
+    as_user(&cluster, bob, &["get", "csess", "s", "-n", "team-a"], None)
+        .expect("view reads a session");
+    let session_b = session.replace("name: s,", "name: s2,");
+    let denied = as_user(&cluster, bob, &["create", "-f", "-"], Some(&session_b)).unwrap_err();
+    assert!(denied.contains("forbidden"), "{denied}");
+    as_user(
+        &cluster,
+        alice,
+        &["delete", "csess", "s", "-n", "team-a", "--wait=false"],
+        None,
+    )
+    .expect("edit deletes its session");
 }
