@@ -744,6 +744,24 @@ fn alerts_fire_on_the_conditions_they_name() {
 }
 
 #[test]
+fn a_single_namespace_operator_gets_a_role_in_that_namespace_only() {
+    let objects = template(&["operator.watchNamespace=team-a"]);
+    assert!(
+        !objects
+            .iter()
+            .any(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"] == FULLNAME),
+        "no cluster-wide grant"
+    );
+    let role = find(&objects, "Role", FULLNAME);
+    assert_eq!(role["metadata"]["namespace"], "team-a");
+    assert!(rule(role, "", "secrets").contains(&"get"));
+    let binding = find(&objects, "RoleBinding", FULLNAME);
+    assert_eq!(binding["metadata"]["namespace"], "team-a");
+    assert_eq!(binding["roleRef"]["kind"], "Role");
+    assert_eq!(binding["subjects"][0]["namespace"], NAMESPACE);
+}
+
+#[test]
 fn otel_values_become_the_standard_variables_with_headers_from_a_secret() {
     let container = |sets: &[&str]| {
         let objects = template(sets);
