@@ -40,7 +40,7 @@ pub const MAX_WARMUP_CODE_BYTES: u32 = 65_536;
     doc = "A pool of pre-warmed Python execution workers kept ready for CapsuleSessions.",
     scale(
         spec_replicas_path = ".spec.replicas",
-        status_replicas_path = ".status.idle",
+        status_replicas_path = ".status.unbound",
         label_selector_path = ".status.selector"
     ),
     printcolumn(
@@ -720,9 +720,15 @@ pub struct CapsulePoolStatus {
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 
-    /// Label selector of the pool's worker pods (for the scale subresource and autoscalers).
+    /// Label selector of the pool's unbound workers, the pods `unbound` counts (for the scale
+    /// subresource and autoscalers: a bound worker belongs to its session, not to the warm pool).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
+
+    /// Workers no session holds (starting, warming or idle): the warm pool `spec.replicas` keeps
+    /// and the scale subresource reports.
+    #[serde(default)]
+    pub unbound: i32,
 
     /// All workers of the pool, whatever their phase.
     #[serde(default)]

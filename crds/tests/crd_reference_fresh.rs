@@ -28,7 +28,7 @@ fn reference_covers_every_spec_field_with_its_bounds() {
         "| `spec.pool` | string |",
         "`self.maxWorkers >= self.replicas`",
         "short names `cpool`",
-        "`scale` (spec replicas `.spec.replicas`, status replicas `.status.idle`",
+        "`scale` (spec replicas `.spec.replicas`, status replicas `.status.unbound`",
     ] {
         assert!(doc.contains(wanted), "{wanted} missing from the reference");
     }

@@ -42,6 +42,11 @@ pub fn pool_selector(pool: &str) -> String {
     format!("{POOL}={pool}")
 }
 
+/// The pool's workers no session holds: the warm pool the scale subresource describes.
+pub fn unbound_selector(pool: &str) -> String {
+    format!("{POOL}={pool},!{SESSION}")
+}
+
 /// The Secret holding a session's execute token.
 pub fn session_token_secret(session: &str) -> String {
     format!("{session}-session-token")

@@ -71,10 +71,31 @@ fn wait_idle(cluster: &DevCluster, want: i64) {
     });
 }
 
+/// The scale subresource describes the warm pool: the unbound workers, selected without the
+/// worker `s` holds, so an autoscaler counts and measures the same pods.
+fn check_scale_subresource(cluster: &DevCluster, bound_worker: &str) {
+    let scale: Value = serde_json::from_str(&cluster.kubectl(&[
+        "get",
+        "cpool",
+        "c",
+        "--subresource=scale",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(scale["spec"]["replicas"], 1, "{scale}");
+    assert_eq!(scale["status"]["replicas"], 1, "{scale}");
+    let selector = scale["status"]["selector"].as_str().unwrap();
+    let pods = cluster.kubectl(&["get", "pods", "-l", selector, "-o", "name"]);
+    assert_eq!(pods.lines().count(), 1, "{selector}: {pods}");
+    assert!(!pods.contains(bound_worker), "{selector}: {pods}");
+}
+
 /// With `s` holding one worker, `s2` takes the other (maxWorkers 2) and `s3` finds none within
 /// the pool's acquireTimeoutSeconds.
-fn exhaust_pool(cluster: &DevCluster) {
+fn exhaust_pool(cluster: &DevCluster, bound_worker: &str) {
     wait_idle(cluster, 1);
+    check_scale_subresource(cluster, bound_worker);
     cluster.apply(&session("s2"));
     wait_session_phase(cluster, "s2", "Bound", Duration::from_secs(60));
     cluster.apply(&format!("{}  ttlSecondsAfterFinished: 2\n", session("s3")));
@@ -484,7 +505,7 @@ fn every_worker_counter_reaches_pool_status_session_status_and_prometheus() {
         Duration::from_secs(30),
         || check_pool_status(&pool_status(&cluster, "c")),
     );
-    exhaust_pool(&cluster);
+    exhaust_pool(&cluster, &worker);
     let counters = wait_for(
         "the exhausted pool's counters",
         Duration::from_secs(30),

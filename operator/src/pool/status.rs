@@ -197,7 +197,8 @@ pub fn build(pool: &CapsulePool, seen: &Observation<'_>, now: Timestamp) -> Caps
     CapsulePoolStatus {
         observed_generation: generation,
         conditions: conditions::merge(existing, &desired, generation, now),
-        selector: Some(labels::pool_selector(&pool.name_any())),
+        selector: Some(labels::unbound_selector(&pool.name_any())),
+        unbound: starting + warming + idle,
         workers: seen.workers.len() as i32,
         starting,
         warming,
