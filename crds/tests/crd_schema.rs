@@ -35,7 +35,7 @@ fn pool_names_columns_and_subresources() {
     );
     assert_eq!(
         version["subresources"]["scale"]["statusReplicasPath"],
-        ".status.idle"
+        ".status.unbound"
     );
     let columns: Vec<&str> = version["additionalPrinterColumns"]
         .as_array()
