@@ -6,6 +6,7 @@
 use capsule_telemetry::otlp::{self, Protocol};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry::KeyValue;
+use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
@@ -28,7 +29,12 @@ pub struct TelemetryGuard {
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
         if let Some(provider) = self.provider.take() {
-            let _ = provider.shutdown();
+            // The flush waits on the exporting task, which runs on the runtime's other threads.
+            match tokio::runtime::Handle::try_current() {
+                Ok(_) => tokio::task::block_in_place(|| provider.shutdown()),
+                Err(_) => provider.shutdown(),
+            }
+            .ok();
         }
     }
 }
@@ -65,8 +71,10 @@ pub fn init(format: LogFormat) -> Result<TelemetryGuard> {
     Ok(TelemetryGuard { provider })
 }
 
-/// The exporter and resource the variables ask for. Built on the tokio runtime: the gRPC client
-/// needs it. The SDK reads OTEL_TRACES_SAMPLER itself; `settings_from_env` has refused bad values.
+/// The exporter and resource the variables ask for. Spans are exported by a task on the tokio
+/// runtime, not by the SDK's own thread: the async HTTP client (the one a workspace build, with
+/// the sidecar's features, selects) and tonic both need the runtime. The SDK reads
+/// OTEL_TRACES_SAMPLER itself; `settings_from_env` has refused bad values.
 fn provider(protocol: Protocol) -> Result<SdkTracerProvider> {
     let builder = opentelemetry_otlp::SpanExporter::builder();
     let exporter = match protocol {
@@ -81,8 +89,9 @@ fn provider(protocol: Protocol) -> Result<SdkTracerProvider> {
     .into_iter()
     .filter_map(|(key, var)| Some(KeyValue::new(key, std::env::var(var).ok()?)))
     .collect();
+    let batch = BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio).build();
     Ok(SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
+        .with_span_processor(batch)
         .with_resource(otlp::resource("capsule-operator", identity))
         .build())
 }

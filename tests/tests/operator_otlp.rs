@@ -123,13 +123,17 @@ fn first_reconcile_span(
     run.env
         .push(("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into()));
     let mut operator = run.start(cluster, &log);
-    let span = wait_for("a reconcile span", Duration::from_secs(60), || {
+    let span = wait_for("a reconcile span", Duration::from_secs(90), || {
         let received = spans.lock().unwrap().clone();
         received
             .iter()
             .find(|s| s.name == "reconcile")
             .cloned()
-            .ok_or(format!("{received:?}"))
+            .ok_or_else(|| {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                format!("received {received:?}; operator log (last lines first): {tail:#?}")
+            })
     });
     operator.stop(Duration::from_secs(5));
     (span, std::fs::read_to_string(&log).unwrap())

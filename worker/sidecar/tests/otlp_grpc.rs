@@ -215,6 +215,8 @@ async fn the_sampler_variables_decide_which_execution_spans_leave() {
         Some("team-a-sandboxes"),
         "OTEL_SERVICE_NAME names the service"
     );
+    // The collector may hold the span before the exporter has its answer and counts it.
+    wait_for_metric(&sidecar, "capsule_sidecar_spans_exported_total", 1.0).await;
     let metrics = wait_for_metric(&sidecar, "capsule_sidecar_spans_not_sampled_total", 2.0).await;
     assert_eq!(
         metric(&metrics, "capsule_sidecar_spans_exported_total"),
