@@ -593,6 +593,7 @@ async fn finish_binding(
     status.warm_hit = Some(warm_hit);
     status.acquisition_latency_ms = Some(latency_ms);
     status.bound_at = Some(Time(Timestamp::now()));
+    status.gateway_url = ctx.config.session_gateway_url(&ns, &name);
     status.reason = None;
     status.message = None;
     write_status(ctx, session, status).await?;
