@@ -38,10 +38,18 @@ pub struct PodView {
 impl SessionView {
     pub fn of(session: &CapsuleSession) -> Self {
         let status = session.status.clone().unwrap_or_default();
+        // A pending session has no reason of its own; its Bound condition says why it waits
+        // (e.g. PoolExhausted).
+        let waiting = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Bound" && c.status != "True");
         SessionView {
             phase: status.phase,
-            reason: status.reason,
-            message: status.message,
+            reason: status.reason.or_else(|| waiting.map(|c| c.reason.clone())),
+            message: status
+                .message
+                .or_else(|| waiting.map(|c| c.message.clone())),
             endpoint: status.endpoint,
             worker: status.worker,
         }
@@ -303,6 +311,30 @@ mod tests {
                 phase: SessionPhase::Failed,
                 reason: Some("WorkerLost".into()),
                 message: "worker pod w1 is gone".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn a_pending_session_reports_why_it_waits() {
+        let mut pending = session("s", "Pending", None);
+        let status = pending.status.as_mut().unwrap();
+        (status.reason, status.message) = (None, None);
+        status.conditions =
+            vec![
+                serde_json::from_value(json!({"type": "Bound", "status": "False",
+            "reason": "PoolExhausted", "message": "all 3 workers of pool p are in use",
+            "lastTransitionTime": "2026-11-30T00:00:00Z"}))
+                .unwrap(),
+            ];
+        let index = Index::default();
+        listed(&index, vec![pending], vec![]);
+        assert_eq!(
+            index.resolve("ns", "s"),
+            Resolution::NotBound {
+                phase: SessionPhase::Pending,
+                reason: Some("PoolExhausted".into()),
+                message: "all 3 workers of pool p are in use".into(),
             }
         );
     }
