@@ -61,15 +61,17 @@ bench: tools
 	target/release/capsule-devcluster-bench --output target/bench/devcluster.json
 	target/release/capsule-operator-bench --json target/bench/operator-ingest.json
 	target/release/capsule-acquire-bench --json target/bench/acquire.json
+	target/release/capsule-gateway-bench --json target/bench/gateway.json
 	@echo
-	python3 scripts/bench-table.py --out target/bench/all.json target/bench/worker.json target/bench/sidecar.json target/bench/devcluster.json target/bench/operator-ingest.json target/bench/acquire.json
+	python3 scripts/bench-table.py --out target/bench/all.json target/bench/worker.json target/bench/sidecar.json target/bench/devcluster.json target/bench/operator-ingest.json target/bench/acquire.json target/bench/gateway.json
 
-## images: the operator, worker and sidecar images, with docker or podman (CONTAINER_ENGINE=...)
+## images: the operator, gateway, worker and sidecar images, with docker or podman (CONTAINER_ENGINE=...)
 CONTAINER_ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 images:
 	@if [ -z "$(CONTAINER_ENGINE)" ] || ! $(CONTAINER_ENGINE) info >/dev/null 2>&1; then echo "make images needs a running docker or podman (set CONTAINER_ENGINE=/path/to/engine)"; exit 1; fi
 	$(CONTAINER_ENGINE) build -f docker/Dockerfile.operator -t capsule-operator:$(VERSION) .
+	$(CONTAINER_ENGINE) build -f docker/Dockerfile.gateway -t capsule-gateway:$(VERSION) .
 	$(CONTAINER_ENGINE) build -f docker/Dockerfile.worker -t capsule-worker:$(VERSION) .
 	$(CONTAINER_ENGINE) build -f docker/Dockerfile.worker --target sidecar -t capsule-sidecar:$(VERSION) .
 

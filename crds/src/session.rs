@@ -38,6 +38,13 @@ use serde::{Deserialize, Serialize};
         description = "The worker pod"
     ),
     printcolumn(
+        name = "Gateway",
+        type_ = "string",
+        json_path = ".status.gatewayUrl",
+        description = "Where clients outside the cluster reach the session (the session gateway)",
+        priority = 1
+    ),
+    printcolumn(
         name = "Warm",
         type_ = "boolean",
         json_path = ".status.warmHit",
@@ -157,6 +164,12 @@ pub struct CapsuleSessionStatus {
     /// Base URL of the worker's execute API (`POST <endpoint>/v1/executions`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+
+    /// Base URL of the session through the session gateway (`POST <gatewayUrl>/executions`, same
+    /// bearer token), set on binding when the operator runs with `--gateway-url`. Reachable from
+    /// outside the cluster, unlike `endpoint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_url: Option<String>,
 
     /// The Secret holding the bearer token for the execute API.
     #[serde(default, skip_serializing_if = "Option::is_none")]

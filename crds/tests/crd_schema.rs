@@ -64,7 +64,7 @@ fn session_names_and_columns() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    for want in ["Phase", "Pool", "Worker", "Age"] {
+    for want in ["Phase", "Pool", "Worker", "Gateway", "Age"] {
         assert!(
             columns.contains(&want),
             "session column {want} missing from {columns:?}"

@@ -28,6 +28,16 @@ pub struct OperatorConfig {
     pub operator_namespace: Option<String>,
     /// Labels every operator pod carries; the pools' NetworkPolicies select the operator by them.
     pub operator_pod_labels: BTreeMap<String, String>,
+    /// Base URL of the session gateway, if one runs: bound sessions get `status.gatewayUrl`.
+    pub gateway_url: Option<String>,
+}
+
+impl OperatorConfig {
+    /// Where a client reaches session `namespace/name` through the gateway, if one runs.
+    pub fn session_gateway_url(&self, namespace: &str, name: &str) -> Option<String> {
+        let base = self.gateway_url.as_deref()?.trim_end_matches('/');
+        Some(format!("{base}/v1/sessions/{namespace}/{name}"))
+    }
 }
 
 impl Default for OperatorConfig {
@@ -41,6 +51,7 @@ impl Default for OperatorConfig {
             operator_namespace: None,
             operator_pod_labels: parse_labels(DEFAULT_OPERATOR_POD_SELECTOR)
                 .expect("the default selector parses"),
+            gateway_url: None,
         }
     }
 }
@@ -65,6 +76,17 @@ pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_session_gateway_url_joins_the_base_and_the_session() {
+        let mut config = OperatorConfig::default();
+        assert_eq!(config.session_gateway_url("ns", "s"), None);
+        config.gateway_url = Some("http://gw.capsule-system/".into());
+        assert_eq!(
+            config.session_gateway_url("ns", "s").as_deref(),
+            Some("http://gw.capsule-system/v1/sessions/ns/s")
+        );
+    }
 
     #[test]
     fn a_selector_parses_into_labels() {

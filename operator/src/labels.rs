@@ -2,10 +2,8 @@
 
 /// On every worker pod: the pool it belongs to.
 pub const POOL: &str = "capsule.dev/pool";
-/// On a bound worker pod: the session holding it.
-pub const SESSION: &str = "capsule.dev/session";
-/// On a bound worker pod: lower-case hex sha256 of the session's token, which the worker checks.
-pub const SESSION_TOKEN_SHA256: &str = "capsule.dev/session-token-sha256";
+/// The session holding a bound worker pod and its token's hash: shared with the gateway.
+pub use capsule_protocol::names::{SESSION, SESSION_TOKEN_SHA256};
 /// Finalizer on sessions: the worker is released before the session goes.
 pub const RELEASE_FINALIZER: &str = "capsule.dev/release";
 /// On every worker pod: hash of the pool template it was built from.

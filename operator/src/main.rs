@@ -47,6 +47,10 @@ struct RunArgs {
         default_value = "http://capsule-operator.capsule-system.svc:8080/v1/heartbeats"
     )]
     heartbeat_url: String,
+    /// Base URL of the session gateway (e.g. `https://capsule.example.com`): when set, a bound
+    /// session's `status.gatewayUrl` is `<url>/v1/sessions/<namespace>/<name>`.
+    #[arg(long, env = "CAPSULE_GATEWAY_URL")]
+    gateway_url: Option<String>,
     /// Sidecar image for pools that do not name one.
     #[arg(long, env = "CAPSULE_SIDECAR_IMAGE", default_value = concat!("capsule-sidecar:", env!("CARGO_PKG_VERSION")))]
     sidecar_image: String,
@@ -190,6 +194,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         status_interval: std::time::Duration::from_secs(args.status_interval_seconds.max(1)),
         operator_namespace: args.election.lease_namespace.clone(),
         operator_pod_labels: args.operator_pod_selector.clone(),
+        gateway_url: args.gateway_url.clone(),
         ..OperatorConfig::default()
     };
     let ctx = Arc::new(Context::new(

@@ -73,6 +73,8 @@ struct World {
     failing_status_writes: usize,
     /// Whether the session's token Secret exists (a second create is refused with 409).
     secret_exists: bool,
+    /// The uid of the session the stored token Secret belongs to.
+    secret_owner: &'static str,
     /// The pool's `spec.sessions.idleTimeoutSeconds` (0: none).
     idle_timeout_seconds: i64,
 }
@@ -155,9 +157,18 @@ fn harness(world: World) -> Harness {
             (&Method::GET, "/api/v1/namespaces/default/secrets/s1-session-token") => (
                 StatusCode::OK,
                 json!({"apiVersion": "v1", "kind": "Secret",
-                       "metadata": {"name": "s1-session-token", "namespace": NS},
+                       "metadata": {"name": "s1-session-token", "namespace": NS, "uid": "secret-uid",
+                                    "ownerReferences": [{"apiVersion": "capsule.dev/v1alpha1",
+                                        "kind": "CapsuleSession", "name": "s1", "uid": w.secret_owner}]},
                        "data": {"token": "dG9rZW4="}}),
             ),
+            (&Method::DELETE, "/api/v1/namespaces/default/secrets/s1-session-token") => {
+                w.secret_exists = false;
+                (
+                    StatusCode::OK,
+                    json!({"kind": "Status", "status": "Success"}),
+                )
+            }
             (&Method::POST, "/apis/events.k8s.io/v1/namespaces/default/events") => {
                 (StatusCode::CREATED, call.body.clone())
             }
@@ -214,6 +225,7 @@ async fn first_pass_adds_the_finalizer_and_binds_at_once() {
         stored_session: fresh.clone(),
         failing_status_writes: 0,
         secret_exists: false,
+        secret_owner: "uid-s1",
         idle_timeout_seconds: 0,
     });
     h.reconcile(&fresh).await.unwrap();
@@ -291,6 +303,7 @@ async fn a_failed_status_write_after_a_bind_counts_the_hit_once() {
         stored_session: fresh.clone(),
         failing_status_writes: 1,
         secret_exists: false,
+        secret_owner: "uid-s1",
         idle_timeout_seconds: 0,
     });
     // The pod is bound, then the status write fails: nothing is counted yet.
@@ -325,6 +338,40 @@ async fn a_failed_status_write_after_a_bind_counts_the_hit_once() {
 }
 
 #[tokio::test]
+async fn a_token_secret_left_by_an_earlier_session_of_the_same_name_is_deleted_never_reused() {
+    let fresh = session_object(&now_rfc3339(), true, Value::Null);
+    let h = harness(World {
+        pool_exists: true,
+        pod_session: None,
+        stored_session: fresh.clone(),
+        failing_status_writes: 0,
+        secret_exists: true,
+        secret_owner: "uid-of-the-deleted-s1",
+        idle_timeout_seconds: 0,
+    });
+    // The first pass creates its Secret, finds the old one, deletes it and tries again later.
+    h.reconcile(&fresh).await.unwrap_err();
+    let lines = h.take_lines();
+    assert!(
+        lines.contains(&"DELETE /api/v1/namespaces/default/secrets/s1-session-token".to_string()),
+        "{lines:?}"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.starts_with("PATCH /api/v1/namespaces/default/pods/")),
+        "no worker bound with the old token: {lines:?}"
+    );
+    // The retry creates a Secret of its own.
+    h.reconcile(&fresh).await.unwrap();
+    let lines = h.take_lines();
+    assert!(
+        lines.contains(&"POST /api/v1/namespaces/default/secrets".to_string()),
+        "{lines:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_session_whose_pool_never_appears_fails_after_the_default_acquire_timeout() {
     // Created just now: it waits, with a condition naming the missing pool.
     let young = session_object(&now_rfc3339(), true, Value::Null);
@@ -334,6 +381,7 @@ async fn a_session_whose_pool_never_appears_fails_after_the_default_acquire_time
         stored_session: young.clone(),
         failing_status_writes: 0,
         secret_exists: false,
+        secret_owner: "uid-s1",
         idle_timeout_seconds: 0,
     });
     h.reconcile(&young).await.unwrap();
@@ -355,6 +403,7 @@ async fn a_session_whose_pool_never_appears_fails_after_the_default_acquire_time
         stored_session: old.clone(),
         failing_status_writes: 0,
         secret_exists: false,
+        secret_owner: "uid-s1",
         idle_timeout_seconds: 0,
     });
     h.reconcile(&old).await.unwrap();
@@ -396,6 +445,7 @@ async fn a_bound_session_idle_past_the_pools_idle_timeout_is_released_and_its_wo
         stored_session: bound.clone(),
         failing_status_writes: 0,
         secret_exists: true,
+        secret_owner: "uid-s1",
         idle_timeout_seconds: 1,
     });
     h.ctx

@@ -7,6 +7,7 @@
 //! - [`frame`]: length-prefixed JSON frames and their bound.
 //! - [`auth`]: the bearer parser, token hashes and constant-time comparisons.
 //! - [`admin`]: a typed client for the worker's admin calls.
+//! - [`names`]: labels and annotations the operator writes and others read.
 //!
 //! Every type is serialised as camelCase JSON.
 
@@ -15,4 +16,5 @@ pub mod auth;
 pub mod execute;
 pub mod frame;
 pub mod heartbeat;
+pub mod names;
 pub mod trace;

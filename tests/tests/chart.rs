@@ -31,6 +31,9 @@ const EVERY_OPTION: &[&str] = &[
     "sidecarRbac.serviceAccounts[2].name=batch",
     "sidecarRbac.serviceAccounts[2].namespace=team-b",
     "sidecarRbac.createServiceAccounts=true",
+    "gateway.enabled=true",
+    "gateway.externalUrl=https://capsule.example.com",
+    "gateway.watchNamespace=team-a",
 ];
 
 fn chart_dir() -> PathBuf {
@@ -366,14 +369,15 @@ fn template_with_every_option_on() {
         ("ConfigMap", 1),
         ("NetworkPolicy", 1),
         ("PodDisruptionBudget", 1),
-        ("ClusterRoleBinding", 2),
+        ("ClusterRoleBinding", 3),
         ("RoleBinding", 3),
-        ("ServiceAccount", 4),
-        ("Deployment", 1),
-        ("Service", 2),
+        ("ServiceAccount", 5),
+        ("Deployment", 2),
+        ("Service", 3),
     ] {
         assert_eq!(counts.get(kind), Some(&n), "{kind} in {counts:?}");
     }
+    assert_gateway_rendered(&objects, "https://capsule.example.com");
     let monitor = find(&objects, "ServiceMonitor", FULLNAME);
     assert_eq!(monitor["spec"]["endpoints"][0]["port"], "http-metrics");
     let metrics = find(&objects, "Service", &format!("{FULLNAME}-metrics"));
@@ -481,6 +485,72 @@ fn template_with_every_option_on() {
     assert_eq!(pdb["spec"]["minAvailable"], 1);
     let policy = find(&objects, "NetworkPolicy", FULLNAME);
     assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], "http");
+}
+
+/// The gateway's objects: read-only RBAC on sessions and pods alone, its Service, and the operator
+/// told the URL clients reach it at.
+fn assert_gateway_rendered(objects: &[Value], url: &str) {
+    let name = format!("{FULLNAME}-gateway");
+    let role = find(objects, "ClusterRole", &name);
+    assert_eq!(
+        rule(role, "capsule.dev", "capsulesessions"),
+        ["get", "list", "watch"]
+    );
+    assert_eq!(rule(role, "", "pods"), ["get", "list", "watch"]);
+    assert!(
+        rule(role, "", "secrets").is_empty(),
+        "the gateway never reads Secrets"
+    );
+    assert_eq!(role["rules"].as_array().unwrap().len(), 2, "{role}");
+    let binding = find(objects, "ClusterRoleBinding", &name);
+    assert_eq!(binding["subjects"][0]["name"], name);
+    let service = find(objects, "Service", &name);
+    assert_eq!(service["spec"]["ports"][0]["port"], 80);
+    assert_eq!(
+        service["spec"]["selector"]["app.kubernetes.io/component"],
+        "gateway"
+    );
+    let gateway = find(objects, "Deployment", &name);
+    assert_eq!(
+        gateway["spec"]["template"]["spec"]["serviceAccountName"],
+        name
+    );
+    let operator = find(objects, "Deployment", FULLNAME);
+    let args = strings(&operator["spec"]["template"]["spec"]["containers"][0]["args"]);
+    assert!(
+        args.contains(&format!("--gateway-url={url}").as_str()),
+        "{args:?}"
+    );
+}
+
+#[test]
+fn the_gateway_is_off_by_default_and_on_defaults_to_its_service_url() {
+    let objects = template(&[]);
+    assert!(!objects
+        .iter()
+        .any(|o| o["metadata"]["name"] == format!("{FULLNAME}-gateway")));
+    let objects = template(&["gateway.enabled=true"]);
+    assert_gateway_rendered(
+        &objects,
+        &format!("http://{FULLNAME}-gateway.{NAMESPACE}.svc:80"),
+    );
+    let gateway = find(&objects, "Deployment", &format!("{FULLNAME}-gateway"));
+    assert_eq!(gateway["spec"]["replicas"], 2);
+    // Every flag it passes is one the gateway accepts: clap stops at --help only after parsing them.
+    let args: Vec<String> = strings(&gateway["spec"]["template"]["spec"]["containers"][0]["args"])
+        .iter()
+        .map(|a| a.replace("$(POD_IP)", "127.0.0.1"))
+        .collect();
+    let out = Command::new(bin("capsule-gateway"))
+        .args(&args)
+        .arg("--help")
+        .output()
+        .expect("capsule-gateway runs");
+    assert!(
+        out.status.success(),
+        "capsule-gateway refuses {args:?}: {}",
+        text(&out.stderr)
+    );
 }
 
 /// Every `capsule_*` name an alert or panel queries is one the operator exposes (docs/metrics.md
@@ -861,6 +931,14 @@ fn bad_values_are_refused_naming_the_field() {
         (
             &["sidecarRbac.serviceAccounts[0].name=default"],
             "missing property 'namespace'",
+        ),
+        (
+            &["gateway.externalUrl=ftp://capsule.example.com"],
+            "at '/gateway/externalUrl'",
+        ),
+        (
+            &["gateway.replicaCount=0"],
+            "at '/gateway/replicaCount': minimum",
         ),
         // Two replicas without leader election would reconcile every pool twice.
         (
@@ -1402,4 +1480,128 @@ fn namespace_edit_and_view_reach_pools_and_sessions_through_aggregation() {
         None,
     )
     .expect("edit deletes its session");
+}
+
+/// `helm install` with `gateway.enabled`: both gateway replicas run from the chart's Deployment as
+/// its ServiceAccount (so its read-only RBAC is all they have), the operator writes each session's
+/// `status.gatewayUrl` with the gateway Service's URL, and every replica reaches the session's
+/// worker with the session token.
+#[test]
+fn helm_install_with_the_gateway_reaches_a_session_through_every_replica() {
+    let state = tempfile::tempdir().unwrap();
+    let map = |image: &str| {
+        format!(
+            "{image}:*={} {{args}}",
+            reachable_bin(state.path(), image).display()
+        )
+    };
+    let cluster = DevCluster::start_with_image_maps(
+        state.path(),
+        &[map("capsule-operator"), map("capsule-gateway")],
+    );
+    let kubeconfig = cluster.kubeconfig.to_str().unwrap().to_string();
+    let chart = chart_dir();
+    let out = helm(&[
+        "install",
+        RELEASE,
+        chart.to_str().unwrap(),
+        "--kubeconfig",
+        kubeconfig.as_str(),
+        "--namespace",
+        NAMESPACE,
+        "--create-namespace",
+        "--timeout",
+        "60s",
+        "--set",
+        "operator.listenOnPodIP=true",
+        "--set",
+        "operator.statusIntervalSeconds=1",
+        "--set",
+        "leaderElection.enabled=false",
+        "--set",
+        "replicaCount=1",
+        "--set",
+        "gateway.enabled=true",
+        "--set",
+        "gateway.listenOnPodIP=true",
+    ]);
+    assert!(
+        out.status.success(),
+        "helm install failed: {}",
+        text(&out.stderr)
+    );
+
+    let selector =
+        format!("app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=gateway");
+    wait_for("both gateway pods Ready", Duration::from_secs(45), || {
+        let pods = pods(&cluster, NAMESPACE, &selector);
+        let ready = pods.iter().filter(|p| pod_ready(p)).count();
+        if ready == 2 {
+            Ok(())
+        } else {
+            Err(pod_summary(&pods))
+        }
+    });
+    let gateway = format!("{FULLNAME}-gateway");
+    assert_eq!(
+        pods(&cluster, NAMESPACE, &selector)[0]["spec"]["serviceAccountName"],
+        gateway
+    );
+
+    let pool = std::fs::read_to_string(workspace().join("examples/pool-minimal.yaml")).unwrap();
+    cluster.apply(&pool);
+    cluster.apply("apiVersion: capsule.dev/v1alpha1\nkind: CapsuleSession\nmetadata:\n  name: s\n  namespace: default\nspec:\n  pool: demo\n");
+    let url = wait_for(
+        "session s Bound with its gateway URL",
+        Duration::from_secs(90),
+        || {
+            let phase = cluster.jsonpath(&["csess", "s"], "{.status.phase}");
+            let url = cluster.jsonpath(&["csess", "s"], "{.status.gatewayUrl}");
+            if phase == "Bound" && !url.is_empty() {
+                Ok(url)
+            } else {
+                Err(format!("{phase:?} {url:?}"))
+            }
+        },
+    );
+    assert_eq!(
+        url,
+        format!("http://{gateway}.{NAMESPACE}.svc:80/v1/sessions/default/s")
+    );
+    let secret = cluster.jsonpath(&["csess", "s"], "{.status.tokenSecret.name}");
+    let encoded = cluster.jsonpath(&["secret", &secret], "{.data.token}");
+    use base64::Engine;
+    let token = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .unwrap(),
+    )
+    .unwrap();
+
+    // The devcluster has no cluster DNS: each replica is reached on its pod IP, the Service's
+    // endpoints.
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    for pod in pods(&cluster, NAMESPACE, &selector) {
+        let ip = pod["status"]["podIP"].as_str().unwrap();
+        let base = format!("http://{ip}:8080/v1/sessions/default/s");
+        let body = http
+            .post(format!("{base}/executions"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"code": "40 + 2"}))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        let last: Value = serde_json::from_str(body.lines().last().unwrap()).unwrap();
+        assert_eq!(last["repr"], "42", "{ip}: {body}");
+        let refused = http
+            .get(format!("{base}/stats"))
+            .bearer_auth("wrong")
+            .send()
+            .unwrap();
+        assert_eq!(refused.status(), 401, "{ip}");
+    }
 }

@@ -59,3 +59,34 @@ app.kubernetes.io/component: operator
 {{- printf "http://%s.%s.svc:%d/v1/heartbeats" (include "capsule-operator.fullname" .) .Release.Namespace (int .Values.service.port) }}
 {{- end }}
 {{- end }}
+
+{{- define "capsule-operator.gatewayName" -}}
+{{- printf "%s-gateway" (include "capsule-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "capsule-operator.gatewaySelectorLabels" -}}
+app.kubernetes.io/name: {{ include "capsule-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: gateway
+{{- end }}
+
+{{- define "capsule-operator.gatewayLabels" -}}
+helm.sh/chart: {{ include "capsule-operator.chart" . }}
+{{ include "capsule-operator.gatewaySelectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.gateway.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: capsule
+{{- end }}
+
+{{- define "capsule-operator.gatewayServiceAccountName" -}}
+{{- default (include "capsule-operator.gatewayName" .) .Values.gateway.serviceAccount.name }}
+{{- end }}
+
+{{/* Where clients reach the gateway: gateway.externalUrl, else its in-cluster Service. */}}
+{{- define "capsule-operator.gatewayUrl" -}}
+{{- if .Values.gateway.externalUrl }}
+{{- .Values.gateway.externalUrl }}
+{{- else }}
+{{- printf "http://%s.%s.svc:%d" (include "capsule-operator.gatewayName" .) .Release.Namespace (int .Values.gateway.service.port) }}
+{{- end }}
+{{- end }}

@@ -27,6 +27,7 @@ pub(super) async fn reconcile(ctx: &Context, session: &CapsuleSession, ns: &str)
         let mut status = status;
         status.finished_at = Some(Time(Timestamp::now()));
         status.token_secret = None;
+        status.gateway_url = None;
         // The status write brings the session back here, where the TTL starts counting.
         super::write_status(ctx, session, status).await?;
         return Ok(Action::await_change());

@@ -491,6 +491,13 @@ async fn ensure_token(
     } else {
         secrets.get_opt(&secret_name).await?
     };
+    let existing = match existing {
+        Some(stale) if !owned_by(&stale, session) => {
+            delete_stale_token(&secrets, &stale).await?;
+            None
+        }
+        other => other,
+    };
     let token = match existing {
         Some(existing) => crate::relay::directory::secret_token(&existing).unwrap_or_default(),
         None => {
@@ -500,6 +507,11 @@ async fn ensure_token(
                 Ok(_) => token,
                 Err(kube::Error::Api(s)) if s.code == 409 => {
                     let existing = secrets.get(&secret_name).await?;
+                    if !owned_by(&existing, session) {
+                        // An earlier session of this name left it: never hand its token on.
+                        delete_stale_token(&secrets, &existing).await?;
+                        return Err(kube::Error::Api(s).into());
+                    }
                     crate::relay::directory::secret_token(&existing).unwrap_or_default()
                 }
                 Err(e) => return Err(e.into()),
@@ -508,6 +520,32 @@ async fn ensure_token(
     };
     let hash = token_sha256_hex(&token);
     Ok((token, hash))
+}
+
+/// Whether the token Secret belongs to this very session (by uid), not to an earlier session of
+/// the same name whose Secret the garbage collector has not removed yet.
+fn owned_by(secret: &Secret, session: &CapsuleSession) -> bool {
+    let uid = session.metadata.uid.as_deref();
+    secret
+        .owner_references()
+        .iter()
+        .any(|o| o.kind == "CapsuleSession" && Some(o.uid.as_str()) == uid)
+}
+
+async fn delete_stale_token(secrets: &Api<Secret>, stale: &Secret) -> Result<()> {
+    let uid = stale.metadata.uid.clone();
+    let params = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid,
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match secrets.delete(&stale.name_any(), &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The credential the operator presents to the worker `pod` of `pool`.
@@ -583,6 +621,7 @@ async fn finish_binding(
     status.warm_hit = Some(warm_hit);
     status.acquisition_latency_ms = Some(latency_ms);
     status.bound_at = Some(Time(Timestamp::now()));
+    status.gateway_url = ctx.config.session_gateway_url(&ns, &name);
     status.reason = None;
     status.message = None;
     write_status(ctx, session, status).await?;
