@@ -57,7 +57,7 @@ case "$(basename "$engine")" in
       --build-arg "PYTHON_BASE_IMAGE=$python_base" --build-arg "PYTHON=${PYTHON:-/usr/bin/python3}")
     ;;
   docker|podman)
-    "$engine" info >/dev/null 2>&1 || { log "$engine is not running (set CONTAINER_ENGINE=buildah to build without a daemon)"; exit 1; }
+    "$engine" info >/dev/null 2>&1 || { log "$engine is not installed or its daemon is not running (CONTAINER_ENGINE=buildah builds without one)"; exit 1; }
     build=("$engine" build)
     sizes=("$engine" images --format '{{.Repository}}:{{.Tag}}  {{.Size}}')
     context="$root"
