@@ -9,7 +9,8 @@
 # Usage: scripts/images.sh [--profile release|debug]
 # Environment:
 #   CONTAINER_ENGINE   buildah (default when installed), docker or podman
-#   IMAGE_PREFIX       prepended to each name, e.g. registry.example.com/platform/ (default: none)
+#   IMAGE_PREFIX       prepended to each name, e.g. registry.example.com/platform/ (default:
+#                      localhost/ with buildah, none with docker/podman)
 #   VERSION            tag (default: the workspace version); REVISION (default: git HEAD)
 #   BASE_IMAGE, PYTHON_BASE_IMAGE, PYTHON   override the runtime bases and the worker's python3
 set -euo pipefail
@@ -41,6 +42,9 @@ common=(--build-arg "VERSION=$version" --build-arg "REVISION=$revision" --build-
 
 case "$(basename "$engine")" in
   buildah)
+    # Fully qualified: buildah 1.28 resolves a short name to any stored image whose name ends in
+    # it (capsule-operator:0.1.0 would retag localhost/<anything>/capsule-operator:0.1.0).
+    prefix="${prefix:-localhost/}"
     build=("$root/scripts/buildah.sh" bud --isolation chroot)
     sizes=("$root/scripts/buildah.sh" images --format '{{.Name}}:{{.Tag}}  {{.Size}}')
     # The binaries, debug info stripped (they keep their symbols for backtraces).
