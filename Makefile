@@ -65,15 +65,18 @@ bench: tools
 	@echo
 	python3 scripts/bench-table.py --out target/bench/all.json target/bench/worker.json target/bench/sidecar.json target/bench/devcluster.json target/bench/operator-ingest.json target/bench/acquire.json target/bench/gateway.json
 
-## images: the operator, gateway, worker and sidecar images, with docker or podman (CONTAINER_ENGINE=...)
-CONTAINER_ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
-VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+## images: the operator, worker and sidecar images (docker/README.md). Default: buildah, from the
+## release binaries built here and Debian bases made from Debian packages (no registry needed);
+## CONTAINER_ENGINE=docker|podman builds the Dockerfiles' multi-stage path from published bases.
+## IMAGES_PROFILE=debug takes target/debug instead; IMAGE_PREFIX=registry/path/ names them for a push.
+CONTAINER_ENGINE ?= buildah
+IMAGES_PROFILE ?= release
 images:
-	@if [ -z "$(CONTAINER_ENGINE)" ] || ! $(CONTAINER_ENGINE) info >/dev/null 2>&1; then echo "make images needs a running docker or podman (set CONTAINER_ENGINE=/path/to/engine)"; exit 1; fi
-	$(CONTAINER_ENGINE) build -f docker/Dockerfile.operator -t capsule-operator:$(VERSION) .
-	$(CONTAINER_ENGINE) build -f docker/Dockerfile.gateway -t capsule-gateway:$(VERSION) .
-	$(CONTAINER_ENGINE) build -f docker/Dockerfile.worker -t capsule-worker:$(VERSION) .
-	$(CONTAINER_ENGINE) build -f docker/Dockerfile.worker --target sidecar -t capsule-sidecar:$(VERSION) .
+ifeq ($(CONTAINER_ENGINE),buildah)
+	scripts/install-tools.sh buildah mmdebstrap
+	$(CARGO) build $(if $(filter release,$(IMAGES_PROFILE)),--release) -p capsule-operator -p capsule-worker -p capsule-sidecar --bin capsule-operator --bin capsule-worker --bin capsule-sidecar
+endif
+	CONTAINER_ENGINE=$(CONTAINER_ENGINE) scripts/images.sh --profile $(IMAGES_PROFILE)
 
 clean:
 	$(CARGO) clean

