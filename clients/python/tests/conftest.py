@@ -1,0 +1,44 @@
+"""Fixtures: one cluster per test session; the connection mode is a fixture parameter."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator, Optional
+
+import pytest
+
+from cluster import POOL, Cluster
+
+#: Connection modes every SDK test runs in. Add "gateway" once capsule-gateway is built: the
+#: `connection` fixture then starts it and passes its URL to the SDK.
+MODES = ["direct"]
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    state = Path(tempfile.mkdtemp(prefix="capsule-client-tests-"))
+    c = Cluster(state)
+    saved = {k: os.environ.get(k) for k in c.env}
+    os.environ.update(c.env)  # the SDK, the CLI and the kernel read KUBECONFIG
+    os.environ.pop("CAPSULE_GATEWAY_URL", None)
+    try:
+        yield c
+    finally:
+        c.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="session", params=MODES)
+def connection(request: pytest.FixtureRequest, cluster: Cluster) -> Optional[str]:
+    """The gateway URL to pass as `gateway_url`, or None for direct calls to the worker."""
+    return cluster.start_gateway() if request.param == "gateway" else None
+
+
+@pytest.fixture
+def pool(cluster: Cluster) -> str:
+    return POOL
