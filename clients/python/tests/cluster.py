@@ -20,7 +20,7 @@ TOOLS_DIR = Path(os.environ.get("CAPSULE_TOOLS_DIR") or REPO / ".tools")
 
 #: The pool most tests use: two warm workers, at most three, reset (not replaced) on release.
 POOL = "py"
-#: A pool of one worker: a second session on it finds the pool exhausted.
+#: A pool of one worker: a second session on it finds the pool exhausted and fails after 3 s.
 TINY_POOL = "tiny"
 POOLS_YAML = f"""
 apiVersion: capsule.dev/v1alpha1
@@ -44,7 +44,7 @@ spec:
   template: {{image: "capsule-worker:dev", terminationGracePeriodSeconds: 1}}
   heartbeat: {{intervalSeconds: 1, stalenessSeconds: 6}}
   recycle: {{onRelease: Reset}}
-  sessions: {{idleTimeoutSeconds: 0, acquireTimeoutSeconds: 120}}
+  sessions: {{idleTimeoutSeconds: 0, acquireTimeoutSeconds: 3}}
 """
 
 

@@ -118,3 +118,17 @@ def test_attach_does_not_delete(cluster, connection, pool):
             assert other.run("shared", on_output=None).repr == "'yes'"
         # attach's exit left the session in place
         assert owner.run("shared", on_output=None).repr == "'yes'"
+
+
+def test_keyboard_interrupt_cancels_then_reraises(cluster, connection, pool):
+    def interrupt(stream, text):
+        raise KeyboardInterrupt
+    with cc.Session.create(pool, gateway_url=connection) as s:
+        with pytest.raises(KeyboardInterrupt):
+            s.run("import time\nprint('go', flush=True)\ntime.sleep(30)\nprint('never')", on_output=interrupt)
+        deadline = time.monotonic() + 10
+        while s.stats()["executions"]["cancelled"] < 1:
+            assert time.monotonic() < deadline, "the interrupted execution was not cancelled"
+            time.sleep(0.1)
+        assert s.stats()["cancels"]["requested"] >= 1
+        assert s.run("'next'", on_output=None).repr == "'next'"
