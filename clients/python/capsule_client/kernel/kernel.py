@@ -65,6 +65,7 @@ class CapsuleKernel(Kernel):
                 raise errors.InputNotHandled("this frontend does not support input()")
             return self.raw_input(prompt)
 
+        self._allow_stdin = allow_stdin  # read by Kernel.raw_input
         try:
             result = self.capsule.run(code, on_output=on_output, on_input=on_input)
         except errors.ExecutionError as e:
@@ -72,7 +73,7 @@ class CapsuleKernel(Kernel):
         except KeyboardInterrupt:
             # Session.run already cancelled the execution on the worker.
             return self._error("KeyboardInterrupt", "interrupted: the execution was cancelled on the worker", [], silent)
-        except errors.CapsuleError as e:
+        except Exception as e:  # a Capsule error, or the frontend refusing input(): the cell fails, the kernel lives
             return self._error(type(e).__name__, str(e), [], silent)
         if result.repr is not None and not silent:
             self.send_response(self.iopub_socket, "execute_result", {
