@@ -6,7 +6,7 @@ export PATH := $(TOOLS)/bin:$(PATH)
 # Tests find outside tools here and fail loudly when one is missing.
 export CAPSULE_TOOLS_DIR := $(TOOLS)
 
-.PHONY: all build test e2e lint fmt crds chart bench tools demo images clean
+.PHONY: all build test e2e client-test lint fmt crds chart bench tools demo images clean
 
 all: build
 
@@ -17,10 +17,17 @@ build:
 tools:
 	scripts/install-tools.sh
 
-## test: every test of the project (unit, API-call, end-to-end), with the tools it needs
+## test: every test of the project (unit, API-call, end-to-end, the Python client's), with the tools it needs
 test: tools
+	scripts/install-tools.sh client
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
+	$(TOOLS)/venv/bin/python -m pytest -q clients/python/tests
+
+## client-test: only the Python client's tests (SDK, CLI, kernel) against the binaries in target/debug (or $$CAPSULE_BIN_DIR)
+client-test: tools
+	scripts/install-tools.sh client
+	$(TOOLS)/venv/bin/python -m pytest -q clients/python/tests
 
 ## e2e: only the end-to-end tests against the devcluster
 e2e: tools

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[3]
-BIN_DIR = Path(os.environ.get("CAPSULE_BIN_DIR") or REPO / "target" / "debug")
+BIN_DIR = Path(os.environ.get("CAPSULE_BIN_DIR") or Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target") / "debug")
 TOOLS_DIR = Path(os.environ.get("CAPSULE_TOOLS_DIR") or REPO / ".tools")
 
 #: The pool most tests use: two warm workers, at most three, reset (not replaced) on release.

@@ -123,3 +123,11 @@ def test_shell_eof_exits(cluster, pool):
     finally:
         child.close()
     assert child.exitstatus == 0
+
+
+def test_sdk_demo_example(cluster, connection, pool):
+    gw = ["--gateway", connection] if connection else []
+    demo = Path(__file__).resolve().parents[3] / "examples" / "sdk_demo.py"
+    out = subprocess.run([sys.executable, str(demo), "--pool", pool, *gw], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "hello from a warm Capsule worker" in out.stdout and "=> 42" in out.stdout
