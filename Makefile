@@ -60,7 +60,7 @@ chart: tools
 
 ## bench: every benchmark of the project in release, printed as one table (target/bench/all.json); each bench also writes its own JSON under target/bench/
 bench: tools
-	scripts/install-tools.sh jupyter
+	scripts/install-tools.sh jupyter client
 	$(CARGO) build --release --workspace --bins
 	mkdir -p target/bench
 	target/release/capsule-worker-bench --json target/bench/worker.json
@@ -68,8 +68,9 @@ bench: tools
 	target/release/capsule-devcluster-bench --output target/bench/devcluster.json
 	target/release/capsule-operator-bench --json target/bench/operator-ingest.json
 	target/release/capsule-acquire-bench --json target/bench/acquire.json
+	CAPSULE_BIN_DIR=$(CURDIR)/target/release $(TOOLS)/venv/bin/python clients/python/bench/kernel_start.py --json target/bench/kernel.json
 	@echo
-	python3 scripts/bench-table.py --out target/bench/all.json target/bench/worker.json target/bench/sidecar.json target/bench/devcluster.json target/bench/operator-ingest.json target/bench/acquire.json
+	python3 scripts/bench-table.py --out target/bench/all.json target/bench/worker.json target/bench/sidecar.json target/bench/devcluster.json target/bench/operator-ingest.json target/bench/acquire.json target/bench/kernel.json
 
 ## images: the operator, worker and sidecar images, with docker or podman (CONTAINER_ENGINE=...)
 CONTAINER_ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)

@@ -59,7 +59,6 @@ class Kube:
     def __init__(self, api: client.ApiClient) -> None:
         self.api = api
         self.custom = client.CustomObjectsApi(api)
-        self.core = client.CoreV1Api(api)
 
     def check_pool(self, namespace: str, pool: str) -> None:
         """Raises PoolNotFound when the pool is missing; a caller who may not read pools skips the check."""
@@ -121,10 +120,10 @@ class Kube:
 
     def read_token(self, namespace: str, name: str, ref: Dict[str, Any]) -> str:
         try:
-            secret = self.core.read_namespaced_secret(ref["name"], namespace)
+            data = read_secret_data(self.api, namespace, ref["name"])
         except ApiException as e:
             raise api_error(e, f"reading the token Secret {ref.get('name')} of session {name}") from None
-        raw = (secret.data or {}).get(ref["key"])
+        raw = data.get(ref["key"])
         if raw is None:
             raise errors.CapsuleError(f"Secret {ref['name']} of session {name} has no key {ref['key']!r}")
         return base64.b64decode(raw).decode()
@@ -175,6 +174,24 @@ class Kube:
         finally:
             w.stop()
         return None
+
+
+def read_secret_data(api: client.ApiClient, namespace: str, name: str) -> Dict[str, str]:
+    """A Secret's `data`. Importing `CoreV1Api` costs seconds (thousands of validated methods),
+    which a kernel or CLI start would pay each time; clients with the request builder
+    (`param_serialize`) send the one GET through the same ApiClient instead."""
+    if not hasattr(api, "param_serialize"):
+        secret = client.CoreV1Api(api).read_namespaced_secret(name, namespace)
+        return secret.data or {}
+    request = api.param_serialize(
+        "GET", "/api/v1/namespaces/{namespace}/secrets/{name}",
+        path_params={"namespace": namespace, "name": name},
+        header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
+    )
+    response = api.call_api(*request, _request_timeout=30)
+    response.read()
+    obj = api.response_deserialize(response, {"200": "object"}).data
+    return (obj or {}).get("data") or {}
 
 
 def classify(obj: Dict[str, Any], name: str, pool: str) -> Optional[Tuple[str, str, str]]:

@@ -75,13 +75,13 @@ def test_kernel_cells_input_interrupt(cluster, connection, pool, kernel_prefix):
     km, kc = start(kernel_prefix, pool, connection)
     try:
         info = kc.kernel_info(reply=True)["content"]
-        assert info["implementation"] == "capsule" and "Capsule session" in info["banner"]
-        sessions = set(cluster.kubectl("get", "csess", "-o", "name").split()) - before
-        assert len(sessions) == 1, "the kernel made one session at start"
+        assert info["implementation"] == "capsule" and f"pool {pool}" in info["banner"]
 
         reply, got = execute(kc, "import sys\nprint('out')\nprint('err', file=sys.stderr)\nv = 41\nv + 1")
         assert reply["status"] == "ok" and got["stdout"] == "out\n" and got["stderr"] == "err\n"
         assert got["result"] == "42"
+        sessions = set(cluster.kubectl("get", "csess", "-o", "name").split()) - before
+        assert len(sessions) == 1, "the kernel made one session at start"
 
         reply, got = execute(kc, "def f():\n    raise KeyError('k')\nf()")
         assert reply["status"] == "error" and reply["ename"] == "KeyError"

@@ -11,6 +11,7 @@ import atexit
 import contextlib
 import os
 import platform
+import threading
 from typing import Any, Dict, Optional
 
 from ipykernel.kernelbase import Kernel
@@ -35,22 +36,33 @@ class CapsuleKernel(Kernel):
         self.capsule: Optional[Session] = None
         #: Why the session could not be created; every cell reports it instead of running.
         self.start_error: Optional[str] = None
+        self._ready = threading.Event()
         pool = os.environ.get(POOL_ENV, "")
         if not pool:
             self.start_error = f"no pool: set ${POOL_ENV} or install the kernelspec with `capsule kernel install --pool P`"
+            self._ready.set()
             return
+        self.banner = f"Capsule Python on a warm worker of pool {pool}"
+        # The session binds while ipykernel finishes starting; the first cell waits for it.
+        threading.Thread(target=self._create_session, args=(pool,), name="capsule-session", daemon=True).start()
+        atexit.register(self._delete_session)  # also when the kernel is killed without a shutdown request
+
+    def _create_session(self, pool: str) -> None:
         try:
             self.capsule = Session.create(pool, namespace=os.environ.get(NAMESPACE_ENV) or None,
                                           timeout=float(os.environ.get(WAIT_ENV, "60")))
-        except errors.CapsuleError as e:
+        except Exception as e:  # any failure is reported by every cell
             self.start_error = f"{type(e).__name__}: {e}"
-            return
-        atexit.register(self._delete_session)  # also when the kernel is killed without a shutdown request
-        self.banner = f"Capsule session {self.capsule.namespace}/{self.capsule.name} on pool {pool} (worker {self.capsule.worker})"
+        finally:
+            self._ready.set()
 
     def do_execute(self, code: str, silent: bool, store_history: bool = True,
                    user_expressions: Optional[Dict[str, Any]] = None, allow_stdin: bool = False,
                    **_: Any) -> Dict[str, Any]:
+        try:
+            self._ready.wait()
+        except KeyboardInterrupt:
+            return self._error("KeyboardInterrupt", "interrupted while waiting for the session", [], silent)
         if self.capsule is None:
             return self._error("CapsuleSessionError", self.start_error or "no session", [], silent)
         if not code.strip():
@@ -85,6 +97,7 @@ class CapsuleKernel(Kernel):
         return {"status": "ok", "restart": restart}
 
     def _delete_session(self) -> None:
+        self._ready.wait(70)  # a session still being created is deleted once it exists
         session, self.capsule = self.capsule, None
         if session is not None:
             with contextlib.suppress(Exception):
