@@ -57,6 +57,17 @@ class SessionBase:
             return e
         return plain
 
+    def refine_reply(self, err: errors.CapsuleError) -> errors.CapsuleError:
+        """A gateway's `sessionNotBound` / `workerUnreachable` or a worker's `noSession`: the
+        session's status says why (WorkerLost, Failed, being deleted) once the operator saw it."""
+        if not isinstance(err, (errors.SessionNotBound, errors.WorkerUnreachable)):
+            return err
+        try:
+            classify(self.kube.get_session(self.namespace, self.name), self.name, self.pool)
+        except errors.CapsuleError as e:
+            return e
+        return err
+
     @staticmethod
     def execute_body(code: str, timeout: Optional[float]) -> Dict[str, Any]:
         if not isinstance(code, str):

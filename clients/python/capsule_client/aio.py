@@ -110,7 +110,8 @@ class AsyncSession(SessionBase):
             async with self._http.stream("POST", self.route.url("executions"), json=body,
                                          headers=self.route.headers, timeout=STREAM_TIMEOUT) as resp:
                 if resp.status_code != 200:
-                    raise error_for(resp.status_code, await _read_bounded(resp), self.where)
+                    err = error_for(resp.status_code, await _read_bounded(resp), self.where)
+                    raise await asyncio.to_thread(self.refine_reply, err)
                 self.current = resp.headers.get("x-capsule-execution-id") or None
                 lines = LineBuffer(MAX_LINE_BYTES)
                 async for chunk in resp.aiter_bytes():
@@ -168,7 +169,8 @@ class AsyncSession(SessionBase):
         except httpx.TransportError as e:
             raise errors.WorkerLost(f"{self.where}: {method} {suffix} failed ({type(e).__name__}: {e})") from None
         if resp.status_code >= 400:
-            raise error_for(resp.status_code, resp.content[:MAX_ERROR_BODY], self.where)
+            err = error_for(resp.status_code, resp.content[:MAX_ERROR_BODY], self.where)
+            raise await asyncio.to_thread(self.refine_reply, err)
         return resp.json() if resp.content else None
 
 

@@ -114,7 +114,7 @@ class Session(SessionBase):
             with self._http.stream("POST", self.route.url("executions"), json=body,
                                    headers=self.route.headers, timeout=STREAM_TIMEOUT) as resp:
                 if resp.status_code != 200:
-                    raise error_for(resp.status_code, _read_bounded(resp), self.where)
+                    raise self.refine_reply(error_for(resp.status_code, _read_bounded(resp), self.where))
                 self.current = resp.headers.get("x-capsule-execution-id") or None
                 lines = LineBuffer(MAX_LINE_BYTES)
                 for chunk in resp.iter_bytes():
@@ -180,7 +180,7 @@ class Session(SessionBase):
         except httpx.TransportError as e:
             raise errors.WorkerLost(f"{self.where}: {method} {suffix} failed ({type(e).__name__}: {e})") from None
         if resp.status_code >= 400:
-            raise error_for(resp.status_code, resp.content[:MAX_ERROR_BODY], self.where)
+            raise self.refine_reply(error_for(resp.status_code, resp.content[:MAX_ERROR_BODY], self.where))
         return resp.json() if resp.content else None
 
 

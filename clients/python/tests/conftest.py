@@ -10,9 +10,10 @@ import pytest
 
 from cluster import POOL, Cluster
 
-#: Connection modes every SDK test runs in. Add "gateway" once capsule-gateway is built: the
-#: `connection` fixture then starts it and passes its URL to the SDK.
-MODES = ["direct"]
+#: Connection modes the tests run in (comma-separated in $CAPSULE_CLIENT_TEST_MODES). "gateway"
+#: starts capsule-gateway from $CAPSULE_BIN_DIR and passes its URL to the SDK, the CLI and the kernel;
+#: make it a default ("direct,gateway") once the gateway is in the workspace.
+MODES = os.environ.get("CAPSULE_CLIENT_TEST_MODES", "direct").split(",")
 
 
 @pytest.fixture(scope="session")

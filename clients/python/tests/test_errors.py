@@ -1,12 +1,12 @@
 """Every failure a user meets raises its typed error with a message that says what to do."""
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
 
 import capsule_client as cc
-from capsule_client.transport import Route
 from cluster import TINY_POOL, free_port
 
 
@@ -69,17 +69,17 @@ def test_worker_lost_mid_run(cluster, connection, pool):
             except cc.WorkerLost as e:
                 assert "lost its worker" in str(e)
                 break
-            except cc.WorkerUnreachable:
-                pass  # the operator has not noticed yet
+            except (cc.WorkerUnreachable, cc.SessionNotBound):
+                pass  # the operator has not noticed yet (direct: connection refused; gateway: 409)
             assert time.monotonic() < deadline, "the session was never marked WorkerLost"
             time.sleep(0.5)
     finally:
         s.delete()
 
 
-def test_token_refused(cluster, pool):
-    with cc.Session.create(pool) as s:
-        s.route = Route.direct(s.endpoint, "not-the-token")
+def test_token_refused(cluster, connection, pool):
+    with cc.Session.create(pool, gateway_url=connection) as s:
+        s.route = dataclasses.replace(s.route, token="not-the-token")
         with pytest.raises(cc.TokenRefused) as err:
             s.run("1", on_output=None)
         assert "401" in str(err.value)
@@ -108,3 +108,23 @@ def test_session_timeout_and_bad_arguments(cluster, connection, pool):
             s.run(b"1")  # type: ignore[arg-type]
     with pytest.raises(cc.SessionNotFound):
         cc.Session.attach("never-created", gateway_url=connection)
+
+
+def test_calls_after_the_session_is_deleted(cluster, connection, pool):
+    s = cc.Session.create(pool, gateway_url=connection)
+    assert s.run("1", on_output=None).repr == "1"
+    s.kube.delete_session(s.namespace, s.name)
+    # direct: the released worker answers 409 noSession; gateway: 404 sessionNotFound or 409;
+    # either way the session's state says it is gone
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            s.run("1", on_output=None)
+        except cc.SessionNotFound as e:
+            assert s.name in str(e)
+            break
+        except (cc.SessionNotBound, cc.WorkerUnreachable):
+            pass
+        assert time.monotonic() < deadline, "calls kept working after the session was deleted"
+        time.sleep(0.3)
+    s.close()
