@@ -22,6 +22,8 @@ SESSIONS, POOLS = "capsulesessions", "capsulepools"
 SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 #: `capsule sessions` lists at most this many sessions per page, and this many pages.
 LIST_PAGE, LIST_PAGES = 500, 20
+#: Pause before reading the session again when a watch ended at once without an event.
+WATCH_RETRY_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,16 @@ class Kube:
                 if last[0] == "PoolExhausted":
                     raise errors.PoolExhausted(pool, last[1])
                 raise errors.SessionTimeout(name, timeout, last[0], last[1])
-            obj = self._next_change(namespace, name, obj, remaining) or obj
+            started = time.monotonic()
+            changed = self._next_change(namespace, name, obj, remaining)
+            if changed is None:
+                # The watch ended without news: read the object (nothing missed in between), and
+                # wait a little first if it ended at once, so a server that ends watches early
+                # (or answers a list) costs a request a second, not a busy loop.
+                if time.monotonic() - started < 1.0:
+                    time.sleep(min(WATCH_RETRY_SECONDS, max(0.0, deadline - time.monotonic())))
+                changed = self.get_session(namespace, name)
+            obj = changed
 
     def _next_change(self, namespace: str, name: str, obj: Dict[str, Any], remaining: float) -> Optional[Dict[str, Any]]:
         """The session's next version from a watch (None when the watch ended without one)."""
