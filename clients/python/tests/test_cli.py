@@ -95,7 +95,7 @@ def test_shell_in_a_pty(cluster, connection, pool):
         child.expect(">>> ")
         # Ctrl-C cancels the running code on the worker; the namespace survives
         child.sendline("import time; print('sleeping', flush=True); time.sleep(60)")
-        child.expect("sleeping")
+        child.expect("\nsleeping")  # the output line, not the echo of the typed one
         child.sendintr()
         child.expect("KeyboardInterrupt")
         child.expect(">>> ")
