@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -95,6 +96,7 @@ def main() -> int:
                   file=sys.stderr)
     finally:
         cluster.stop()
+        shutil.rmtree(state, ignore_errors=True)
     figures = {"kernelStartToFirstResult": {"capsulePython": summary(capsule), "localIpykernel": summary(local)},
                "sdkCreateToFirstResult": summary(sdk)}
     print(f"{'':32}{'p50 ms':>10}{'p99 ms':>10}")

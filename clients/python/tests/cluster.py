@@ -94,7 +94,10 @@ class Cluster:
         bins = state / "bin"
         bins.mkdir(exist_ok=True)
         for name in ("capsule-worker", "capsule-sidecar"):
-            shutil.copy2(binary(name), bins / name)
+            try:
+                os.link(binary(name), bins / name)  # no copy of a large binary when the disk allows
+            except OSError:
+                shutil.copy2(binary(name), bins / name)
         ready_r, ready_w = os.pipe()
         dc = subprocess.Popen(
             [str(binary("capsule-devcluster")), "serve", "--state-dir", str(state),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator, Optional
@@ -27,6 +28,8 @@ def cluster() -> Iterator[Cluster]:
         yield c
     finally:
         c.stop()
+        if os.environ.get("CAPSULE_KEEP_STATE") != "1":  # =1 keeps the logs for a look after a failure
+            shutil.rmtree(state, ignore_errors=True)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
