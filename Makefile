@@ -6,7 +6,7 @@ export PATH := $(TOOLS)/bin:$(PATH)
 # Tests find outside tools here and fail loudly when one is missing.
 export CAPSULE_TOOLS_DIR := $(TOOLS)
 
-.PHONY: all build test e2e lint fmt crds chart bench tools demo images clean
+.PHONY: all build test e2e client-test lint fmt crds chart bench tools demo images clean
 
 all: build
 
@@ -17,10 +17,17 @@ build:
 tools:
 	scripts/install-tools.sh
 
-## test: every test of the project (unit, API-call, end-to-end), with the tools it needs
+## test: every test of the project (unit, API-call, end-to-end, the Python client's), with the tools it needs
 test: tools
+	scripts/install-tools.sh client
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
+	$(TOOLS)/venv/bin/python -m pytest -q clients/python/tests
+
+## client-test: only the Python client's tests (SDK, CLI, kernel) against the binaries in target/debug (or $$CAPSULE_BIN_DIR)
+client-test: tools
+	scripts/install-tools.sh client
+	$(TOOLS)/venv/bin/python -m pytest -q clients/python/tests
 
 ## e2e: only the end-to-end tests against the devcluster
 e2e: tools
@@ -53,7 +60,7 @@ chart: tools
 
 ## bench: every benchmark of the project in release, printed as one table (target/bench/all.json); each bench also writes its own JSON under target/bench/
 bench: tools
-	scripts/install-tools.sh jupyter
+	scripts/install-tools.sh jupyter client
 	$(CARGO) build --release --workspace --bins
 	mkdir -p target/bench
 	target/release/capsule-worker-bench --json target/bench/worker.json
@@ -62,8 +69,9 @@ bench: tools
 	target/release/capsule-operator-bench --json target/bench/operator-ingest.json
 	target/release/capsule-acquire-bench --json target/bench/acquire.json
 	target/release/capsule-gateway-bench --json target/bench/gateway.json
+	CAPSULE_BIN_DIR=$(CURDIR)/target/release $(TOOLS)/venv/bin/python clients/python/bench/kernel_start.py --json target/bench/kernel.json
 	@echo
-	python3 scripts/bench-table.py --out target/bench/all.json target/bench/worker.json target/bench/sidecar.json target/bench/devcluster.json target/bench/operator-ingest.json target/bench/acquire.json target/bench/gateway.json
+	python3 scripts/bench-table.py --out target/bench/all.json target/bench/worker.json target/bench/sidecar.json target/bench/devcluster.json target/bench/operator-ingest.json target/bench/acquire.json target/bench/gateway.json target/bench/kernel.json
 
 ## images: the operator, worker and sidecar images (docker/README.md). Default: buildah, from the
 ## release binaries built here and Debian bases made from Debian packages (no registry needed);

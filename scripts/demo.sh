@@ -13,8 +13,9 @@ if [ "${CAPSULE_DEMO_SKIP_BUILD:-0}" != 1 ]; then
   say "building (cargo build --workspace --bins)"
   cargo build --workspace --bins
 fi
-scripts/install-tools.sh kubectl
+scripts/install-tools.sh kubectl client
 kubectl="$root/.tools/bin/kubectl"
+python="$root/.tools/venv/bin/python"
 bin="${CAPSULE_DEMO_BIN_DIR:-${CARGO_TARGET_DIR:-$root/target}/debug}"
 
 # Pick a free port if the default one is taken.
@@ -64,9 +65,8 @@ say "applying examples/pool-minimal.yaml and examples/session.yaml"
 "$kubectl" apply -f examples/session.yaml
 "$kubectl" wait --for=jsonpath='{.status.phase}'=Bound csess/demo-session --timeout=120s
 
-say "running Python on the session (examples/client.py)"
-KUBECTL="$kubectl" python3 examples/client.py demo-session \
-  $'import platform\nprint("hello from a warm Capsule worker on Python", platform.python_version())\n6 * 7'
+say "running Python on the session with the SDK (examples/sdk_demo.py, capsule-client)"
+"$python" examples/sdk_demo.py --session demo-session
 
 say "kubectl get cpool,csess"
 "$kubectl" get cpool,csess -o wide

@@ -5,7 +5,7 @@
 # and system configuration (/etc/containers, subuid), so they are installed system-wide from
 # Debian's apt, as root, and only on demand.
 # Usage: scripts/install-tools.sh [kubectl] [promtool] [prometheus] [helm] [oteltap] [jupyter]
-#                                 [buildah] [mmdebstrap]
+#                                 [buildah] [mmdebstrap] [client]
 #        (no argument: kubectl, prometheus + promtool, helm, oteltap)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -115,6 +115,14 @@ install_apt() {
   command -v "$1" >/dev/null || { log "apt-get installed $1 but it is not on PATH"; exit 1; }
 }
 
+# The Python SDK (editable) with what its tests need: pytest, pexpect, ipykernel, jupyter_client.
+install_client() {
+  python_venv
+  "$tools/venv/bin/python" -c 'import capsule_client, pytest, pexpect, ipykernel, jupyter_client' 2>/dev/null && return 0
+  log "capsule-client (editable) + pytest, pexpect, ipykernel, jupyter_client: PyPI"
+  "$tools/venv/bin/pip" install --quiet -e "$root/clients/python[test]"
+}
+
 want=("$@")
 [ ${#want[@]} -eq 0 ] && want=(kubectl prometheus helm oteltap)
 for t in "${want[@]}"; do
@@ -126,6 +134,7 @@ for t in "${want[@]}"; do
     jupyter) install_jupyter ;;
     buildah) install_apt buildah ;;
     mmdebstrap) install_apt mmdebstrap ;;
+    client) install_client ;;
     *) log "unknown tool: $t"; exit 2 ;;
   esac
 done

@@ -64,8 +64,10 @@ impl Ctx {
             .filter(|v| !v.is_empty())
     }
 
+    /// A boolean query parameter, true as Go's `strconv.ParseBool` reads it (the API server's
+    /// parser): the official Python client before v37 sends `watch=True`.
     pub fn flag(&self, name: &str) -> bool {
-        matches!(self.param(name), Some("true" | "1"))
+        self.param(name).is_some_and(is_true)
     }
 
     pub fn accept(&self) -> &str {
@@ -447,4 +449,24 @@ pub fn typed_response(
 
 pub fn json_response(code: StatusCode, body: Value, warnings: &[String]) -> Response {
     typed_response(code, &body, "application/json", warnings)
+}
+
+/// The spellings of true that Go's `strconv.ParseBool` accepts.
+fn is_true(value: &str) -> bool {
+    matches!(value, "1" | "t" | "T" | "true" | "TRUE" | "True")
+}
+
+#[cfg(test)]
+mod flag_tests {
+    use super::is_true;
+
+    #[test]
+    fn flags_accept_what_go_parse_bool_accepts() {
+        for v in ["1", "t", "T", "true", "TRUE", "True"] {
+            assert!(is_true(v), "{v}");
+        }
+        for v in ["0", "false", "False", "yes", "tRuE", ""] {
+            assert!(!is_true(v), "{v}");
+        }
+    }
 }

@@ -1,0 +1,39 @@
+"""Capsule client: run Python on warm Capsule workers.
+
+    from capsule_client import Session
+    with Session.create("demo") as s:
+        print(s.run("6 * 7").repr)
+"""
+from .aio import AsyncSession
+from .errors import (
+    APIError,
+    CapsuleError,
+    ConfigError,
+    ExecutionCancelled,
+    ExecutionError,
+    ExecutionTimedOut,
+    GatewayUnreachable,
+    InputNotHandled,
+    InterpreterRestarted,
+    OutputLost,
+    PoolExhausted,
+    PoolNotFound,
+    SessionFailed,
+    SessionNotBound,
+    SessionNotFound,
+    SessionTimeout,
+    TokenRefused,
+    WorkerLost,
+    WorkerUnreachable,
+)
+from .events import Event, Result
+from .session import Session
+
+__version__ = "0.1.0"
+__all__ = [
+    "APIError", "AsyncSession", "CapsuleError", "ConfigError", "Event", "ExecutionCancelled",
+    "ExecutionError", "ExecutionTimedOut", "GatewayUnreachable", "InputNotHandled",
+    "InterpreterRestarted", "OutputLost", "PoolExhausted", "PoolNotFound", "Result", "Session",
+    "SessionFailed", "SessionNotBound", "SessionNotFound", "SessionTimeout", "TokenRefused",
+    "WorkerLost", "WorkerUnreachable",
+]

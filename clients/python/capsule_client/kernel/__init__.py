@@ -1,0 +1,1 @@
+"""The `capsule-python` Jupyter kernel: cells run on a Capsule session (see kernel.py)."""
