@@ -30,6 +30,9 @@ pub struct OperatorConfig {
     pub operator_pod_labels: BTreeMap<String, String>,
     /// Base URL of the session gateway, if one runs: bound sessions get `status.gatewayUrl`.
     pub gateway_url: Option<String>,
+    /// Labels of the session gateway's pods, in the operator's namespace: each pool's
+    /// NetworkPolicy admits them to the workers' execute port. None: no gateway to admit.
+    pub gateway_pod_labels: Option<BTreeMap<String, String>>,
 }
 
 impl OperatorConfig {
@@ -52,6 +55,7 @@ impl Default for OperatorConfig {
             operator_pod_labels: parse_labels(DEFAULT_OPERATOR_POD_SELECTOR)
                 .expect("the default selector parses"),
             gateway_url: None,
+            gateway_pod_labels: None,
         }
     }
 }

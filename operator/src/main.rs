@@ -64,6 +64,10 @@ struct RunArgs {
     /// these pods, in this replica's namespace (POD_NAMESPACE), to its workers.
     #[arg(long, env = "CAPSULE_OPERATOR_POD_SELECTOR", default_value = capsule_operator::config::DEFAULT_OPERATOR_POD_SELECTOR, value_parser = capsule_operator::config::parse_labels)]
     operator_pod_selector: std::collections::BTreeMap<String, String>,
+    /// Labels of the session gateway's pods (`key=value,...`), in this replica's namespace: each
+    /// pool's NetworkPolicy admits them to the workers' execute port. Unset: none admitted.
+    #[arg(long, env = "CAPSULE_GATEWAY_POD_SELECTOR", value_parser = capsule_operator::config::parse_labels)]
+    gateway_pod_selector: Option<std::collections::BTreeMap<String, String>>,
     /// Log format.
     #[arg(long, env = "CAPSULE_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -195,6 +199,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         operator_namespace: args.election.lease_namespace.clone(),
         operator_pod_labels: args.operator_pod_selector.clone(),
         gateway_url: args.gateway_url.clone(),
+        gateway_pod_labels: args.gateway_pod_selector.clone(),
         ..OperatorConfig::default()
     };
     let ctx = Arc::new(Context::new(

@@ -521,6 +521,16 @@ fn assert_gateway_rendered(objects: &[Value], url: &str) {
         args.contains(&format!("--gateway-url={url}").as_str()),
         "{args:?}"
     );
+    // The pools' NetworkPolicies admit the gateway by labels its pods really carry.
+    let selector = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--gateway-pod-selector="))
+        .unwrap_or_else(|| panic!("no --gateway-pod-selector in {args:?}"));
+    let pod_labels = &gateway["spec"]["template"]["metadata"]["labels"];
+    for pair in selector.split(',') {
+        let (key, value) = pair.split_once('=').unwrap();
+        assert_eq!(pod_labels[key], value, "{key} in {pod_labels}");
+    }
 }
 
 #[test]

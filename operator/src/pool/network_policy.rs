@@ -54,6 +54,14 @@ pub fn worker_selector(pool: &CapsulePool) -> BTreeMap<String, String> {
 /// The operator's pods: its labels in its namespace, or in any namespace when it does not know
 /// its own (it runs outside the cluster).
 fn operator_peer(config: &OperatorConfig) -> NetworkPolicyPeer {
+    peer_in_operator_namespace(config, config.operator_pod_labels.clone())
+}
+
+/// Pods with `labels` in the operator's namespace (any namespace when it does not know its own).
+fn peer_in_operator_namespace(
+    config: &OperatorConfig,
+    labels: BTreeMap<String, String>,
+) -> NetworkPolicyPeer {
     let namespaces = match &config.operator_namespace {
         Some(ns) => selector(BTreeMap::from([(
             NAMESPACE_NAME_LABEL.to_string(),
@@ -63,7 +71,7 @@ fn operator_peer(config: &OperatorConfig) -> NetworkPolicyPeer {
     };
     NetworkPolicyPeer {
         namespace_selector: Some(namespaces),
-        pod_selector: Some(selector(config.operator_pod_labels.clone())),
+        pod_selector: Some(selector(labels)),
         ip_block: None,
     }
 }
@@ -94,13 +102,20 @@ pub fn build(pool: &CapsulePool, config: &OperatorConfig) -> NetworkPolicy {
 
     let mut from = vec![operator.clone()];
     from.extend(spec.clients.iter().cloned());
-    let ingress = NetworkPolicyIngressRule {
+    let mut ingress = vec![NetworkPolicyIngressRule {
         from: Some(from),
         ports: Some(vec![
             port("TCP", config.worker_port),
             port("TCP", config.sidecar_port),
         ]),
-    };
+    }];
+    // The session gateway proxies the execute API only: not the sidecar's introspection.
+    if let Some(gateway) = &config.gateway_pod_labels {
+        ingress.push(NetworkPolicyIngressRule {
+            from: Some(vec![peer_in_operator_namespace(config, gateway.clone())]),
+            ports: Some(vec![port("TCP", config.worker_port)]),
+        });
+    }
 
     let mut egress = vec![
         NetworkPolicyEgressRule {
@@ -134,7 +149,7 @@ pub fn build(pool: &CapsulePool, config: &OperatorConfig) -> NetworkPolicy {
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(selector(worker_selector(pool))),
             policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
-            ingress: Some(vec![ingress]),
+            ingress: Some(ingress),
             egress: Some(egress),
         }),
     }
@@ -315,6 +330,26 @@ mod tests {
                 }],
                 "ports": [{"protocol": "TCP", "port": 8000}, {"protocol": "TCP", "port": 8001}],
             }])
+        );
+    }
+
+    #[test]
+    fn a_gateway_reaches_the_execute_port_only_from_the_operators_namespace() {
+        let mut config = config();
+        config.gateway_pod_labels = Some(BTreeMap::from([(
+            "app.kubernetes.io/component".to_string(),
+            "gateway".to_string(),
+        )]));
+        let policy = as_json(&build(&pool(json!({})), &config));
+        assert_eq!(
+            policy["spec"]["ingress"][1],
+            json!({
+                "from": [{
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "capsule-system"}},
+                    "podSelector": {"matchLabels": {"app.kubernetes.io/component": "gateway"}},
+                }],
+                "ports": [{"protocol": "TCP", "port": 8000}],
+            })
         );
     }
 
