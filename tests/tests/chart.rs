@@ -20,6 +20,7 @@ const FULLNAME: &str = "capsule-capsule-operator";
 /// Every optional object of the chart switched on.
 const EVERY_OPTION: &[&str] = &[
     "serviceMonitor.enabled=true",
+    "podMonitor.enabled=true",
     "prometheusRule.enabled=true",
     "dashboard.enabled=true",
     "networkPolicy.enabled=true",
@@ -359,12 +360,46 @@ fn template_with_defaults() {
     );
 }
 
+/// The PodMonitor selects the pods the operator really builds, on their sidecar's port.
+fn assert_pod_monitor_selects_worker_sidecars(monitor: &Value) {
+    let pool: capsule_crds::CapsulePool = serde_json::from_value(serde_json::json!({
+        "apiVersion": "capsule.dev/v1alpha1", "kind": "CapsulePool",
+        "metadata": {"name": "p", "namespace": "team-a", "uid": "uid-p"},
+        "spec": {"template": {"image": "capsule-worker:test"}},
+    }))
+    .unwrap();
+    let config = capsule_operator::config::OperatorConfig::default();
+    let pod = serde_json::to_value(capsule_operator::pool::worker_pod::build(
+        &pool, &config, "p-x",
+    ))
+    .unwrap();
+    for (key, value) in monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(&pod["metadata"]["labels"][key], value, "label {key}");
+    }
+    assert_eq!(monitor["spec"]["namespaceSelector"]["any"], true);
+    let endpoint = &monitor["spec"]["podMetricsEndpoints"][0];
+    let ports: Vec<&Value> = pod["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["ports"].as_array().into_iter().flatten())
+        .filter(|p| p["name"] == endpoint["port"])
+        .collect();
+    assert_eq!(ports.len(), 1, "port {} on {pod}", endpoint["port"]);
+    assert_eq!(ports[0]["containerPort"], config.sidecar_port);
+    assert_eq!(endpoint["relabelings"][0]["targetLabel"], "pool");
+}
+
 #[test]
 fn template_with_every_option_on() {
     let objects = template(EVERY_OPTION);
     let counts = kinds(&objects);
     for (kind, n) in [
         ("ServiceMonitor", 1),
+        ("PodMonitor", 1),
         ("PrometheusRule", 1),
         ("ConfigMap", 1),
         ("NetworkPolicy", 1),
@@ -380,6 +415,15 @@ fn template_with_every_option_on() {
     assert_gateway_rendered(&objects, "https://capsule.example.com");
     let monitor = find(&objects, "ServiceMonitor", FULLNAME);
     assert_eq!(monitor["spec"]["endpoints"][0]["port"], "http-metrics");
+    assert_eq!(
+        monitor["spec"]["endpoints"][0]["honorLabels"], true,
+        "the pools' own namespace label is kept, not renamed exported_namespace"
+    );
+    assert_pod_monitor_selects_worker_sidecars(&find(
+        &objects,
+        "PodMonitor",
+        &format!("{FULLNAME}-sidecars"),
+    ));
     let metrics = find(&objects, "Service", &format!("{FULLNAME}-metrics"));
     for (key, value) in monitor["spec"]["selector"]["matchLabels"]
         .as_object()
