@@ -419,7 +419,7 @@ fn template_with_every_option_on() {
         monitor["spec"]["endpoints"][0]["honorLabels"], true,
         "the pools' own namespace label is kept, not renamed exported_namespace"
     );
-    assert_pod_monitor_selects_worker_sidecars(&find(
+    assert_pod_monitor_selects_worker_sidecars(find(
         &objects,
         "PodMonitor",
         &format!("{FULLNAME}-sidecars"),
