@@ -396,20 +396,42 @@ async fn namespace_view_lists_names_under_each_redaction() {
     worker.stop();
 }
 
-#[tokio::test]
-async fn traces_filtered_by_session_return_that_sessions_executions_and_lifecycle_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let cluster = start_cluster(dir.path()).await;
+/// A sidecar serving the Traces view unredacted, a worker sending it trace events, and a viewer's
+/// token (the cluster lives as long as the struct).
+struct TracesOnly {
+    _cluster: Cluster,
+    viewer: String,
+    sidecar: Running,
+    worker: Running,
+}
+
+async fn start_traces_only(dir: &Path) -> TracesOnly {
+    let cluster = start_cluster(dir).await;
     let viewer = token(&cluster.client, "viewer").await;
-    let socket = dir.path().join("trace.sock");
+    let socket = dir.join("trace.sock");
     let mut command = sidecar_command(&socket);
     command
         .env("KUBECONFIG", &cluster.kubeconfig)
         .env("CAPSULE_INTROSPECTION_VIEWS", "Traces")
         .env("CAPSULE_INTROSPECTION_REDACTION", "None")
         .env("CAPSULE_TRACE_REDACTION", "None");
-    let mut sidecar = start_sidecar(command, dir.path());
-    let mut worker = start_worker(worker_command(Some(&socket)), dir.path());
+    TracesOnly {
+        sidecar: start_sidecar(command, dir),
+        worker: start_worker(worker_command(Some(&socket)), dir),
+        _cluster: cluster,
+        viewer,
+    }
+}
+
+#[tokio::test]
+async fn traces_filtered_by_session_return_that_sessions_executions_and_lifecycle_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let TracesOnly {
+        _cluster,
+        viewer,
+        mut sidecar,
+        mut worker,
+    } = start_traces_only(dir.path()).await;
 
     // Two sessions in turn on one worker, released with a reset between them.
     for session in ["session-1", "session-2"] {
@@ -484,17 +506,12 @@ async fn execution_view(sidecar: &Running, viewer: &str, id: &str, kinds: &[&str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_execution_view_shows_one_execution_and_a_shutdown_shows_its_rejected_promises() {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = start_cluster(dir.path()).await;
-    let viewer = token(&cluster.client, "viewer").await;
-    let socket = dir.path().join("trace.sock");
-    let mut command = sidecar_command(&socket);
-    command
-        .env("KUBECONFIG", &cluster.kubeconfig)
-        .env("CAPSULE_INTROSPECTION_VIEWS", "Traces")
-        .env("CAPSULE_INTROSPECTION_REDACTION", "None")
-        .env("CAPSULE_TRACE_REDACTION", "None");
-    let mut sidecar = start_sidecar(command, dir.path());
-    let mut worker = start_worker(worker_command(Some(&socket)), dir.path());
+    let TracesOnly {
+        _cluster,
+        viewer,
+        mut sidecar,
+        mut worker,
+    } = start_traces_only(dir.path()).await;
     bind_session(&worker, "s", "session-token").await;
 
     let ok = execute(&worker, "session-token", "6 * 7", None).await;

@@ -80,12 +80,14 @@ async fn start_collector() -> (u16, Received) {
     (port, spans)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spans_reach_a_real_grpc_collector_with_parent_and_attributes() {
-    let (port, mut spans) = start_collector().await;
-
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("trace.sock");
+/// A sidecar exporting over gRPC to the collector on `port` (with `env` besides), and a worker
+/// bound to `session-1` (token `session-token`) sending it trace events.
+async fn start_exporting(
+    dir: &std::path::Path,
+    port: u16,
+    env: &[(&str, &str)],
+) -> (Running, Running) {
+    let socket = dir.join("trace.sock");
     let mut command = sidecar_command(&socket);
     command
         .env(
@@ -93,10 +95,20 @@ async fn spans_reach_a_real_grpc_collector_with_parent_and_attributes() {
             format!("http://127.0.0.1:{port}"),
         )
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-        .env("CAPSULE_TRACE_REDACTION", "Hash");
-    let mut sidecar = start_sidecar(command, dir.path());
-    let mut worker = start_worker(worker_command(Some(&socket)), dir.path());
+        .envs(env.iter().copied());
+    let sidecar = start_sidecar(command, dir);
+    let worker = start_worker(worker_command(Some(&socket)), dir);
     bind_session(&worker, "session-1", "session-token").await;
+    (sidecar, worker)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_a_real_grpc_collector_with_parent_and_attributes() {
+    let (port, mut spans) = start_collector().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sidecar, mut worker) =
+        start_exporting(dir.path(), port, &[("CAPSULE_TRACE_REDACTION", "Hash")]).await;
 
     let traceparent = format!("00-{TRACE_ID}-{PARENT_SPAN}-01");
     let code = format!("{CODE_MARKER} = 'VALUE'\nprint('{OUTPUT_MARKER}')\n{CODE_MARKER}");
@@ -184,19 +196,11 @@ async fn spans_reach_a_real_grpc_collector_with_parent_and_attributes() {
 async fn the_sampler_variables_decide_which_execution_spans_leave() {
     let (port, mut spans) = start_collector().await;
     let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("trace.sock");
-    let mut command = sidecar_command(&socket);
-    command
-        .env(
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            format!("http://127.0.0.1:{port}"),
-        )
-        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-        .env("OTEL_TRACES_SAMPLER", "parentbased_always_off")
-        .env("OTEL_SERVICE_NAME", "team-a-sandboxes");
-    let mut sidecar = start_sidecar(command, dir.path());
-    let mut worker = start_worker(worker_command(Some(&socket)), dir.path());
-    bind_session(&worker, "session-1", "session-token").await;
+    let env = [
+        ("OTEL_TRACES_SAMPLER", "parentbased_always_off"),
+        ("OTEL_SERVICE_NAME", "team-a-sandboxes"),
+    ];
+    let (mut sidecar, mut worker) = start_exporting(dir.path(), port, &env).await;
 
     // A root (no parent) and a parent that was not sampled are left out; a sampled parent is kept.
     let unsampled = format!("00-{TRACE_ID}-{PARENT_SPAN}-00");
