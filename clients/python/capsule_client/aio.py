@@ -15,7 +15,7 @@ import httpx
 from . import errors, kube
 from ._base import SessionBase, print_output
 from .events import MAX_LINE_BYTES, Collector, Event, Result
-from .transport import CALL_TIMEOUT, MAX_ERROR_BODY, STREAM_TIMEOUT, LineBuffer, error_for, gateway_from_env
+from .transport import CALL_TIMEOUT, MAX_ERROR_BODY, STREAM_TIMEOUT, EventReader, error_for, gateway_from_env
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -105,7 +105,7 @@ class AsyncSession(SessionBase):
 
     async def stream(self, code: str, timeout: Optional[float] = None) -> AsyncIterator[Event]:
         body = self.execute_body(code, timeout)
-        final = False
+        reader = EventReader(MAX_LINE_BYTES)
         try:
             async with self._http.stream("POST", self.route.url("executions"), json=body,
                                          headers=self.route.headers, timeout=STREAM_TIMEOUT) as resp:
@@ -113,26 +113,21 @@ class AsyncSession(SessionBase):
                     err = error_for(resp.status_code, await _read_bounded(resp), self.where)
                     raise await asyncio.to_thread(self.refine_reply, err)
                 self.current = resp.headers.get("x-capsule-execution-id") or None
-                lines = LineBuffer(MAX_LINE_BYTES)
                 async for chunk in resp.aiter_bytes():
-                    for line in lines.feed(chunk):
-                        ev = Event.parse(line)
-                        final = final or ev.final
+                    for ev in reader.feed(chunk):
                         yield ev
-                for line in lines.finish():
-                    ev = Event.parse(line)
-                    final = final or ev.final
+                for ev in reader.finish():
                     yield ev
         except httpx.ConnectError as e:
             raise await asyncio.to_thread(self.refine_unreachable, e) from None
         except httpx.TransportError as e:
-            if not final:
+            if not reader.final:
                 raise errors.WorkerLost(
                     f"{self.where}: the connection to the worker dropped mid-run ({type(e).__name__}: {e})"
                 ) from None
         finally:
             self.current = None
-        if not final:
+        if not reader.final:
             raise errors.WorkerLost(f"{self.where}: the stream ended without a final event (worker lost?)")
 
     async def send_input(self, execution_id: str, input_id: str, value: str) -> None:

@@ -9,7 +9,7 @@ import httpx
 from . import errors, kube
 from ._base import SessionBase, print_output
 from .events import MAX_LINE_BYTES, Collector, Event, Result
-from .transport import CALL_TIMEOUT, MAX_ERROR_BODY, STREAM_TIMEOUT, LineBuffer, error_for, gateway_from_env
+from .transport import CALL_TIMEOUT, MAX_ERROR_BODY, STREAM_TIMEOUT, EventReader, error_for, gateway_from_env
 
 OnOutput = Optional[Callable[[str, str], Any]]
 OnInput = Optional[Callable[[str], str]]
@@ -109,33 +109,28 @@ class Session(SessionBase):
         inputRequest, then one final event). Answer an inputRequest with `send_input`. Closing the
         iterator early disconnects, which cancels the execution."""
         body = self.execute_body(code, timeout)
-        final = False
+        reader = EventReader(MAX_LINE_BYTES)
         try:
             with self._http.stream("POST", self.route.url("executions"), json=body,
                                    headers=self.route.headers, timeout=STREAM_TIMEOUT) as resp:
                 if resp.status_code != 200:
                     raise self.refine_reply(error_for(resp.status_code, _read_bounded(resp), self.where))
                 self.current = resp.headers.get("x-capsule-execution-id") or None
-                lines = LineBuffer(MAX_LINE_BYTES)
                 for chunk in resp.iter_bytes():
-                    for line in lines.feed(chunk):
-                        ev = Event.parse(line)
-                        final = final or ev.final
+                    for ev in reader.feed(chunk):
                         yield ev
-                for line in lines.finish():
-                    ev = Event.parse(line)
-                    final = final or ev.final
+                for ev in reader.finish():
                     yield ev
         except httpx.ConnectError as e:
             raise self.refine_unreachable(e) from None
         except httpx.TransportError as e:
-            if not final:
+            if not reader.final:
                 raise errors.WorkerLost(
                     f"{self.where}: the connection to the worker dropped mid-run ({type(e).__name__}: {e})"
                 ) from None
         finally:
             self.current = None
-        if not final:
+        if not reader.final:
             raise errors.WorkerLost(f"{self.where}: the stream ended without a final event (worker lost?)")
 
     def send_input(self, execution_id: str, input_id: str, value: str) -> None:

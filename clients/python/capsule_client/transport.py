@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import httpx
 
 from . import errors
+from .events import Event
 
 #: Env var naming the gateway when `gateway_url` is not passed.
 GATEWAY_ENV = "CAPSULE_GATEWAY_URL"
@@ -106,3 +107,25 @@ class LineBuffer:
     def finish(self) -> List[bytes]:
         rest, self.buf = self.buf, b""
         return [rest] if rest.strip() else []
+
+
+class EventReader:
+    """Parses NDJSON byte chunks into events and notes whether the final one came; shared by the
+    sync and the async streams."""
+
+    def __init__(self, limit: int) -> None:
+        self.lines = LineBuffer(limit)
+        self.final = False
+
+    def _parse(self, lines: List[bytes]) -> Iterator[Event]:
+        # Lazily, event by event, as the callers yield them.
+        for line in lines:
+            ev = Event.parse(line)
+            self.final = self.final or ev.final
+            yield ev
+
+    def feed(self, chunk: bytes) -> Iterator[Event]:
+        return self._parse(self.lines.feed(chunk))
+
+    def finish(self) -> Iterator[Event]:
+        return self._parse(self.lines.finish())
