@@ -5,9 +5,11 @@
 // duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
 
+pub mod checkpoints;
 pub mod pool;
 pub mod session;
 
+pub use checkpoints::*;
 pub use pool::*;
 pub use session::*;
 

@@ -12,6 +12,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoints::{CheckpointSpec, PersistenceSpec};
+
 /// The most workers one pool may hold; the bound keeps a typo (`maxWorkers: 100000`) from
 /// flooding a cluster.
 pub const MAX_WORKERS_LIMIT: i32 = 1000;
@@ -93,6 +95,7 @@ pub const MAX_WARMUP_CODE_BYTES: u32 = 65_536;
         json_path = ".metadata.creationTimestamp"
     )
 )]
+#[x_kube(validation = Rule::new("!has(self.sessions) || !has(self.sessions.persistence) || !self.sessions.persistence.enabled || (has(self.checkpoints) && self.checkpoints.store == 'Volume')").message("spec.sessions.persistence.enabled needs checkpoints that outlive a worker: set spec.checkpoints.store to Volume with a volume.claimName, or turn persistence off").field_path(".sessions.persistence.enabled"))]
 #[x_kube(validation = Rule::new("self.maxWorkers >= self.replicas").message("maxWorkers must be at least replicas (the warm target): raise spec.maxWorkers or lower spec.replicas").field_path(".maxWorkers"))]
 #[serde(rename_all = "camelCase")]
 pub struct CapsulePoolSpec {
@@ -153,6 +156,10 @@ pub struct CapsulePoolSpec {
     /// The NetworkPolicy the operator keeps around the pool's worker pods (on unless disabled).
     #[serde(default)]
     pub network_policy: PoolNetworkPolicySpec,
+
+    /// Where session checkpoints are kept and how large they may be.
+    #[serde(default)]
+    pub checkpoints: CheckpointSpec,
 }
 
 fn default_replicas() -> i32 {
@@ -358,6 +365,10 @@ pub struct SessionPolicy {
     #[serde(default = "default_acquire_timeout")]
     #[schemars(range(min = 1, max = 86400))]
     pub acquire_timeout_seconds: i64,
+
+    /// Whether a session moves to a new worker when its worker is lost.
+    #[serde(default)]
+    pub persistence: PersistenceSpec,
 }
 
 fn default_idle_timeout() -> i64 {
@@ -372,6 +383,7 @@ impl Default for SessionPolicy {
         Self {
             idle_timeout_seconds: default_idle_timeout(),
             acquire_timeout_seconds: default_acquire_timeout(),
+            persistence: PersistenceSpec::default(),
         }
     }
 }
@@ -781,6 +793,11 @@ pub struct CapsulePoolStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<TraceTotals>,
 
+    /// Session checkpoints the workers wrote, restored, and failed to, summed over the pool's
+    /// workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoints: Option<CheckpointTotals>,
+
     /// The Python versions the pool's workers run (from their first heartbeat), at most 8.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
@@ -912,6 +929,18 @@ pub struct TraceTotals {
     pub sent: i64,
     /// Events dropped because the sidecar's socket was gone or its queue full.
     pub dropped: i64,
+}
+
+/// Session checkpoints of a pool's workers.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointTotals {
+    /// Checkpoints written to the store.
+    pub created: i64,
+    /// Checkpoints loaded into a fresh interpreter (asked for, or on a session's new worker).
+    pub restored: i64,
+    /// Create or restore calls that failed (too large, corrupt, store unwritable).
+    pub failed: i64,
 }
 
 /// Executions by how the code ran.

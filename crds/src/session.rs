@@ -59,6 +59,13 @@ use serde::{Deserialize, Serialize};
         priority = 1
     ),
     printcolumn(
+        name = "Migrations",
+        type_ = "integer",
+        json_path = ".status.migrations",
+        description = "Times the session moved to a new worker, its state restored from a checkpoint",
+        priority = 1
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -134,9 +141,52 @@ pub struct SessionInfo {
     /// When an execution last ran or finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_activity: Option<Time>,
+    /// Checkpoints of this session the worker took (asked for or automatic).
+    #[serde(default)]
+    pub checkpoints: i64,
+    /// The newest checkpoint the worker reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checkpoint: Option<CheckpointRef>,
     /// When this view was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_at: Option<Time>,
+}
+
+/// A stored checkpoint, by its metadata only.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointRef {
+    /// The checkpoint's id (`POST /v1/checkpoints/{id}/restore`).
+    pub id: String,
+    /// Stored (compressed, sealed) size in bytes.
+    pub size_bytes: i64,
+    /// When it was taken, as the worker reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+}
+
+/// The session's latest move to a new worker (`spec.sessions.persistence` of its pool).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionMigration {
+    /// Why the session left its worker: WorkerGone, WorkerDeleting, WorkerFailed, WorkerSilent,
+    /// WorkerRestarted or WorkerUnbound.
+    pub reason: String,
+    /// The same, for a person.
+    pub message: String,
+    /// The worker the session left.
+    pub from_worker: String,
+    /// When the move started.
+    pub started_at: Time,
+    /// The worker the session moved to, once bound there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_worker: Option<String>,
+    /// The checkpoint restored on the new worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
+    /// When the new worker had restored the checkpoint; unset while the move is under way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_at: Option<Time>,
 }
 
 /// What the operator observes of a session.
@@ -203,4 +253,16 @@ pub struct CapsuleSessionStatus {
     /// interval while something in it changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info: Option<SessionInfo>,
+
+    /// Times the session moved to a new worker after losing its own.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub migrations: i64,
+
+    /// The latest move, while under way and after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_migration: Option<SessionMigration>,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }

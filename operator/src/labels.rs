@@ -3,7 +3,7 @@
 /// On every worker pod: the pool it belongs to.
 pub const POOL: &str = "capsule.dev/pool";
 /// The session holding a bound worker pod and its token's hash: shared with the gateway.
-pub use capsule_protocol::names::{SESSION, SESSION_TOKEN_SHA256};
+pub use capsule_protocol::names::{SESSION, SESSION_TOKEN_SHA256, SESSION_UID};
 /// Finalizer on sessions: the worker is released before the session goes.
 pub const RELEASE_FINALIZER: &str = "capsule.dev/release";
 /// On every worker pod: hash of the pool template it was built from.

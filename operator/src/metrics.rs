@@ -96,6 +96,8 @@ pub struct ModeLabels {
 pub const CANCEL_KINDS: [&str; 5] = ["requested", "effective", "noop", "interrupted", "killed"];
 /// The `result` values of `capsule_pool_trace_events_total`.
 pub const TRACE_RESULTS: [&str; 2] = ["sent", "dropped"];
+/// The `result` label values of `capsule_pool_checkpoints_total`.
+pub const CHECKPOINT_RESULTS: [&str; 3] = ["created", "restored", "failed"];
 /// The `mode` values of `capsule_pool_execution_modes_total`.
 pub const EXECUTION_MODES: [&str; 3] = ["plain", "top_level_await", "async_def"];
 
@@ -156,10 +158,12 @@ pub struct Metrics {
     pub execution_modes: Family<ModeLabels, Counter>,
     pub blocking_call_warnings: Family<PoolLabels, Counter>,
     pub trace_events: Family<OutputLabels, Counter>,
+    pub checkpoints: Family<OutputLabels, Counter>,
     pub hits: Family<PoolLabels, Counter>,
     pub misses: Family<PoolLabels, Counter>,
     pub acquisition: Family<PoolLabels, Histogram, AcquisitionBuckets>,
     pub acquisition_timeouts: Family<PoolLabels, Counter>,
+    pub session_migrations: Family<PoolLabels, Counter>,
     pub warmup_triggers: Family<PoolLabels, Counter>,
     pub health_checks: Family<PoolLabels, Counter>,
     pub health_triggers: Family<PoolLabels, Counter>,
@@ -207,10 +211,12 @@ impl Metrics {
             execution_modes: Family::default(),
             blocking_call_warnings: Family::default(),
             trace_events: Family::default(),
+            checkpoints: Family::default(),
             hits: Family::default(),
             misses: Family::default(),
             acquisition: Family::new_with_constructor(AcquisitionBuckets),
             acquisition_timeouts: Family::default(),
+            session_migrations: Family::default(),
             warmup_triggers: Family::default(),
             health_checks: Family::default(),
             health_triggers: Family::default(),
@@ -345,6 +351,11 @@ impl Metrics {
             m.execution_modes.clone(),
         );
         r.register(
+            "pool_checkpoints",
+            "Session checkpoints of the pool's workers, by result (created, restored, failed)",
+            m.checkpoints.clone(),
+        );
+        r.register(
             "pool_trace_events",
             "Trace events the workers handed to their sidecars, by result (sent, dropped)",
             m.trace_events.clone(),
@@ -373,6 +384,11 @@ impl Metrics {
             "pool_acquisition_timeouts",
             "Sessions that failed waiting for a worker",
             m.acquisition_timeouts.clone(),
+        );
+        r.register(
+            "pool_session_migrations",
+            "Sessions moved to a new worker, their latest checkpoint restored there",
+            m.session_migrations.clone(),
         );
         r.register(
             "pool_warmup_triggers",
@@ -487,6 +503,7 @@ impl Metrics {
             &self.hits,
             &self.misses,
             &self.acquisition_timeouts,
+            &self.session_migrations,
             &self.warmup_triggers,
             &self.health_checks,
             &self.health_triggers,
@@ -518,6 +535,13 @@ impl Metrics {
         }
         for result in TRACE_RESULTS {
             self.trace_events.remove(&OutputLabels {
+                namespace: ns.clone(),
+                pool: name.clone(),
+                result,
+            });
+        }
+        for result in CHECKPOINT_RESULTS {
+            self.checkpoints.remove(&OutputLabels {
                 namespace: ns.clone(),
                 pool: name.clone(),
                 result,

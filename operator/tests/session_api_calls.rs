@@ -36,15 +36,20 @@ fn now_rfc3339() -> String {
     k8s_openapi::jiff::Timestamp::now().to_string()
 }
 
-fn pool_object(idle_timeout_seconds: i64) -> Value {
-    json!({
+fn pool_object(idle_timeout_seconds: i64, persistence: bool) -> Value {
+    let mut pool = json!({
         "apiVersion": "capsule.dev/v1alpha1", "kind": "CapsulePool",
         "metadata": {"name": "p", "namespace": NS, "uid": "uid-p", "generation": 1,
                      "resourceVersion": "3"},
         "spec": {"replicas": 1, "maxWorkers": 2, "template": {"image": "capsule-worker:test"},
                  "sessions": {"idleTimeoutSeconds": idle_timeout_seconds}},
         "status": {"pool": PoolCounters { hits: 5, ..Default::default() }},
-    })
+    });
+    if persistence {
+        pool["spec"]["checkpoints"] = json!({"store": "Volume", "volume": {"claimName": "ckpt"}});
+        pool["spec"]["sessions"]["persistence"] = json!({"enabled": true});
+    }
+    pool
 }
 
 fn idle_pod(session: Option<&str>) -> Value {
@@ -77,6 +82,10 @@ struct World {
     secret_owner: &'static str,
     /// The pool's `spec.sessions.idleTimeoutSeconds` (0: none).
     idle_timeout_seconds: i64,
+    /// The pool keeps checkpoints on a volume and moves sessions that lose their worker.
+    persistence: bool,
+    /// The worker pod `p-a` is gone.
+    pod_gone: bool,
 }
 
 struct Harness {
@@ -122,13 +131,22 @@ fn harness(world: World) -> Harness {
             }
             (&Method::GET, "/apis/capsule.dev/v1alpha1/namespaces/default/capsulepools/p") => {
                 if w.pool_exists {
-                    (StatusCode::OK, pool_object(w.idle_timeout_seconds))
+                    (
+                        StatusCode::OK,
+                        pool_object(w.idle_timeout_seconds, w.persistence),
+                    )
                 } else {
                     not_found("capsulepools \"p\"")
                 }
             }
+            (&Method::GET, "/api/v1/namespaces/default/pods") if w.pod_gone => {
+                list("PodList", vec![])
+            }
             (&Method::GET, "/api/v1/namespaces/default/pods") => {
                 list("PodList", vec![idle_pod(w.pod_session.as_deref())])
+            }
+            (&Method::GET, "/api/v1/namespaces/default/pods/p-a") if w.pod_gone => {
+                not_found("pods \"p-a\"")
             }
             (&Method::GET, "/api/v1/namespaces/default/pods/p-a") => {
                 (StatusCode::OK, idle_pod(w.pod_session.as_deref()))
@@ -227,6 +245,8 @@ async fn first_pass_adds_the_finalizer_and_binds_at_once() {
         secret_exists: false,
         secret_owner: "uid-s1",
         idle_timeout_seconds: 0,
+        persistence: false,
+        pod_gone: false,
     });
     h.reconcile(&fresh).await.unwrap();
     let calls = h.calls();
@@ -305,6 +325,8 @@ async fn a_failed_status_write_after_a_bind_counts_the_hit_once() {
         secret_exists: false,
         secret_owner: "uid-s1",
         idle_timeout_seconds: 0,
+        persistence: false,
+        pod_gone: false,
     });
     // The pod is bound, then the status write fails: nothing is counted yet.
     h.reconcile(&fresh).await.unwrap_err();
@@ -348,6 +370,8 @@ async fn a_token_secret_left_by_an_earlier_session_of_the_same_name_is_deleted_n
         secret_exists: true,
         secret_owner: "uid-of-the-deleted-s1",
         idle_timeout_seconds: 0,
+        persistence: false,
+        pod_gone: false,
     });
     // The first pass creates its Secret, finds the old one, deletes it and tries again later.
     h.reconcile(&fresh).await.unwrap_err();
@@ -383,6 +407,8 @@ async fn a_session_whose_pool_never_appears_fails_after_the_default_acquire_time
         secret_exists: false,
         secret_owner: "uid-s1",
         idle_timeout_seconds: 0,
+        persistence: false,
+        pod_gone: false,
     });
     h.reconcile(&young).await.unwrap();
     let status = last_status(&h);
@@ -405,6 +431,8 @@ async fn a_session_whose_pool_never_appears_fails_after_the_default_acquire_time
         secret_exists: false,
         secret_owner: "uid-s1",
         idle_timeout_seconds: 0,
+        persistence: false,
+        pod_gone: false,
     });
     h.reconcile(&old).await.unwrap();
     let status = last_status(&h);
@@ -447,6 +475,8 @@ async fn a_bound_session_idle_past_the_pools_idle_timeout_is_released_and_its_wo
         secret_exists: true,
         secret_owner: "uid-s1",
         idle_timeout_seconds: 1,
+        persistence: false,
+        pod_gone: false,
     });
     h.ctx
         .index
@@ -499,4 +529,67 @@ async fn a_bound_session_idle_past_the_pools_idle_timeout_is_released_and_its_wo
         status_at < delete_at,
         "status first, so a crash in between finishes the release: {lines:?}"
     );
+}
+
+#[tokio::test]
+async fn a_session_of_a_persistent_pool_whose_worker_is_gone_moves_instead_of_failing() {
+    let bound = session_object(
+        &now_rfc3339(),
+        true,
+        json!({"phase": "Bound", "worker": "p-a", "endpoint": "http://127.0.0.9:8000",
+               "gatewayUrl": "https://gw/v1/sessions/default/s1"}),
+    );
+    let world = |persistence| World {
+        pool_exists: true,
+        pod_session: None,
+        stored_session: bound.clone(),
+        failing_status_writes: 0,
+        secret_exists: true,
+        secret_owner: "uid-s1",
+        idle_timeout_seconds: 0,
+        persistence,
+        pod_gone: true,
+    };
+
+    let h = harness(world(true));
+    h.reconcile(&bound).await.unwrap();
+    let calls = h.calls();
+    let lines = h.take_lines();
+    let status = &calls
+        .iter()
+        .find(|c| c.path.ends_with("/status"))
+        .expect("a status write")
+        .body["status"];
+    assert_eq!(status["phase"], "Pending", "{lines:?}");
+    assert_eq!(status["migrations"], 1);
+    assert_eq!(status["lastMigration"]["reason"], "WorkerGone");
+    assert_eq!(status["lastMigration"]["fromWorker"], "p-a");
+    assert!(status["lastMigration"]["restoredAt"].is_null());
+    assert!(status["worker"].is_null() && status["endpoint"].is_null());
+    let bound_condition = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Bound")
+        .unwrap();
+    assert_eq!(bound_condition["reason"], "Migrating");
+    assert!(
+        !lines.iter().any(|l| l.starts_with("DELETE")),
+        "the token stays, the session stays: {lines:?}"
+    );
+
+    // The same loss without persistence fails the session, as before.
+    let h = harness(world(false));
+    h.reconcile(&bound).await.unwrap();
+    let calls = h.calls();
+    let status = &calls
+        .iter()
+        .find(|c| c.path.ends_with("/status"))
+        .expect("a status write")
+        .body["status"];
+    assert_eq!(
+        (status["phase"].as_str(), status["reason"].as_str()),
+        (Some("Failed"), Some("WorkerLost"))
+    );
+    assert!(status["migrations"].is_null());
 }

@@ -210,6 +210,22 @@ pub struct SessionBinding {
     pub checkpoint_key: Option<String>,
 }
 
+impl SessionBinding {
+    /// The binding with the session's checkpoint key derived from `pool_key`, when both the key
+    /// and the session's uid are known.
+    pub fn sealed_with(mut self, pool_key: Option<&str>) -> Self {
+        if let (Some(key), Some(uid)) = (pool_key, self.session_uid.as_deref()) {
+            self.checkpoint_key = Some(crate::auth::checkpoint_key(
+                key.as_bytes(),
+                &self.namespace,
+                &self.session,
+                uid,
+            ));
+        }
+        self
+    }
+}
+
 /// Operator → worker, the reply to a heartbeat. (Earlier operators also sent `instructions`; the
 /// operator never asked for one, resets and releases go through the worker's API, so the field is
 /// gone and ignored when present.)

@@ -1,5 +1,6 @@
 //! The CapsulePool controller: keeps each pool's warm workers at its target and reports status.
 
+pub mod checkpoint_store;
 pub mod network_policy;
 pub mod new_worker;
 pub mod plan;
@@ -33,7 +34,7 @@ use crate::error::{backoff, Error, Result};
 use crate::labels;
 use crate::metrics::{
     raise_to, CancelLabels, ControllerName, ModeLabels, OutcomeLabels, OutputLabels, PoolLabels,
-    PromiseLabels, WorkerLabels, CANCEL_KINDS, EXECUTION_MODES, TRACE_RESULTS,
+    PromiseLabels, WorkerLabels, CANCEL_KINDS, CHECKPOINT_RESULTS, EXECUTION_MODES, TRACE_RESULTS,
 };
 use crate::reconcile_timer::ReconcileTimer;
 use crate::relay::index::{PoolTotals, WorkerRecord};
@@ -733,6 +734,19 @@ fn publish_relay_metrics(
             result,
         };
         raise_to(&m.trace_events.get_or_create(&labels), total);
+    }
+    let checkpoints = [
+        c.checkpoints_created,
+        c.checkpoints_restored,
+        c.checkpoint_failures,
+    ];
+    for (result, total) in CHECKPOINT_RESULTS.into_iter().zip(checkpoints) {
+        let labels = OutputLabels {
+            namespace: ns.clone(),
+            pool: name.clone(),
+            result,
+        };
+        raise_to(&m.checkpoints.get_or_create(&labels), total);
     }
     let modes = [c.mode_plain, c.mode_top_level_await, c.mode_async_def];
     for (mode, total) in EXECUTION_MODES.into_iter().zip(modes) {

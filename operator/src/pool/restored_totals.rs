@@ -68,6 +68,11 @@ pub fn from_status(status: Option<&CapsulePoolStatus>) -> PoolTotals {
         totals.counters.trace_sent = n(t.sent);
         totals.counters.trace_dropped = n(t.dropped);
     }
+    if let Some(k) = &status.checkpoints {
+        totals.counters.checkpoints_created = n(k.created);
+        totals.counters.checkpoints_restored = n(k.restored);
+        totals.counters.checkpoint_failures = n(k.failed);
+    }
     if let Some(m) = &status.modes {
         totals.counters.mode_plain = n(m.plain);
         totals.counters.mode_top_level_await = n(m.top_level_await);

@@ -9,8 +9,8 @@ use kube::ResourceExt;
 use std::collections::BTreeMap;
 
 use capsule_crds::{
-    BridgeTotals, CancelTotals, ExecutionTotals, ExecutorTotals, ModeTotals, TraceTotals,
-    MAX_PYTHON_VERSIONS,
+    BridgeTotals, CancelTotals, CheckpointTotals, ExecutionTotals, ExecutorTotals, ModeTotals,
+    TraceTotals, MAX_PYTHON_VERSIONS,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -246,6 +246,11 @@ pub fn build(pool: &CapsulePool, seen: &Observation<'_>, now: Timestamp) -> Caps
         trace: Some(TraceTotals {
             sent: c.trace_sent as i64,
             dropped: c.trace_dropped as i64,
+        }),
+        checkpoints: Some(CheckpointTotals {
+            created: c.checkpoints_created as i64,
+            restored: c.checkpoints_restored as i64,
+            failed: c.checkpoint_failures as i64,
         }),
         python_versions: python_versions(seen.records),
         pool: Some(seen.counters.clone()),

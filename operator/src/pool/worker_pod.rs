@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
-use super::pod_security;
+use super::{checkpoint_store, pod_security};
 use crate::config::OperatorConfig;
 use crate::labels;
 
@@ -32,15 +32,17 @@ pub fn template_hash(pool: &CapsulePool) -> String {
     let spec = &pool.spec;
     let shaping = serde_json::json!({
         // Bumped when the operator changes the pod it builds (2: restricted security context,
-        // token in the sidecar only; 3: a credential per worker), so idle workers of the old
-        // shape are replaced on upgrade.
-        "podShape": 3,
+        // token in the sidecar only; 3: a credential per worker; 4: checkpoint store), so idle
+        // workers of the old shape are replaced on upgrade.
+        "podShape": 4,
         "template": spec.template,
         "warmup": spec.warmup,
         "heartbeat": spec.heartbeat,
         "executor": spec.executor,
         "tracing": spec.tracing,
         "introspection": spec.introspection,
+        "checkpoints": spec.checkpoints,
+        "persistence": spec.sessions.persistence,
     });
     let digest = Sha256::digest(shaping.to_string().as_bytes());
     hex::encode(&digest[..5])
@@ -182,6 +184,8 @@ pub fn build(pool: &CapsulePool, config: &OperatorConfig, pod_name: &str) -> Pod
         worker_env.push(env("CAPSULE_TRACE_SOCKET", TRACE_SOCKET));
     }
     worker_env.push(env("CAPSULE_SCRATCH_DIR", pod_security::SCRATCH_DIR));
+    let checkpoints = checkpoint_store::access(pool);
+    worker_env.extend(checkpoints.env);
     worker_env.extend(spec.template.env.iter().cloned());
 
     let mut sidecar_env: Vec<EnvVar> = downward.to_vec();
@@ -259,7 +263,12 @@ pub fn build(pool: &CapsulePool, config: &OperatorConfig, pod_name: &str) -> Pod
         readiness_probe: Some(http_probe("/readyz", config.worker_port, 1, 1)),
         liveness_probe: Some(http_probe("/healthz", config.worker_port, 10, 3)),
         resources: template.resources.clone(),
-        volume_mounts: Some(vec![run_mount.clone(), scratch_mount]),
+        volume_mounts: Some(
+            [run_mount.clone(), scratch_mount]
+                .into_iter()
+                .chain(checkpoints.volume.as_ref().map(|(_, m)| m.clone()))
+                .collect(),
+        ),
         security_context: container_security.clone(),
         ..Default::default()
     };
@@ -299,18 +308,23 @@ pub fn build(pool: &CapsulePool, config: &OperatorConfig, pod_name: &str) -> Pod
         },
         spec: Some(PodSpec {
             containers: vec![worker, sidecar],
-            volumes: Some(vec![
-                Volume {
-                    name: RUN_VOLUME.into(),
-                    empty_dir: Some(EmptyDirVolumeSource {
-                        medium: Some("Memory".into()),
-                        size_limit: None,
-                    }),
-                    ..Default::default()
-                },
-                scratch_volume,
-                api_volume,
-            ]),
+            volumes: Some(
+                [
+                    Volume {
+                        name: RUN_VOLUME.into(),
+                        empty_dir: Some(EmptyDirVolumeSource {
+                            medium: Some("Memory".into()),
+                            size_limit: None,
+                        }),
+                        ..Default::default()
+                    },
+                    scratch_volume,
+                    api_volume,
+                ]
+                .into_iter()
+                .chain(checkpoints.volume.map(|(v, _)| v))
+                .collect(),
+            ),
             restart_policy: Some("Always".into()),
             termination_grace_period_seconds: Some(template.termination_grace_period_seconds),
             node_selector: (!template.node_selector.is_empty())

@@ -82,7 +82,7 @@ pub fn pod_facts(pod: &Pod) -> PodFacts {
             session: session.clone(),
             namespace: pod.namespace().unwrap_or_default(),
             token_sha256: hash.clone(),
-            session_uid: None,
+            session_uid: annotations.get(labels::SESSION_UID).cloned(),
             checkpoint_key: None,
         }),
         _ => None,

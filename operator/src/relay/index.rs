@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use capsule_protocol::checkpoint::LastCheckpoint;
 use capsule_protocol::heartbeat::{Heartbeat, WarmupFailure, WorkerState};
 use k8s_openapi::jiff::Timestamp;
 
@@ -72,6 +73,9 @@ counters!(
     blocking_call_warnings,
     trace_sent,
     trace_dropped,
+    checkpoints_created,
+    checkpoints_restored,
+    checkpoint_failures,
 );
 
 impl Counters {
@@ -102,6 +106,9 @@ impl Counters {
             blocking_call_warnings: hb.blocking_call_warnings,
             trace_sent: hb.trace.sent,
             trace_dropped: hb.trace.dropped,
+            checkpoints_created: hb.checkpoints_created,
+            checkpoints_restored: hb.checkpoints_restored,
+            checkpoint_failures: hb.checkpoint_failures,
         }
     }
 
@@ -154,6 +161,8 @@ pub struct WorkerRecord {
     pub warmup_failure: Option<WarmupFailure>,
     /// Its interpreter's Python version, from the capabilities of its first heartbeats.
     pub python_version: Option<String>,
+    /// The newest checkpoint its current process wrote.
+    pub last_checkpoint: Option<LastCheckpoint>,
 }
 
 impl WorkerRecord {
@@ -231,6 +240,7 @@ impl WorkerIndex {
                         lost_session: false,
                         warmup_failure: hb.warmup_failure.clone(),
                         python_version: python_version(hb),
+                        last_checkpoint: hb.last_checkpoint.clone(),
                     },
                 );
             }
@@ -273,6 +283,7 @@ impl WorkerIndex {
                 rec.max_queue_depth = rec.max_queue_depth.max(hb.executor.max_queue_depth);
                 rec.raw = raw;
                 rec.warmup_failure = hb.warmup_failure.clone();
+                rec.last_checkpoint = hb.last_checkpoint.clone();
                 if let Some(version) = python_version(hb) {
                     rec.python_version = Some(version);
                 }

@@ -179,7 +179,7 @@ async fn heartbeat(State(state): State<IngestState>, headers: HeaderMap, body: B
     }
     state.metrics.received.inc();
     let reply = HeartbeatReply {
-        session: Some(facts.binding),
+        session: Some(facts.binding.map(|b| b.sealed_with(Some(&key)))),
     };
     (StatusCode::OK, Json(reply)).into_response()
 }

@@ -1,7 +1,7 @@
 //! A bound session's live view (`status.info`), from its worker's record in the relay's index:
 //! what `Session.info` showed in the seed, refreshed from heartbeats rather than asked for.
 
-use capsule_crds::SessionInfo;
+use capsule_crds::{CheckpointRef, SessionInfo};
 use capsule_protocol::heartbeat::WorkerState;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -28,6 +28,17 @@ pub fn live_view(record: &WorkerRecord) -> SessionInfo {
         memory_mib: (record.rss_bytes / (1024 * 1024)) as i64,
         cpu_percent: record.cpu_percent.round() as i64,
         last_activity: Some(Time(record.last_activity_at)),
+        checkpoints: own.checkpoints_created as i64,
+        // The worker reports its process's newest; it is this session's once the session wrote one.
+        last_checkpoint: record
+            .last_checkpoint
+            .as_ref()
+            .filter(|_| own.checkpoints_created > 0)
+            .map(|c| CheckpointRef {
+                id: c.id.clone(),
+                size_bytes: c.size_bytes as i64,
+                created_at: Some(c.created_at.clone()),
+            }),
         observed_at: None,
     }
 }

@@ -7,6 +7,7 @@
 
 mod finished;
 pub mod info;
+mod migrate;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -37,8 +38,8 @@ use crate::context::{Context, PendingAcquisition};
 use crate::error::{backoff, Error, Result};
 use crate::labels;
 use crate::metrics::{ControllerName, PoolLabels};
-use crate::pool::plan;
 use crate::pool::token::{new_token, owned_token_secret};
+use crate::pool::{checkpoint_store, plan};
 use crate::reconcile_timer::ReconcileTimer;
 use crate::relay::index::WorkerRecord;
 
@@ -304,10 +305,10 @@ async fn acquire(
     ctx.with_pool(&key, seed, |_| ());
 
     // Finish a binding an earlier pass (or an earlier operator) started.
-    if let Some(pod) = listed
-        .iter()
-        .find(|p| p.labels().get(labels::SESSION) == Some(&name))
-    {
+    // A worker being deleted is lost, not a binding to finish (a moving session left it).
+    if let Some(pod) = listed.iter().find(|p| {
+        p.labels().get(labels::SESSION) == Some(&name) && p.metadata.deletion_timestamp.is_none()
+    }) {
         // The cached session may predate that pass's status write: read it fresh, so a binding
         // already recorded is neither written nor counted again.
         let sessions: Api<CapsuleSession> = Api::namespaced(ctx.client.clone(), ns);
@@ -348,7 +349,10 @@ async fn acquire(
         let patch = json!({"metadata": {
             "resourceVersion": pod.resource_version(),
             "labels": {labels::SESSION: name},
-            "annotations": {labels::SESSION_TOKEN_SHA256: token_hash},
+            "annotations": {
+                labels::SESSION_TOKEN_SHA256: token_hash,
+                labels::SESSION_UID: session.metadata.uid,
+            },
         }});
         match pods
             .patch(
@@ -368,7 +372,8 @@ async fn acquire(
     }
 
     // A miss: no idle worker. The pool controller counts this session as waiting and grows.
-    let waited_ms = age_ms(session);
+    let moving = migrate::under_way(session);
+    let waited_ms = moving.map_or_else(|| age_ms(session), migrate::waited_ms);
     let already_missed = session
         .status
         .as_ref()
@@ -417,6 +422,10 @@ async fn acquire(
             format!("starting a new worker in pool {pool_name}"),
         )
     };
+    if moving.is_some() {
+        // A moving session keeps its Migrating condition and was counted when first bound.
+        return Ok(Action::requeue(WAIT_POLL));
+    }
     let mut status = status_with(session, SessionPhase::Pending, condition);
     status.warm_hit = Some(false);
     write_status(ctx, session, status).await?;
@@ -578,14 +587,21 @@ async fn finish_binding(
 
     // Tell the worker before the client can learn the endpoint, so the client's first execution
     // is accepted; the heartbeat reply says the same, so a lost call heals itself.
-    if let Some(token) = worker_token(ctx, &ns, &pool_name, &pod) {
+    let credential = worker_token(ctx, &ns, &pool_name, &pod);
+    if let Some(token) = credential.clone() {
         let binding = SessionBinding {
             session: name.clone(),
             namespace: ns.clone(),
             token_sha256: token_hash.to_owned(),
-            session_uid: None,
+            session_uid: session.metadata.uid.clone(),
             checkpoint_key: None,
-        };
+        }
+        .sealed_with(
+            ctx.directory
+                .get()
+                .and_then(|d| d.pool_key(&ns, &pool_name))
+                .as_deref(),
+        );
         if let Err(error) = WorkerClient::new(ctx.http.clone(), &url, token)
             .bind(&binding)
             .await
@@ -594,6 +610,10 @@ async fn finish_binding(
         }
     }
     ctx.index.touch(&ns, &pod.name_any(), Instant::now());
+    if let Some(moving) = migrate::under_way(session) {
+        forget_pending(ctx, session);
+        return migrate::finish(ctx, session, &pod, url, credential, moving).await;
+    }
 
     let (latency_ms, pending) = take_pending(ctx, session);
     // What this process counted outranks a cached status that may predate its write.
@@ -664,40 +684,23 @@ async fn finish_binding(
 }
 
 async fn check_bound(ctx: &Context, session: &CapsuleSession, ns: &str) -> Result<Action> {
-    let name = session.name_any();
     let status = session.status.clone().unwrap_or_default();
     let worker = status.worker.clone().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let pod = pods.get_opt(&worker).await?;
-    let lost = match &pod {
-        None => Some(format!("worker {worker} is gone")),
-        Some(p) if p.labels().get(labels::SESSION) != Some(&name) => Some(format!(
-            "worker {worker} is no longer bound to this session"
-        )),
-        Some(p) if p.metadata.deletion_timestamp.is_some() => {
-            Some(format!("worker {worker} is being deleted"))
-        }
-        Some(p) if plan::classify(p) == WorkerPhase::Unhealthy => {
-            Some(format!("worker {worker} failed"))
-        }
-        Some(_) => None,
-    };
     let pools: Api<CapsulePool> = Api::namespaced(ctx.client.clone(), ns);
     let pool = pools.get_opt(&session.spec.pool).await?;
     // One read of the worker's record serves staleness, restarts, the idle timeout and the view.
     let record = ctx.index.get(ns, &worker);
     let now = Instant::now();
-    let stale = pool.as_ref().zip(record.as_ref()).is_some_and(|(pool, r)| {
-        now.saturating_duration_since(r.last_seen).as_secs()
-            > pool.spec.heartbeat.staleness_seconds as u64
-    });
-    let restarted = record.as_ref().is_some_and(|r| r.lost_session);
-    let lost = lost
-        .or_else(|| stale.then(|| format!("worker {worker} stopped sending heartbeats")))
-        .or_else(|| {
-            restarted.then(|| format!("worker {worker} restarted: the session's namespace is lost"))
-        });
-    if let Some(message) = lost {
+    if let Some(loss) = worker_loss(session, pod.as_ref(), pool.as_ref(), record.as_ref(), now) {
+        if let Some(pool) = pool
+            .as_ref()
+            .filter(|p| checkpoint_store::sessions_migrate(p))
+        {
+            return migrate::start(ctx, session, ns, pool, &worker, loss).await;
+        }
+        let message = loss.message;
         let mut failed = status_with(
             session,
             SessionPhase::Failed,
@@ -743,6 +746,52 @@ async fn check_bound(ctx: &Context, session: &CapsuleSession, ns: &str) -> Resul
         refresh_info(ctx, session, record).await?;
     }
     Ok(Action::requeue(BOUND_CHECK))
+}
+
+/// Why the bound session's worker can no longer serve it, if it cannot.
+fn worker_loss(
+    session: &CapsuleSession,
+    pod: Option<&Pod>,
+    pool: Option<&CapsulePool>,
+    record: Option<&WorkerRecord>,
+    now: Instant,
+) -> Option<migrate::Loss> {
+    let name = session.name_any();
+    let worker = session
+        .status
+        .as_ref()
+        .and_then(|s| s.worker.clone())
+        .unwrap_or_default();
+    let loss = |reason, message: String| Some(migrate::Loss { reason, message });
+    let Some(pod) = pod else {
+        return loss("WorkerGone", format!("worker {worker} is gone"));
+    };
+    if pod.labels().get(labels::SESSION) != Some(&name) {
+        let message = format!("worker {worker} is no longer bound to this session");
+        return loss("WorkerUnbound", message);
+    }
+    if pod.metadata.deletion_timestamp.is_some() {
+        return loss(
+            "WorkerDeleting",
+            format!("worker {worker} is being deleted"),
+        );
+    }
+    if plan::classify(pod) == WorkerPhase::Unhealthy {
+        return loss("WorkerFailed", format!("worker {worker} failed"));
+    }
+    let stale = pool.zip(record).is_some_and(|(pool, r)| {
+        now.saturating_duration_since(r.last_seen).as_secs()
+            > pool.spec.heartbeat.staleness_seconds as u64
+    });
+    if stale {
+        let message = format!("worker {worker} stopped sending heartbeats");
+        return loss("WorkerSilent", message);
+    }
+    if record.is_some_and(|r| r.lost_session) {
+        let message = format!("worker {worker} restarted: the session's namespace is lost");
+        return loss("WorkerRestarted", message);
+    }
+    None
 }
 
 /// Writes the session's live view when it changed, at most once per status interval.
@@ -809,7 +858,7 @@ async fn release(ctx: &Context, session: &CapsuleSession, ns: &str) -> Result<()
         if reset_ok {
             let patch = json!({"metadata": {
                 "labels": {labels::SESSION: null},
-                "annotations": {labels::SESSION_TOKEN_SHA256: null},
+                "annotations": {labels::SESSION_TOKEN_SHA256: null, labels::SESSION_UID: null},
             }});
             pods.patch(&pod_name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await?;

@@ -119,6 +119,21 @@ pub const HOMES: &[(&str, &str, &str)] = &[
         "capsule_pool_trace_events",
     ),
     (
+        "checkpointsCreated",
+        "checkpoints.created",
+        "capsule_pool_checkpoints",
+    ),
+    (
+        "checkpointsRestored",
+        "checkpoints.restored",
+        "capsule_pool_checkpoints",
+    ),
+    (
+        "checkpointFailures",
+        "checkpoints.failed",
+        "capsule_pool_checkpoints",
+    ),
+    (
         "namespaceSize",
         "workerSummaries.namespaceSize",
         "capsule_pool_namespace_names",

@@ -1,6 +1,8 @@
 //! Pod volumes materialised as plain files under `<pod dir>/volumes/<volume>`: emptyDir, Secret,
 //! ConfigMap, downwardAPI and projected (service-account token via TokenRequest, Secret, ConfigMap,
-//! downwardAPI); hostPath is used in place. Files are written whole (temporary file, then rename).
+//! downwardAPI); hostPath is used in place; a persistentVolumeClaim is a directory per claim under
+//! the kubelet's state dir, shared by every pod naming the claim (as a ReadWriteMany volume; the
+//! devcluster serves no PersistentVolumeClaim objects, so the claim is not looked up). Files are written whole (temporary file, then rename).
 //! Contents are not refreshed when the Secret or ConfigMap changes; service-account tokens are
 //! re-requested at 80 % of their lifetime.
 
@@ -35,6 +37,8 @@ pub struct VolumeContext<'a> {
     pub pod_ip: &'a str,
     pub host_ip: &'a str,
     pub api_server_ca_pem: Option<&'a str>,
+    /// Where the pod's namespace keeps the directories of its persistentVolumeClaims.
+    pub claims_dir: &'a Path,
 }
 
 /// A token file to re-request before it expires.
@@ -119,9 +123,14 @@ pub async fn materialise(
                 .insert(volume.name.clone(), PathBuf::from(&host_path.path));
             continue;
         }
+        let claim = volume.persistent_volume_claim.as_ref();
+        let dir = match claim {
+            Some(claim) => context.claims_dir.join(&claim.claim_name),
+            None => dir,
+        };
         create_dir(&dir).await?;
         done.paths.insert(volume.name.clone(), dir.clone());
-        if volume.empty_dir.is_some() {
+        if volume.empty_dir.is_some() || claim.is_some() {
             // World-writable as a kubelet makes it, so a container with any runAsUser can use it.
             tokio::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
                 .await

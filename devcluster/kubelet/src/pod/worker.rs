@@ -439,12 +439,19 @@ impl PodWorker {
             &self.shared.client,
             &self.pod.namespace().unwrap_or_default(),
         );
+        let claims_dir = self
+            .shared
+            .config
+            .state_dir
+            .join("claims")
+            .join(self.pod.namespace().unwrap_or_default());
         let context = VolumeContext {
             client: &self.shared.client,
             pod: &self.pod,
             pod_ip: &self.pod_ip,
             host_ip: HOST_IP,
             api_server_ca_pem: self.shared.options.api_server_ca_pem.as_deref(),
+            claims_dir: &claims_dir,
         };
         let volumes_dir = short_volumes_dir(&self.pod_dir)
             .map_err(|e| crate::error::Error::io(self.pod_dir.join("volumes"), e))?;
@@ -622,6 +629,8 @@ impl PodWorker {
             pod_ip: &self.pod_ip,
             host_ip: HOST_IP,
             api_server_ca_pem: self.shared.options.api_server_ca_pem.as_deref(),
+            // Token refresh writes no claim.
+            claims_dir: std::path::Path::new(""),
         };
         let mut shortest: Option<Duration> = None;
         for file in files {
