@@ -87,3 +87,36 @@ fn a_pool_without_an_image_or_with_a_reserved_env_name_is_refused_at_admission()
         "template": {"image": "capsule-worker:dev", "env": [{"name": "MY_SETTING", "value": "x"}]}}));
     validate(&schema, &own, None).expect("a variable of the user's own");
 }
+
+#[test]
+fn persistence_without_a_volume_store_and_a_volume_store_without_a_claim_are_refused() {
+    let schema = schema_of::<CapsulePool>();
+    let spec = |extra: Value| {
+        let mut spec = json!({"replicas": 1, "maxWorkers": 2, "template": {"image": "w"},
+                              "heartbeat": {"intervalSeconds": 5, "stalenessSeconds": 30}});
+        for (key, value) in extra.as_object().unwrap() {
+            spec[key] = value.clone();
+        }
+        pool(spec)
+    };
+    let persistent = json!({"enabled": true});
+    let err = validate(
+        &schema,
+        &spec(json!({"sessions": {"persistence": persistent}})),
+        None,
+    )
+    .expect_err("persistence on the worker store cannot outlive a worker");
+    assert!(err.contains("spec.checkpoints.store to Volume"), "{err}");
+    let err = validate(
+        &schema,
+        &spec(json!({"checkpoints": {"store": "Volume"}})),
+        None,
+    )
+    .expect_err("a Volume store needs a claim");
+    assert!(err.contains("volume.claimName"), "{err}");
+    let ok = spec(
+        json!({"checkpoints": {"store": "Volume", "volume": {"claimName": "ckpt"}},
+                         "sessions": {"persistence": persistent}}),
+    );
+    validate(&schema, &ok, None).expect("persistence on a volume store validates");
+}
