@@ -14,6 +14,9 @@ pub enum Route {
     Reject,
     Stats,
     Checkpoint,
+    CreateCheckpoint,
+    ListCheckpoints,
+    RestoreCheckpoint,
 }
 
 impl Route {
@@ -33,6 +36,9 @@ impl Route {
             (&Method::POST, ["promises", _, "reject"]) => Route::Reject,
             (&Method::GET, ["stats"]) => Route::Stats,
             (&Method::GET, ["checkpoint"]) => Route::Checkpoint,
+            (&Method::POST, ["checkpoints"]) => Route::CreateCheckpoint,
+            (&Method::GET, ["checkpoints"]) => Route::ListCheckpoints,
+            (&Method::POST, ["checkpoints", _, "restore"]) => Route::RestoreCheckpoint,
             _ => return None,
         };
         Some(route)
@@ -49,6 +55,8 @@ impl Route {
             Route::Reject => "promises/{id}/reject",
             Route::Stats => "stats",
             Route::Checkpoint => "checkpoint",
+            Route::CreateCheckpoint | Route::ListCheckpoints => "checkpoints",
+            Route::RestoreCheckpoint => "checkpoints/{id}/restore",
         }
     }
 }
@@ -76,6 +84,13 @@ mod tests {
             (Method::POST, "promises/p/reject", Route::Reject),
             (Method::GET, "stats", Route::Stats),
             (Method::GET, "checkpoint", Route::Checkpoint),
+            (Method::POST, "checkpoints", Route::CreateCheckpoint),
+            (Method::GET, "checkpoints", Route::ListCheckpoints),
+            (
+                Method::POST,
+                "checkpoints/latest/restore",
+                Route::RestoreCheckpoint,
+            ),
         ];
         for (method, suffix, route) in cases {
             assert_eq!(

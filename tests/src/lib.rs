@@ -336,6 +336,33 @@ pub fn start_operator(
     run.start(cluster, log)
 }
 
+/// Starts `capsule-gateway` on `port` and waits until its caches listed.
+pub fn start_gateway(cluster: &DevCluster, port: u16, log: &std::path::Path) -> Process {
+    let child = Command::new(bin("capsule-gateway"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .env("RUST_LOG", "debug,kube=warn,hyper=info,reqwest=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
+        .spawn()
+        .expect("capsule-gateway starts");
+    let process = Process {
+        child,
+        name: "capsule-gateway".into(),
+    };
+    wait_for(
+        "the gateway ready",
+        Duration::from_secs(30),
+        || match http().get(format!("http://127.0.0.1:{port}/readyz")).send() {
+            Ok(r) if r.status() == 200 => Ok(()),
+            Ok(r) => Err(format!("{}", r.status())),
+            Err(e) => Err(e.to_string()),
+        },
+    );
+    process
+}
+
 /// Waits until session `name` is in `phase`; the failure names the phase and condition it was in.
 pub fn wait_session_phase(cluster: &DevCluster, name: &str, phase: &str, timeout: Duration) {
     wait_for(&format!("session {name} {phase}"), timeout, || {

@@ -5,12 +5,11 @@
 //! under the same name to its new worker and token.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use capsule_e2e::{
-    bin, free_port, http, wait_for, wait_session_phase, DevCluster, OperatorRun, Process,
+    free_port, http, start_gateway, wait_for, wait_session_phase, DevCluster, OperatorRun,
 };
 use serde_json::{json, Value};
 
@@ -37,33 +36,6 @@ fn session(name: &str) -> String {
     format!(
         "apiVersion: capsule.dev/v1alpha1\nkind: CapsuleSession\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  pool: gw\n"
     )
-}
-
-/// Starts `capsule-gateway` on `port` and waits until its caches listed.
-pub fn start_gateway(cluster: &DevCluster, port: u16, log: &std::path::Path) -> Process {
-    let child = Command::new(bin("capsule-gateway"))
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .env("KUBECONFIG", &cluster.kubeconfig)
-        .env("RUST_LOG", "debug,kube=warn,hyper=info,reqwest=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
-        .spawn()
-        .expect("capsule-gateway starts");
-    let process = Process {
-        child,
-        name: "capsule-gateway".into(),
-    };
-    wait_for(
-        "the gateway ready",
-        Duration::from_secs(30),
-        || match http().get(format!("http://127.0.0.1:{port}/readyz")).send() {
-            Ok(r) if r.status() == 200 => Ok(()),
-            Ok(r) => Err(format!("{}", r.status())),
-            Err(e) => Err(e.to_string()),
-        },
-    );
-    process
 }
 
 /// The session's token (read once, as a client that may read its Secret does) and its worker.
