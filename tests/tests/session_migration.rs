@@ -64,7 +64,7 @@ fn run(base: &str, token: &str, code: &str) -> Value {
         .expect("execute through the gateway");
     assert_eq!(response.status(), 200, "execute {code:?}");
     let body = response.text().unwrap();
-    let last = body.lines().filter(|l| !l.trim().is_empty()).last();
+    let last = body.lines().rfind(|l| !l.trim().is_empty());
     serde_json::from_str(last.expect("a final event")).unwrap()
 }
 
