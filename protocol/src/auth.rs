@@ -48,6 +48,23 @@ pub fn worker_credential(pool_key: &str, namespace: &str, pod: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// The key a session's checkpoints are sealed with: HMAC-SHA256 under the pool key of the
+/// session's namespace, name and uid, as 64 hex digits. The operator sends it on every bind; any
+/// worker of the pool bound to the same session (same uid) gets the same key, so one restores what
+/// another wrote, while a session of another name or uid cannot open them.
+pub fn checkpoint_key(pool_key: &[u8], namespace: &str, name: &str, uid: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(pool_key).expect("HMAC accepts any key length");
+    // Its own domain, so a checkpoint key is never a valid worker credential and back.
+    mac.update(b"capsule.dev/checkpoint-key/v1\0");
+    for (i, part) in [namespace, name, uid].iter().enumerate() {
+        if i > 0 {
+            mac.update(b"\0");
+        }
+        mac.update(part.as_bytes());
+    }
+    hex::encode(mac.finalize().into_bytes())
+}
+
 /// Extracts the token of an `Authorization: Bearer <token>` header value. The scheme is
 /// case-insensitive (RFC 7235); an empty token is no token.
 pub fn bearer_token(header: Option<&str>) -> Option<&str> {
@@ -127,6 +144,27 @@ mod tests {
             worker_credential("key", "a", "b-c"),
             "the boundary between namespace and name is part of the input"
         );
+    }
+
+    #[test]
+    fn a_checkpoint_key_belongs_to_one_session_uid() {
+        let key = checkpoint_key(b"pool", "ns", "s1", "uid-1");
+        assert_eq!(key.len(), 64);
+        assert!(
+            parse_sha256_hex(&key).is_some(),
+            "32 bytes of lower-case hex"
+        );
+        assert_eq!(key, checkpoint_key(b"pool", "ns", "s1", "uid-1"), "stable");
+        assert_ne!(key, checkpoint_key(b"pool", "ns", "s1", "uid-2"), "new uid");
+        assert_ne!(key, checkpoint_key(b"pool", "ns", "s2", "uid-1"), "name");
+        assert_ne!(key, checkpoint_key(b"pool", "ns2", "s1", "uid-1"), "ns");
+        assert_ne!(key, checkpoint_key(b"pool2", "ns", "s1", "uid-1"), "key");
+        assert_ne!(
+            checkpoint_key(b"pool", "a-b", "c", "u"),
+            checkpoint_key(b"pool", "a", "b-c", "u"),
+            "boundaries are part of the input"
+        );
+        assert_ne!(key, worker_credential("pool", "ns", "s1"), "own domain");
     }
 
     #[test]

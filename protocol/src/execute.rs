@@ -269,6 +269,16 @@ pub struct WorkerStats {
     /// Executions whose async code contained a blocking call such as `time.sleep`.
     pub blocking_call_warnings: u64,
     pub pending_promises: Vec<PendingPromise>,
+    /// Checkpoints written, restored, and create or restore calls that failed.
+    #[serde(default)]
+    pub checkpoints_created: u64,
+    #[serde(default)]
+    pub checkpoints_restored: u64,
+    #[serde(default)]
+    pub checkpoint_failures: u64,
+    /// The newest checkpoint this worker process wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checkpoint: Option<crate::checkpoint::LastCheckpoint>,
 }
 
 #[cfg(test)]

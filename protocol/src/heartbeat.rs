@@ -146,6 +146,16 @@ pub struct Heartbeat {
     /// with backoff and is not ready meanwhile); absent once a warm-up succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup_failure: Option<WarmupFailure>,
+    /// Checkpoints written, restored, and create or restore calls that failed.
+    #[serde(default)]
+    pub checkpoints_created: u64,
+    #[serde(default)]
+    pub checkpoints_restored: u64,
+    #[serde(default)]
+    pub checkpoint_failures: u64,
+    /// The newest checkpoint this worker process wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checkpoint: Option<crate::checkpoint::LastCheckpoint>,
 }
 
 /// The pool's warm-up code raised. Warm-up code is the platform team's (the pool spec), not a
@@ -189,6 +199,15 @@ pub struct SessionBinding {
     pub namespace: String,
     /// Lower-case hex sha256 of the session token.
     pub token_sha256: String,
+    /// The Session object's uid: checkpoints are stored under it, so a new session of the same
+    /// name never sees an old one's. Absent from earlier operators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_uid: Option<String>,
+    /// Lower-case hex of the 32-byte key checkpoints of this session are sealed with
+    /// ([`crate::auth::checkpoint_key`]); every worker of the pool gets the same one for the same
+    /// session. Absent: the worker seals under a random key of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_key: Option<String>,
 }
 
 /// Operator → worker, the reply to a heartbeat. (Earlier operators also sent `instructions`; the
@@ -241,9 +260,29 @@ mod tests {
             Some(Some(SessionBinding {
                 session: "s1".into(),
                 namespace: "ns".into(),
-                token_sha256: "ab".into()
+                token_sha256: "ab".into(),
+                session_uid: None,
+                checkpoint_key: None,
             }))
         );
+    }
+
+    #[test]
+    fn binding_carries_uid_and_checkpoint_key_when_set() {
+        let mut binding = SessionBinding {
+            session: "s1".into(),
+            namespace: "ns".into(),
+            token_sha256: "ab".into(),
+            session_uid: None,
+            checkpoint_key: None,
+        };
+        let value = serde_json::to_value(&binding).unwrap();
+        assert!(value.get("sessionUid").is_none() && value.get("checkpointKey").is_none());
+        binding.session_uid = Some("u1".into());
+        binding.checkpoint_key = Some("00".repeat(32));
+        let value = serde_json::to_value(&binding).unwrap();
+        assert_eq!(value["sessionUid"], json!("u1"));
+        assert_eq!(value["checkpointKey"], json!("00".repeat(32)));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! gateway depend on this crate, never on the worker's runtime.
 //!
 //! - [`execute`]: the execute API's requests, its NDJSON events and the worker's other JSON bodies.
+//! - [`checkpoint`]: checkpoint create, list and restore replies, and their counters.
 //! - [`heartbeat`]: worker → operator heartbeats, the reply and the session binding.
 //! - [`trace`]: worker → sidecar trace events (metadata only).
 //! - [`frame`]: length-prefixed JSON frames and their bound.
@@ -13,6 +14,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod checkpoint;
 pub mod execute;
 pub mod frame;
 pub mod heartbeat;

@@ -32,6 +32,13 @@ pub enum TraceEventKind {
     SessionBound,
     /// The session was released (with `reset` when a fresh interpreter takes over).
     SessionReleased,
+    /// A checkpoint was written; the event's execution id is `session:<name>`, attributes carry
+    /// its id, sizes and name count (never names or values).
+    CheckpointCreated,
+    /// A checkpoint was loaded into a fresh interpreter.
+    CheckpointRestored,
+    /// A checkpoint create or restore failed; the `code` attribute says why.
+    CheckpointFailed,
     CancelRequested,
     CancelEffective,
     Interrupt,

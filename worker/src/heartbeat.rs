@@ -89,6 +89,10 @@ pub fn build(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone(),
+        checkpoints_created: runtime.stats.checkpoints_created.load(Relaxed),
+        checkpoints_restored: runtime.stats.checkpoints_restored.load(Relaxed),
+        checkpoint_failures: runtime.stats.checkpoint_failures.load(Relaxed),
+        last_checkpoint: runtime.last_checkpoint(),
     }
 }
 

@@ -11,6 +11,7 @@ use crate::interpreter::{CheckpointWaiters, DriverWriter};
 use crate::session::SessionStore;
 use crate::stats::Stats;
 use crate::trace_sender::TraceSender;
+use capsule_protocol::checkpoint::LastCheckpoint;
 use capsule_protocol::execute::WorkerStats;
 use capsule_protocol::heartbeat::{SessionBinding, WarmupFailure, WorkerState};
 use capsule_protocol::trace::{session_trace_id, TraceEvent, TraceEventKind};
@@ -40,6 +41,8 @@ pub struct Runtime {
     pub python_version: Mutex<String>,
     /// The warm-up code's last failure, while it keeps failing.
     pub warmup_failure: Mutex<Option<WarmupFailure>>,
+    /// The newest checkpoint this process wrote, for heartbeats and stats.
+    pub last_checkpoint: Mutex<Option<LastCheckpoint>>,
     pub started_at: jiff::Timestamp,
 }
 
@@ -71,6 +74,7 @@ impl Runtime {
             standby_pid: AtomicU32::new(0),
             python_version: Mutex::new(String::new()),
             warmup_failure: Mutex::new(None),
+            last_checkpoint: Mutex::new(None),
             started_at: jiff::Timestamp::now(),
             config,
         });
@@ -125,6 +129,14 @@ impl Runtime {
             .clone()
     }
 
+    /// The newest checkpoint this process wrote.
+    pub fn last_checkpoint(&self) -> Option<LastCheckpoint> {
+        self.last_checkpoint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Every counter, as served by `GET /v1/stats`.
     pub fn worker_stats(&self) -> WorkerStats {
         WorkerStats {
@@ -141,6 +153,10 @@ impl Runtime {
             trace: self.trace.counters(),
             blocking_call_warnings: self.stats.blocking_call_warnings.load(Relaxed),
             pending_promises: self.bridge.pending(),
+            checkpoints_created: self.stats.checkpoints_created.load(Relaxed),
+            checkpoints_restored: self.stats.checkpoints_restored.load(Relaxed),
+            checkpoint_failures: self.stats.checkpoint_failures.load(Relaxed),
+            last_checkpoint: self.last_checkpoint(),
         }
     }
 }

@@ -105,7 +105,9 @@ mod tests {
             .bind(SessionBinding {
                 session: "s".into(),
                 namespace: "n".into(),
-                token_sha256: "zz".into()
+                token_sha256: "zz".into(),
+                session_uid: None,
+                checkpoint_key: None,
             })
             .is_err());
         store
@@ -113,6 +115,8 @@ mod tests {
                 session: "s".into(),
                 namespace: "n".into(),
                 token_sha256: capsule_protocol::auth::token_sha256_hex("secret"),
+                session_uid: None,
+                checkpoint_key: None,
             })
             .unwrap();
         assert_eq!(store.check_session_token("secret"), SessionAuth::Accepted);

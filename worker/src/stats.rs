@@ -36,6 +36,9 @@ pub struct Stats {
     pub killed: AtomicU64,
     pub interpreter_restarts: AtomicU64,
     pub namespace_size: AtomicU64,
+    pub checkpoints_created: AtomicU64,
+    pub checkpoints_restored: AtomicU64,
+    pub checkpoint_failures: AtomicU64,
 }
 
 impl Stats {

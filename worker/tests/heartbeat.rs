@@ -128,6 +128,8 @@ async fn heartbeats_report_counters_and_the_reply_is_obeyed() {
             session: "session-a".into(),
             namespace: "tests".into(),
             token_sha256: sha256_hex(common::SESSION_TOKEN),
+            session_uid: None,
+            checkpoint_key: None,
         })),
     };
     wait_until(&operator, "a heartbeat naming the session", |o| {

@@ -91,6 +91,8 @@ async fn start_worker(args: &Args, http: &reqwest::Client) -> (tokio::process::C
         session: "bench".into(),
         namespace: "bench".into(),
         token_sha256: auth::token_sha256_hex(SESSION_TOKEN),
+        session_uid: None,
+        checkpoint_key: None,
     };
     let bound = http
         .put(format!("{base}/v1/session"))

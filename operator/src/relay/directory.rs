@@ -82,6 +82,8 @@ pub fn pod_facts(pod: &Pod) -> PodFacts {
             session: session.clone(),
             namespace: pod.namespace().unwrap_or_default(),
             token_sha256: hash.clone(),
+            session_uid: None,
+            checkpoint_key: None,
         }),
         _ => None,
     };

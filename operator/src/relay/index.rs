@@ -403,6 +403,10 @@ mod tests {
             blocking_call_warnings: 0,
             trace: Default::default(),
             warmup_failure: None,
+            checkpoints_created: 0,
+            checkpoints_restored: 0,
+            checkpoint_failures: 0,
+            last_checkpoint: None,
         }
     }
 

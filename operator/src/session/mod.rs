@@ -583,6 +583,8 @@ async fn finish_binding(
             session: name.clone(),
             namespace: ns.clone(),
             token_sha256: token_hash.to_owned(),
+            session_uid: None,
+            checkpoint_key: None,
         };
         if let Err(error) = WorkerClient::new(ctx.http.clone(), &url, token)
             .bind(&binding)

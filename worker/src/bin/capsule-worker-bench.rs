@@ -168,6 +168,8 @@ async fn start_worker_with(args: &Args, env: &[(&str, &str)]) -> WorkerProcess {
             session: "bench".into(),
             namespace: "bench".into(),
             token_sha256: capsule_protocol::auth::token_sha256_hex(SESSION_TOKEN),
+            session_uid: None,
+            checkpoint_key: None,
         })
         .send()
         .await

@@ -159,6 +159,8 @@ impl Worker {
                 session: "session-a".into(),
                 namespace: "tests".into(),
                 token_sha256: sha256_hex(SESSION_TOKEN),
+                session_uid: None,
+                checkpoint_key: None,
             })
             .send()
             .await
