@@ -2,6 +2,8 @@
 
 use std::sync::RwLock;
 
+use crate::checkpoint::seal::SealKey;
+use crate::checkpoint::store::Scope;
 use capsule_protocol::auth::{parse_sha256_hex, token_matches_sha256, token_sha256};
 use capsule_protocol::heartbeat::SessionBinding;
 
@@ -17,6 +19,49 @@ pub enum SessionAuth {
 struct Bound {
     binding: SessionBinding,
     token_sha256: [u8; 32],
+    checkpoint: CheckpointIdentity,
+}
+
+/// Who the bound session's checkpoints belong to and the key they are sealed with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointIdentity {
+    pub scope: Scope,
+    pub key: SealKey,
+}
+
+impl CheckpointIdentity {
+    /// From the binding, or (a bare worker: no uid or no key) a random uid and key kept while this
+    /// binding lasts, so such checkpoints restore only here.
+    fn of(binding: &SessionBinding, previous: Option<&Bound>) -> Result<Self, String> {
+        let kept = previous.filter(|p| {
+            p.binding.session == binding.session && p.binding.namespace == binding.namespace
+        });
+        let key = match &binding.checkpoint_key {
+            Some(hex_digits) => SealKey::new(parse_sha256_hex(hex_digits).ok_or_else(|| {
+                "checkpointKey must be 64 lower-case hex digits (auth::checkpoint_key)".to_owned()
+            })?),
+            None => kept
+                .filter(|p| p.binding.checkpoint_key.is_none())
+                .map(|p| p.checkpoint.key.clone())
+                .unwrap_or_else(SealKey::random),
+        };
+        let uid = match &binding.session_uid {
+            Some(uid) if uid.is_empty() => return Err("sessionUid must not be empty".to_owned()),
+            Some(uid) => uid.clone(),
+            None => kept
+                .filter(|p| p.binding.session_uid.is_none())
+                .map(|p| p.checkpoint.scope.uid.clone())
+                .unwrap_or_else(|| format!("local-{}", hex::encode(rand::random::<[u8; 8]>()))),
+        };
+        Ok(CheckpointIdentity {
+            scope: Scope {
+                namespace: binding.namespace.clone(),
+                session: binding.session.clone(),
+                uid,
+            },
+            key,
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -43,10 +88,14 @@ impl SessionStore {
             return Err("session must not be empty".to_owned());
         }
         let changed = self.current().as_ref() != Some(&binding);
-        *self.bound.write().unwrap_or_else(|p| p.into_inner()) = Some(Bound {
+        let mut bound = self.bound.write().unwrap_or_else(|p| p.into_inner());
+        let checkpoint = CheckpointIdentity::of(&binding, bound.as_ref())?;
+        *bound = Some(Bound {
             binding: binding.clone(),
             token_sha256: decoded,
+            checkpoint,
         });
+        drop(bound);
         if changed {
             tracing::info!(session = %binding.session, namespace = %binding.namespace, "session bound");
         }
@@ -68,6 +117,15 @@ impl SessionStore {
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
             .map(|b| b.binding.clone())
+    }
+
+    /// The bound session's checkpoint scope and key.
+    pub fn checkpoint_identity(&self) -> Option<CheckpointIdentity> {
+        self.bound
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|b| b.checkpoint.clone())
     }
 
     pub fn session_name(&self) -> Option<String> {
