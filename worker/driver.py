@@ -642,13 +642,29 @@ MAX_CHECKPOINT_NAME_CHARS = 256
 MAX_CHECKPOINT_REASON_CHARS = 200
 
 
+class _SessionRefusingPickler(pickle.Pickler):
+    """Plain pickle stores what the session defined as a reference to `__main__.<name>`, which a
+    fresh interpreter lacks at load time: refused here, so the name is listed, not a broken file."""
+
+    def reducer_override(self, obj):
+        if isinstance(obj, (types.FunctionType, type)) and getattr(obj, "__module__", None) == "__main__":
+            raise pickle.PicklingError("%s defined in the session: saving it needs cloudpickle" % type(obj).__name__)
+        return NotImplemented
+
+
+def _plain_dumps(value):
+    buffer = io.BytesIO()
+    _SessionRefusingPickler(buffer, protocol=5).dump(value)
+    return buffer.getvalue()
+
+
 def _checkpoint_dumps():
     # cloudpickle pickles what the session defined (functions, lambdas, closures, classes) by
-    # value; plain pickle would store them as references to names that a fresh interpreter lacks.
+    # value; without it those names are skipped (see _SessionRefusingPickler).
     try:
         import cloudpickle
     except ImportError:
-        return lambda value: pickle.dumps(value, protocol=5)
+        return _plain_dumps
     return lambda value: cloudpickle.dumps(value, protocol=5)
 
 

@@ -384,3 +384,29 @@ async fn automatic_checkpoints_after_a_slow_execution_and_when_idle() {
     restore(&worker, "latest").await.error_for_status().unwrap();
     assert_eq!(eval(&worker, "slow, fast").await, "(1, 2)");
 }
+
+#[tokio::test]
+async fn without_cloudpickle_what_the_session_defined_is_listed_and_the_rest_restores() {
+    let store = tempfile::tempdir().unwrap();
+    let worker = start(store.path(), &[]).await;
+    // `import cloudpickle` now raises ImportError in this interpreter: the plain-pickle path.
+    worker
+        .run("import sys\nsys.modules['cloudpickle'] = None\ndef f():\n    return 1\nclass C:\n    pass\nc = C()\nx = [1, {'a': 2}]\nimport fractions\nh = fractions.Fraction(1, 3)")
+        .await;
+    let checkpoint = created(&worker).await;
+    let mut skipped: Vec<&str> = checkpoint.skipped.iter().map(|s| s.name.as_str()).collect();
+    skipped.sort();
+    assert_eq!(skipped, ["C", "c", "f"], "{checkpoint:?}");
+    assert!(
+        checkpoint
+            .skipped
+            .iter()
+            .all(|s| s.reason.contains("needs cloudpickle")),
+        "{checkpoint:?}"
+    );
+    restore(&worker, "latest").await.error_for_status().unwrap();
+    assert_eq!(
+        eval(&worker, "x, h, 'f' in globals()").await,
+        "([1, {'a': 2}], Fraction(1, 3), False)"
+    );
+}
