@@ -30,28 +30,27 @@ pub struct CheckpointIdentity {
 }
 
 impl CheckpointIdentity {
-    /// From the binding, or (a bare worker: no uid or no key) a random uid and key kept while this
-    /// binding lasts, so such checkpoints restore only here.
+    /// From the binding's uid and key. A re-bind of the same session (name, namespace and token)
+    /// without them keeps the previous ones (an operator's heartbeat reply that leaves them out);
+    /// a bare worker's binding gets a random uid and key, kept while the binding lasts, so such
+    /// checkpoints restore only here.
     fn of(binding: &SessionBinding, previous: Option<&Bound>) -> Result<Self, String> {
-        let kept = previous.filter(|p| {
-            p.binding.session == binding.session && p.binding.namespace == binding.namespace
-        });
+        let kept = previous
+            .filter(|p| same_session(&p.binding, binding))
+            .map(|p| &p.checkpoint);
         let key = match &binding.checkpoint_key {
             Some(hex_digits) => SealKey::new(parse_sha256_hex(hex_digits).ok_or_else(|| {
                 "checkpointKey must be 64 lower-case hex digits (auth::checkpoint_key)".to_owned()
             })?),
-            None => kept
-                .filter(|p| p.binding.checkpoint_key.is_none())
-                .map(|p| p.checkpoint.key.clone())
-                .unwrap_or_else(SealKey::random),
+            None => kept.map_or_else(SealKey::random, |c| c.key.clone()),
         };
         let uid = match &binding.session_uid {
             Some(uid) if uid.is_empty() => return Err("sessionUid must not be empty".to_owned()),
             Some(uid) => uid.clone(),
-            None => kept
-                .filter(|p| p.binding.session_uid.is_none())
-                .map(|p| p.checkpoint.scope.uid.clone())
-                .unwrap_or_else(|| format!("local-{}", hex::encode(rand::random::<[u8; 8]>()))),
+            None => kept.map_or_else(
+                || format!("local-{}", hex::encode(rand::random::<[u8; 8]>())),
+                |c| c.scope.uid.clone(),
+            ),
         };
         Ok(CheckpointIdentity {
             scope: Scope {
@@ -62,6 +61,10 @@ impl CheckpointIdentity {
             key,
         })
     }
+}
+
+fn same_session(a: &SessionBinding, b: &SessionBinding) -> bool {
+    a.session == b.session && a.namespace == b.namespace && a.token_sha256 == b.token_sha256
 }
 
 #[derive(Debug)]
@@ -87,9 +90,11 @@ impl SessionStore {
         if binding.session.is_empty() {
             return Err("session must not be empty".to_owned());
         }
-        let changed = self.current().as_ref() != Some(&binding);
         let mut bound = self.bound.write().unwrap_or_else(|p| p.into_inner());
         let checkpoint = CheckpointIdentity::of(&binding, bound.as_ref())?;
+        let changed = !bound
+            .as_ref()
+            .is_some_and(|b| same_session(&b.binding, &binding) && b.checkpoint == checkpoint);
         *bound = Some(Bound {
             binding: binding.clone(),
             token_sha256: decoded,
@@ -183,5 +188,41 @@ mod tests {
         assert!(!store.check_worker_token("secret"));
         assert_eq!(store.release().as_deref(), Some("s"));
         assert!(!SessionStore::new(None).check_worker_token(""));
+    }
+
+    fn binding(uid: Option<&str>, key: Option<String>) -> SessionBinding {
+        SessionBinding {
+            session: "s".into(),
+            namespace: "n".into(),
+            token_sha256: capsule_protocol::auth::token_sha256_hex("secret"),
+            session_uid: uid.map(str::to_owned),
+            checkpoint_key: key,
+        }
+    }
+
+    #[test]
+    fn a_rebind_without_uid_and_key_keeps_the_operators_and_is_no_change() {
+        let store = SessionStore::new(None);
+        let key = capsule_protocol::auth::checkpoint_key(b"pool", "n", "s", "u1");
+        assert!(store.bind(binding(Some("u1"), Some(key.clone()))).unwrap());
+        let first = store.checkpoint_identity().unwrap();
+        assert_eq!(first.scope.uid, "u1");
+        assert!(!store.bind(binding(None, None)).unwrap(), "no change");
+        assert_eq!(store.checkpoint_identity().unwrap(), first);
+        assert!(
+            store.bind(binding(Some("u2"), None)).unwrap(),
+            "another uid"
+        );
+        assert!(store.bind(binding(Some("u1"), Some("zz".into()))).is_err());
+        store.release();
+        store.bind(binding(None, None)).unwrap();
+        let bare = store.checkpoint_identity().unwrap();
+        assert!(bare.scope.uid.starts_with("local-") && bare.key != first.key);
+        store.bind(binding(None, None)).unwrap();
+        assert_eq!(
+            store.checkpoint_identity().unwrap(),
+            bare,
+            "kept while bound"
+        );
     }
 }
