@@ -410,3 +410,63 @@ async fn without_cloudpickle_what_the_session_defined_is_listed_and_the_rest_res
         "([1, {'a': 2}], Fraction(1, 3), False)"
     );
 }
+
+#[tokio::test]
+async fn checkpoints_are_traced_and_logged_with_metadata_only() {
+    use capsule_protocol::frame;
+    use capsule_protocol::trace::{TraceEvent, TraceEventKind};
+    let store = tempfile::tempdir().unwrap();
+    let socket = store.path().join("trace.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let log = store.path().join("worker.log");
+    let dir = store.path().join("checkpoints");
+    let worker = Worker::start_logging_to(
+        &log,
+        &[
+            ("CAPSULE_CHECKPOINT_DIR", dir.to_str().unwrap()),
+            ("CAPSULE_TRACE_SOCKET", socket.to_str().unwrap()),
+            ("RUST_LOG", "capsule_worker=info"),
+        ],
+    )
+    .await;
+    worker.run("secret = 'VALUE_MARKER_TEXT' * 3").await;
+    let checkpoint = created(&worker).await;
+    restore(&worker, "latest").await.error_for_status().unwrap();
+    error(restore(&worker, "0000000000000-gone").await, 404).await;
+    let (mut stream, _) = tokio::time::timeout(common::WAIT, listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut events: Vec<TraceEvent> = Vec::new();
+    while !events
+        .iter()
+        .any(|e| e.kind == TraceEventKind::CheckpointFailed)
+    {
+        let event = tokio::time::timeout(common::WAIT, frame::read_frame_async(&mut stream));
+        events.push(event.await.unwrap().unwrap());
+    }
+    let find = |kind| events.iter().find(|e| e.kind == kind).unwrap();
+    let created_event = find(TraceEventKind::CheckpointCreated);
+    assert_eq!(created_event.execution_id, "session:session-a");
+    assert_eq!(created_event.attributes["checkpointId"], checkpoint.id);
+    assert_eq!(
+        created_event.attributes["sizeBytes"],
+        checkpoint.size_bytes.to_string()
+    );
+    assert_eq!(created_event.attributes["names"], "1");
+    assert!(created_event.duration_ms.is_some());
+    assert_eq!(
+        find(TraceEventKind::CheckpointRestored).attributes["names"],
+        "1"
+    );
+    assert_eq!(
+        find(TraceEventKind::CheckpointFailed).attributes["code"],
+        "checkpointNotFound"
+    );
+    drop(worker);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("checkpoint created"), "{logged}");
+    for text in [serde_json::to_string(&events).unwrap(), logged] {
+        assert!(!text.contains("VALUE_MARKER"), "no values: {text}");
+    }
+}
