@@ -43,8 +43,20 @@ impl Saved {
 
 fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>> {
     let io = |e| Error::CheckpointFailed(format!("reading the driver's checkpoint file: {e}"));
-    let file = std::fs::File::open(path).map_err(io)?;
-    let size = file.metadata().map_err(io)?.len();
+    // Session threads run beside the save: a symlink planted in place of the file (to a file only
+    // the non-dumpable worker may read, such as its own /proc entries) is refused, not followed.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io)?;
+    let metadata = file.metadata().map_err(io)?;
+    if !metadata.is_file() {
+        return Err(Error::CheckpointFailed(
+            "the driver's checkpoint file is not a regular file".into(),
+        ));
+    }
+    let size = metadata.len();
     let too_large = |size| Error::CheckpointTooLarge {
         size: size + super::seal::OVERHEAD,
         max: max + super::seal::OVERHEAD,
@@ -247,4 +259,28 @@ fn bound_skipped(mut skipped: Vec<SkippedName>) -> Vec<SkippedName> {
         entry.reason = truncate(&entry.reason, MAX_LISTED_NAME_BYTES);
     }
     skipped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_driver_file_is_read_within_its_bound_and_never_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("data");
+        std::fs::write(&file, b"0123456789").unwrap();
+        assert_eq!(read_bounded(&file, 10).unwrap(), b"0123456789");
+        assert!(matches!(
+            read_bounded(&file, 9),
+            Err(Error::CheckpointTooLarge { .. })
+        ));
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert!(matches!(
+            read_bounded(&link, 100),
+            Err(Error::CheckpointFailed(_))
+        ));
+        assert!(read_bounded(dir.path(), 100).is_err(), "a directory");
+    }
 }

@@ -151,7 +151,12 @@ impl CheckpointStore for DirStore {
 
     fn get(&self, scope: &Scope, id: &str, blob: Blob, max_bytes: u64) -> Result<Vec<u8>> {
         let path = self.path(scope, id, blob)?;
-        let file = match std::fs::File::open(&path) {
+        // Never through a symlink planted in the store (same-uid code can write it).
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path);
+        let file = match opened {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::CheckpointNotFound { id: id.to_owned() })
