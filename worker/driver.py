@@ -633,9 +633,8 @@ def checkpoint(request_id, list_names=False):
 # execute path stays apart; the worker seals the file and keeps it (docs/checkpoints.md).
 
 CHECKPOINT_FORMAT = 1
-# zlib level 1: on session data (arrays, text, pickled objects) it keeps most of level 6's ratio
-# (96% in `make bench`) at about half its time, and a checkpoint sits on the path of every
-# migration. Each name is compressed on its own, and not at all when a 64 KiB sample of its pickle
+# zlib level 1: on session data (arrays, text rows) it stores 7% more than level 6 in half the
+# time (docs/checkpoints.md), and a checkpoint sits on the path of every migration. Each name is compressed on its own, and not at all when a 64 KiB sample of its pickle
 # does not shrink by 10% (random or already compressed data: images, archives, model weights).
 CHECKPOINT_ZLIB_LEVEL = 1
 CHECKPOINT_SAMPLE_BYTES = 64 * 1024
