@@ -191,8 +191,9 @@ fn cut(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
-/// A session binding: which session owns the worker and the sha256 of its token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A session binding: which session owns the worker and the sha256 of its token. Its `Debug`
+/// leaves the checkpoint key out, so a logged binding never carries it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionBinding {
     pub session: String,
@@ -223,6 +224,21 @@ impl SessionBinding {
             ));
         }
         self
+    }
+}
+
+impl std::fmt::Debug for SessionBinding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionBinding")
+            .field("session", &self.session)
+            .field("namespace", &self.namespace)
+            .field("token_sha256", &self.token_sha256)
+            .field("session_uid", &self.session_uid)
+            .field(
+                "checkpoint_key",
+                &self.checkpoint_key.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
     }
 }
 
@@ -299,6 +315,11 @@ mod tests {
         let value = serde_json::to_value(&binding).unwrap();
         assert_eq!(value["sessionUid"], json!("u1"));
         assert_eq!(value["checkpointKey"], json!("00".repeat(32)));
+        let logged = format!("{binding:?}");
+        assert!(
+            logged.contains("<redacted>") && !logged.contains(&"00".repeat(32)),
+            "{logged}"
+        );
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             body: ErrorBody {
@@ -90,6 +90,14 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/v1/executions/{id}/input", post(answer_input))
         .route("/v1/reset", post(reset))
         .route("/v1/checkpoint", get(checkpoint))
+        .route(
+            "/v1/checkpoints",
+            post(crate::checkpoint::api::create).get(crate::checkpoint::api::list),
+        )
+        .route(
+            "/v1/checkpoints/{id}/restore",
+            post(crate::checkpoint::api::restore),
+        )
         .route("/v1/namespace", get(namespace))
         .route("/v1/promises/{id}/resolve", post(resolve_promise))
         .route("/v1/promises/{id}/reject", post(reject_promise))
@@ -158,7 +166,7 @@ fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
     })
 }
 
-fn require_session(runtime: &Runtime, headers: &HeaderMap) -> ApiResult<()> {
+pub(crate) fn require_session(runtime: &Runtime, headers: &HeaderMap) -> ApiResult<()> {
     let token = bearer(headers)?;
     match runtime.session.check_session_token(token) {
         SessionAuth::Accepted => Ok(()),
@@ -188,7 +196,7 @@ fn require_worker_credential(runtime: &Runtime, headers: &HeaderMap) -> ApiResul
     }
 }
 
-fn require_session_or_worker(runtime: &Runtime, headers: &HeaderMap) -> ApiResult<()> {
+pub(crate) fn require_session_or_worker(runtime: &Runtime, headers: &HeaderMap) -> ApiResult<()> {
     let token = bearer(headers)?;
     if runtime.session.check_worker_token(token)
         || runtime.session.check_session_token(token) == SessionAuth::Accepted

@@ -118,6 +118,24 @@ pub struct Config {
     /// process under the system temp dir.
     #[arg(long, env = "CAPSULE_SCRATCH_DIR")]
     pub scratch_dir: Option<PathBuf>,
+    /// Root of the checkpoint store (a directory on the scratch volume or a mounted
+    /// PersistentVolume); unset = checkpoints disabled (503). See docs/checkpoints.md.
+    #[arg(long, env = "CAPSULE_CHECKPOINT_DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Largest stored (compressed and sealed) checkpoint, in bytes; larger ones are refused (413).
+    #[arg(long, env = "CAPSULE_CHECKPOINT_MAX_BYTES", default_value_t = 256 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024 * 1024))]
+    pub checkpoint_max_bytes: u64,
+    /// Newest checkpoints kept per session; older ones are deleted.
+    #[arg(long, env = "CAPSULE_CHECKPOINT_KEEP", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub checkpoint_keep: u64,
+    /// Checkpoint automatically after a successful execution that took at least this long (ms);
+    /// unset = off.
+    #[arg(long, env = "CAPSULE_CHECKPOINT_AFTER_MS", value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
+    pub checkpoint_after_ms: Option<u64>,
+    /// Checkpoint automatically after this long idle when the namespace may have changed since
+    /// the last one (seconds); unset = off.
+    #[arg(long, env = "CAPSULE_CHECKPOINT_IDLE_SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub checkpoint_idle_seconds: Option<u64>,
 }
 
 impl Config {
@@ -209,6 +227,25 @@ fn describe_parse_error(error: &clap::Error) -> String {
 #[cfg(test)]
 mod env_tests {
     use super::*;
+
+    #[test]
+    fn checkpoint_settings_are_validated_by_name() {
+        let error =
+            Config::try_parse_from(["capsule-worker", "--checkpoint-keep", "0"]).unwrap_err();
+        let message = describe_parse_error(&error);
+        assert!(message.contains("CAPSULE_CHECKPOINT_KEEP"), "{message}");
+        let error = Config::try_parse_from(["capsule-worker", "--checkpoint-max-bytes", "1MB"])
+            .unwrap_err();
+        let message = describe_parse_error(&error);
+        assert!(
+            message.contains("CAPSULE_CHECKPOINT_MAX_BYTES"),
+            "{message}"
+        );
+        let config = Config::try_parse_from(["capsule-worker"]).unwrap();
+        assert_eq!(config.checkpoint_keep, 3);
+        assert_eq!(config.checkpoint_max_bytes, 256 * 1024 * 1024);
+        assert!(config.checkpoint_dir.is_none() && config.checkpoint_after_ms.is_none());
+    }
 
     #[test]
     fn parse_error_names_the_environment_variable() {

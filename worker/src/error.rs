@@ -35,6 +35,18 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("checkpoints are disabled on this worker: set CAPSULE_CHECKPOINT_DIR (the pool's spec.checkpoints)")]
+    CheckpointsDisabled,
+    #[error("no checkpoint {id} for this session")]
+    CheckpointNotFound { id: String },
+    #[error("checkpoint of {size} bytes exceeds the bound of {max} bytes (CAPSULE_CHECKPOINT_MAX_BYTES, the pool's spec.checkpoints.maxBytes); raise it or delete large names")]
+    CheckpointTooLarge { size: u64, max: u64 },
+    #[error("checkpoint {id} is corrupt: {reason}")]
+    CheckpointCorrupt { id: String, reason: String },
+    #[error("an execution is running or queued; checkpoint or restore once it is done")]
+    CheckpointBusy,
+    #[error("checkpoint failed: {0}")]
+    CheckpointFailed(String),
     #[error("HTTP client error: {0}")]
     Http(#[from] reqwest::Error),
 }

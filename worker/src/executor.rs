@@ -12,13 +12,15 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use crate::bridge::{CreateError, PromiseKind, PromiseOrigin};
-use crate::error::Result;
+use crate::checkpoint::{self, auto::AutoCheckpoint};
+use crate::error::{Error, Result};
 use crate::interpreter::{DriverEvent, FromDriver, Interpreter, ToDriver};
 use crate::output_queue::{OutputQueue, PushRefused, Queued};
 use crate::runtime::Runtime;
 use crate::standby::Standby;
 use crate::stats::Outcome;
 use crate::warn_once::WarnOnce;
+use capsule_protocol::checkpoint::{CheckpointCreated, CheckpointRestored};
 use capsule_protocol::execute::{EventBody, ExecuteRequest, ExecutionEvent};
 use capsule_protocol::trace::{TraceEvent, TraceEventKind};
 
@@ -54,6 +56,15 @@ struct Job {
 pub enum Work {
     Execute(Box<JobBox>),
     Reset(oneshot::Sender<Result<u64>>),
+    /// `POST /v1/checkpoints` and `.../{id}/restore`: run between executions (see checkpoint).
+    Checkpoint(CheckpointWork),
+}
+
+/// A checkpoint call waiting its turn on the executor.
+#[derive(Debug)]
+pub enum CheckpointWork {
+    Create(oneshot::Sender<Result<CheckpointCreated>>),
+    Restore(String, oneshot::Sender<Result<CheckpointRestored>>),
 }
 
 /// Opaque wrapper so `Work` stays small in the channel.
@@ -187,6 +198,17 @@ impl ExecutorHandle {
         }
     }
 
+    /// Queues a checkpoint call; refused while an execution is queued or running, so a
+    /// checkpoint never waits behind (or is taken under) running code.
+    pub fn checkpoint(&self, work: CheckpointWork) -> Result<()> {
+        if self.active() > 0 {
+            return Err(Error::CheckpointBusy);
+        }
+        self.jobs
+            .try_send(Work::Checkpoint(work))
+            .map_err(|_| Error::CheckpointBusy)
+    }
+
     fn finished(&self, id: &str) {
         self.registry().remove(id);
         self.active.fetch_sub(1, Relaxed);
@@ -205,17 +227,31 @@ pub enum ResetError {
 pub async fn run(runtime: Arc<Runtime>, mut jobs: mpsc::Receiver<Work>) {
     let mut standby = Standby::default();
     let mut interpreter = standby.next(&runtime).await;
+    let mut auto = AutoCheckpoint::new(&runtime.config);
     loop {
         tokio::select! {
             work = jobs.recv() => match work {
                 None => break,
                 Some(Work::Execute(job)) => {
                     standby.wait_protected().await;
+                    let before = runtime.stats.ok.load(Relaxed);
+                    let started = Instant::now();
                     interpreter = run_execution(&runtime, job.0, interpreter, &mut standby).await;
+                    let ok = runtime.stats.ok.load(Relaxed) > before;
+                    if auto.after_execution(ok, started.elapsed()) {
+                        interpreter = auto.checkpoint(&runtime, interpreter, &mut standby, "slowExecution").await;
+                    }
                 }
                 Some(Work::Reset(done)) => {
                     interpreter = run_reset(&runtime, interpreter, &mut standby, done).await;
+                    auto.saved();
                 }
+                Some(Work::Checkpoint(work)) => {
+                    interpreter = run_checkpoint(&runtime, interpreter, &mut standby, work, &mut auto).await;
+                }
+            },
+            _ = auto.idle_due(), if auto.idle_pending() => {
+                interpreter = auto.checkpoint(&runtime, interpreter, &mut standby, "idle").await;
             },
             event = interpreter.events.recv() => match event {
                 Some(DriverEvent::Message(message)) => note_stray(&runtime, message),
@@ -270,6 +306,32 @@ async fn run_reset(
     tracing::info!(swap_us, "namespace reset: a fresh interpreter took over");
     let _ = done.send(Ok(runtime.stats.namespace_size.load(Relaxed)));
     next
+}
+
+async fn run_checkpoint(
+    runtime: &Arc<Runtime>,
+    interpreter: Interpreter,
+    standby: &mut Standby,
+    work: CheckpointWork,
+    auto: &mut AutoCheckpoint,
+) -> Interpreter {
+    match work {
+        CheckpointWork::Create(done) => {
+            let (interpreter, result) = checkpoint::create(runtime, interpreter, standby).await;
+            if result.is_ok() {
+                auto.saved();
+            }
+            let _ = done.send(result);
+            interpreter
+        }
+        CheckpointWork::Restore(id, done) => {
+            let (interpreter, result) =
+                checkpoint::restore(runtime, interpreter, standby, &id).await;
+            auto.saved();
+            let _ = done.send(result);
+            interpreter
+        }
+    }
 }
 
 /// Why the worker is ending an execution early.

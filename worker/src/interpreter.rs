@@ -23,6 +23,7 @@ use crate::fork_server::ForkServer;
 use crate::frame_observer::{self, Direction};
 use crate::warn_once::WarnOnce;
 use crate::workdir::WorkDir;
+use capsule_protocol::checkpoint::SkippedName;
 use capsule_protocol::execute::{ExecutionMode, NamespaceEntry, OutputStream};
 use capsule_protocol::frame::{self, FrameError};
 
@@ -59,6 +60,16 @@ pub enum ToDriver<'a> {
     /// Serve a session from `dir`: the driver makes it the working directory, `HOME` and `TMPDIR`.
     Enter {
         dir: &'a str,
+    },
+    /// Pickle and compress the namespace into the file at `path` (see worker/src/checkpoint).
+    CheckpointSave {
+        request_id: u64,
+        path: &'a str,
+    },
+    /// Load the namespace from the (opened) checkpoint file at `path`, then delete it.
+    CheckpointLoad {
+        request_id: u64,
+        path: &'a str,
     },
 }
 
@@ -136,6 +147,25 @@ pub enum FromDriver {
     DriverError {
         message: String,
     },
+    /// The namespace is in the file the worker named; lists bounded by the driver.
+    CheckpointSaved {
+        request_id: u64,
+        raw_bytes: u64,
+        names: Vec<String>,
+        skipped: Vec<SkippedName>,
+        skipped_total: u64,
+    },
+    CheckpointLoaded {
+        request_id: u64,
+        names: Vec<String>,
+        namespace_size: u64,
+    },
+    /// Saving or loading failed as a whole (`stage` says where: decompress, unpickle, write...).
+    CheckpointFailed {
+        request_id: u64,
+        stage: String,
+        message: String,
+    },
 }
 
 /// An output frame read without unescaping its text (the common, hot case).
@@ -207,6 +237,8 @@ impl ToDriver<'_> {
             ToDriver::Settle { .. } => "settle",
             ToDriver::Checkpoint { .. } => "checkpoint",
             ToDriver::Enter { .. } => "enter",
+            ToDriver::CheckpointSave { .. } => "checkpointSave",
+            ToDriver::CheckpointLoad { .. } => "checkpointLoad",
         }
     }
 }
@@ -224,6 +256,9 @@ impl FromDriver {
             FromDriver::Error { .. } => "error",
             FromDriver::Checkpoint { .. } => "checkpoint",
             FromDriver::DriverError { .. } => "driverError",
+            FromDriver::CheckpointSaved { .. } => "checkpointSaved",
+            FromDriver::CheckpointLoaded { .. } => "checkpointLoaded",
+            FromDriver::CheckpointFailed { .. } => "checkpointFailed",
         }
     }
 }
@@ -360,6 +395,11 @@ impl Interpreter {
             stdin: Some(forked.stdin),
             workdirs: vec![workdir],
         })
+    }
+
+    /// Its session working directory (the last one made), where checkpoint files are handed over.
+    pub fn session_dir(&self) -> Option<&std::path::Path> {
+        self.workdirs.last().map(WorkDir::path)
     }
 
     /// Sends a frame to an interpreter that is not active yet (its warm-up).

@@ -4,10 +4,12 @@
 //! Runtime modules: [`config`] (env vars), [`fork_server`] (the zygote every interpreter is forked
 //! from), [`interpreter`] (process + frame protocol with the embedded driver), [`executor`] (one execution at a time, cancellation, restarts),
 //! [`output_queue`] (the bounded output pump), [`bridge`] (pending promises), [`api`] (axum),
-//! [`heartbeat`], [`trace_sender`], [`session`] (binding and token checks).
+//! [`heartbeat`], [`trace_sender`], [`session`] (binding and token checks), [`checkpoint`]
+//! (sealed namespace checkpoints and their store).
 
 pub mod api;
 pub mod bridge;
+pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod executor;

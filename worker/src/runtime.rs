@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use crate::bridge::Bridge;
+use crate::checkpoint::store::{CheckpointStore, DirStore};
 use crate::config::Config;
 use crate::executor::{self, ExecutorHandle};
 use crate::fork_server::ForkServer;
@@ -41,6 +42,8 @@ pub struct Runtime {
     pub python_version: Mutex<String>,
     /// The warm-up code's last failure, while it keeps failing.
     pub warmup_failure: Mutex<Option<WarmupFailure>>,
+    /// Where checkpoints are kept; `None` when `CAPSULE_CHECKPOINT_DIR` is unset.
+    pub checkpoint_store: Option<Arc<dyn CheckpointStore>>,
     /// The newest checkpoint this process wrote, for heartbeats and stats.
     pub last_checkpoint: Mutex<Option<LastCheckpoint>>,
     pub started_at: jiff::Timestamp,
@@ -74,6 +77,10 @@ impl Runtime {
             standby_pid: AtomicU32::new(0),
             python_version: Mutex::new(String::new()),
             warmup_failure: Mutex::new(None),
+            checkpoint_store: config
+                .checkpoint_dir
+                .clone()
+                .map(|dir| Arc::new(DirStore::new(dir)) as Arc<dyn CheckpointStore>),
             last_checkpoint: Mutex::new(None),
             started_at: jiff::Timestamp::now(),
             config,

@@ -14,6 +14,9 @@ use clap::Parser;
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+#[path = "../../bench/checkpoint.rs"]
+mod checkpoint;
+
 const JUPYTER_SCRIPT: &str = include_str!("../../bench/jupyter_bench.py");
 const WORKER_TOKEN: &str = "bench-pool-token";
 const SESSION_TOKEN: &str = "bench-session-token";
@@ -51,6 +54,12 @@ struct Args {
     /// Warm-up code of the reset bench's workers (what a pool would import before serving).
     #[arg(long, default_value = "import json, decimal, email.parser, asyncio")]
     reset_warmup: String,
+    /// Checkpoint create + restore runs per namespace size (1 MB, 100 MB); 0 skips them.
+    #[arg(long, default_value_t = 3)]
+    checkpoint_runs: usize,
+    /// Run only the checkpoint figures (print them, write no JSON).
+    #[arg(long)]
+    checkpoints_only: bool,
     /// Where `scripts/install-tools.sh jupyter` put the venv.
     #[arg(long, env = "CAPSULE_TOOLS_DIR")]
     tools_dir: Option<PathBuf>,
@@ -90,6 +99,7 @@ struct Report {
     /// With the warmed standby (the default) and, as the reference, starting one on demand.
     reset_with_standby: ResetFigures,
     reset_without_standby: ResetFigures,
+    checkpoints: Vec<checkpoint::CheckpointFigures>,
     targets: serde_json::Value,
 }
 
@@ -408,9 +418,17 @@ async fn main() {
     if cfg!(debug_assertions) {
         eprintln!("capsule-worker-bench: debug build; figures are only meaningful with --release");
     }
+    if args.checkpoints_only {
+        return checkpoint::print(&checkpoint::bench(&args).await);
+    }
     let worker = bench_worker(&args).await;
     let reset_with_standby = bench_reset(&args, true).await;
     let reset_without_standby = bench_reset(&args, false).await;
+    let checkpoints = if args.checkpoint_runs > 0 {
+        checkpoint::bench(&args).await
+    } else {
+        Vec::new()
+    };
     let jupyter = bench_jupyter(&args).await;
     let mb = args.throughput_bytes as f64 / 1e6;
     println!("capsule-worker-bench ({} round trips of `1+1`, {mb:.1} MB printed in 1 KiB lines, median of {} runs)", args.iterations, args.runs);
@@ -448,6 +466,7 @@ async fn main() {
             name, f.swap_p50_ms, f.swap_p99_ms, f.to_first_result_p50_ms, f.to_first_result_p99_ms
         );
     }
+    checkpoint::print(&checkpoints);
     println!(
         "targets: p50 <= 0.5 ms ({}), throughput >= 300 MB/s ({}), nothing dropped under Block ({})",
         if worker.p50_ms <= 0.5 { "met" } else { "missed" },
@@ -461,6 +480,7 @@ async fn main() {
         jupyter,
         reset_with_standby,
         reset_without_standby,
+        checkpoints,
         targets: serde_json::json!({"p50Ms": 0.5, "throughputMBps": 300.0}),
     };
     if let Some(parent) = args.json.parent() {
