@@ -140,6 +140,7 @@ impl Runtime {
             cancels: self.stats.cancels(),
             trace: self.trace.counters(),
             blocking_call_warnings: self.stats.blocking_call_warnings.load(Relaxed),
+            transactions_rolled_back: self.stats.transactions_rolled_back.load(Relaxed),
             pending_promises: self.bridge.pending(),
         }
     }

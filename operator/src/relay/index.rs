@@ -401,6 +401,7 @@ mod tests {
             cancels: CancelCounters::default(),
             modes: ModeCounts::default(),
             blocking_call_warnings: 0,
+            transactions_rolled_back: 0,
             trace: Default::default(),
             warmup_failure: None,
         }
