@@ -14,6 +14,9 @@ use clap::Parser;
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+#[path = "../../bench/transaction.rs"]
+mod transaction;
+
 const JUPYTER_SCRIPT: &str = include_str!("../../bench/jupyter_bench.py");
 const WORKER_TOKEN: &str = "bench-pool-token";
 const SESSION_TOKEN: &str = "bench-session-token";
@@ -51,6 +54,12 @@ struct Args {
     /// Warm-up code of the reset bench's workers (what a pool would import before serving).
     #[arg(long, default_value = "import json, decimal, email.parser, asyncio")]
     reset_warmup: String,
+    /// Samples per side (plain, transaction) of each transaction case.
+    #[arg(long, default_value_t = 200)]
+    transaction_iterations: usize,
+    /// Run the transaction cases only (writes just those to `--json`).
+    #[arg(long)]
+    transaction_only: bool,
     /// Where `scripts/install-tools.sh jupyter` put the venv.
     #[arg(long, env = "CAPSULE_TOOLS_DIR")]
     tools_dir: Option<PathBuf>,
@@ -90,6 +99,8 @@ struct Report {
     /// With the warmed standby (the default) and, as the reference, starting one on demand.
     reset_with_standby: ResetFigures,
     reset_without_standby: ResetFigures,
+    /// Transaction overhead by case (bench/transaction.rs).
+    transaction: Vec<transaction::Case>,
     targets: serde_json::Value,
 }
 
@@ -221,14 +232,20 @@ fn unescaped_len(raw: &str) -> usize {
 
 /// Runs code and returns (output bytes, final event).
 async fn execute(worker: &WorkerProcess, code: &str) -> (usize, EventBody) {
+    let request = ExecuteRequest {
+        code: code.into(),
+        ..Default::default()
+    };
+    execute_request(worker, &request).await
+}
+
+/// [`execute`] with a whole request.
+async fn execute_request(worker: &WorkerProcess, request: &ExecuteRequest) -> (usize, EventBody) {
     let mut response = worker
         .client
         .post(format!("{}/v1/executions", worker.base))
         .bearer_auth(SESSION_TOKEN)
-        .json(&ExecuteRequest {
-            code: code.into(),
-            ..Default::default()
-        })
+        .json(request)
         .send()
         .await
         .unwrap();
@@ -406,9 +423,16 @@ async fn main() {
     if cfg!(debug_assertions) {
         eprintln!("capsule-worker-bench: debug build; figures are only meaningful with --release");
     }
+    if args.transaction_only {
+        let cases = transaction::bench(&args).await;
+        transaction::print(&cases, args.transaction_iterations);
+        write_json(&args, &serde_json::json!({ "transaction": cases }));
+        return;
+    }
     let worker = bench_worker(&args).await;
     let reset_with_standby = bench_reset(&args, true).await;
     let reset_without_standby = bench_reset(&args, false).await;
+    let transaction = transaction::bench(&args).await;
     let jupyter = bench_jupyter(&args).await;
     let mb = args.throughput_bytes as f64 / 1e6;
     println!("capsule-worker-bench ({} round trips of `1+1`, {mb:.1} MB printed in 1 KiB lines, median of {} runs)", args.iterations, args.runs);
@@ -446,6 +470,7 @@ async fn main() {
             name, f.swap_p50_ms, f.swap_p99_ms, f.to_first_result_p50_ms, f.to_first_result_p99_ms
         );
     }
+    transaction::print(&transaction, args.transaction_iterations);
     println!(
         "targets: p50 <= 0.5 ms ({}), throughput >= 300 MB/s ({}), nothing dropped under Block ({})",
         if worker.p50_ms <= 0.5 { "met" } else { "missed" },
@@ -459,12 +484,17 @@ async fn main() {
         jupyter,
         reset_with_standby,
         reset_without_standby,
+        transaction,
         targets: serde_json::json!({"p50Ms": 0.5, "throughputMBps": 300.0}),
     };
+    write_json(&args, &report);
+}
+
+fn write_json(args: &Args, report: &impl Serialize) {
     if let Some(parent) = args.json.parent() {
         let _ = std::fs::create_dir_all(parent);
     }
-    std::fs::write(&args.json, serde_json::to_vec_pretty(&report).unwrap())
+    std::fs::write(&args.json, serde_json::to_vec_pretty(report).unwrap())
         .unwrap_or_else(|e| fail(&format!("cannot write {}: {e}", args.json.display())));
     println!("figures written to {}", args.json.display());
 }
