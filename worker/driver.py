@@ -512,7 +512,8 @@ def _run_cell(source, transaction=False):
 
 _TXN_ATOMIC = frozenset(
     {int, float, complex, bool, str, bytes, type(None), range, type(Ellipsis), type(NotImplemented),
-     types.BuiltinFunctionType, types.CodeType, types.ModuleType}
+     types.BuiltinFunctionType, types.CodeType, types.ModuleType, types.GetSetDescriptorType,
+     types.MemberDescriptorType, types.WrapperDescriptorType, types.MethodDescriptorType}
 )
 # Code naming one of these can reach any name: every name is then followed.
 _TXN_DYNAMIC = frozenset({"globals", "vars", "locals", "eval", "exec"})
@@ -666,19 +667,20 @@ def _txn_restore(obj, kind, saved):
 
 
 def _txn_rollback(txn):
-    """Puts the namespace back; True when every step succeeded."""
-    complete = True
+    """Puts the namespace back. Returns how many reached values could not be backed up or restored
+    (their names are restored, their contents are not)."""
     if txn is None:  # interrupted before the snapshot was done: no code ran
-        return True
+        return 0
+    skipped = txn.uncopyable
     for obj, kind, saved in txn.backups:
         try:
             _txn_restore(obj, kind, saved)
         except Exception:
-            complete = False
+            skipped += 1
     namespace.clear()
     namespace.update(txn.bindings)
     namespace.update(txn.rebinds)
-    return complete
+    return skipped
 
 
 # ---- end of transactions ----
@@ -741,7 +743,8 @@ def execute(execution_id, source, transaction=False):
         }
         if transaction:
             # Not running any more: a cancel's interrupt cannot cut the rollback.
-            outcome["rolledBack"] = _txn_rollback(state.txn)
+            outcome["rollbackSkipped"] = _txn_rollback(state.txn)
+            outcome["rolledBack"] = True
     state.txn = None
     state.interrupt_pending = False
     try:

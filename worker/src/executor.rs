@@ -24,6 +24,7 @@ use capsule_protocol::trace::{TraceEvent, TraceEventKind};
 
 static STRAY_FRAME: WarnOnce = WarnOnce::new();
 static BLOCKING_CALL: WarnOnce = WarnOnce::new();
+static ROLLBACK_SKIPPED: WarnOnce = WarnOnce::new();
 
 /// Cancellation state of one queued or running execution.
 #[derive(Debug)]
@@ -294,6 +295,8 @@ struct Run<'a> {
     lost: LostFrames,
     /// The driver put the namespace back (a transaction that did not succeed).
     rolled_back: bool,
+    /// Reached values the rollback could not restore the contents of.
+    rollback_skipped: u64,
 }
 
 /// Frames of this execution the worker could not read; the client is told in the final event.
@@ -512,6 +515,7 @@ async fn run_execution(
         grace_deadline: None,
         lost: LostFrames::default(),
         rolled_back: false,
+        rollback_skipped: 0,
     };
     let id = run.job.id.clone();
     let code = std::mem::take(&mut run.job.code);
@@ -583,9 +587,10 @@ async fn run_execution(
                                 _ => EventBody::Result { repr, mode, duration_ms: started.elapsed().as_millis() as u64 },
                             };
                         }
-                        FromDriver::Error { id: Some(ref frame_id), ename, evalue, traceback, mode, blocking_calls, interrupted, namespace_size, rolled_back } if *frame_id == id => {
+                        FromDriver::Error { id: Some(ref frame_id), ename, evalue, traceback, mode, blocking_calls, interrupted, namespace_size, rolled_back, rollback_skipped } if *frame_id == id => {
                             runtime.stats.namespace_size.store(namespace_size, Relaxed);
                             run.rolled_back = rolled_back;
+                            run.rollback_skipped = rollback_skipped;
                             runtime.stats.record_mode(mode);
                             note_blocking_calls(runtime, &blocking_calls);
                             break run.final_for_error(ename, evalue, traceback, interrupted);
@@ -687,6 +692,16 @@ fn finish(run: &Run<'_>, body: EventBody) {
         .with_attribute("outcome", format!("{outcome:?}"));
     if run.job.transaction {
         event = event.with_attribute("rolledBack", run.rolled_back);
+        if run.rollback_skipped > 0 {
+            event = event.with_attribute("rollbackSkipped", run.rollback_skipped);
+            ROLLBACK_SKIPPED.warn(|| {
+                tracing::warn!(
+                    skipped = run.rollback_skipped,
+                    "a rollback could not restore the contents of some values (they cannot be \
+                     copied, e.g. locks or files); their names were restored (warned once)"
+                )
+            });
+        }
     }
     if let Some(ename) = ename {
         event = event.with_attribute("ename", ename);

@@ -133,6 +133,9 @@ pub enum FromDriver {
         /// The execution ran in a transaction and the namespace was put back.
         #[serde(default)]
         rolled_back: bool,
+        /// Reached values whose contents could not be backed up or restored (names still were).
+        #[serde(default)]
+        rollback_skipped: u64,
     },
     Checkpoint {
         request_id: u64,

@@ -212,3 +212,19 @@ async fn an_unknown_transaction_value_is_refused_naming_the_field() {
     );
     assert_eq!(worker.stats().await.executions.ok, 0);
 }
+
+#[tokio::test]
+async fn a_value_that_cannot_be_copied_keeps_its_state_but_the_rest_rolls_back() {
+    let worker = Worker::start(&[]).await;
+    worker
+        .run("import threading\nlock = threading.Lock()\nitems = [1]")
+        .await;
+    let code = "lock.acquire()\nitems.append(2)\nlock = None\nraise ValueError('x')";
+    let events = worker.run_request(&transaction(code)).await;
+    assert!(last(&events).rolled_back);
+    // A lock cannot be copied: its name comes back, its state (acquired) does not (documented).
+    let events = worker
+        .run("(type(lock).__name__, lock.locked(), items)")
+        .await;
+    assert_eq!(result_repr(&events).as_deref(), Some("('lock', True, [1])"));
+}
