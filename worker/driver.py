@@ -6,7 +6,7 @@
 # processes print can corrupt the frame stream: Python-level stdout/stderr go through `output`
 # frames, raw fd writes land on stderr, which the worker drains without logging it.
 #
-# Worker -> driver: execute {id, code} | cancel {id} | settle {promiseId, ok, value, kind, reason}
+# Worker -> driver: execute {id, code, transaction?} | cancel {id} | settle {promiseId, ok, value, kind, reason}
 #                   | checkpoint {requestId, listNames} | enter {dir}
 #                   | checkpointSave {requestId, path} | checkpointLoad {requestId, path}
 # Driver -> worker: ready | output {id, stream, text} | inputRequest {id, inputId, prompt}
@@ -16,6 +16,7 @@
 import ast
 import asyncio
 import builtins
+import copy
 import inspect
 import io
 import json
@@ -80,6 +81,7 @@ class _State:
     cancel_for = None
     critical = 0
     interrupt_pending = False
+    txn = None
     cell_counter = 0
     input_counter = 0
 
@@ -464,7 +466,7 @@ def _run_code_object(code):
     return result
 
 
-def _run_cell(source):
+def _run_cell(source, transaction=False):
     state.cell_counter += 1
     filename = "<cell-%d>" % state.cell_counter
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
@@ -486,6 +488,8 @@ def _run_cell(source):
     state.mode = mode
     state.blocking = blocking
     namespace.pop(RESULT_NAME, None)
+    if transaction:
+        state.txn = _txn_begin(code)
     try:
         _run_code_object(code)
         value = namespace.get(RESULT_NAME)
@@ -497,6 +501,192 @@ def _run_cell(source):
         if len(text) > MAX_REPR_CHARS:
             text = text[:MAX_REPR_CHARS] + "...[truncated]"
     return text, mode, blocking
+
+
+# ---- Transactions (`transaction: rollbackOnError`; worker/README.md "Transactions") ----
+#
+# Cost must not grow with values the code cannot reach. Before the code runs: a shallow copy of the
+# name bindings (restores rebinding, deletion and new names), plus a backup of the contents of each
+# mutable value the code can reach by name: names its code objects load (co_names, recursively
+# through nested code), followed through the namespace's functions (their code and closure cells),
+# bound methods, classes (their attributes, and the class of a `__main__` instance) and tuples.
+# Reached lists, dicts, sets, bytearrays and instances are restored in place (other references see
+# the restore); other values (e.g. numpy arrays) by rebinding their names to a deep copy.
+
+_TXN_ATOMIC = frozenset(
+    {int, float, complex, bool, str, bytes, type(None), range, type(Ellipsis), type(NotImplemented),
+     types.BuiltinFunctionType, types.CodeType, types.ModuleType, types.GetSetDescriptorType,
+     types.MemberDescriptorType, types.WrapperDescriptorType, types.MethodDescriptorType}
+)
+# Code naming one of these can reach any name: every name is then followed.
+_TXN_DYNAMIC = frozenset({"globals", "vars", "locals", "eval", "exec"})
+_TXN_MISSING = object()
+
+
+class _Transaction:
+    __slots__ = ("bindings", "backups", "rebinds", "uncopyable")
+
+    def __init__(self):
+        self.bindings = dict(namespace)
+        self.backups = []  # (object, kind, saved contents): restored in place
+        self.rebinds = {}  # name -> deep copy, for values that cannot be restored in place
+        self.uncopyable = 0
+
+
+def _txn_code_names(code, seen):
+    stack = [code]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield from current.co_names
+        stack.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
+
+
+def _txn_reach(code):
+    """The mutable objects the code can reach through names of the namespace, by id."""
+    seen_codes, reached, visited = set(), {}, set()
+    codes = [code]
+    dynamic = False
+    while codes:
+        for name in _txn_code_names(codes.pop(), seen_codes):
+            dynamic = dynamic or name in _TXN_DYNAMIC
+            value = namespace.get(name, _TXN_MISSING)
+            if value is not _TXN_MISSING:
+                _txn_follow(value, codes, reached, visited)
+        if dynamic:
+            for value in list(namespace.values()):
+                _txn_follow(value, codes, reached, visited)
+            dynamic = False
+    return reached
+
+
+def _txn_follow(value, codes, reached, visited):
+    stack = [value]
+    while stack:
+        value = stack.pop()
+        kind = type(value)
+        if kind in _TXN_ATOMIC or id(value) in visited:
+            continue
+        visited.add(id(value))
+        if kind is types.FunctionType:
+            codes.append(value.__code__)
+            stack.extend(_txn_cells(value))
+            stack.extend(value.__defaults__ or ())
+            stack.extend((value.__kwdefaults__ or {}).values())
+        elif kind is types.MethodType:
+            stack.extend((value.__func__, value.__self__))
+        elif isinstance(value, (staticmethod, classmethod, property)):
+            stack.extend(f for f in (getattr(value, "__func__", None), getattr(value, "fget", None),
+                                     getattr(value, "fset", None)) if f is not None)
+        elif isinstance(value, type):
+            if value.__module__ == "__main__":
+                reached[id(value)] = value
+                stack.extend(vars(value).values())
+        elif kind in (tuple, frozenset):
+            if not set(map(type, value)) <= _TXN_ATOMIC:
+                stack.extend(value)
+        else:
+            reached[id(value)] = value
+            if kind.__module__ == "__main__":
+                stack.append(kind)
+
+
+def _txn_cells(function):
+    for cell in function.__closure__ or ():
+        try:
+            yield cell.cell_contents
+        except ValueError:
+            pass
+
+
+def _txn_contents(items, memo):
+    """A copy of a container's items: shallow when every item is immutable (C speed), else deep,
+    with the reached objects kept by identity (they are restored in place themselves)."""
+    if set(map(type, items)) <= _TXN_ATOMIC:
+        return list(items)
+    return [copy.deepcopy(item, memo) for item in items]
+
+
+def _txn_backup(obj, memo):
+    if isinstance(obj, type):
+        return "class", dict(vars(obj))
+    if isinstance(obj, list):
+        return "list", _txn_contents(obj, memo)
+    if isinstance(obj, dict):
+        return "dict", (list(obj.keys()), _txn_contents(obj.values(), memo))
+    if isinstance(obj, (set, bytearray)):
+        return type(obj).__name__, (obj.copy() if isinstance(obj, bytearray) else _txn_contents(obj, memo))
+    attrs = getattr(obj, "__dict__", None)
+    if type(attrs) is dict and type(obj).__module__ == "__main__":
+        return "attrs", (list(attrs.keys()), _txn_contents(attrs.values(), memo))
+    return None, None
+
+
+def _txn_begin(code):
+    txn = _Transaction()
+    reached = _txn_reach(code)
+    memo = dict(reached)
+    for obj in reached.values():
+        try:
+            kind, saved = _txn_backup(obj, memo)
+            if kind is not None:
+                txn.backups.append((obj, kind, saved))
+                continue
+            del memo[id(obj)]
+            duplicate = copy.deepcopy(obj, memo)
+            memo[id(obj)] = obj
+            for name, value in txn.bindings.items():
+                if value is obj:
+                    txn.rebinds[name] = duplicate
+        except Exception:
+            memo[id(obj)] = obj
+            txn.uncopyable += 1
+    return txn
+
+
+def _txn_restore(obj, kind, saved):
+    if kind == "list":
+        obj[:] = saved
+    elif kind == "dict":
+        obj.clear()
+        obj.update(zip(*saved))
+    elif kind == "set":
+        obj.clear()
+        obj.update(saved)
+    elif kind == "bytearray":
+        obj[:] = saved
+    elif kind == "attrs":
+        obj.__dict__.clear()
+        obj.__dict__.update(zip(*saved))
+    elif kind == "class":
+        current = vars(obj)
+        for key in [k for k in current if k not in saved]:
+            delattr(obj, key)
+        for key, value in saved.items():
+            if current.get(key, _TXN_MISSING) is not value:
+                setattr(obj, key, value)
+
+
+def _txn_rollback(txn):
+    """Puts the namespace back. Returns how many reached values could not be backed up or restored
+    (their names are restored, their contents are not)."""
+    if txn is None:  # interrupted before the snapshot was done: no code ran
+        return 0
+    skipped = txn.uncopyable
+    for obj, kind, saved in txn.backups:
+        try:
+            _txn_restore(obj, kind, saved)
+        except Exception:
+            skipped += 1
+    namespace.clear()
+    namespace.update(txn.bindings)
+    namespace.update(txn.rebinds)
+    return skipped
+
+
+# ---- end of transactions ----
 
 
 def _format_error(exc):
@@ -525,8 +715,9 @@ def _format_error(exc):
     return type(exc).__name__, evalue, kept
 
 
-def execute(execution_id, source):
+def execute(execution_id, source, transaction=False):
     state.current_id = execution_id
+    state.txn = None
     _executing.set()
     state.cancel_for = None
     state.interrupt_pending = False
@@ -537,7 +728,7 @@ def execute(execution_id, source):
     try:
         state.running = True
         try:
-            text, mode, blocking = _run_cell(source)
+            text, mode, blocking = _run_cell(source, transaction)
         finally:
             state.running = False
         outcome = {"type": "result", "repr": text, "mode": mode, "blockingCalls": blocking}
@@ -553,6 +744,11 @@ def execute(execution_id, source):
             "blockingCalls": state.blocking,
             "interrupted": isinstance(exc, KeyboardInterrupt) and state.cancel_for == execution_id,
         }
+        if transaction:
+            # Not running any more: a cancel's interrupt cannot cut the rollback.
+            outcome["rollbackSkipped"] = _txn_rollback(state.txn)
+            outcome["rolledBack"] = True
+    state.txn = None
     state.interrupt_pending = False
     try:
         sys.stdout.flush()
@@ -883,7 +1079,7 @@ def main():
             message = _commands.get()
             kind = message.get("type")
             if kind == "execute":
-                execute(message.get("id"), message.get("code", ""))
+                execute(message.get("id"), message.get("code", ""), bool(message.get("transaction")))
             elif kind == "enter":
                 _enter(message.get("dir"))
             elif kind == "checkpointSave":

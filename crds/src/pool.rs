@@ -884,6 +884,10 @@ pub struct ExecutionTotals {
     pub cancelled: i64,
     /// Executions stopped at their `timeoutMs`.
     pub timed_out: i64,
+    /// Transactions (`transaction: rollbackOnError`) that failed and had their namespace put
+    /// back; each is also counted under its outcome.
+    #[serde(default)]
+    pub rolled_back: i64,
 }
 
 /// Output pump counters.

@@ -157,6 +157,7 @@ pub struct Metrics {
     pub cancels: Family<CancelLabels, Counter>,
     pub execution_modes: Family<ModeLabels, Counter>,
     pub blocking_call_warnings: Family<PoolLabels, Counter>,
+    pub transactions_rolled_back: Family<PoolLabels, Counter>,
     pub trace_events: Family<OutputLabels, Counter>,
     pub checkpoints: Family<OutputLabels, Counter>,
     pub hits: Family<PoolLabels, Counter>,
@@ -210,6 +211,7 @@ impl Metrics {
             cancels: Family::default(),
             execution_modes: Family::default(),
             blocking_call_warnings: Family::default(),
+            transactions_rolled_back: Family::default(),
             trace_events: Family::default(),
             checkpoints: Family::default(),
             hits: Family::default(),
@@ -366,6 +368,11 @@ impl Metrics {
             m.blocking_call_warnings.clone(),
         );
         r.register(
+            "pool_transactions_rolled_back",
+            "Transactions (rollbackOnError) whose namespace was put back after an error",
+            m.transactions_rolled_back.clone(),
+        );
+        r.register(
             "pool_hits",
             "Sessions that got an idle worker at once",
             m.hits.clone(),
@@ -500,6 +507,7 @@ impl Metrics {
             &self.worker_restarts,
             &self.interpreter_restarts,
             &self.blocking_call_warnings,
+            &self.transactions_rolled_back,
             &self.hits,
             &self.misses,
             &self.acquisition_timeouts,

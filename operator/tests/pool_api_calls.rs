@@ -992,7 +992,8 @@ fn busy_heartbeat(pod: &str) -> capsule_protocol::heartbeat::Heartbeat {
             "bridge": {"pending": 3, "highWater": 401, "created": 402, "resolved": 403, "rejected": 404, "timedOut": 405, "cancelled": 406},
             "cancels": {"requested": 501, "effective": 502, "noop": 503, "interrupted": 504, "killed": 505},
             "trace": {"sent": 601, "dropped": 602},
-            "checkpointsCreated": 701, "checkpointsRestored": 702, "checkpointFailures": 703}),
+            "checkpointsCreated": 701, "checkpointsRestored": 702, "checkpointFailures": 703,
+            "transactionsRolledBack": 801}),
     )
 }
 

@@ -27,6 +27,39 @@ pub struct ExecuteRequest {
     /// Caller labels (at most [`MAX_METADATA_ENTRIES`]), copied into trace events truncated.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
+    /// Run the code in a transaction (see [`Transaction`]); absent = changes stay whatever happens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction: Option<Transaction>,
+}
+
+/// How an execution treats the namespace when it does not succeed. Decoded from a string so an
+/// unknown value is refused with a message naming the field and the accepted values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", try_from = "String")]
+pub enum Transaction {
+    /// The namespace is put back as it was before the code when the code raises, is cancelled or
+    /// times out; the final event then carries `rolledBack: true`.
+    RollbackOnError,
+}
+
+impl Transaction {
+    /// Every accepted value, as it is written in JSON.
+    pub const ACCEPTED: &'static [&'static str] = &["rollbackOnError"];
+}
+
+impl TryFrom<String> for Transaction {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        match value.as_str() {
+            "rollbackOnError" => Ok(Transaction::RollbackOnError),
+            other => Err(format!(
+                "`transaction` must be one of: {} (got `{}`)",
+                Transaction::ACCEPTED.join(", "),
+                other.chars().take(64).collect::<String>()
+            )),
+        }
+    }
 }
 
 /// Which stream an output chunk came from.
@@ -51,6 +84,11 @@ pub enum ExecutionMode {
 #[serde(rename_all = "camelCase")]
 pub struct ExecutionEvent {
     pub execution_id: String,
+    /// On the final event of a transaction (`transaction: rollbackOnError`) that did not succeed:
+    /// the namespace was put back as it was before the code. Absent (false) otherwise, including
+    /// when the interpreter had to be killed (`namespaceLost: true`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rolled_back: bool,
     #[serde(flatten)]
     pub body: EventBody,
 }
@@ -268,6 +306,9 @@ pub struct WorkerStats {
     pub trace: TraceCounters,
     /// Executions whose async code contained a blocking call such as `time.sleep`.
     pub blocking_call_warnings: u64,
+    /// Transactions whose namespace was rolled back (the code raised, was cancelled or timed out).
+    #[serde(default)]
+    pub transactions_rolled_back: u64,
     pub pending_promises: Vec<PendingPromise>,
     /// Checkpoints written, restored, and create or restore calls that failed.
     #[serde(default)]
@@ -290,6 +331,7 @@ mod tests {
     fn events_are_flat_tagged_camel_case() {
         let event = ExecutionEvent {
             execution_id: "e1".into(),
+            rolled_back: false,
             body: EventBody::OutputDrainTimeout {
                 pending: 1,
                 queue_size: 2,
@@ -314,5 +356,47 @@ mod tests {
         let request: ExecuteRequest =
             serde_json::from_value(json!({"code": "1", "timeoutMs": 5})).unwrap();
         assert_eq!(request.timeout_ms, Some(5));
+        assert_eq!(request.transaction, None);
+    }
+
+    #[test]
+    fn transaction_accepts_its_value_and_names_the_field_otherwise() {
+        let request: ExecuteRequest =
+            serde_json::from_value(json!({"code": "1", "transaction": "rollbackOnError"})).unwrap();
+        assert_eq!(request.transaction, Some(Transaction::RollbackOnError));
+        assert_eq!(
+            serde_json::to_value(&request).unwrap()["transaction"],
+            "rollbackOnError"
+        );
+        let error =
+            serde_json::from_value::<ExecuteRequest>(json!({"code": "1", "transaction": "always"}))
+                .unwrap_err()
+                .to_string();
+        assert!(
+            error.contains("`transaction` must be one of: rollbackOnError"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn rolled_back_is_written_only_when_true() {
+        let mut event = ExecutionEvent {
+            execution_id: "e".into(),
+            rolled_back: false,
+            body: EventBody::Cancelled {
+                namespace_lost: false,
+            },
+        };
+        assert!(serde_json::to_value(&event)
+            .unwrap()
+            .get("rolledBack")
+            .is_none());
+        event.rolled_back = true;
+        let value = serde_json::to_value(&event).unwrap();
+        assert_eq!(value["rolledBack"], true);
+        assert_eq!(
+            serde_json::from_value::<ExecutionEvent>(value).unwrap(),
+            event
+        );
     }
 }

@@ -139,6 +139,10 @@ pub struct Heartbeat {
     /// Executions whose async code contained a blocking call such as `time.sleep`.
     #[serde(default)]
     pub blocking_call_warnings: u64,
+    /// Transactions (`transaction: rollbackOnError`) whose namespace was rolled back. Absent from
+    /// workers before it was reported.
+    #[serde(default)]
+    pub transactions_rolled_back: u64,
     /// Trace events handed to the sidecar, and dropped when its socket was gone or full.
     #[serde(default)]
     pub trace: crate::execute::TraceCounters,

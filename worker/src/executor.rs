@@ -26,6 +26,7 @@ use capsule_protocol::trace::{TraceEvent, TraceEventKind};
 
 static STRAY_FRAME: WarnOnce = WarnOnce::new();
 static BLOCKING_CALL: WarnOnce = WarnOnce::new();
+static ROLLBACK_SKIPPED: WarnOnce = WarnOnce::new();
 
 /// Cancellation state of one queued or running execution.
 #[derive(Debug)]
@@ -46,6 +47,8 @@ struct Job {
     control: Arc<ExecutionControl>,
     code: String,
     timeout: Option<Duration>,
+    /// `transaction: rollbackOnError` was asked for.
+    transaction: bool,
     traceparent: Option<String>,
     session: Option<String>,
     queue: Arc<OutputQueue>,
@@ -129,6 +132,7 @@ impl ExecutorHandle {
         let position = self.active() as u64;
         let _ = queue.push_control(ExecutionEvent {
             execution_id: id.clone(),
+            rolled_back: false,
             body: EventBody::Accepted {
                 queue_position: position,
             },
@@ -136,7 +140,8 @@ impl ExecutorHandle {
         let mut submit_event = TraceEvent::new(TraceEventKind::Submit, &id, session.as_deref())
             .with_traceparent(traceparent.as_deref())
             .with_attribute("codeBytes", request.code.len())
-            .with_attribute("queuePosition", position);
+            .with_attribute("queuePosition", position)
+            .with_attribute("transaction", request.transaction.is_some());
         for (key, value) in request.metadata.iter().take(4) {
             submit_event = submit_event.with_attribute(&format!("meta.{key}"), value);
         }
@@ -147,6 +152,7 @@ impl ExecutorHandle {
             control,
             code: request.code,
             timeout: request.timeout_ms.map(Duration::from_millis),
+            transaction: request.transaction.is_some(),
             traceparent,
             session,
             queue: queue.clone(),
@@ -349,6 +355,10 @@ struct Run<'a> {
     stop: Option<Stop>,
     grace_deadline: Option<tokio::time::Instant>,
     lost: LostFrames,
+    /// The driver put the namespace back (a transaction that did not succeed).
+    rolled_back: bool,
+    /// Reached values the rollback could not restore the contents of.
+    rollback_skipped: u64,
 }
 
 /// Frames of this execution the worker could not read; the client is told in the final event.
@@ -362,6 +372,7 @@ impl Run<'_> {
     fn event(&self, body: EventBody) -> ExecutionEvent {
         ExecutionEvent {
             execution_id: self.job.id.clone(),
+            rolled_back: false,
             body,
         }
     }
@@ -565,6 +576,8 @@ async fn run_execution(
         stop: None,
         grace_deadline: None,
         lost: LostFrames::default(),
+        rolled_back: false,
+        rollback_skipped: 0,
     };
     let id = run.job.id.clone();
     let code = std::mem::take(&mut run.job.code);
@@ -588,6 +601,7 @@ async fn run_execution(
             .send(&ToDriver::Execute {
                 id: &id,
                 code: &code,
+                transaction: run.job.transaction,
             })
             .await;
         drop(code);
@@ -635,8 +649,10 @@ async fn run_execution(
                                 _ => EventBody::Result { repr, mode, duration_ms: started.elapsed().as_millis() as u64 },
                             };
                         }
-                        FromDriver::Error { id: Some(ref frame_id), ename, evalue, traceback, mode, blocking_calls, interrupted, namespace_size } if *frame_id == id => {
+                        FromDriver::Error { id: Some(ref frame_id), ename, evalue, traceback, mode, blocking_calls, interrupted, namespace_size, rolled_back, rollback_skipped } if *frame_id == id => {
                             runtime.stats.namespace_size.store(namespace_size, Relaxed);
+                            run.rolled_back = rolled_back;
+                            run.rollback_skipped = rollback_skipped;
                             runtime.stats.record_mode(mode);
                             note_blocking_calls(runtime, &blocking_calls);
                             break run.final_for_error(ename, evalue, traceback, interrupted);
@@ -726,11 +742,29 @@ fn finish(run: &Run<'_>, body: EventBody) {
         EventBody::Error { ename, .. } => Some(ename.clone()),
         _ => None,
     };
+    if run.rolled_back {
+        runtime.stats.transactions_rolled_back.fetch_add(1, Relaxed);
+    }
+    let mut final_event = run.event(body);
+    final_event.rolled_back = run.rolled_back;
     // The client's final event first; the trace event is built off its path.
-    run.job.queue.finish(run.event(body));
+    run.job.queue.finish(final_event);
     let mut event = run
         .trace(trace_kind)
         .with_attribute("outcome", format!("{outcome:?}"));
+    if run.job.transaction {
+        event = event.with_attribute("rolledBack", run.rolled_back);
+        if run.rollback_skipped > 0 {
+            event = event.with_attribute("rollbackSkipped", run.rollback_skipped);
+            ROLLBACK_SKIPPED.warn(|| {
+                tracing::warn!(
+                    skipped = run.rollback_skipped,
+                    "a rollback could not restore the contents of some values (they cannot be \
+                     copied, e.g. locks or files); their names were restored (warned once)"
+                )
+            });
+        }
+    }
     if let Some(ename) = ename {
         event = event.with_attribute("ename", ename);
     }

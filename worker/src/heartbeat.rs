@@ -83,6 +83,7 @@ pub fn build(
         cancels: runtime.stats.cancels(),
         modes: runtime.stats.modes(),
         blocking_call_warnings: runtime.stats.blocking_call_warnings.load(Relaxed),
+        transactions_rolled_back: runtime.stats.transactions_rolled_back.load(Relaxed),
         trace: runtime.trace.counters(),
         warmup_failure: runtime
             .warmup_failure

@@ -41,6 +41,9 @@ pub enum ToDriver<'a> {
     Execute {
         id: &'a str,
         code: &'a str,
+        /// Roll the namespace back when the code does not succeed (`transaction: rollbackOnError`).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        transaction: bool,
     },
     Cancel {
         id: &'a str,
@@ -138,6 +141,12 @@ pub enum FromDriver {
         blocking_calls: Vec<String>,
         interrupted: bool,
         namespace_size: u64,
+        /// The execution ran in a transaction and the namespace was put back.
+        #[serde(default)]
+        rolled_back: bool,
+        /// Reached values whose contents could not be backed up or restored (names still were).
+        #[serde(default)]
+        rollback_skipped: u64,
     },
     Checkpoint {
         request_id: u64,

@@ -298,6 +298,7 @@ mod tests {
     fn output(n: usize) -> ExecutionEvent {
         ExecutionEvent {
             execution_id: "e".into(),
+            rolled_back: false,
             body: EventBody::Output {
                 stream: OutputStream::Stdout,
                 text: n.to_string(),
@@ -333,6 +334,7 @@ mod tests {
             parsed,
             ExecutionEvent {
                 execution_id: "e1".into(),
+                rolled_back: false,
                 body: EventBody::Output {
                     stream: OutputStream::Stderr,
                     text: "a\n\"b\"".into()
@@ -388,6 +390,7 @@ mod tests {
                 queue.drained().await;
                 queue.finish(ExecutionEvent {
                     execution_id: "e".into(),
+                    rolled_back: false,
                     body: EventBody::Cancelled {
                         namespace_lost: false,
                     },

@@ -159,6 +159,7 @@ impl Runtime {
             cancels: self.stats.cancels(),
             trace: self.trace.counters(),
             blocking_call_warnings: self.stats.blocking_call_warnings.load(Relaxed),
+            transactions_rolled_back: self.stats.transactions_rolled_back.load(Relaxed),
             pending_promises: self.bridge.pending(),
             checkpoints_created: self.stats.checkpoints_created.load(Relaxed),
             checkpoints_restored: self.stats.checkpoints_restored.load(Relaxed),

@@ -228,7 +228,11 @@ async fn start_interpreter(
 async fn warm_up(interpreter: &mut Interpreter, code: &str) -> Result<u64> {
     let started = Instant::now();
     interpreter
-        .send_direct(&ToDriver::Execute { id: "warmup", code })
+        .send_direct(&ToDriver::Execute {
+            id: "warmup",
+            code,
+            transaction: false,
+        })
         .await?;
     loop {
         match interpreter.events.recv().await {

@@ -24,6 +24,7 @@ pub struct Stats {
     pub mode_top_level_await: AtomicU64,
     pub mode_async_def: AtomicU64,
     pub blocking_call_warnings: AtomicU64,
+    pub transactions_rolled_back: AtomicU64,
     pub outputs_enqueued: AtomicU64,
     pub outputs_sent: AtomicU64,
     pub outputs_dropped: AtomicU64,

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use capsule_protocol::execute::{Checkpoint, EventBody, ExecuteRequest};
+use capsule_protocol::execute::{Checkpoint, EventBody, ExecuteRequest, Transaction};
 use capsule_protocol::frame;
 use capsule_protocol::trace::{TraceEvent, TraceEventKind};
 use common::{final_event, result_repr, Worker, SESSION_TOKEN, WAIT, WORKER_TOKEN};
@@ -190,6 +190,7 @@ async fn trace_events_reach_the_socket_with_the_traceparent_and_no_code() {
         .header("traceparent", traceparent)
         .json(&ExecuteRequest {
             code: "marker = 'CODE_MARKER_TEXT'\nprint('OUTPUT_MARKER_TEXT')\n1/0".into(),
+            transaction: Some(Transaction::RollbackOnError),
             ..Default::default()
         })
         .send()
@@ -219,6 +220,7 @@ async fn trace_events_reach_the_socket_with_the_traceparent_and_no_code() {
     assert_eq!(bound.session.as_deref(), Some("session-a"));
     let kinds: Vec<TraceEventKind> = events.iter().map(|e| e.kind).collect();
     assert_eq!(kinds.first(), Some(&TraceEventKind::Submit), "{kinds:?}");
+    assert_eq!(events[0].attributes["transaction"], "true");
     assert!(kinds.contains(&TraceEventKind::OutputFlush), "{kinds:?}");
     for event in &events {
         assert_eq!(event.execution_id, execution_id);
@@ -232,6 +234,10 @@ async fn trace_events_reach_the_socket_with_the_traceparent_and_no_code() {
     }
     let error = events.last().unwrap();
     assert_eq!(error.attributes["ename"], "ZeroDivisionError");
+    assert_eq!(
+        error.attributes["rolledBack"], "true",
+        "the transaction's rollback, as metadata"
+    );
     assert!(error.duration_ms.is_some());
     let deadline = tokio::time::Instant::now() + WAIT;
     while worker.stats().await.trace.sent < events.len() as u64 {

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use capsule_protocol::execute::{
-    ExecuteRequest, InputReply, NamespaceEntry, PromiseReject, PromiseResolve,
+    ExecuteRequest, InputReply, NamespaceEntry, PromiseReject, PromiseResolve, Transaction,
     MAX_METADATA_ENTRIES, MAX_NAMESPACE_ENTRIES, MAX_NAMESPACE_NAME_BYTES,
     MAX_NAMESPACE_TYPE_BYTES,
 };
@@ -514,6 +514,7 @@ fn valid_execute_requests() -> Vec<Vec<u8>> {
             code: "print('x')".into(),
             timeout_ms: Some(1000),
             metadata,
+            transaction: Some(Transaction::RollbackOnError),
         })
         .unwrap(),
     ]

@@ -26,14 +26,17 @@ from .errors import (
     WorkerLost,
     WorkerUnreachable,
 )
+from ._base import TRANSACTIONS
 from .events import Event, Result
 from .session import Session
 
 __version__ = "0.1.0"
+#: `run(..., transaction=ROLLBACK_ON_ERROR)`: a failed run leaves the namespace as it was.
+ROLLBACK_ON_ERROR = "rollbackOnError"
 __all__ = [
     "APIError", "AsyncSession", "CapsuleError", "ConfigError", "Event", "ExecutionCancelled",
     "ExecutionError", "ExecutionTimedOut", "GatewayUnreachable", "InputNotHandled",
-    "InterpreterRestarted", "OutputLost", "PoolExhausted", "PoolNotFound", "Result", "Session",
+    "InterpreterRestarted", "OutputLost", "PoolExhausted", "PoolNotFound", "Result", "ROLLBACK_ON_ERROR", "Session",
     "SessionFailed", "SessionNotBound", "SessionNotFound", "SessionTimeout", "TokenRefused",
-    "WorkerLost", "WorkerUnreachable",
+    "TRANSACTIONS", "WorkerLost", "WorkerUnreachable",
 ]

@@ -12,6 +12,9 @@ from .transport import Route
 
 #: Input a user callback may return; the worker's request body limit is 1 MiB.
 MAX_INPUT_CHARS = 512 * 1024
+#: Accepted `transaction=` values: "rollbackOnError" puts the namespace back as it was before the
+#: code when the code raises, is cancelled or times out (the error's `rolled_back` is then True).
+TRANSACTIONS = ("rollbackOnError",)
 
 
 def print_output(stream: str, text: str) -> None:
@@ -69,7 +72,7 @@ class SessionBase:
         return err
 
     @staticmethod
-    def execute_body(code: str, timeout: Optional[float]) -> Dict[str, Any]:
+    def execute_body(code: str, timeout: Optional[float], transaction: Optional[str] = None) -> Dict[str, Any]:
         if not isinstance(code, str):
             raise TypeError(f"code must be a str, got {type(code).__name__}")
         body: Dict[str, Any] = {"code": code}
@@ -77,6 +80,12 @@ class SessionBase:
             if timeout <= 0:
                 raise ValueError(f"timeout must be positive seconds, got {timeout}")
             body["timeoutMs"] = max(1, int(timeout * 1000))
+        if transaction is not None:
+            if transaction not in TRANSACTIONS:
+                raise ValueError(
+                    f"transaction must be one of {', '.join(TRANSACTIONS)} (or None), got {transaction!r}"
+                )
+            body["transaction"] = transaction
         return body
 
     @staticmethod

@@ -78,10 +78,11 @@ class AsyncSession(SessionBase):
 
     async def run(self, code: str, timeout: Optional[float] = None,
                   on_output: Optional[Callable[[str, str], Any]] = print_output,
-                  on_input: Optional[Callable[[str], Any]] = None) -> Result:
+                  on_input: Optional[Callable[[str], Any]] = None,
+                  transaction: Optional[str] = None) -> Result:
         """As `Session.run`; a cancelled task (or Ctrl-C under asyncio.run) cancels the execution."""
         col = Collector()
-        events = self.stream(code, timeout)
+        events = self.stream(code, timeout, transaction)
         try:
             async for ev in events:
                 col.add(ev)
@@ -103,8 +104,9 @@ class AsyncSession(SessionBase):
             await events.aclose()
         return col.outcome()
 
-    async def stream(self, code: str, timeout: Optional[float] = None) -> AsyncIterator[Event]:
-        body = self.execute_body(code, timeout)
+    async def stream(self, code: str, timeout: Optional[float] = None,
+                     transaction: Optional[str] = None) -> AsyncIterator[Event]:
+        body = self.execute_body(code, timeout, transaction)
         reader = EventReader(MAX_LINE_BYTES)
         try:
             async with self._http.stream("POST", self.route.url("executions"), json=body,

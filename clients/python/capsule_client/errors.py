@@ -11,6 +11,11 @@ from typing import List, Optional
 class CapsuleError(Exception):
     """Base class of every error this package raises."""
 
+    #: Set on the error of an execution run with `transaction="rollbackOnError"` (ExecutionError,
+    #: ExecutionCancelled, ExecutionTimedOut, OutputLost): the namespace was put back as it was
+    #: before the code. False when it was not (e.g. the interpreter had to be killed).
+    rolled_back: bool = False
+
 
 class ConfigError(CapsuleError):
     """No usable Kubernetes configuration, or an argument the user can fix."""

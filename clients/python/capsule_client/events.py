@@ -117,7 +117,13 @@ class Collector:
 
 
 def final_error(ev: Event) -> errors.CapsuleError:
-    """The typed error for a final event other than `result`."""
+    """The typed error for a final event other than `result`, with `rolled_back` from the event."""
+    err = _final_error(ev)
+    err.rolled_back = bool(ev.get("rolledBack"))
+    return err
+
+
+def _final_error(ev: Event) -> errors.CapsuleError:
     if ev.type == "error":
         return errors.ExecutionError(
             str(ev.get("ename", "Error")), str(ev.get("evalue", "")), ev.get("traceback") or [], ev.execution_id

@@ -78,13 +78,15 @@ class Session(SessionBase):
     # -- executions -------------------------------------------------------------------------
 
     def run(self, code: str, timeout: Optional[float] = None, on_output: OnOutput = print_output,
-            on_input: OnInput = None) -> Result:
+            on_input: OnInput = None, transaction: Optional[str] = None) -> Result:
         """Runs `code`, passing output to `on_output(stream, text)` as it arrives and `input()`
         prompts to `on_input(prompt) -> str`. Returns the `Result`; raises ExecutionError (with the
         remote traceback), ExecutionCancelled, ExecutionTimedOut, WorkerLost, ... Ctrl-C cancels
-        the execution on the worker, then re-raises KeyboardInterrupt."""
+        the execution on the worker, then re-raises KeyboardInterrupt. With
+        `transaction="rollbackOnError"` a failed, cancelled or timed-out run leaves the namespace as
+        it was before the code (the raised error's `rolled_back` says it was put back)."""
         col = Collector()
-        events = self.stream(code, timeout)
+        events = self.stream(code, timeout, transaction)
         try:
             for ev in events:
                 col.add(ev)
@@ -104,11 +106,12 @@ class Session(SessionBase):
             events.close()
         return col.outcome()
 
-    def stream(self, code: str, timeout: Optional[float] = None) -> Iterator[Event]:
+    def stream(self, code: str, timeout: Optional[float] = None,
+               transaction: Optional[str] = None) -> Iterator[Event]:
         """Yields the execution's events as they arrive (`Event.type`: accepted, started, output,
         inputRequest, then one final event). Answer an inputRequest with `send_input`. Closing the
         iterator early disconnects, which cancels the execution."""
-        body = self.execute_body(code, timeout)
+        body = self.execute_body(code, timeout, transaction)
         reader = EventReader(MAX_LINE_BYTES)
         try:
             with self._http.stream("POST", self.route.url("executions"), json=body,

@@ -709,6 +709,10 @@ fn publish_relay_metrics(
         &m.blocking_call_warnings.get_or_create(labels),
         c.blocking_call_warnings,
     );
+    raise_to(
+        &m.transactions_rolled_back.get_or_create(labels),
+        c.transactions_rolled_back,
+    );
     let cancels = [
         c.cancels_requested,
         c.cancels_effective,

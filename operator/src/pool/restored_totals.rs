@@ -38,6 +38,7 @@ pub fn from_status(status: Option<&CapsulePoolStatus>) -> PoolTotals {
         totals.counters.exec_error = n(e.error);
         totals.counters.exec_cancelled = n(e.cancelled);
         totals.counters.exec_timed_out = n(e.timed_out);
+        totals.counters.transactions_rolled_back = n(e.rolled_back);
     }
     if let Some(e) = &status.executor {
         totals.counters.outputs_enqueued = n(e.outputs_enqueued);

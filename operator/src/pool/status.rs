@@ -212,6 +212,7 @@ pub fn build(pool: &CapsulePool, seen: &Observation<'_>, now: Timestamp) -> Caps
             error: c.exec_error as i64,
             cancelled: c.exec_cancelled as i64,
             timed_out: c.exec_timed_out as i64,
+            rolled_back: c.transactions_rolled_back as i64,
         }),
         executor: Some(ExecutorTotals {
             outputs_enqueued: c.outputs_enqueued as i64,

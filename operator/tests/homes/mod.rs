@@ -35,6 +35,11 @@ pub const HOMES: &[(&str, &str, &str)] = &[
         "capsule_pool_blocking_call_warnings",
     ),
     (
+        "transactionsRolledBack",
+        "executions.rolledBack",
+        "capsule_pool_transactions_rolled_back",
+    ),
+    (
         "executor.outputsEnqueued",
         "executor.outputsEnqueued",
         "capsule_pool_outputs",

@@ -16,6 +16,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[path = "../../bench/checkpoint.rs"]
 mod checkpoint;
+#[path = "../../bench/transaction.rs"]
+mod transaction;
 
 const JUPYTER_SCRIPT: &str = include_str!("../../bench/jupyter_bench.py");
 const WORKER_TOKEN: &str = "bench-pool-token";
@@ -60,6 +62,12 @@ struct Args {
     /// Run only the checkpoint figures (print them, write no JSON).
     #[arg(long)]
     checkpoints_only: bool,
+    /// Samples per side (plain, transaction) of each transaction case.
+    #[arg(long, default_value_t = 200)]
+    transaction_iterations: usize,
+    /// Run the transaction cases only (writes just those to `--json`).
+    #[arg(long)]
+    transaction_only: bool,
     /// Where `scripts/install-tools.sh jupyter` put the venv.
     #[arg(long, env = "CAPSULE_TOOLS_DIR")]
     tools_dir: Option<PathBuf>,
@@ -100,6 +108,8 @@ struct Report {
     reset_with_standby: ResetFigures,
     reset_without_standby: ResetFigures,
     checkpoints: Vec<checkpoint::CheckpointFigures>,
+    /// Transaction overhead by case (bench/transaction.rs).
+    transaction: Vec<transaction::Case>,
     targets: serde_json::Value,
 }
 
@@ -233,14 +243,20 @@ fn unescaped_len(raw: &str) -> usize {
 
 /// Runs code and returns (output bytes, final event).
 async fn execute(worker: &WorkerProcess, code: &str) -> (usize, EventBody) {
+    let request = ExecuteRequest {
+        code: code.into(),
+        ..Default::default()
+    };
+    execute_request(worker, &request).await
+}
+
+/// [`execute`] with a whole request.
+async fn execute_request(worker: &WorkerProcess, request: &ExecuteRequest) -> (usize, EventBody) {
     let mut response = worker
         .client
         .post(format!("{}/v1/executions", worker.base))
         .bearer_auth(SESSION_TOKEN)
-        .json(&ExecuteRequest {
-            code: code.into(),
-            ..Default::default()
-        })
+        .json(request)
         .send()
         .await
         .unwrap();
@@ -418,6 +434,12 @@ async fn main() {
     if cfg!(debug_assertions) {
         eprintln!("capsule-worker-bench: debug build; figures are only meaningful with --release");
     }
+    if args.transaction_only {
+        let cases = transaction::bench(&args).await;
+        transaction::print(&cases, args.transaction_iterations);
+        write_json(&args, &serde_json::json!({ "transaction": cases }));
+        return;
+    }
     if args.checkpoints_only {
         return checkpoint::print(&checkpoint::bench(&args).await);
     }
@@ -429,6 +451,7 @@ async fn main() {
     } else {
         Vec::new()
     };
+    let transaction = transaction::bench(&args).await;
     let jupyter = bench_jupyter(&args).await;
     let mb = args.throughput_bytes as f64 / 1e6;
     println!("capsule-worker-bench ({} round trips of `1+1`, {mb:.1} MB printed in 1 KiB lines, median of {} runs)", args.iterations, args.runs);
@@ -467,6 +490,7 @@ async fn main() {
         );
     }
     checkpoint::print(&checkpoints);
+    transaction::print(&transaction, args.transaction_iterations);
     println!(
         "targets: p50 <= 0.5 ms ({}), throughput >= 300 MB/s ({}), nothing dropped under Block ({})",
         if worker.p50_ms <= 0.5 { "met" } else { "missed" },
@@ -481,12 +505,17 @@ async fn main() {
         reset_with_standby,
         reset_without_standby,
         checkpoints,
+        transaction,
         targets: serde_json::json!({"p50Ms": 0.5, "throughputMBps": 300.0}),
     };
+    write_json(&args, &report);
+}
+
+fn write_json(args: &Args, report: &impl Serialize) {
     if let Some(parent) = args.json.parent() {
         let _ = std::fs::create_dir_all(parent);
     }
-    std::fs::write(&args.json, serde_json::to_vec_pretty(&report).unwrap())
+    std::fs::write(&args.json, serde_json::to_vec_pretty(report).unwrap())
         .unwrap_or_else(|e| fail(&format!("cannot write {}: {e}", args.json.display())));
     println!("figures written to {}", args.json.display());
 }
