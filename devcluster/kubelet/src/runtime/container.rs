@@ -357,6 +357,7 @@ impl Supervisor {
         let exec = ExecContext {
             env: self.launch.process.env.clone(),
             working_dir: self.launch.process.working_dir.clone(),
+            in_image: self.launch.process.sandbox.is_some(),
         };
         let (probe_tx, mut probe_rx) = mpsc::channel(PROBE_SIGNAL_CAPACITY);
         let mut probes = ProbeTasks(Vec::new());

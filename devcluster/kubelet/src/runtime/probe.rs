@@ -54,6 +54,8 @@ impl ProbeSpec {
 pub struct ExecContext {
     pub env: Vec<(String, String)>,
     pub working_dir: PathBuf,
+    /// The container runs in its image's root filesystem, where a host command would be wrong.
+    pub in_image: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,6 +97,12 @@ async fn exec_probe(argv: &[String], exec: &ExecContext) -> ProbeOutcome {
     let Some((program, args)) = argv.split_first() else {
         return ProbeOutcome::Failure("exec probe has no command".into());
     };
+    if exec.in_image {
+        // Entering the container's namespaces, root and credentials for a probe is not done yet.
+        return ProbeOutcome::Failure(
+            "exec probes are not supported for containers run from images (--image-root): use an httpGet or tcpSocket probe".into(),
+        );
+    }
     let status = Command::new(program)
         .args(args)
         .env_clear()
