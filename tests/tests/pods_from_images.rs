@@ -36,6 +36,29 @@ spec:
 
 const SESSION: &str = "apiVersion: capsule.dev/v1alpha1\nkind: CapsuleSession\nmetadata:\n  name: s1\n  namespace: default\nspec:\n  pool: img\n";
 
+/// A pod from the worker image with a writable root (no `readOnlyRootFilesystem`): it writes into
+/// its image's home; `reader` then looks for that file from a second pod of the same image.
+fn python_pod(name: &str, code: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  restartPolicy: Never\n  automountServiceAccountToken: false\n  containers:\n  - name: c\n    image: capsule-worker:dev\n    command: [/usr/bin/python3, -c]\n    args: [{code:?}]\n"
+    )
+}
+
+const MISSING_POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: missing\n  namespace: default\nspec:\n  containers:\n  - name: c\n    image: capsule-missing:1\n";
+
+/// Waits for pod `name` to succeed; returns its log.
+fn pod_output(cluster: &DevCluster, name: &str) -> String {
+    wait_for(
+        &format!("pod {name} succeeded"),
+        Duration::from_secs(60),
+        || {
+            let phase = cluster.jsonpath(&["pod", name], "{.status.phase}");
+            (phase == "Succeeded").then_some(()).ok_or(phase)
+        },
+    );
+    cluster.kubectl(&["logs", name])
+}
+
 /// Process names that must not show in a worker container's `/proc` (other pods, the sidecar of
 /// its own pod, the devcluster, the operator, Prometheus); `comm` is cut to 15 characters.
 const FOREIGN: &[&str] = &[
@@ -99,6 +122,8 @@ fn pool_warms_session_binds_and_code_runs_in_pods_from_the_images() {
         format!("capsule-worker:*={}", image("capsule-worker")),
         "--image-root".into(),
         format!("capsule-sidecar:*={}", image("capsule-sidecar")),
+        "--image-root".into(),
+        "capsule-missing:*=localhost/capsule-e2e/never-built:0".into(),
     ]
     .into();
     let cluster = DevCluster::start_with_args(dir.path(), &args);
@@ -163,6 +188,40 @@ fn pool_warms_session_binds_and_code_runs_in_pods_from_the_images() {
             .then_some(())
             .ok_or(format!("bound={bound:?} hits={hits:?}"))
     });
+
+    // A writable root is a layer of the container's own: the image's rootfs, shared, stays as built.
+    cluster.apply(&python_pod(
+        "writer",
+        "import os; open('/home/capsule/mark', 'w').write('x'); print(os.getuid(), os.path.exists('/home/capsule/mark'))",
+    ));
+    assert_eq!(pod_output(&cluster, "writer").trim(), "65532 True");
+    cluster.apply(&python_pod(
+        "reader",
+        "import os; print(os.path.exists('/home/capsule/mark'))",
+    ));
+    assert_eq!(pod_output(&cluster, "reader").trim(), "False");
+
+    // An image that was never built: the pod says so, and how to fix it.
+    cluster.apply(MISSING_POD);
+    wait_for(
+        "the missing image reported",
+        Duration::from_secs(30),
+        || {
+            let reason = cluster.jsonpath(
+                &["pod", "missing"],
+                "{.status.containerStatuses[0].state.waiting.reason}",
+            );
+            let events = cluster.kubectl(&[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=missing",
+            ]);
+            (reason == "ErrImageNeverPull" && events.contains("make images"))
+                .then_some(())
+                .ok_or(format!("reason={reason:?} events={events}"))
+        },
+    );
     eprintln!(
         "images ready after {images_ready:?}, pool warm after {warm:?}, test took {:?}",
         started.elapsed()
