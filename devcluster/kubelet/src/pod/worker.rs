@@ -712,7 +712,7 @@ impl PodWorker {
         };
         let mut shortest: Option<Duration> = None;
         for file in files {
-            match write_token(&context, &file.path, &file.projection).await {
+            match write_token(&context, &file.path, &file.projection, file.default_mode).await {
                 Ok(lifetime) => shortest = Some(shortest.map_or(lifetime, |s| s.min(lifetime))),
                 Err(error) => {
                     tracing::warn!(%error, pod = %crate::events::name_of(&self.pod), "token refresh failed");
