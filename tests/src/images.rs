@@ -10,7 +10,12 @@ use crate::{bin, workspace};
 /// Images of the tests get their own names, so a `make images` of the same tree is left alone.
 pub const PREFIX: &str = "localhost/capsule-e2e/";
 /// What goes into the images.
-pub const BINARIES: [&str; 3] = ["capsule-operator", "capsule-worker", "capsule-sidecar"];
+pub const BINARIES: [&str; 4] = [
+    "capsule-operator",
+    "capsule-worker",
+    "capsule-sidecar",
+    "capsule-gateway",
+];
 
 pub fn script(name: &str) -> PathBuf {
     workspace().join("scripts").join(name)

@@ -1,8 +1,8 @@
-//! The images (#22): `scripts/images.sh` builds the operator, worker and sidecar images with buildah
+//! The images (#22): `scripts/images.sh` builds the operator, worker, sidecar and gateway images with buildah
 //! from the debug binaries `make test` built and Debian bases made here from Debian packages
 //! (`scripts/base-image.sh`, cached under `.tools/images`), and each entrypoint runs from its image
 //! with `buildah run --isolation chroot` as the image's own user, in its declared directories:
-//! `capsule-operator --help`, `capsule-worker` running `1+1` through its API after a session is
+//! `capsule-operator --help`, `capsule-gateway --help`, `capsule-worker` running `1+1` through its API after a session is
 //! bound, `capsule-sidecar` answering `/healthz`. Chroot isolation shares the host's network, so
 //! the test reaches the servers on 127.0.0.1. buildah is installed by `scripts/install-tools.sh`
 //! (as root) or the test fails saying how to install it.
@@ -11,7 +11,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use capsule_e2e::images::{build_images, image, install_tools, run, script};
+use capsule_e2e::images::{build_images, image, install_tools, run, script, BINARIES};
 use capsule_e2e::{free_port, http};
 use serde_json::{json, Value};
 
@@ -122,9 +122,11 @@ fn check_config(container: &Container, title: &str, workdir: &str) {
         .is_some_and(|s| s.starts_with("http")));
 }
 
-fn operator_help() {
-    let container = Container::of(&image("capsule-operator"));
-    check_config(&container, "capsule-operator", "/home/nonroot");
+/// `name --help` from its image (the operator and the gateway need an API server to do more).
+fn help_runs(name: &str) {
+    let container = Container::of(&image(name));
+    check_config(&container, name, "/home/nonroot");
+    let binary = format!("/usr/local/bin/{name}");
     let output = run(
         Command::new(script("buildah.sh")).args([
             "run",
@@ -132,13 +134,13 @@ fn operator_help() {
             "chroot",
             &container.0,
             "--",
-            "/usr/local/bin/capsule-operator",
+            &binary,
             "--help",
         ]),
-        "capsule-operator --help in its image",
+        &format!("{name} --help in its image"),
     );
     let help = String::from_utf8_lossy(&output.stdout);
-    assert!(help.contains("Usage: capsule-operator"), "{help}");
+    assert!(help.contains(&format!("Usage: {name}")), "{help}");
 }
 
 fn sidecar_healthz() {
@@ -216,14 +218,15 @@ fn images_build_and_their_entrypoints_run() {
     let started = Instant::now();
     let report = build_images();
     eprintln!("{report}built in {:?}", started.elapsed());
-    for name in ["capsule-operator", "capsule-worker", "capsule-sidecar"] {
+    for name in BINARIES {
         let line = report
             .lines()
             .find(|l| l.trim_start().starts_with(&image(name)))
             .unwrap_or_else(|| panic!("no size reported for {name}: {report}"));
         assert!(line.contains("MB") || line.contains("kB"), "{line}");
     }
-    operator_help();
+    help_runs("capsule-operator");
+    help_runs("capsule-gateway");
     sidecar_healthz();
     worker_runs_code();
     eprintln!("images test took {:?}", started.elapsed());
