@@ -44,6 +44,23 @@ fn python_pod(name: &str, code: &str) -> String {
     )
 }
 
+const PROBED_POD: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: probed, namespace: default}
+spec:
+  terminationGracePeriodSeconds: 1
+  automountServiceAccountToken: false
+  containers:
+  - name: c
+    image: capsule-worker:dev
+    command: [/usr/bin/python3, -c]
+    args: ["import time; open('/home/capsule/ready', 'w').close(); time.sleep(600)"]
+    readinessProbe:
+      exec: {command: [test, -f, /home/capsule/ready]}
+      periodSeconds: 1
+"#;
+
 const MISSING_POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: missing\n  namespace: default\nspec:\n  containers:\n  - name: c\n    image: capsule-missing:1\n";
 
 /// Waits for pod `name` to succeed; returns its log.
@@ -200,6 +217,13 @@ fn pool_warms_session_binds_and_code_runs_in_pods_from_the_images() {
         "import os; print(os.path.exists('/home/capsule/mark'))",
     ));
     assert_eq!(pod_output(&cluster, "reader").trim(), "False");
+
+    // An exec probe runs inside the container: the file it tests exists only in the pod's root.
+    cluster.apply(PROBED_POD);
+    wait_for("the exec probe passes", Duration::from_secs(60), || {
+        let ready = cluster.jsonpath(&["pod", "probed"], "{.status.containerStatuses[0].ready}");
+        (ready == "true").then_some(()).ok_or(ready)
+    });
 
     // An image that was never built: the pod says so, and how to fix it.
     cluster.apply(MISSING_POD);
