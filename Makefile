@@ -73,7 +73,7 @@ bench: tools
 	@echo
 	python3 scripts/bench-table.py --out target/bench/all.json target/bench/worker.json target/bench/sidecar.json target/bench/devcluster.json target/bench/operator-ingest.json target/bench/acquire.json target/bench/gateway.json target/bench/kernel.json
 
-## images: the operator, worker and sidecar images (docker/README.md). Default: buildah, from the
+## images: the operator, worker, sidecar and gateway images (docker/README.md). Default: buildah, from the
 ## release binaries built here and Debian bases made from Debian packages (no registry needed);
 ## CONTAINER_ENGINE=docker|podman builds the Dockerfiles' multi-stage path from published bases.
 ## IMAGES_PROFILE=debug takes target/debug instead; IMAGE_PREFIX=registry/path/ names them for a push.
@@ -82,7 +82,7 @@ IMAGES_PROFILE ?= release
 images:
 ifeq ($(CONTAINER_ENGINE),buildah)
 	scripts/install-tools.sh buildah mmdebstrap
-	$(CARGO) build $(if $(filter release,$(IMAGES_PROFILE)),--release) -p capsule-operator -p capsule-worker -p capsule-sidecar --bin capsule-operator --bin capsule-worker --bin capsule-sidecar
+	$(CARGO) build $(if $(filter release,$(IMAGES_PROFILE)),--release) -p capsule-operator -p capsule-worker -p capsule-sidecar -p capsule-gateway --bin capsule-operator --bin capsule-worker --bin capsule-sidecar --bin capsule-gateway
 endif
 	CONTAINER_ENGINE=$(CONTAINER_ENGINE) scripts/images.sh --profile $(IMAGES_PROFILE)
 

@@ -2,6 +2,8 @@
 # `make demo`: builds everything, starts the embedded devcluster and the operator, applies the
 # examples (a pool and a session), runs Python on the session, shows what kubectl and /metrics say,
 # then keeps running until Ctrl-C. With CAPSULE_DEMO_EXIT=1 it stops after the first result (CI).
+# With DEMO_IMAGES=1 (as root) the worker pods run from the worker and sidecar images, built first
+# with scripts/images.sh --profile debug (docs/devcluster.md, "Pods from the real images").
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -14,6 +16,8 @@ if [ "${CAPSULE_DEMO_SKIP_BUILD:-0}" != 1 ]; then
   cargo build --workspace --bins
 fi
 scripts/install-tools.sh kubectl client
+images="${DEMO_IMAGES:-${CAPSULE_DEMO_IMAGES:-0}}"
+case "$images" in 0|1) ;; *) echo "DEMO_IMAGES must be 0 or 1, not '$images'" >&2; exit 2 ;; esac
 kubectl="$root/.tools/bin/kubectl"
 python="$root/.tools/venv/bin/python"
 bin="${CAPSULE_DEMO_BIN_DIR:-${CARGO_TARGET_DIR:-$root/target}/debug}"
@@ -35,11 +39,25 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+image_roots=()
+if [ "$images" = 1 ]; then
+  [ "$(id -u)" = 0 ] || { echo "DEMO_IMAGES=1 needs root (the kubelet makes namespaces, mounts and switches uids)" >&2; exit 1; }
+  say "building the images (scripts/images.sh --profile debug)"
+  scripts/install-tools.sh buildah mmdebstrap
+  prefix="${IMAGE_PREFIX:-localhost/}"
+  version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
+  IMAGE_PREFIX="$prefix" scripts/images.sh --profile debug
+  image_roots=(--buildah "$root/scripts/buildah.sh"
+    --image-root "capsule-worker:*=${prefix}capsule-worker:$version"
+    --image-root "capsule-sidecar:*=${prefix}capsule-sidecar:$version")
+fi
+
 say "starting the devcluster (logs: $state/devcluster.log)"
 mkfifo "$state/ready"
 "$bin/capsule-devcluster" serve --state-dir "$state" \
   --image-map "capsule-worker:*=$bin/capsule-worker" \
   --image-map "capsule-sidecar:*=$bin/capsule-sidecar" \
+  "${image_roots[@]}" \
   >"$state/ready" 2>"$state/devcluster.log" &
 pids+=($!)
 read -r ready <"$state/ready"
@@ -67,6 +85,11 @@ say "applying examples/pool-minimal.yaml and examples/session.yaml"
 
 say "running Python on the session with the SDK (examples/sdk_demo.py, capsule-client)"
 "$python" examples/sdk_demo.py --session demo-session
+
+if [ "$images" = 1 ]; then
+  say "the pods run from the images (devcluster log)"
+  grep -a 'image rootfs mounted' "$state/devcluster.log" | sed 's/\x1b\[[0-9;]*m//g; s/^.*image rootfs mounted/  mounted/'
+fi
 
 say "kubectl get cpool,csess"
 "$kubectl" get cpool,csess -o wide

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the operator, worker and sidecar images (docker/README.md) and prints their sizes.
+# Builds the operator, worker, sidecar and gateway images (docker/README.md) and prints their sizes.
 #
 # With buildah (the default where it is installed): from binaries already built on the host
 # (target/<profile>, debug info stripped on the way in) and Debian bases made by
@@ -50,9 +50,9 @@ case "$(basename "$engine")" in
     # The binaries, debug info stripped (they keep their symbols for backtraces).
     context="$tools/images/context-$profile"
     rm -rf "$context"; mkdir -p "$context/bin" "$context/empty"
-    for b in capsule-operator capsule-worker capsule-sidecar; do
+    for b in capsule-operator capsule-worker capsule-sidecar capsule-gateway; do
       [ -x "$root/target/$profile/$b" ] || {
-        log "target/$profile/$b is missing: run cargo build $([ "$profile" = release ] && echo '--release ')-p capsule-operator -p capsule-worker -p capsule-sidecar --bins"; exit 1; }
+        log "target/$profile/$b is missing: run cargo build $([ "$profile" = release ] && echo '--release ')-p capsule-operator -p capsule-worker -p capsule-sidecar -p capsule-gateway --bins"; exit 1; }
       strip --strip-debug -o "$context/bin/$b" "$root/target/$profile/$b"
     done
     base="${BASE_IMAGE:-$("$root/scripts/base-image.sh" runtime)}"
@@ -82,6 +82,7 @@ image() { # name dockerfile target
 image capsule-operator Dockerfile.operator ""
 image capsule-worker Dockerfile.worker worker
 image capsule-sidecar Dockerfile.worker sidecar
+image capsule-gateway Dockerfile.gateway ""
 
 # buildah 1.28 leaves a working container behind for the `FROM ${BINARIES} AS binaries` stage,
 # holding an unnamed stage image; both are used by nothing, so they go (this storage is ours).

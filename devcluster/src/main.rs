@@ -31,6 +31,14 @@ enum Command {
         /// `PATTERN=COMMAND`: run COMMAND for containers whose image matches PATTERN (`*` wildcard).
         #[arg(long = "image-map", value_name = "PATTERN=COMMAND")]
         image_map: Vec<String>,
+        /// `PATTERN=IMAGE`: run containers whose image matches PATTERN from IMAGE, an image in the
+        /// local buildah storage, in their own mount and PID namespaces (tried before --image-map).
+        #[arg(long = "image-root", value_name = "PATTERN=IMAGE")]
+        image_root: Vec<String>,
+        /// The buildah command for --image-root (whitespace-separated words), e.g.
+        /// `scripts/buildah.sh` for the project's storage under .tools/containers.
+        #[arg(long, default_value = "buildah")]
+        buildah: String,
         /// Do not start the in-process kubelet.
         #[arg(long)]
         no_kubelet: bool,
@@ -56,6 +64,12 @@ fn parse_image_map(entries: &[String]) -> Result<Vec<(String, Vec<String>)>> {
             Ok((pattern.to_string(), command))
         })
         .collect()
+}
+
+/// The owner of `/proc/self` is this process's effective uid.
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 async fn terminated() {
@@ -86,10 +100,22 @@ async fn main() -> Result<()> {
         state_dir,
         snapshot,
         image_map,
+        image_root,
+        buildah,
         no_kubelet,
         watch_history,
     } = Cli::parse().command;
     let image_map = parse_image_map(&image_map)?;
+    let image_roots = image_root
+        .iter()
+        .map(|entry| capsule_kubelet::parse_image_root(entry))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Config(format!("--image-root: {e}")))?;
+    if !image_roots.is_empty() && !running_as_root() {
+        return Err(Error::Config(
+            "--image-root needs root (mount and PID namespaces, chroot, uid switch): run the devcluster as root or use --image-map".into(),
+        ));
+    }
     let mut config = DevClusterConfig::new(state_dir);
     config.listen = listen;
     config.snapshot = snapshot;
@@ -105,9 +131,15 @@ async fn main() -> Result<()> {
             state_dir: cluster.state_dir().to_path_buf(),
             image_map,
         };
-        Some(tokio::spawn(capsule_kubelet::run(
+        let options = capsule_kubelet::KubeletOptions {
+            image_roots,
+            buildah: buildah.split_whitespace().map(str::to_string).collect(),
+            ..Default::default()
+        };
+        Some(tokio::spawn(capsule_kubelet::run_with_options(
             client,
             kubelet_config,
+            options,
             kubelet_stop.clone(),
         )))
     };

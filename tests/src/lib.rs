@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod images;
 pub mod prometheus;
 
 /// The workspace root.
@@ -170,6 +171,16 @@ impl DevCluster {
     /// Like [`DevCluster::start`], with more `--image-map PATTERN=COMMAND` entries after the
     /// worker's and the sidecar's (e.g. the operator image, for the Helm chart's Deployment).
     pub fn start_with_image_maps(state_dir: &Path, extra_image_maps: &[String]) -> DevCluster {
+        let args: Vec<String> = extra_image_maps
+            .iter()
+            .flat_map(|m| ["--image-map".to_string(), m.clone()])
+            .collect();
+        Self::start_with_args(state_dir, &args)
+    }
+
+    /// Like [`DevCluster::start`], with more `capsule-devcluster serve` arguments (e.g.
+    /// `--image-root`, whose entries win over the default image maps).
+    pub fn start_with_args(state_dir: &Path, extra_args: &[String]) -> DevCluster {
         let worker = reachable_bin(state_dir, "capsule-worker");
         let sidecar = reachable_bin(state_dir, "capsule-sidecar");
         let mut command = Command::new(bin("capsule-devcluster"));
@@ -181,9 +192,7 @@ impl DevCluster {
             .arg(format!("capsule-worker:*={}", worker.display()))
             .arg("--image-map")
             .arg(format!("capsule-sidecar:*={}", sidecar.display()));
-        for mapping in extra_image_maps {
-            command.arg("--image-map").arg(mapping);
-        }
+        command.args(extra_args);
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::from(

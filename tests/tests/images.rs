@@ -1,22 +1,20 @@
-//! The images (#22): `scripts/images.sh` builds the operator, worker and sidecar images with buildah
+//! The images (#22): `scripts/images.sh` builds the operator, worker, sidecar and gateway images with buildah
 //! from the debug binaries `make test` built and Debian bases made here from Debian packages
 //! (`scripts/base-image.sh`, cached under `.tools/images`), and each entrypoint runs from its image
 //! with `buildah run --isolation chroot` as the image's own user, in its declared directories:
-//! `capsule-operator --help`, `capsule-worker` running `1+1` through its API after a session is
+//! `capsule-operator --help`, `capsule-gateway --help`, `capsule-worker` running `1+1` through its API after a session is
 //! bound, `capsule-sidecar` answering `/healthz`. Chroot isolation shares the host's network, so
 //! the test reaches the servers on 127.0.0.1. buildah is installed by `scripts/install-tools.sh`
 //! (as root) or the test fails saying how to install it.
 
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use capsule_e2e::{bin, free_port, http, workspace};
+use capsule_e2e::images::{build_images, image, install_tools, run, script, BINARIES};
+use capsule_e2e::{free_port, http};
 use serde_json::{json, Value};
 
-/// Images of this test get their own names, so a `make images` of the same tree is left alone.
-const PREFIX: &str = "localhost/capsule-e2e/";
 const USER: &str = "65532:65532";
 const WORKER_TOKEN: &str = "images-test-worker-credential";
 const SESSION_TOKEN: &str = "images-test-session-token";
@@ -24,22 +22,6 @@ const SESSION_TOKEN: &str = "images-test-session-token";
 /// operator sends it when binding.
 const SESSION_TOKEN_SHA256: &str =
     "c3449b19fd8cfc25e1712752e4a6e97ba035c07a761ac4582b451f24fb18ac8f";
-
-fn script(name: &str) -> PathBuf {
-    workspace().join("scripts").join(name)
-}
-
-fn run(command: &mut Command, what: &str) -> Output {
-    let output = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        output.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
 
 fn buildah(args: &[&str]) -> String {
     let output = run(
@@ -121,37 +103,6 @@ fn wait_healthy(process: &mut Group, url: &str) {
     }
 }
 
-fn install_tools() {
-    run(
-        Command::new(script("install-tools.sh")).args(["buildah", "mmdebstrap"]),
-        "scripts/install-tools.sh buildah mmdebstrap (needs root, or install both with apt-get)",
-    );
-}
-
-/// Builds the three images; returns the script's report (it names each image with its size).
-fn build_images() -> String {
-    // `bin` asserts the debug binaries exist (make test builds them first).
-    for b in ["capsule-operator", "capsule-worker", "capsule-sidecar"] {
-        bin(b);
-    }
-    let output = run(
-        Command::new(script("images.sh"))
-            .args(["--profile", "debug"])
-            .env("CONTAINER_ENGINE", "buildah")
-            .env("IMAGE_PREFIX", PREFIX),
-        "scripts/images.sh --profile debug",
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
-fn version() -> String {
-    env!("CARGO_PKG_VERSION").to_string()
-}
-
-fn image(name: &str) -> String {
-    format!("{PREFIX}{name}:{}", version())
-}
-
 /// The image's user, working directory and OCI labels are what docker/README.md promises.
 fn check_config(container: &Container, title: &str, workdir: &str) {
     let config = container.config();
@@ -159,7 +110,7 @@ fn check_config(container: &Container, title: &str, workdir: &str) {
     assert_eq!(config["WorkingDir"], workdir);
     let label = |key: &str| config["Labels"][format!("org.opencontainers.image.{key}")].clone();
     assert_eq!(label("title"), title);
-    assert_eq!(label("version"), version().as_str());
+    assert_eq!(label("version"), env!("CARGO_PKG_VERSION"));
     let revision = label("revision");
     let revision = revision.as_str().expect("a revision label");
     assert!(
@@ -171,9 +122,11 @@ fn check_config(container: &Container, title: &str, workdir: &str) {
         .is_some_and(|s| s.starts_with("http")));
 }
 
-fn operator_help() {
-    let container = Container::of(&image("capsule-operator"));
-    check_config(&container, "capsule-operator", "/home/nonroot");
+/// `name --help` from its image (the operator and the gateway need an API server to do more).
+fn help_runs(name: &str) {
+    let container = Container::of(&image(name));
+    check_config(&container, name, "/home/nonroot");
+    let binary = format!("/usr/local/bin/{name}");
     let output = run(
         Command::new(script("buildah.sh")).args([
             "run",
@@ -181,13 +134,13 @@ fn operator_help() {
             "chroot",
             &container.0,
             "--",
-            "/usr/local/bin/capsule-operator",
+            &binary,
             "--help",
         ]),
-        "capsule-operator --help in its image",
+        &format!("{name} --help in its image"),
     );
     let help = String::from_utf8_lossy(&output.stdout);
-    assert!(help.contains("Usage: capsule-operator"), "{help}");
+    assert!(help.contains(&format!("Usage: {name}")), "{help}");
 }
 
 fn sidecar_healthz() {
@@ -265,14 +218,15 @@ fn images_build_and_their_entrypoints_run() {
     let started = Instant::now();
     let report = build_images();
     eprintln!("{report}built in {:?}", started.elapsed());
-    for name in ["capsule-operator", "capsule-worker", "capsule-sidecar"] {
+    for name in BINARIES {
         let line = report
             .lines()
             .find(|l| l.trim_start().starts_with(&image(name)))
             .unwrap_or_else(|| panic!("no size reported for {name}: {report}"));
         assert!(line.contains("MB") || line.contains("kB"), "{line}");
     }
-    operator_help();
+    help_runs("capsule-operator");
+    help_runs("capsule-gateway");
     sidecar_healthz();
     worker_runs_code();
     eprintln!("images test took {:?}", started.elapsed());

@@ -20,6 +20,14 @@ pub enum Error {
     },
     #[error("invalid image mapping `{0}`: expected `PATTERN=COMMAND [ARGS...]`")]
     InvalidImageMapping(String),
+    #[error("invalid image root `{0}`: expected `PATTERN=IMAGE` (an image in the local buildah storage)")]
+    InvalidImageRoot(String),
+    #[error("image `{image}` is not in the devcluster's local image storage ({message}): build it with `make images` (scripts/images.sh)")]
+    ImageMissing { image: String, message: String },
+    #[error("image `{image}` runs as user `{user}`, which is not numeric: set runAsUser (and runAsGroup) in the container's securityContext")]
+    ImageUser { image: String, user: String },
+    #[error("container {container} has runAsNonRoot and image `{image}` will run as root: set runAsUser to a non-zero uid or use an image with a non-root USER")]
+    RunAsRoot { container: String, image: String },
     #[error("no command mapped for image `{0}`")]
     ImageNotMapped(String),
     #[error("object {0} has no {1}")]

@@ -95,7 +95,7 @@ impl ImageMap {
     }
 }
 
-fn pattern_matches(pattern: &str, image: &str) -> bool {
+pub(crate) fn pattern_matches(pattern: &str, image: &str) -> bool {
     match pattern.strip_suffix('*') {
         Some(prefix) => image.starts_with(prefix),
         None => pattern == image,

@@ -11,6 +11,7 @@ pub mod controllers;
 pub mod error;
 pub mod events;
 pub mod image_map;
+pub mod image_root;
 pub(crate) mod kubelet;
 pub mod node;
 pub mod pod;
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::{Error, Result};
 pub use image_map::{parse_image_mapping, ImageMap};
+pub use image_root::{parse_image_root, ImageRoots};
 
 /// How the kubelet maps images to local commands and where it keeps pod state.
 #[derive(Clone, Debug)]
@@ -55,6 +57,13 @@ pub struct KubeletOptions {
     pub max_log_bytes: u64,
     /// Longest grace period granted to pods when the kubelet itself shuts down (default 10 s).
     pub shutdown_grace: Duration,
+    /// `(PATTERN, IMAGE)`: containers whose image matches run from IMAGE's root filesystem in the
+    /// local buildah storage, in namespaces of their own ([`image_root`], [`runtime::sandbox`]).
+    /// Tried before `image_map`.
+    pub image_roots: Vec<(String, String)>,
+    /// The buildah command that reaches that storage (default `buildah`; the project's is
+    /// `scripts/buildah.sh`).
+    pub buildah: Vec<String>,
 }
 
 impl Default for KubeletOptions {
@@ -65,6 +74,8 @@ impl Default for KubeletOptions {
             restart_backoff: runtime::Backoff::default(),
             max_log_bytes: 16 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
+            image_roots: Vec::new(),
+            buildah: vec!["buildah".into()],
         }
     }
 }
@@ -85,6 +96,7 @@ pub(crate) struct Shared {
     pub config: KubeletConfig,
     pub options: KubeletOptions,
     pub image_map: ImageMap,
+    pub image_roots: ImageRoots,
     pub ips: pod::ip_pool::IpPool,
     pub reaper: runtime::Reaper,
     pub events: events::EventRecorder,
@@ -121,6 +133,11 @@ pub async fn run_with_options(
     node::register(&client, &config.node_name, started).await?;
     let shared = Arc::new(Shared {
         image_map: ImageMap::new(&config.image_map, &working_dir),
+        image_roots: ImageRoots::new(
+            options.image_roots.clone(),
+            options.buildah.clone(),
+            &config.state_dir,
+        ),
         ips: pod::ip_pool::IpPool::new(),
         reaper: runtime::Reaper::start()?,
         events: events::EventRecorder::new(client.clone(), "kubelet", &config.node_name),
@@ -158,6 +175,7 @@ pub async fn run_with_options(
     let _ = deployments.await;
     let _ = service_accounts.await;
     shared.reaper.shutdown().await;
+    shared.image_roots.remove_all().await;
     Ok(())
 }
 

@@ -20,6 +20,7 @@ fn launch(dir: &Path, script: &str, policy: RestartPolicy) -> ContainerLaunch {
             env: vec![("GREETING".into(), "hello".into())],
             working_dir: dir.join("work"),
             security: Default::default(),
+            sandbox: None,
         },
         log_dir: dir.to_path_buf(),
         max_log_bytes: 1024 * 1024,

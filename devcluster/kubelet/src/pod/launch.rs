@@ -64,6 +64,18 @@ pub fn build_launch(
     settings: &LaunchSettings<'_>,
     initial_restart_count: i32,
 ) -> Result<ContainerLaunch> {
+    let process = host_process(container, env, mounts, settings)?;
+    finish_launch(container, process, mounts, settings, initial_restart_count)
+}
+
+/// A container as a host process: argv from the image map, mount paths rewritten onto the pod's
+/// volume directories.
+fn host_process(
+    container: &Container,
+    env: EnvList,
+    mounts: &MountTable,
+    settings: &LaunchSettings<'_>,
+) -> Result<ProcessSpec> {
     let image = container.image.clone().unwrap_or_default();
     let command: Vec<String> = container
         .command
@@ -101,6 +113,23 @@ pub fn build_launch(
         }
         _ => settings.pod_dir.join("containers").join(&container.name),
     };
+    Ok(ProcessSpec {
+        argv,
+        env: env.into_vec(),
+        working_dir,
+        security: process_security(container, settings.pod_security),
+        sandbox: None,
+    })
+}
+
+/// The launch of `process`: probes (exec probe commands rewritten by `mounts`), restarts, logs.
+pub fn finish_launch(
+    container: &Container,
+    process: ProcessSpec,
+    mounts: &MountTable,
+    settings: &LaunchSettings<'_>,
+    initial_restart_count: i32,
+) -> Result<ContainerLaunch> {
     let probe = |probe: &Option<Probe>| -> Result<Option<ProbeSpec>> {
         probe
             .as_ref()
@@ -109,12 +138,7 @@ pub fn build_launch(
     };
     Ok(ContainerLaunch {
         name: container.name.clone(),
-        process: ProcessSpec {
-            argv,
-            env: env.into_vec(),
-            working_dir,
-            security: process_security(container, settings.pod_security),
-        },
+        process,
         log_dir: settings.pod_dir.to_path_buf(),
         max_log_bytes: settings.max_log_bytes,
         startup_probe: probe(&container.startup_probe)?,

@@ -3,6 +3,7 @@
 pub mod env;
 pub mod expand;
 pub mod fields;
+pub mod image_launch;
 pub mod ip_pool;
 pub mod launch;
 pub mod mounts;

@@ -46,6 +46,8 @@ pub struct VolumeContext<'a> {
 pub struct TokenFile {
     pub path: PathBuf,
     pub projection: ServiceAccountTokenProjection,
+    /// The projected volume's `defaultMode`.
+    pub default_mode: Option<i32>,
 }
 
 #[derive(Debug, Default)]
@@ -251,11 +253,12 @@ async fn project(
     }
     if let Some(source) = &projection.service_account_token {
         let path = dir.join(&source.path);
-        match write_token(context, &path, source).await {
+        match write_token(context, &path, source, default_mode).await {
             Ok(lifetime) => {
                 done.token_files.push(TokenFile {
                     path,
                     projection: source.clone(),
+                    default_mode,
                 });
                 done.shortest_token_lifetime = Some(
                     done.shortest_token_lifetime
@@ -276,6 +279,7 @@ pub async fn write_token(
     context: &VolumeContext<'_>,
     path: &Path,
     projection: &ServiceAccountTokenProjection,
+    default_mode: Option<i32>,
 ) -> std::result::Result<Duration, String> {
     let namespace = context.pod.metadata.namespace.clone().unwrap_or_default();
     let account = context
@@ -311,7 +315,7 @@ pub async fn write_token(
             "token for service account {namespace}/{account}: empty reply"
         ));
     }
-    let (owner, group, mode) = token_ownership(context.pod);
+    let (owner, group, mode) = token_ownership(context.pod, default_mode);
     write_file(path, token.as_bytes(), Some(mode)).await?;
     std::os::unix::fs::chown(path, owner, group)
         .map_err(|e| format!("owning {}: {e}", path.display()))?;
@@ -319,8 +323,9 @@ pub async fn write_token(
 }
 
 /// Who may read a projected token, as a kubelet decides: the one `runAsUser` every container
-/// shares (mode 0600), else the pod's `fsGroup` (0640), else root alone (0600).
-fn token_ownership(pod: &Pod) -> (Option<u32>, Option<u32>, i32) {
+/// shares (mode 0600), else the pod's `fsGroup` (0640), else the volume's `defaultMode` (0644 by
+/// default), owned by root, which a container running as its image's user can read.
+fn token_ownership(pod: &Pod, default_mode: Option<i32>) -> (Option<u32>, Option<u32>, i32) {
     let spec = pod.spec.as_ref();
     let pod_user = spec
         .and_then(|s| s.security_context.as_ref())
@@ -347,7 +352,7 @@ fn token_ownership(pod: &Pod) -> (Option<u32>, Option<u32>, i32) {
         .and_then(|c| c.fs_group)
     {
         Some(group) => (None, Some(group as u32), 0o640),
-        None => (None, None, 0o600),
+        None => (None, None, default_mode.unwrap_or(0o644)),
     }
 }
 
@@ -444,12 +449,13 @@ mod tests {
     fn a_projected_token_belongs_to_the_user_every_container_shares_else_the_fs_group() {
         let shared =
             pod("spec: {securityContext: {runAsUser: 7}, containers: [{name: a}, {name: b}]}");
-        assert_eq!(token_ownership(&shared), (Some(7), None, 0o600));
+        assert_eq!(token_ownership(&shared, None), (Some(7), None, 0o600));
         let mixed = pod(
             "spec: {securityContext: {runAsUser: 7, fsGroup: 9}, containers: [{name: a}, {name: b, securityContext: {runAsUser: 8}}]}",
         );
-        assert_eq!(token_ownership(&mixed), (None, Some(9), 0o640));
+        assert_eq!(token_ownership(&mixed, None), (None, Some(9), 0o640));
         let root = pod("spec: {containers: [{name: a}]}");
-        assert_eq!(token_ownership(&root), (None, None, 0o600));
+        assert_eq!(token_ownership(&root, None), (None, None, 0o644));
+        assert_eq!(token_ownership(&root, Some(0o600)), (None, None, 0o600));
     }
 }

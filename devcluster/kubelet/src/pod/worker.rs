@@ -16,7 +16,10 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
 use super::env::{container_env, EnvList, PodAddresses};
-use super::launch::{build_launch, restart_policy, termination_grace, LaunchSettings};
+use super::image_launch::{bind_mounts, image_env, image_process};
+use super::launch::{
+    build_launch, finish_launch, restart_policy, termination_grace, LaunchSettings,
+};
 use super::mounts::MountTable;
 use super::objects::PodObjects;
 use super::status::{pod_status, ConditionClock, ContainerView, PodView, Stage};
@@ -27,7 +30,8 @@ use super::volumes::{
 use crate::error::{Error, Result};
 use crate::events::{reference_to, EventRecorder};
 use crate::runtime::{
-    ContainerEvent, ContainerHandle, ContainerLaunch, ContainerSnapshot, RestartPolicy, RunState,
+    BindMount, ContainerEvent, ContainerHandle, ContainerLaunch, ContainerSnapshot, RestartPolicy,
+    RunState,
 };
 use crate::Shared;
 
@@ -36,6 +40,9 @@ pub const HOST_IP: &str = "127.0.0.1";
 const PREPARE_RETRY: Duration = Duration::from_secs(2);
 /// Container changes closer together than this go out in one status update.
 const STATUS_COALESCE: Duration = Duration::from_millis(50);
+/// Where a container run from its image finds the pod's kubeconfig (a read-only bind of
+/// `<pod dir>/devcluster`); its token file is the in-container service-account path.
+const IMAGE_KUBECONFIG_DIR: &str = "/var/run/devcluster";
 /// Bound of each pod's container-event channel; events beyond it are dropped.
 const EVENT_CAPACITY: usize = 64;
 
@@ -324,7 +331,10 @@ impl PodWorker {
                 Ok(prepared) => break prepared,
                 Err(error) => {
                     let (reason, event_reason) = match error {
-                        Error::Env { .. } => ("CreateContainerConfigError", "Failed"),
+                        Error::Env { .. } | Error::ImageUser { .. } | Error::RunAsRoot { .. } => {
+                            ("CreateContainerConfigError", "Failed")
+                        }
+                        Error::ImageMissing { .. } => ("ErrImageNeverPull", "Failed"),
                         _ => ("ContainerCreating", "FailedMount"),
                     };
                     let message = error.to_string();
@@ -431,7 +441,10 @@ impl PodWorker {
             .iter()
             .chain(self.spec.init_containers.iter().flatten())
             .map(|c| c.image.clone().unwrap_or_default())
-            .find(|image| self.shared.image_map.lookup(image).is_none())
+            .find(|image| {
+                self.shared.image_roots.lookup(image).is_none()
+                    && self.shared.image_map.lookup(image).is_none()
+            })
     }
 
     async fn prepare(&self) -> Result<Prepared> {
@@ -462,7 +475,20 @@ impl PodWorker {
             &volumes_dir,
         )
         .await?;
-        let kubeconfig = self.write_kubeconfig(&volumes).await?;
+        let kubeconfig = self.write_kubeconfig(&volumes, false).await?;
+        let any_image = self
+            .spec
+            .containers
+            .iter()
+            .chain(self.spec.init_containers.iter().flatten())
+            .any(|c| {
+                let image = c.image.as_deref().unwrap_or_default();
+                self.shared.image_roots.lookup(image).is_some()
+            });
+        let image_kubeconfig = match any_image {
+            true => self.write_kubeconfig(&volumes, true).await?,
+            false => None,
+        };
 
         let settings = LaunchSettings {
             image_map: &self.shared.image_map,
@@ -474,7 +500,7 @@ impl PodWorker {
             backoff: self.shared.options.restart_backoff,
             max_log_bytes: self.shared.options.max_log_bytes,
         };
-        let previous_counts = self.previous_restart_counts();
+        let previous_restart_counts = self.previous_restart_counts();
         let init_containers = self
             .spec
             .init_containers
@@ -488,38 +514,82 @@ impl PodWorker {
             main: Vec::new(),
         };
         for (container, init) in all {
-            let mounts = self.mount_table(container, &volumes)?;
+            let image = container.image.clone().unwrap_or_default();
+            let rootfs = match self.shared.image_roots.lookup(&image) {
+                Some(local) => Some(self.shared.image_roots.rootfs(local).await?),
+                None => None,
+            };
             let mut base = EnvList::default();
             base.set("HOSTNAME", self.pod.name_any());
             base.set("DEVCLUSTER_POD_IP", self.pod_ip.clone());
-            base.set(
-                "DEVCLUSTER_POD_DIR",
-                self.pod_dir.to_string_lossy().into_owned(),
-            );
-            base.set(
-                "DEVCLUSTER_MOUNT_ROOT",
-                volumes_dir.to_string_lossy().into_owned(),
-            );
+            if rootfs.is_none() {
+                base.set(
+                    "DEVCLUSTER_POD_DIR",
+                    self.pod_dir.to_string_lossy().into_owned(),
+                );
+                base.set(
+                    "DEVCLUSTER_MOUNT_ROOT",
+                    volumes_dir.to_string_lossy().into_owned(),
+                );
+            }
             // Only a container that mounts the token gets the API, as in a real pod.
             let mounts_token = container
                 .volume_mounts
                 .iter()
                 .flatten()
                 .any(|m| m.mount_path.trim_end_matches('/') == SERVICE_ACCOUNT_MOUNT);
-            if let Some(kubeconfig) = kubeconfig.as_ref().filter(|_| mounts_token) {
+            let kubeconfig = match rootfs {
+                Some(_) => image_kubeconfig.as_ref(),
+                None => kubeconfig.as_ref(),
+            };
+            let kubeconfig = kubeconfig.filter(|_| mounts_token);
+            if let Some(kubeconfig) = kubeconfig {
                 base.set("KUBECONFIG", kubeconfig.to_string_lossy().into_owned());
+            }
+            if let Some(rootfs) = &rootfs {
+                base = image_env(rootfs, base);
             }
             let addresses = PodAddresses {
                 pod_ip: &self.pod_ip,
                 host_ip: HOST_IP,
             };
             let env = container_env(&mut objects, &self.pod, container, &addresses, base).await?;
-            let restarts = previous_counts
+            let restarts = previous_restart_counts
                 .iter()
                 .find(|(name, _)| *name == container.name)
                 .map(|(_, count)| *count)
                 .unwrap_or(0);
-            let mut launch = build_launch(container, env, &mounts, &settings, restarts)?;
+            let mut launch = match &rootfs {
+                Some(rootfs) => {
+                    let mut binds = bind_mounts(container, &volumes.paths)?;
+                    if kubeconfig.is_some() {
+                        binds.push(BindMount {
+                            source: self.pod_dir.join("devcluster"),
+                            target: IMAGE_KUBECONFIG_DIR.into(),
+                            read_only: true,
+                        });
+                    }
+                    let process = image_process(
+                        container,
+                        env,
+                        rootfs,
+                        binds,
+                        settings.pod_security,
+                        &self.pod_dir,
+                    )?;
+                    finish_launch(
+                        container,
+                        process,
+                        &MountTable::default(),
+                        &settings,
+                        restarts,
+                    )?
+                }
+                None => {
+                    let mounts = self.mount_table(container, &volumes)?;
+                    build_launch(container, env, &mounts, &settings, restarts)?
+                }
+            };
             if init {
                 // Init containers run to completion: they are retried on failure, never restarted
                 // after success.
@@ -576,8 +646,14 @@ impl PodWorker {
     }
 
     /// A kubeconfig for the pod's own API calls (kube clients read `KUBECONFIG` before trying
-    /// in-cluster config): the API server URL, its CA, and the service-account token file.
-    async fn write_kubeconfig(&self, volumes: &Materialised) -> Result<Option<PathBuf>> {
+    /// in-cluster config): the API server URL, its CA, and the service-account token file. For
+    /// containers run from images (`in_image`) it names the token by its in-container path and
+    /// is returned as they see it.
+    async fn write_kubeconfig(
+        &self,
+        volumes: &Materialised,
+        in_image: bool,
+    ) -> Result<Option<PathBuf>> {
         let Some(server) = self.shared.options.api_server_url.as_deref() else {
             return Ok(None);
         };
@@ -593,6 +669,18 @@ impl PodWorker {
             .filter(|f| f.exists())
         else {
             return Ok(None);
+        };
+        let (token_file, path, visible) = if in_image {
+            let dir = self.pod_dir.join("devcluster");
+            tokio::fs::create_dir_all(&dir)
+                .await
+                .map_err(|e| Error::io(&dir, e))?;
+            let inside = PathBuf::from(IMAGE_KUBECONFIG_DIR).join("kubeconfig");
+            let token = PathBuf::from(SERVICE_ACCOUNT_MOUNT).join("token");
+            (token, dir.join("kubeconfig"), inside)
+        } else {
+            let path = self.pod_dir.join("kubeconfig");
+            (token_file, path.clone(), path)
         };
         let mut cluster = serde_json::json!({ "server": server });
         match &self.shared.options.api_server_ca_pem {
@@ -615,11 +703,10 @@ impl PodWorker {
             "contexts": [{ "name": "pod", "context": { "cluster": "devcluster", "user": "pod", "namespace": namespace } }],
             "current-context": "pod",
         });
-        let path = self.pod_dir.join("kubeconfig");
         tokio::fs::write(&path, serde_json::to_vec_pretty(&kubeconfig)?)
             .await
             .map_err(|e| Error::io(&path, e))?;
-        Ok(Some(path))
+        Ok(Some(visible))
     }
 
     async fn refresh_tokens(&self, files: &[TokenFile]) -> Option<Duration> {
@@ -634,7 +721,7 @@ impl PodWorker {
         };
         let mut shortest: Option<Duration> = None;
         for file in files {
-            match write_token(&context, &file.path, &file.projection).await {
+            match write_token(&context, &file.path, &file.projection, file.default_mode).await {
                 Ok(lifetime) => shortest = Some(shortest.map_or(lifetime, |s| s.min(lifetime))),
                 Err(error) => {
                     tracing::warn!(%error, pod = %crate::events::name_of(&self.pod), "token refresh failed");

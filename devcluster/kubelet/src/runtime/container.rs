@@ -357,6 +357,16 @@ impl Supervisor {
         let exec = ExecContext {
             env: self.launch.process.env.clone(),
             working_dir: self.launch.process.working_dir.clone(),
+            in_image: self
+                .launch
+                .process
+                .sandbox
+                .as_ref()
+                .map(|_| super::probe::InImage {
+                    shim_pid: process.pid(),
+                    uid: self.launch.process.security.user.map_or(0, |u| u.0),
+                    gid: self.launch.process.security.user.map_or(0, |u| u.1),
+                }),
         };
         let (probe_tx, mut probe_rx) = mpsc::channel(PROBE_SIGNAL_CAPACITY);
         let mut probes = ProbeTasks(Vec::new());

@@ -5,6 +5,7 @@ pub mod log_sink;
 pub mod probe;
 pub mod process;
 pub mod reaper;
+pub mod sandbox;
 
 pub use container::{
     Backoff, ContainerEvent, ContainerHandle, ContainerLaunch, ContainerSnapshot, RestartPolicy,
@@ -13,3 +14,4 @@ pub use container::{
 pub use probe::{ExecContext, ProbeAction, ProbeOutcome, ProbeSpec};
 pub use process::{ExitOutcome, ProcessSecurity, ProcessSpec, RunningProcess};
 pub use reaper::Reaper;
+pub use sandbox::{BindMount, Sandbox, SandboxRequest};

@@ -54,6 +54,56 @@ impl ProbeSpec {
 pub struct ExecContext {
     pub env: Vec<(String, String)>,
     pub working_dir: PathBuf,
+    /// The container runs from its image ([`super::sandbox`]): the probe enters its namespaces.
+    pub in_image: Option<InImage>,
+}
+
+/// What an exec probe of a container run from its image needs to join it.
+#[derive(Clone, Copy, Debug)]
+pub struct InImage {
+    /// The shim outside the container's PID namespace; its child is the container's PID 1.
+    pub shim_pid: i32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The container's PID 1 (as the host sees it): the shim's only child.
+fn container_pid(shim_pid: i32) -> Option<i32> {
+    let children =
+        std::fs::read_to_string(format!("/proc/{shim_pid}/task/{shim_pid}/children")).ok()?;
+    children.split_whitespace().next()?.parse().ok()
+}
+
+/// `nsenter` into the container's mount and PID namespaces, its root and working directory, as its
+/// uid and gid (supplementary groups dropped); `no_new_privs` on the way in.
+fn enter_command(target: &InImage, program: &str, args: &[String]) -> Result<Command, String> {
+    let pid = container_pid(target.shim_pid)
+        .ok_or_else(|| "the container's first process is gone".to_string())?;
+    // By path: the probe's PATH is the container's, not the host's.
+    let nsenter = ["/usr/bin/nsenter", "/bin/nsenter"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or("nsenter");
+    let mut command = Command::new(nsenter);
+    command
+        .arg(format!("--target={pid}"))
+        .args(["--mount", "--pid", "--root", "--wd"])
+        .arg(format!("--setuid={}", target.uid))
+        .arg(format!("--setgid={}", target.gid))
+        .arg("--")
+        .arg(program)
+        .args(args)
+        .env_clear();
+    // SAFETY: prctl only, between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(command)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,12 +145,23 @@ async fn exec_probe(argv: &[String], exec: &ExecContext) -> ProbeOutcome {
     let Some((program, args)) = argv.split_first() else {
         return ProbeOutcome::Failure("exec probe has no command".into());
     };
-    let status = Command::new(program)
-        .args(args)
-        .env_clear()
-        .envs(std::env::var_os("PATH").map(|path| ("PATH".to_owned(), path)))
+    let mut command = match &exec.in_image {
+        Some(target) => match enter_command(target, program, args) {
+            Ok(command) => command,
+            Err(message) => return ProbeOutcome::Failure(message),
+        },
+        None => {
+            let mut command = Command::new(program);
+            command
+                .args(args)
+                .env_clear()
+                .envs(std::env::var_os("PATH").map(|path| ("PATH".to_owned(), path)))
+                .current_dir(&exec.working_dir);
+            command
+        }
+    };
+    let status = command
         .envs(exec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .current_dir(&exec.working_dir)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::process::{Child, Command};
@@ -9,6 +10,7 @@ use tokio::task::JoinHandle;
 
 use super::log_sink::LogSink;
 use super::reaper::Reaper;
+use super::sandbox::Sandbox;
 use crate::error::{Error, Result};
 
 /// Variables a pod process gets from the kubelet's own environment; everything else comes from
@@ -26,6 +28,9 @@ pub struct ProcessSpec {
     pub working_dir: PathBuf,
     /// What the container's securityContext asks of the process.
     pub security: ProcessSecurity,
+    /// Run inside an image's root filesystem ([`Sandbox`]): then `working_dir`, `security` and the
+    /// kubelet's own environment do not apply; the sandbox carries the container's own.
+    pub sandbox: Option<Arc<Sandbox>>,
 }
 
 /// The parts of a securityContext a process can be held to without a container runtime.
@@ -79,9 +84,11 @@ impl RunningProcess {
             program: String::new(),
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"),
         })?;
-        tokio::fs::create_dir_all(&spec.working_dir)
-            .await
-            .map_err(|e| Error::io(&spec.working_dir, e))?;
+        if spec.sandbox.is_none() {
+            tokio::fs::create_dir_all(&spec.working_dir)
+                .await
+                .map_err(|e| Error::io(&spec.working_dir, e))?;
+        }
         // One pipe for stdout and stderr, as a container runtime's log keeps them interleaved in
         // the order they were written.
         let pipe_failed = |source| Error::Spawn {
@@ -92,29 +99,32 @@ impl RunningProcess {
         let stdout = output_writer.into_blocking_fd().map_err(pipe_failed)?;
         let stderr = stdout.try_clone().map_err(pipe_failed)?;
         let mut command = Command::new(program);
-        command
-            .args(args)
-            .env_clear()
-            .envs(
-                INHERITED_ENV.iter().filter_map(|name| {
+        command.args(args).env_clear();
+        if spec.sandbox.is_none() {
+            command
+                .envs(INHERITED_ENV.iter().filter_map(|name| {
                     std::env::var_os(name).map(|value| (name.to_string(), value))
-                }),
-            )
+                }))
+                .current_dir(&spec.working_dir);
+        }
+        command
             .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .current_dir(&spec.working_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::from(stdout))
             .stderr(Stdio::from(stderr))
             .process_group(0)
             .kill_on_drop(true);
-        if let Some((uid, gid)) = spec.security.user {
+        // In a sandbox the uid switch comes after chroot and the capability drop (Sandbox::enter);
+        // std would switch before pre_exec.
+        if let Some((uid, gid)) = spec.security.user.filter(|_| spec.sandbox.is_none()) {
             // std drops supplementary groups when it changes the uid.
             command.uid(uid).gid(gid);
         }
         let no_new_privileges = spec.security.no_new_privileges;
+        let sandbox = spec.sandbox.clone();
         let kubelet_pid = std::process::id() as libc::pid_t;
         // SAFETY: the closure runs between fork and exec and calls only async-signal-safe functions
-        // (prctl, getppid, _exit) without allocating.
+        // (prctl, getppid, _exit, and the syscalls of Sandbox::enter) without allocating.
         unsafe {
             command.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
@@ -127,7 +137,10 @@ impl RunningProcess {
                 if libc::getppid() != kubelet_pid {
                     libc::_exit(1);
                 }
-                Ok(())
+                match &sandbox {
+                    Some(sandbox) => sandbox.enter(),
+                    None => Ok(()),
+                }
             });
         }
         let spawned = command.spawn();
