@@ -428,6 +428,11 @@ impl Metrics {
 
     /// Publishes the worker counts of one pool.
     pub fn set_phases(&self, pool: &PoolLabels, counts: &[(WorkerPhase, i64)]) {
+        // Each counter exists from 0 as soon as its pool does: increase() and rate() cannot see
+        // the first event of a series that appears with it (the first miss would not alert).
+        for family in self.pool_counters() {
+            drop(family.get_or_create(pool));
+        }
         for (phase, n) in counts {
             self.workers
                 .get_or_create(&PhaseLabels {
@@ -437,6 +442,24 @@ impl Metrics {
                 })
                 .set(*n);
         }
+    }
+
+    /// The counters labelled by pool alone.
+    fn pool_counters(&self) -> [&Family<PoolLabels, Counter>; 12] {
+        [
+            &self.workers_created,
+            &self.status_writes,
+            &self.drain_timeouts,
+            &self.worker_restarts,
+            &self.interpreter_restarts,
+            &self.blocking_call_warnings,
+            &self.hits,
+            &self.misses,
+            &self.acquisition_timeouts,
+            &self.warmup_triggers,
+            &self.health_checks,
+            &self.health_triggers,
+        ]
     }
 
     /// Drops the per-worker series of one worker.
@@ -477,20 +500,7 @@ impl Metrics {
         for family in [&self.cpu_cores, &self.heartbeat_age] {
             family.remove(pool);
         }
-        for family in [
-            &self.workers_created,
-            &self.status_writes,
-            &self.drain_timeouts,
-            &self.worker_restarts,
-            &self.interpreter_restarts,
-            &self.blocking_call_warnings,
-            &self.hits,
-            &self.misses,
-            &self.acquisition_timeouts,
-            &self.warmup_triggers,
-            &self.health_checks,
-            &self.health_triggers,
-        ] {
+        for family in self.pool_counters() {
             family.remove(pool);
         }
         self.acquisition.remove(pool);

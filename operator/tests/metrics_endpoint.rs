@@ -116,6 +116,9 @@ async fn metrics_pass_promtool_check() {
         "capsule_reconcile_failures_total{controller=\"pool\",error_kind=\"conflict\"} 1",
         "capsule_pool_workers{namespace=\"default\",pool=\"p\",phase=\"Idle\"} 2",
         "capsule_pool_workers_created_total{namespace=\"default\",pool=\"p\"} 3",
+        // Published with the pool, before any miss: increase() sees the first one.
+        "capsule_pool_misses_total{namespace=\"default\",pool=\"p\"} 0",
+        "capsule_pool_acquisition_timeouts_total{namespace=\"default\",pool=\"p\"} 0",
         "capsule_build_info{version=\"",
         "process_cpu_seconds_total ",
         "process_resident_memory_bytes ",
