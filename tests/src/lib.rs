@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod k8s_sd;
+pub mod prom_operator;
 pub mod prometheus;
+pub mod sd_server;
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
