@@ -141,6 +141,7 @@ pub struct Metrics {
     pub status_writes: Family<PoolLabels, Counter>,
     pub rss_bytes: Family<PoolLabels, Gauge>,
     pub cpu_cores: Family<PoolLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub cpu_seconds: Family<PoolLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
     pub namespace_names: Family<PoolLabels, Gauge>,
     pub heartbeat_age: Family<PoolLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub executions: Family<OutcomeLabels, Counter>,
@@ -176,6 +177,14 @@ pub fn raise_to(counter: &Counter, total: u64) {
     }
 }
 
+/// [`raise_to`] for a counter of seconds.
+pub fn raise_to_f64(counter: &Counter<f64, std::sync::atomic::AtomicU64>, total: f64) {
+    let current = counter.get();
+    if total > current {
+        counter.inc_by(total - current);
+    }
+}
+
 impl Metrics {
     /// Creates the metrics and registers them in `registry`.
     pub fn register(registry: &mut Registry) -> Self {
@@ -192,6 +201,7 @@ impl Metrics {
             status_writes: Family::default(),
             rss_bytes: Family::default(),
             cpu_cores: Family::default(),
+            cpu_seconds: Family::default(),
             namespace_names: Family::default(),
             heartbeat_age: Family::default(),
             executions: Family::default(),
@@ -278,6 +288,11 @@ impl Metrics {
             "pool_cpu_usage_cores",
             "CPU of the pool's workers and interpreters, in cores",
             m.cpu_cores.clone(),
+        );
+        r.register(
+            "pool_cpu_seconds",
+            "CPU time of the pool's workers and interpreters, across interpreter resets",
+            m.cpu_seconds.clone(),
         );
         r.register(
             "pool_namespace_names",
@@ -504,6 +519,7 @@ impl Metrics {
             family.remove(pool);
         }
         self.acquisition.remove(pool);
+        self.cpu_seconds.remove(pool);
         let (ns, name) = (pool.namespace.clone(), pool.pool.clone());
         for outcome in ["ok", "error", "cancelled", "timed_out"] {
             self.executions.remove(&OutcomeLabels {

@@ -72,6 +72,7 @@ counters!(
     blocking_call_warnings,
     trace_sent,
     trace_dropped,
+    cpu_millis,
 );
 
 impl Counters {
@@ -102,6 +103,7 @@ impl Counters {
             blocking_call_warnings: hb.blocking_call_warnings,
             trace_sent: hb.trace.sent,
             trace_dropped: hb.trace.dropped,
+            cpu_millis: hb.cpu_millis,
         }
     }
 
@@ -390,6 +392,7 @@ mod tests {
             session: None,
             rss_bytes: 1000,
             cpu_percent: 1.5,
+            cpu_millis: ok * 10,
             namespace_size: 3,
             interpreter_restarts: 0,
             executions: ExecutionCounts {
@@ -437,6 +440,8 @@ mod tests {
         let totals = index.pool_totals("ns", "p");
         assert_eq!(totals.counters.exec_ok, 10);
         assert_eq!(totals.process_restarts, 1);
+        // CPU time too (10 ms per execution here): the pool's CPU counter never goes down.
+        assert_eq!(totals.counters.cpu_millis, 100);
     }
 
     #[test]
