@@ -201,3 +201,67 @@ pub fn endpoints_targets(services: &[Service], pods: &[Pod]) -> Vec<Value> {
     }
     groups
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(ready: bool) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "op-1", "namespace": "sys", "labels": {"app.kubernetes.io/name": "op"}},
+            "spec": {"nodeName": "n", "containers": [{"name": "operator", "image": "op:1",
+                "ports": [{"name": "http", "containerPort": 8080}]}]},
+            "status": {"phase": "Running", "podIP": "127.0.3.4",
+                "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}
+        }))
+        .unwrap()
+    }
+
+    fn service() -> Service {
+        serde_json::from_value(json!({
+            "metadata": {"name": "op-metrics", "namespace": "sys", "labels": {"capsule.dev/service": "metrics"}},
+            "spec": {"selector": {"app.kubernetes.io/name": "op"},
+                "ports": [{"name": "http-metrics", "port": 8080, "targetPort": "http"}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn pod_role_labels_each_container_port() {
+        let groups = pod_targets(&[pod(true)]);
+        assert_eq!(groups.len(), 1);
+        let labels = &groups[0]["labels"];
+        assert_eq!(groups[0]["targets"][0], "127.0.3.4:8080");
+        assert_eq!(
+            labels["__meta_kubernetes_pod_label_app_kubernetes_io_name"],
+            "op"
+        );
+        assert_eq!(
+            labels["__meta_kubernetes_pod_labelpresent_app_kubernetes_io_name"],
+            "true"
+        );
+        assert_eq!(labels["__meta_kubernetes_pod_container_port_name"], "http");
+        assert_eq!(labels["__meta_kubernetes_pod_ready"], "true");
+    }
+
+    #[test]
+    fn endpoints_role_resolves_named_target_ports_on_ready_pods_only() {
+        let groups = endpoints_targets(&[service()], &[pod(true)]);
+        assert_eq!(groups.len(), 1);
+        let labels = &groups[0]["labels"];
+        assert_eq!(groups[0]["targets"][0], "127.0.3.4:8080");
+        assert_eq!(
+            labels["__meta_kubernetes_endpoint_port_name"],
+            "http-metrics"
+        );
+        assert_eq!(
+            labels["__meta_kubernetes_service_label_capsule_dev_service"],
+            "metrics"
+        );
+        assert_eq!(
+            labels["__meta_kubernetes_endpoint_address_target_name"],
+            "op-1"
+        );
+        assert!(endpoints_targets(&[service()], &[pod(false)]).is_empty());
+    }
+}

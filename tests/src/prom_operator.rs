@@ -190,3 +190,53 @@ pub fn pod_monitor_jobs(monitor: &Value, sd_url: &str) -> Vec<Value> {
     }
     jobs
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_service_monitor_becomes_prometheus_operators_job() {
+        let monitor = json!({
+            "metadata": {"name": "op", "namespace": "sys"},
+            "spec": {"selector": {"matchLabels": {"capsule.dev/service": "metrics"}},
+                     "namespaceSelector": {"matchNames": ["sys"]},
+                     "endpoints": [{"port": "http-metrics", "honorLabels": true, "interval": "5s"}]}
+        });
+        let jobs = service_monitor_jobs(&monitor, "http://sd/endpoints");
+        assert_eq!(jobs.len(), 1);
+        let job = &jobs[0];
+        assert_eq!(job["job_name"], "serviceMonitor/sys/op/0");
+        assert_eq!(job["honor_labels"], true);
+        assert_eq!(job["scrape_interval"], "5s");
+        let rules = job["relabel_configs"].as_array().unwrap();
+        assert!(rules.contains(&json!({"action": "keep",
+            "source_labels": ["__meta_kubernetes_service_label_capsule_dev_service",
+                              "__meta_kubernetes_service_labelpresent_capsule_dev_service"],
+            "regex": "(metrics);true"})));
+        assert!(rules.contains(&json!({"action": "keep", "source_labels": ["__meta_kubernetes_namespace"], "regex": "(sys)"})));
+        assert!(rules.contains(&json!({"target_label": "endpoint", "replacement": "http-metrics"})));
+    }
+
+    #[test]
+    fn a_pod_monitor_keeps_its_own_relabelings_last() {
+        let monitor = json!({
+            "metadata": {"name": "side", "namespace": "sys"},
+            "spec": {"selector": {"matchLabels": {"app": "w"}}, "namespaceSelector": {"any": true},
+                     "podMetricsEndpoints": [{"port": "introspection", "relabelings": [
+                         {"sourceLabels": ["__meta_kubernetes_pod_label_pool"], "targetLabel": "pool"}]}]}
+        });
+        let jobs = pod_monitor_jobs(&monitor, "http://sd/pod");
+        let rules = jobs[0]["relabel_configs"].as_array().unwrap();
+        assert_eq!(jobs[0]["honor_labels"], false);
+        assert_eq!(
+            rules.last().unwrap(),
+            &json!({"source_labels": ["__meta_kubernetes_pod_label_pool"], "target_label": "pool"})
+        );
+        assert!(rules.contains(&json!({"target_label": "job", "replacement": "sys/side"})));
+        // namespaceSelector any: no namespace keep rule.
+        assert!(!rules.iter().any(
+            |r| r["source_labels"][0] == "__meta_kubernetes_namespace" && r["action"] == "keep"
+        ));
+    }
+}
