@@ -88,3 +88,26 @@ pub fn promql_series(port: u16, query: &str) -> Vec<Value> {
         .cloned()
         .unwrap_or_default()
 }
+
+/// Runs `promtool check metrics` on an exposition; panics with promtool's findings when it
+/// reports any (it lints names, types and help text).
+pub fn assert_promtool_clean(what: &str, exposition: &str) {
+    use std::io::Write;
+    let mut child = Command::new(tool("promtool"))
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(exposition.as_bytes()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics on {what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
