@@ -5,7 +5,8 @@ pub mod conditions;
 pub mod config;
 pub mod context;
 pub mod error;
-pub mod exposition;
+// Shared with the gateway (and the same conversion as the sidecar's): capsule-telemetry.
+pub use capsule_telemetry::exposition;
 pub mod health;
 pub mod http;
 pub mod labels;

@@ -143,6 +143,7 @@ pub struct Metrics {
     pub status_writes: Family<PoolLabels, Counter>,
     pub rss_bytes: Family<PoolLabels, Gauge>,
     pub cpu_cores: Family<PoolLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub cpu_seconds: Family<PoolLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
     pub namespace_names: Family<PoolLabels, Gauge>,
     pub heartbeat_age: Family<PoolLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub executions: Family<OutcomeLabels, Counter>,
@@ -181,6 +182,14 @@ pub fn raise_to(counter: &Counter, total: u64) {
     }
 }
 
+/// [`raise_to`] for a counter of seconds.
+pub fn raise_to_f64(counter: &Counter<f64, std::sync::atomic::AtomicU64>, total: f64) {
+    let current = counter.get();
+    if total > current {
+        counter.inc_by(total - current);
+    }
+}
+
 impl Metrics {
     /// Creates the metrics and registers them in `registry`.
     pub fn register(registry: &mut Registry) -> Self {
@@ -197,6 +206,7 @@ impl Metrics {
             status_writes: Family::default(),
             rss_bytes: Family::default(),
             cpu_cores: Family::default(),
+            cpu_seconds: Family::default(),
             namespace_names: Family::default(),
             heartbeat_age: Family::default(),
             executions: Family::default(),
@@ -286,6 +296,11 @@ impl Metrics {
             "pool_cpu_usage_cores",
             "CPU of the pool's workers and interpreters, in cores",
             m.cpu_cores.clone(),
+        );
+        r.register(
+            "pool_cpu_seconds",
+            "CPU time of the pool's workers and interpreters, across interpreter resets",
+            m.cpu_seconds.clone(),
         );
         r.register(
             "pool_namespace_names",
@@ -451,6 +466,11 @@ impl Metrics {
 
     /// Publishes the worker counts of one pool.
     pub fn set_phases(&self, pool: &PoolLabels, counts: &[(WorkerPhase, i64)]) {
+        // Each counter exists from 0 as soon as its pool does: increase() and rate() cannot see
+        // the first event of a series that appears with it (the first miss would not alert).
+        for family in self.pool_counters() {
+            drop(family.get_or_create(pool));
+        }
         for (phase, n) in counts {
             self.workers
                 .get_or_create(&PhaseLabels {
@@ -460,6 +480,26 @@ impl Metrics {
                 })
                 .set(*n);
         }
+    }
+
+    /// The counters labelled by pool alone.
+    fn pool_counters(&self) -> [&Family<PoolLabels, Counter>; 14] {
+        [
+            &self.workers_created,
+            &self.status_writes,
+            &self.drain_timeouts,
+            &self.worker_restarts,
+            &self.interpreter_restarts,
+            &self.blocking_call_warnings,
+            &self.transactions_rolled_back,
+            &self.hits,
+            &self.misses,
+            &self.acquisition_timeouts,
+            &self.session_migrations,
+            &self.warmup_triggers,
+            &self.health_checks,
+            &self.health_triggers,
+        ]
     }
 
     /// Drops the per-worker series of one worker.
@@ -500,25 +540,11 @@ impl Metrics {
         for family in [&self.cpu_cores, &self.heartbeat_age] {
             family.remove(pool);
         }
-        for family in [
-            &self.workers_created,
-            &self.status_writes,
-            &self.drain_timeouts,
-            &self.worker_restarts,
-            &self.interpreter_restarts,
-            &self.blocking_call_warnings,
-            &self.transactions_rolled_back,
-            &self.hits,
-            &self.misses,
-            &self.acquisition_timeouts,
-            &self.session_migrations,
-            &self.warmup_triggers,
-            &self.health_checks,
-            &self.health_triggers,
-        ] {
+        for family in self.pool_counters() {
             family.remove(pool);
         }
         self.acquisition.remove(pool);
+        self.cpu_seconds.remove(pool);
         let (ns, name) = (pool.namespace.clone(), pool.pool.clone());
         for outcome in ["ok", "error", "cancelled", "timed_out"] {
             self.executions.remove(&OutcomeLabels {

@@ -74,6 +74,7 @@ async fn metrics_pass_promtool_check() {
     metrics.workers_created.get_or_create(&pool).inc_by(3);
     metrics.removed(&pool, RemovalReason::ScaleDown);
     metrics.status_writes.get_or_create(&pool).inc();
+    metrics.cpu_seconds.get_or_create(&pool).inc_by(1.5);
 
     // A scraper that asks for OpenMetrics gets the exemplars.
     let response = reqwest::Client::new()
@@ -116,6 +117,11 @@ async fn metrics_pass_promtool_check() {
         "capsule_reconcile_failures_total{controller=\"pool\",error_kind=\"conflict\"} 1",
         "capsule_pool_workers{namespace=\"default\",pool=\"p\",phase=\"Idle\"} 2",
         "capsule_pool_workers_created_total{namespace=\"default\",pool=\"p\"} 3",
+        // Published with the pool, before any miss: increase() sees the first one.
+        "capsule_pool_misses_total{namespace=\"default\",pool=\"p\"} 0",
+        "capsule_pool_acquisition_timeouts_total{namespace=\"default\",pool=\"p\"} 0",
+        "# TYPE capsule_pool_cpu_seconds_total counter",
+        "capsule_pool_cpu_seconds_total{namespace=\"default\",pool=\"p\"} 1.5",
         "capsule_build_info{version=\"",
         "process_cpu_seconds_total ",
         "process_resident_memory_bytes ",

@@ -126,6 +126,11 @@ pub struct Heartbeat {
     pub rss_bytes: u64,
     /// CPU of the worker plus its interpreter since the previous heartbeat, 100 = one core.
     pub cpu_percent: f64,
+    /// CPU time of the worker plus its interpreters since the worker started, in milliseconds:
+    /// monotonic across interpreter resets (each process's last reading stays counted). Absent
+    /// (0) from workers before it was reported.
+    #[serde(default)]
+    pub cpu_millis: u64,
     /// Number of user names in the interpreter namespace.
     pub namespace_size: u64,
     pub interpreter_restarts: u64,

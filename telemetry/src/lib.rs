@@ -3,6 +3,7 @@
 //! the standard `OTEL_*` variables of an OTLP exporter.
 
 mod build_info;
+pub mod exposition;
 pub mod otlp;
 mod process;
 pub mod sampler;

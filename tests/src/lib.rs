@@ -8,7 +8,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod images;
+pub mod k8s_sd;
+pub mod prom_operator;
 pub mod prometheus;
+pub mod sd_server;
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {

@@ -565,3 +565,101 @@ fn every_worker_counter_reaches_pool_status_session_status_and_prometheus() {
         || check_prometheus(prom_port),
     );
 }
+
+/// One worker that keeps its pod across releases: each release swaps in a fresh interpreter.
+const CPU_POOL: &str = r#"
+apiVersion: capsule.dev/v1alpha1
+kind: CapsulePool
+metadata:
+  name: cpu
+  namespace: default
+spec:
+  replicas: 1
+  maxWorkers: 1
+  template:
+    image: capsule-worker:dev
+  heartbeat:
+    intervalSeconds: 1
+    stalenessSeconds: 10
+  recycle:
+    onRelease: Reset
+"#;
+
+/// About half a second of one core in the interpreter.
+const BURN: &str = "sum(i * i for i in range(4_000_000))";
+const CPU_SECONDS: &str = r#"capsule_pool_cpu_seconds_total{pool="cpu"}"#;
+
+/// Binds session `name` to pool cpu's worker, burns CPU in it, and returns the worker's
+/// interpreter pid and endpoint.
+fn burn_in_session(cluster: &DevCluster, name: &str) -> (u64, String) {
+    cluster.apply(&format!(
+        "apiVersion: capsule.dev/v1alpha1\nkind: CapsuleSession\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  pool: cpu\n"
+    ));
+    wait_session_phase(cluster, name, "Bound", Duration::from_secs(120));
+    let client = Client {
+        endpoint: cluster.jsonpath(&["csess", name], "{.status.endpoint}"),
+        token: session_token(cluster, name),
+    };
+    client.expect(BURN, "result", None);
+    (interpreter_pid(&client.endpoint), client.endpoint)
+}
+
+fn interpreter_pid(endpoint: &str) -> u64 {
+    let health: Value = http()
+        .get(format!("{endpoint}/healthz"))
+        .send()
+        .and_then(|r| r.json())
+        .expect("the worker's /healthz");
+    health["interpreterPid"].as_u64().expect("interpreterPid")
+}
+
+/// Waits until Prometheus has `capsule_pool_cpu_seconds_total` of pool cpu at `least` or more.
+fn wait_cpu_seconds(prometheus: u16, least: f64) -> f64 {
+    wait_for(
+        &format!("{CPU_SECONDS} >= {least}"),
+        Duration::from_secs(60),
+        || {
+            let got = promql(prometheus, CPU_SECONDS);
+            got.filter(|v| *v >= least).ok_or(format!("{got:?}"))
+        },
+    )
+}
+
+#[test]
+fn cpu_seconds_keep_counting_across_a_reset_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = DevCluster::start_with_crds(dir.path());
+    let port = free_port();
+    let _operator = start_operator(&cluster, port, &dir.path().join("operator.log"), &[]);
+    let (_prometheus, prom_port) = start_prometheus(dir.path(), port);
+    cluster.apply(CPU_POOL);
+
+    let (first_pid, endpoint) = burn_in_session(&cluster, "burn-1");
+    let before = wait_cpu_seconds(prom_port, 0.2);
+    // Released with Reset: the interpreter that burned the CPU is gone, a fresh one serves.
+    cluster.kubectl(&["delete", "csess", "burn-1", "--timeout=60s"]);
+    let (second_pid, second_endpoint) = burn_in_session(&cluster, "burn-2");
+    assert_eq!(
+        second_endpoint, endpoint,
+        "the same worker pod serves both sessions"
+    );
+    assert_ne!(
+        second_pid, first_pid,
+        "the release swapped in a new interpreter"
+    );
+    // The second burn adds to the first instead of starting over.
+    let after = wait_cpu_seconds(prom_port, before + 0.2);
+    eprintln!(
+        "{CPU_SECONDS}: {before} after the first burn, {after} after the reset and the second"
+    );
+    for (query, want) in [
+        (format!("resets({CPU_SECONDS}[10m])"), 0.0),
+        // A worker counter going backwards would read as a worker process restart.
+        (
+            r#"capsule_pool_worker_restarts_total{pool="cpu"}"#.to_string(),
+            0.0,
+        ),
+    ] {
+        assert_eq!(promql(prom_port, &query), Some(want), "{query}");
+    }
+}

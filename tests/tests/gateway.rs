@@ -217,6 +217,7 @@ fn a_client_reaches_its_session_through_the_gateway_and_follows_a_rebinding() {
         !metrics.contains("s1"),
         "no session names in metrics: {metrics}"
     );
+    capsule_e2e::prometheus::assert_promtool_clean("the gateway's /metrics", &metrics);
 }
 
 /// Code that prints, sleeps 2 s and prints: the first line arrives long before the end.

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::procstat::{cpu_ticks, rss_bytes, CpuSampler};
+use crate::procstat::{rss_bytes, ticks_to_millis, CpuSampler};
 use crate::runtime::Runtime;
 use capsule_protocol::frame::MAX_FRAME_BYTES;
 use capsule_protocol::heartbeat::{Capabilities, Heartbeat, HeartbeatReply};
@@ -49,20 +49,17 @@ pub fn build(
     cpu: &mut CpuSampler,
 ) -> Heartbeat {
     let mut rss = rss_bytes("self");
-    let mut ticks = cpu_ticks("self");
-    // The standby interpreter's and the fork server's memory is the worker's too.
+    // The standby interpreter's and the fork server's memory and CPU are the worker's too.
     let pids = [
         runtime.interpreter_pid.load(Relaxed),
         runtime.standby_pid.load(Relaxed),
         runtime.fork_server.pid(),
     ];
-    for pid in pids {
-        if pid != 0 {
-            let pid = pid.to_string();
-            rss += rss_bytes(&pid);
-            ticks += cpu_ticks(&pid);
-        }
+    for pid in pids.iter().filter(|&&pid| pid != 0) {
+        rss += rss_bytes(&pid.to_string());
     }
+    // Accumulated per pid: a reset's new interpreter does not take the old one's ticks away.
+    let ticks = cpu.read_total(&[std::process::id(), pids[0], pids[1], pids[2]]);
     Heartbeat {
         pod: runtime.config.pod_name.clone(),
         namespace: runtime.config.pod_namespace.clone(),
@@ -75,6 +72,7 @@ pub fn build(
         session: runtime.session.session_name(),
         rss_bytes: rss,
         cpu_percent: cpu.sample(ticks),
+        cpu_millis: ticks_to_millis(ticks),
         namespace_size: runtime.stats.namespace_size.load(Relaxed),
         interpreter_restarts: runtime.stats.interpreter_restarts.load(Relaxed),
         executions: runtime.stats.executions(),

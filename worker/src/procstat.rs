@@ -22,28 +22,48 @@ pub fn rss_bytes(pid: &str) -> u64 {
 
 /// User + system CPU ticks consumed by `pid` so far, 0 if unreadable.
 pub fn cpu_ticks(pid: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            // The command name may contain spaces; fields are counted after its closing paren.
-            let after = &stat[stat.rfind(')')? + 1..];
-            let fields: Vec<&str> = after.split_whitespace().collect();
-            let utime: u64 = fields.get(11)?.parse().ok()?;
-            let stime: u64 = fields.get(12)?.parse().ok()?;
-            Some(utime + stime)
-        })
-        .unwrap_or(0)
+    read_cpu_ticks(pid).unwrap_or(0)
 }
 
-/// Turns successive tick readings into a CPU percentage (100 = one core busy).
+/// User + system CPU ticks consumed by `pid` so far, None if unreadable (gone).
+pub fn read_cpu_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces; fields are counted after its closing paren.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// CPU ticks in milliseconds.
+pub fn ticks_to_millis(ticks: u64) -> u64 {
+    (ticks as f64 * 1000.0 / TICKS_PER_SECOND) as u64
+}
+
+/// Turns successive tick readings into a CPU percentage (100 = one core busy), and the ticks of
+/// the worker's processes into a total that survives interpreter resets.
 #[derive(Debug)]
 pub struct CpuSampler {
     last: Option<(Instant, u64)>,
+    total: CpuAccumulator,
 }
 
 impl CpuSampler {
     pub fn new() -> Self {
-        CpuSampler { last: None }
+        CpuSampler {
+            last: None,
+            total: CpuAccumulator::default(),
+        }
+    }
+
+    /// Reads the ticks of `pids` (0: none) and returns the accumulated total.
+    pub fn read_total(&mut self, pids: &[u32]) -> u64 {
+        let readings: Vec<(u32, Option<u64>)> = pids
+            .iter()
+            .map(|&pid| (pid, read_cpu_ticks(&pid.to_string())))
+            .collect();
+        self.total.record(&readings)
     }
 
     /// CPU % since the previous sample (0 on the first).
@@ -71,6 +91,43 @@ impl Default for CpuSampler {
     }
 }
 
+/// CPU ticks of a changing set of processes (the worker, its interpreter, the standby, the fork
+/// server), summed into a total that never goes down: an interpreter reset swaps in a new pid,
+/// and the ticks the old one had used at its last reading stay counted. Work a process did
+/// between its last reading and its exit is not seen.
+#[derive(Debug, Default)]
+pub struct CpuAccumulator {
+    /// Last reading of each process read last time (at most the handful of pids passed in).
+    current: std::collections::BTreeMap<u32, u64>,
+    /// Ticks of processes no longer read.
+    retired: u64,
+}
+
+impl CpuAccumulator {
+    /// Records one reading per live pid (`None`: unreadable this time, its last reading kept);
+    /// returns the total ticks so far.
+    pub fn record(&mut self, readings: &[(u32, Option<u64>)]) -> u64 {
+        let mut next = std::collections::BTreeMap::new();
+        for &(pid, ticks) in readings.iter().filter(|(pid, _)| *pid != 0) {
+            let before = self.current.remove(&pid);
+            let ticks = match (before, ticks) {
+                // Fewer ticks under the same pid: another process got it; the old one's count.
+                (Some(before), Some(now)) if now < before => {
+                    self.retired += before;
+                    now
+                }
+                (before, Some(now)) => now.max(before.unwrap_or(0)),
+                (before, None) => before.unwrap_or(0),
+            };
+            next.insert(pid, ticks);
+        }
+        // Whatever was not read this time is gone: its last reading is kept.
+        self.retired += self.current.values().sum::<u64>();
+        self.current = next;
+        self.retired + self.current.values().sum::<u64>()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +143,40 @@ mod tests {
         std::hint::black_box(x);
         assert!(cpu_ticks("self") >= start);
         assert_eq!(rss_bytes("999999999"), 0);
+        assert_eq!(read_cpu_ticks("999999999"), None);
+    }
+
+    #[test]
+    fn accumulated_ticks_survive_an_interpreter_swap() {
+        let mut cpu = CpuAccumulator::default();
+        // The worker (1), its interpreter (10) and the standby (11).
+        assert_eq!(
+            cpu.record(&[(1, Some(5)), (10, Some(40)), (11, Some(2))]),
+            47
+        );
+        // A reset: 10 is gone, the standby 11 now runs the session, 12 is the new standby.
+        assert_eq!(
+            cpu.record(&[(1, Some(6)), (11, Some(30)), (12, Some(1))]),
+            6 + 40 + 30 + 1
+        );
+        // A pid reused by a process with fewer ticks: the old count stays.
+        assert_eq!(
+            cpu.record(&[(1, Some(7)), (11, Some(31)), (12, Some(0))]),
+            7 + 40 + 31 + 1
+        );
+        // Unreadable for one reading: its last reading holds, nothing counted twice after.
+        assert_eq!(
+            cpu.record(&[(1, None), (11, Some(35)), (12, Some(3))]),
+            7 + 40 + 35 + 1 + 3
+        );
+        assert_eq!(
+            cpu.record(&[(1, Some(9)), (11, Some(35)), (12, Some(3))]),
+            9 + 40 + 35 + 1 + 3
+        );
+        // Pid 0 (no standby yet) is not a process.
+        assert_eq!(
+            cpu.record(&[(1, Some(9)), (11, Some(35)), (12, Some(3)), (0, Some(99))]),
+            88
+        );
     }
 }

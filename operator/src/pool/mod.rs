@@ -33,8 +33,9 @@ use crate::context::{Context, PoolKey};
 use crate::error::{backoff, Error, Result};
 use crate::labels;
 use crate::metrics::{
-    raise_to, CancelLabels, ControllerName, ModeLabels, OutcomeLabels, OutputLabels, PoolLabels,
-    PromiseLabels, WorkerLabels, CANCEL_KINDS, CHECKPOINT_RESULTS, EXECUTION_MODES, TRACE_RESULTS,
+    raise_to, raise_to_f64, CancelLabels, ControllerName, ModeLabels, OutcomeLabels, OutputLabels,
+    PoolLabels, PromiseLabels, WorkerLabels, CANCEL_KINDS, CHECKPOINT_RESULTS, EXECUTION_MODES,
+    TRACE_RESULTS,
 };
 use crate::reconcile_timer::ReconcileTimer;
 use crate::relay::index::{PoolTotals, WorkerRecord};
@@ -652,6 +653,8 @@ fn publish_relay_metrics(
     m.cpu_cores
         .get_or_create(labels)
         .set(records.values().map(|r| r.cpu_percent / 100.0).sum());
+    let cpu_seconds = totals.counters.cpu_millis as f64 / 1000.0;
+    raise_to_f64(&m.cpu_seconds.get_or_create(labels), cpu_seconds);
     m.namespace_names
         .get_or_create(labels)
         .set(records.values().map(|r| r.namespace_size as i64).sum());

@@ -77,6 +77,7 @@ counters!(
     checkpoints_created,
     checkpoints_restored,
     checkpoint_failures,
+    cpu_millis,
 );
 
 impl Counters {
@@ -111,6 +112,7 @@ impl Counters {
             checkpoints_created: hb.checkpoints_created,
             checkpoints_restored: hb.checkpoints_restored,
             checkpoint_failures: hb.checkpoint_failures,
+            cpu_millis: hb.cpu_millis,
         }
     }
 
@@ -403,6 +405,7 @@ mod tests {
             session: None,
             rss_bytes: 1000,
             cpu_percent: 1.5,
+            cpu_millis: ok * 10,
             namespace_size: 3,
             interpreter_restarts: 0,
             executions: ExecutionCounts {
@@ -455,6 +458,8 @@ mod tests {
         let totals = index.pool_totals("ns", "p");
         assert_eq!(totals.counters.exec_ok, 10);
         assert_eq!(totals.process_restarts, 1);
+        // CPU time too (10 ms per execution here): the pool's CPU counter never goes down.
+        assert_eq!(totals.counters.cpu_millis, 100);
     }
 
     #[test]
