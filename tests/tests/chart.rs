@@ -322,11 +322,7 @@ fn template_with_defaults() {
         rule(reviews, "authentication.k8s.io", "tokenreviews"),
         ["create"]
     );
-    assert_eq!(
-        rule(reviews, "authorization.k8s.io", "subjectaccessreviews"),
-        ["create"]
-    );
-    assert_eq!(reviews["rules"].as_array().unwrap().len(), 2, "{reviews}");
+    assert_eq!(reviews["rules"].as_array().unwrap().len(), 1, "{reviews}");
     let pools = find(
         &objects,
         "ClusterRole",
@@ -334,7 +330,10 @@ fn template_with_defaults() {
     );
     assert_eq!(
         pools["rules"],
-        serde_json::json!([{"apiGroups": ["capsule.dev"], "resources": ["capsulepools"], "verbs": ["get"]}])
+        serde_json::json!([
+            {"apiGroups": ["authorization.k8s.io"], "resources": ["localsubjectaccessreviews"], "verbs": ["create"]},
+            {"apiGroups": ["capsule.dev"], "resources": ["capsulepools"], "verbs": ["get"]}
+        ])
     );
     // Without listed accounts nothing is bound and no account is made.
     assert!(!objects.iter().any(|o| o["metadata"]["name"]

@@ -209,16 +209,28 @@ fn service_account_tokens_pass_the_gate_as_rbac_decides() {
     assert_eq!(status, 503, "{body}");
 
     cluster.apply(&sidecar_bindings);
-    // Least privilege: the reviews cluster-wide, the pools of its own namespace only.
+    // Least privilege: token reviews cluster-wide; access reviews and pools of its own namespace.
     let may = |verb, group, resource, namespace| {
         worker_account_may(&cluster, verb, group, resource, namespace)
     };
     assert!(may("create", "authentication.k8s.io", "tokenreviews", ""));
-    assert!(may(
+    assert!(!may(
         "create",
         "authorization.k8s.io",
         "subjectaccessreviews",
         ""
+    ));
+    assert!(may(
+        "create",
+        "authorization.k8s.io",
+        "localsubjectaccessreviews",
+        NAMESPACE
+    ));
+    assert!(!may(
+        "create",
+        "authorization.k8s.io",
+        "localsubjectaccessreviews",
+        "default"
     ));
     assert!(may("get", "capsule.dev", "capsulepools", NAMESPACE));
     assert!(!may("get", "capsule.dev", "capsulepools", "default"));

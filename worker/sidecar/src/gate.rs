@@ -1,6 +1,7 @@
-//! The introspection gate: a bearer token checked with a TokenReview, then a SubjectAccessReview
-//! for verb `get` on `capsulepools/introspection` (group `capsule.dev`, the pool's name and
-//! namespace), so cluster RBAC decides who may look.
+//! The introspection gate: a bearer token checked with a TokenReview, then a
+//! LocalSubjectAccessReview in the pool's namespace for verb `get` on `capsulepools/introspection`
+//! (group `capsule.dev`, the pool's name), so cluster RBAC decides who may look. The local form is
+//! granted per namespace, so the sidecar's account cannot ask about other namespaces.
 //!
 //! Answers are cached by the token's SHA-256 for [`CACHE_TTL`] (a revoked token or binding takes
 //! at most that long to take effect), in a cache of at most [`CACHE_ENTRIES`] entries (expired
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    LocalSubjectAccessReview, ResourceAttributes, SubjectAccessReviewSpec,
 };
 use kube::api::{Api, PostParams};
 use sha2::{Digest, Sha256};
@@ -122,7 +123,11 @@ impl Gate {
             uid: user.uid.unwrap_or_default(),
             groups: user.groups.unwrap_or_default(),
         };
-        let access = SubjectAccessReview {
+        let access = LocalSubjectAccessReview {
+            metadata: kube::api::ObjectMeta {
+                namespace: Some(self.namespace.clone()),
+                ..Default::default()
+            },
             spec: SubjectAccessReviewSpec {
                 user: Some(caller.username.clone()),
                 uid: Some(caller.uid.clone()).filter(|u| !u.is_empty()),
@@ -141,7 +146,7 @@ impl Gate {
             },
             ..Default::default()
         };
-        let decided = Api::<SubjectAccessReview>::all(client)
+        let decided = Api::<LocalSubjectAccessReview>::namespaced(client, &self.namespace)
             .create(&PostParams::default(), &access)
             .await?;
         let allowed = decided.status.is_some_and(|s| s.allowed);
