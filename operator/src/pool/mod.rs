@@ -33,8 +33,8 @@ use crate::context::{Context, PoolKey};
 use crate::error::{backoff, Error, Result};
 use crate::labels;
 use crate::metrics::{
-    raise_to, raise_to_f64, CancelLabels, ControllerName, ModeLabels, OutcomeLabels, OutputLabels,
-    PoolLabels, PromiseLabels, WorkerLabels, CANCEL_KINDS, CHECKPOINT_RESULTS, EXECUTION_MODES,
+    raise_each, raise_to, raise_to_f64, ControllerName, PoolLabels, WorkerLabels, CANCEL_KINDS,
+    CHECKPOINT_RESULTS, EXECUTION_MODES, EXECUTION_OUTCOMES, OUTPUT_RESULTS, PROMISE_EVENTS,
     TRACE_RESULTS,
 };
 use crate::reconcile_timer::ReconcileTimer;
@@ -664,45 +664,18 @@ fn publish_relay_metrics(
         .fold(0.0, f64::max);
     m.heartbeat_age.get_or_create(labels).set(oldest);
     let (ns, name) = (labels.namespace.clone(), labels.pool.clone());
-    for (outcome, total) in [
-        ("ok", c.exec_ok),
-        ("error", c.exec_error),
-        ("cancelled", c.exec_cancelled),
-        ("timed_out", c.exec_timed_out),
-    ] {
-        let series = m.executions.get_or_create(&OutcomeLabels {
-            namespace: ns.clone(),
-            pool: name.clone(),
-            outcome,
-        });
-        raise_to(&series, total);
-    }
-    for (result, total) in [
-        ("enqueued", c.outputs_enqueued),
-        ("sent", c.outputs_sent),
-        ("dropped", c.outputs_dropped),
-    ] {
-        let series = m.outputs.get_or_create(&OutputLabels {
-            namespace: ns.clone(),
-            pool: name.clone(),
-            result,
-        });
-        raise_to(&series, total);
-    }
-    for (event, total) in [
-        ("created", c.promises_created),
-        ("resolved", c.promises_resolved),
-        ("rejected", c.promises_rejected),
-        ("timed_out", c.promises_timed_out),
-        ("cancelled", c.promises_cancelled),
-    ] {
-        let series = m.promises.get_or_create(&PromiseLabels {
-            namespace: ns.clone(),
-            pool: name.clone(),
-            event,
-        });
-        raise_to(&series, total);
-    }
+    let executions = [c.exec_ok, c.exec_error, c.exec_cancelled, c.exec_timed_out];
+    raise_each(&m.executions, labels, EXECUTION_OUTCOMES, executions);
+    let outputs = [c.outputs_enqueued, c.outputs_sent, c.outputs_dropped];
+    raise_each(&m.outputs, labels, OUTPUT_RESULTS, outputs);
+    let promises = [
+        c.promises_created,
+        c.promises_resolved,
+        c.promises_rejected,
+        c.promises_timed_out,
+        c.promises_cancelled,
+    ];
+    raise_each(&m.promises, labels, PROMISE_EVENTS, promises);
     raise_to(&m.drain_timeouts.get_or_create(labels), c.drain_timeouts);
     raise_to(
         &m.interpreter_restarts.get_or_create(labels),
@@ -723,47 +696,17 @@ fn publish_relay_metrics(
         c.cancels_interrupted,
         c.cancels_killed,
     ];
-    for (kind, total) in CANCEL_KINDS.into_iter().zip(cancels) {
-        let labels = CancelLabels {
-            namespace: ns.clone(),
-            pool: name.clone(),
-            kind,
-        };
-        raise_to(&m.cancels.get_or_create(&labels), total);
-    }
-    for (result, total) in TRACE_RESULTS
-        .into_iter()
-        .zip([c.trace_sent, c.trace_dropped])
-    {
-        let labels = OutputLabels {
-            namespace: ns.clone(),
-            pool: name.clone(),
-            result,
-        };
-        raise_to(&m.trace_events.get_or_create(&labels), total);
-    }
+    raise_each(&m.cancels, labels, CANCEL_KINDS, cancels);
+    let traces = [c.trace_sent, c.trace_dropped];
+    raise_each(&m.trace_events, labels, TRACE_RESULTS, traces);
     let checkpoints = [
         c.checkpoints_created,
         c.checkpoints_restored,
         c.checkpoint_failures,
     ];
-    for (result, total) in CHECKPOINT_RESULTS.into_iter().zip(checkpoints) {
-        let labels = OutputLabels {
-            namespace: ns.clone(),
-            pool: name.clone(),
-            result,
-        };
-        raise_to(&m.checkpoints.get_or_create(&labels), total);
-    }
+    raise_each(&m.checkpoints, labels, CHECKPOINT_RESULTS, checkpoints);
     let modes = [c.mode_plain, c.mode_top_level_await, c.mode_async_def];
-    for (mode, total) in EXECUTION_MODES.into_iter().zip(modes) {
-        let labels = ModeLabels {
-            namespace: ns.clone(),
-            pool: name.clone(),
-            mode,
-        };
-        raise_to(&m.execution_modes.get_or_create(&labels), total);
-    }
+    raise_each(&m.execution_modes, labels, EXECUTION_MODES, modes);
     raise_to(
         &m.worker_restarts.get_or_create(labels),
         totals.process_restarts,
