@@ -34,7 +34,7 @@ pub struct PoolLabels {
 
 impl PoolLabels {
     /// The labels of one of the pool's workers.
-    pub fn worker(&self, pod: String) -> WorkerLabels {
+    pub(crate) fn worker(&self, pod: String) -> WorkerLabels {
         WorkerLabels {
             namespace: self.namespace.clone(),
             pool: self.pool.clone(),
@@ -51,7 +51,7 @@ pub struct WorkerLabels {
 }
 
 /// A pool's labels and one bounded value (a phase, an outcome, a result...).
-pub trait PoolValueLabels: Clone + std::hash::Hash + Eq {
+pub(crate) trait PoolValueLabels: Clone + std::hash::Hash + Eq {
     fn of(pool: &PoolLabels, value: &'static str) -> Self;
 }
 
@@ -88,16 +88,18 @@ pool_value_labels! {
 }
 
 /// The `outcome` values of `capsule_pool_executions_total`.
-pub const EXECUTION_OUTCOMES: [&str; 4] = ["ok", "error", "cancelled", "timed_out"];
+pub(crate) const EXECUTION_OUTCOMES: [&str; 4] = ["ok", "error", "cancelled", "timed_out"];
 /// The `result` values of `capsule_pool_outputs_total`.
-pub const OUTPUT_RESULTS: [&str; 3] = ["enqueued", "sent", "dropped"];
+pub(crate) const OUTPUT_RESULTS: [&str; 3] = ["enqueued", "sent", "dropped"];
 /// The `event` values of `capsule_pool_promises_total`.
-pub const PROMISE_EVENTS: [&str; 5] = ["created", "resolved", "rejected", "timed_out", "cancelled"];
+pub(crate) const PROMISE_EVENTS: [&str; 5] =
+    ["created", "resolved", "rejected", "timed_out", "cancelled"];
 /// The `kind` values of `capsule_pool_cancels_total`.
-pub const CANCEL_KINDS: [&str; 5] = ["requested", "effective", "noop", "interrupted", "killed"];
+pub(crate) const CANCEL_KINDS: [&str; 5] =
+    ["requested", "effective", "noop", "interrupted", "killed"];
 /// The `result` values of `capsule_pool_trace_events_total`.
-pub const TRACE_RESULTS: [&str; 2] = ["sent", "dropped"];
+pub(crate) const TRACE_RESULTS: [&str; 2] = ["sent", "dropped"];
 /// The `result` label values of `capsule_pool_checkpoints_total`.
-pub const CHECKPOINT_RESULTS: [&str; 3] = ["created", "restored", "failed"];
+pub(crate) const CHECKPOINT_RESULTS: [&str; 3] = ["created", "restored", "failed"];
 /// The `mode` values of `capsule_pool_execution_modes_total`.
-pub const EXECUTION_MODES: [&str; 3] = ["plain", "top_level_await", "async_def"];
+pub(crate) const EXECUTION_MODES: [&str; 3] = ["plain", "top_level_await", "async_def"];

@@ -23,7 +23,7 @@ use crate::pool::plan::RemovalReason;
 pub use buckets::{AcquisitionBuckets, DurationBuckets};
 pub use labels::*;
 pub(crate) use raise::raise_each;
-pub use raise::{raise_to, raise_to_f64};
+pub(crate) use raise::{raise_to, raise_to_f64};
 
 type GaugeF64 = Gauge<f64, AtomicU64>;
 

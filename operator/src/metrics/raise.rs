@@ -7,7 +7,7 @@ use prometheus_client::metrics::family::Family;
 use super::{PoolLabels, PoolValueLabels};
 
 /// Raises a counter to an absolute total kept elsewhere (the relay's index); never lowers it.
-pub fn raise_to(counter: &Counter, total: u64) {
+pub(crate) fn raise_to(counter: &Counter, total: u64) {
     let current = counter.get();
     if total > current {
         counter.inc_by(total - current);
@@ -15,7 +15,7 @@ pub fn raise_to(counter: &Counter, total: u64) {
 }
 
 /// [`raise_to`] for a counter of seconds.
-pub fn raise_to_f64(counter: &Counter<f64, std::sync::atomic::AtomicU64>, total: f64) {
+pub(crate) fn raise_to_f64(counter: &Counter<f64, std::sync::atomic::AtomicU64>, total: f64) {
     let current = counter.get();
     if total > current {
         counter.inc_by(total - current);

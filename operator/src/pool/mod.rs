@@ -87,8 +87,9 @@ async fn reconcile_inner(pool: &CapsulePool, ctx: &Context) -> Result<Action> {
     }
     let pool_key = ensure_pool_objects(&pass).await?;
     let pods = observe::pods(&pass).await?;
-    let seen = observe::workers(&pass, &pods);
+    let seen = observe::classify(&pass, &pods);
     let mut planned = plan_step::decide(&pass, &seen).await?;
+    // Counted before the deletes, so a pass that fails on one still counts its health pass.
     counters::record_health(&pass, &seen.workers);
     let applied = apply::apply(&pass, &seen, &mut planned.plan, pool_key).await?;
     let status_waits_for = report::report(&pass, &seen, &planned.plan, &applied).await?;

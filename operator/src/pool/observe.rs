@@ -94,7 +94,7 @@ async fn adopt(pods: &Api<Pod>, pool: &CapsulePool, pod: Pod) -> Result<Pod> {
 }
 
 /// Classifies the pods from their heartbeat records, and retires the records of pods gone.
-pub(super) fn workers<'a>(pass: &Pass<'_>, pods: &'a [Pod]) -> Seen<'a> {
+pub(super) fn classify<'a>(pass: &Pass<'_>, pods: &'a [Pod]) -> Seen<'a> {
     let now = Instant::now();
     let (ctx, namespace) = (pass.ctx, pass.namespace());
     let records: BTreeMap<String, WorkerRecord> = pods

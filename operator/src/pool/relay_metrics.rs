@@ -40,13 +40,13 @@ fn publish_usage(
         .set(records.values().map(|r| r.rss_bytes as i64).sum());
     m.cpu_cores
         .get_or_create(labels)
-        .set(records.values().map(|r| r.cpu_percent / 100.0).sum());
+        .set(records.values().map(cpu_cores).sum());
     m.namespace_names
         .get_or_create(labels)
         .set(records.values().map(|r| r.namespace_size as i64).sum());
     let oldest = records
         .values()
-        .map(|r| now.saturating_duration_since(r.last_seen).as_secs_f64())
+        .map(|r| heartbeat_age(r, now))
         .fold(0.0, f64::max);
     m.heartbeat_age.get_or_create(labels).set(oldest);
 }
@@ -129,11 +129,18 @@ fn publish_per_worker(pass: &Pass<'_>, records: &BTreeMap<String, WorkerRecord>,
         m.worker_rss_bytes
             .get_or_create(&labels)
             .set(r.rss_bytes as i64);
-        m.worker_cpu_cores
-            .get_or_create(&labels)
-            .set(r.cpu_percent / 100.0);
+        m.worker_cpu_cores.get_or_create(&labels).set(cpu_cores(r));
         m.worker_heartbeat_age
             .get_or_create(&labels)
-            .set(now.saturating_duration_since(r.last_seen).as_secs_f64());
+            .set(heartbeat_age(r, now));
     }
+}
+
+fn cpu_cores(record: &WorkerRecord) -> f64 {
+    record.cpu_percent / 100.0
+}
+
+fn heartbeat_age(record: &WorkerRecord, now: Instant) -> f64 {
+    now.saturating_duration_since(record.last_seen)
+        .as_secs_f64()
 }
