@@ -207,11 +207,19 @@ impl Client {
     }
 }
 
-/// Outcomes, cancels and restarts: 3 ok, 2 errors (one an interpreter restart), 2 cancelled (one
-/// interrupted, one killed past the grace), 1 timed out, and a cancel of nothing.
+/// Outcomes, cancels and restarts: 3 ok, 2 errors (one a transaction rolled back, one an
+/// interpreter restart), 2 cancelled (one interrupted, one killed past the grace), 1 timed out,
+/// and a cancel of nothing.
 fn run_outcomes(client: &Client) {
     client.expect("1 + 1", "result", Some("2"));
-    client.expect("1 / 0", "error", None);
+    let body = json!({"code": "x = 1\n1 / 0", "transaction": "rollbackOnError"});
+    let stream = client.post("/executions", body).text().expect("stream");
+    let last: Value = serde_json::from_str(stream.lines().last().expect("a final event")).unwrap();
+    assert_eq!(
+        (&last["type"], &last["rolledBack"]),
+        (&json!("error"), &json!(true)),
+        "{last}"
+    );
     let last = client.run("import time\ntime.sleep(5)", Some(300), |_| {});
     assert_eq!(last["type"], "timedOut", "{last}");
     let interrupted = client.run("import time\ntime.sleep(30)", None, |event| {
@@ -350,6 +358,7 @@ fn check_pool_status(status: &Value) -> Result<(), String> {
         ("/modes/topLevelAwait", 2),
         ("/modes/asyncDef", 1),
         ("/modes/blockingCallWarnings", 1),
+        ("/executions/rolledBack", 1),
         ("/trace/sent", 1),
     ];
     let mut missing = Vec::new();
@@ -422,6 +431,7 @@ fn check_prometheus(port: u16) -> Result<(), String> {
             1.0,
         ),
         ("capsule_pool_blocking_call_warnings_total{POOL}", 1.0),
+        ("capsule_pool_transactions_rolled_back_total{POOL}", 1.0),
         (
             r#"capsule_pool_trace_events_total{POOL,result="sent"}"#,
             1.0,
