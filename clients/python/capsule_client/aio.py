@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from typing import Any, AsyncIterator, Callable, Dict, Optional
+from typing import Any, AsyncIterator, Callable, Dict, List, Optional
 
 import httpx
 
@@ -148,6 +148,15 @@ class AsyncSession(SessionBase):
 
     async def checkpoint(self, **metadata: str) -> Dict[str, Any]:
         return await self._call("GET", "checkpoint", params=metadata) or {}
+
+    async def save_checkpoint(self) -> Dict[str, Any]:
+        return await self._call("POST", "checkpoints", json={}) or {}
+
+    async def list_checkpoints(self) -> List[Dict[str, Any]]:
+        return (await self._call("GET", "checkpoints") or {}).get("checkpoints", [])
+
+    async def restore_checkpoint(self, checkpoint_id: str = "latest") -> Dict[str, Any]:
+        return await self._call("POST", f"checkpoints/{self.q(checkpoint_id)}/restore", json={}) or {}
 
     async def stats(self) -> Dict[str, Any]:
         return await self._call("GET", "stats") or {}

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import httpx
 
@@ -157,6 +157,20 @@ class Session(SessionBase):
     def checkpoint(self, **metadata: str) -> Dict[str, Any]:
         """The namespace's metadata (names, sizes; never values); `metadata` is echoed back."""
         return self._call("GET", "checkpoint", params=metadata) or {}
+
+    def save_checkpoint(self) -> Dict[str, Any]:
+        """Saves the namespace to the pool's checkpoint store, sealed for this session: `id`,
+        `sizeBytes`, `names` and what was `skipped` (with why). See docs/checkpoints.md."""
+        return self._call("POST", "checkpoints", json={}) or {}
+
+    def list_checkpoints(self) -> List[Dict[str, Any]]:
+        """This session's checkpoints, newest first (`id`, `sizeBytes`, `names`, `createdAt`)."""
+        return (self._call("GET", "checkpoints") or {}).get("checkpoints", [])
+
+    def restore_checkpoint(self, checkpoint_id: str = "latest") -> Dict[str, Any]:
+        """Replaces the interpreter with a fresh one holding the checkpoint's names; a refused
+        restore (`APIError` 404 `checkpointNotFound`, 422 `checkpointCorrupt`) changes nothing."""
+        return self._call("POST", f"checkpoints/{self.q(checkpoint_id)}/restore", json={}) or {}
 
     def stats(self) -> Dict[str, Any]:
         """The worker's counters (`WorkerStats`)."""
