@@ -1,6 +1,7 @@
 //! capsule-devcluster: a development stand-in for the Kubernetes API server (never a production
-//! path). One process serves the API this project, its Helm chart and `kubectl` use, over plain
-//! HTTP on loopback with bearer tokens, keeping objects in memory (optionally snapshotted to a file).
+//! path). One process serves the API this project, its Helm chart and `kubectl` use, over HTTPS
+//! (a certificate from its own CA, see `tls`) on loopback by default, with bearer tokens, keeping
+//! objects in memory (optionally snapshotted to a file).
 //!
 //! ```no_run
 //! # async fn demo() -> capsule_devcluster::Result<()> {
