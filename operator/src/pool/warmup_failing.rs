@@ -1,5 +1,5 @@
 //! A pool whose warm-up code keeps raising: each worker that reports it is removed
-//! (`warmup_failed`), and new workers are started further and further apart (1 s, 2 s, 4 s … 5 min)
+//! (`warmup_failed`), and new workers are started further and further apart (1 s, 2 s, 4 s … 256 s)
 //! instead of crash-looping pods, until a worker of the current template warms up.
 
 use std::time::{Duration, Instant};
