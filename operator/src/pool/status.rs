@@ -19,7 +19,7 @@ use crate::relay::index::{PoolTotals, WorkerRecord};
 use super::plan::{ClassifiedPod, Plan};
 
 /// Counts of workers per phase, in [`WorkerPhase::ALL`] order.
-pub fn phase_counts(workers: &[ClassifiedPod<'_>]) -> Vec<(WorkerPhase, i64)> {
+pub(super) fn phase_counts(workers: &[ClassifiedPod<'_>]) -> Vec<(WorkerPhase, i64)> {
     WorkerPhase::ALL
         .iter()
         .map(|phase| {
@@ -40,7 +40,7 @@ fn count(counts: &[(WorkerPhase, i64)], phase: WorkerPhase) -> i32 {
 }
 
 /// What one pass found and did, as the status builder needs it.
-pub struct Observation<'a> {
+pub(super) struct Observation<'a> {
     pub workers: &'a [ClassifiedPod<'a>],
     pub plan: &'a Plan,
     /// Problems of the spec (see `spec_check`); non-empty means Degraded and no changes.
@@ -82,7 +82,11 @@ impl PhaseTally {
 }
 
 /// Builds the status; conditions keep their transition times from the pool's current status.
-pub fn build(pool: &CapsulePool, seen: &Observation<'_>, now: Timestamp) -> CapsulePoolStatus {
+pub(super) fn build(
+    pool: &CapsulePool,
+    seen: &Observation<'_>,
+    now: Timestamp,
+) -> CapsulePoolStatus {
     let tally = PhaseTally::of(seen.workers);
     let desired = desired_conditions::desired(pool, seen, &tally);
     let existing = pool
@@ -126,7 +130,7 @@ fn python_versions(records: &BTreeMap<String, WorkerRecord>) -> Vec<String> {
 /// Whether `new` differs from `old` in what a user acts on (counts by phase, conditions, generation),
 /// as opposed to relayed figures (memory, CPU, counters, last heartbeats) that move with every
 /// heartbeat and are written at most once per status interval.
-pub fn significant_change(old: Option<&CapsulePoolStatus>, new: &CapsulePoolStatus) -> bool {
+pub(super) fn significant_change(old: Option<&CapsulePoolStatus>, new: &CapsulePoolStatus) -> bool {
     let Some(old) = old else { return true };
     old.observed_generation != new.observed_generation
         || old.conditions != new.conditions

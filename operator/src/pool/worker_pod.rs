@@ -20,16 +20,16 @@ use crate::config::OperatorConfig;
 use crate::labels;
 
 /// The name of the worker container in every worker pod.
-pub const WORKER_CONTAINER: &str = "worker";
+pub(super) const WORKER_CONTAINER: &str = "worker";
 /// Where both containers see the shared emptyDir.
-pub const RUN_DIR: &str = "/var/run/capsule";
+const RUN_DIR: &str = "/var/run/capsule";
 /// The sidecar's trace socket inside [`RUN_DIR`].
-pub const TRACE_SOCKET: &str = "/var/run/capsule/trace.sock";
+const TRACE_SOCKET: &str = "/var/run/capsule/trace.sock";
 const RUN_VOLUME: &str = "capsule-run";
 
 /// A short hash of everything in the spec that shapes a worker pod; a pod whose hash differs is
 /// outdated and replaced when it is not bound.
-pub fn template_hash(pool: &CapsulePool) -> String {
+pub(super) fn template_hash(pool: &CapsulePool) -> String {
     let spec = &pool.spec;
     let shaping = serde_json::json!({
         // Bumped when the operator changes the pod it builds (2: restricted security context,
@@ -50,7 +50,7 @@ pub fn template_hash(pool: &CapsulePool) -> String {
 }
 
 /// Labels on every worker pod of `pool`.
-pub fn worker_labels(pool: &CapsulePool, hash: &str) -> BTreeMap<String, String> {
+pub(super) fn worker_labels(pool: &CapsulePool, hash: &str) -> BTreeMap<String, String> {
     let mut out: BTreeMap<String, String> = pool.spec.template.labels.clone();
     out.insert(labels::POOL.into(), pool.name_any());
     out.insert(labels::TEMPLATE_HASH.into(), hash.into());
@@ -233,7 +233,7 @@ fn pod_spec(
 /// A fresh name for a worker of `pool`, as `generateName` would make it: the pool's name cut so
 /// the result stays a valid label value, `-`, five random characters of the same alphabet. The
 /// operator names pods itself because each pod's credential Secret is created before the pod.
-pub fn new_worker_name(pool: &str) -> String {
+pub(super) fn new_worker_name(pool: &str) -> String {
     const MAX_BASE: usize = 57;
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let base = if pool.len() <= MAX_BASE {
@@ -249,13 +249,13 @@ pub fn new_worker_name(pool: &str) -> String {
 }
 
 /// Whether `pod` was built from the pool's current template.
-pub fn is_current(pod: &Pod, hash: &str) -> bool {
+pub(super) fn is_current(pod: &Pod, hash: &str) -> bool {
     pod.labels().get(labels::TEMPLATE_HASH).map(String::as_str) == Some(hash)
 }
 
 /// Whether `pod` is controlled by this pool object (same uid), as opposed to an older pool of the
 /// same name or nobody.
-pub fn controller_uid(pod: &Pod) -> Option<&str> {
+pub(super) fn controller_uid(pod: &Pod) -> Option<&str> {
     pod.meta()
         .owner_references
         .as_ref()?
