@@ -6,6 +6,7 @@ use capsule_crds::{CapsulePool, CheckpointStore, CHECKPOINT_VOLUME_MOUNT};
 use k8s_openapi::api::core::v1::{EnvVar, PersistentVolumeClaimVolumeSource, Volume, VolumeMount};
 
 use super::pod_security::SCRATCH_DIR;
+use super::worker_pod::env::env;
 
 const VOLUME_NAME: &str = "capsule-checkpoints";
 
@@ -13,14 +14,6 @@ const VOLUME_NAME: &str = "capsule-checkpoints";
 pub struct CheckpointAccess {
     pub env: Vec<EnvVar>,
     pub volume: Option<(Volume, VolumeMount)>,
-}
-
-fn env(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value: Some(value.into()),
-        ..Default::default()
-    }
 }
 
 /// What the worker container of `pool` needs to keep checkpoints where the pool says.

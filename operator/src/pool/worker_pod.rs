@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
-mod env;
+pub(super) mod env;
 
 use super::{checkpoint_store, pod_security};
 use crate::config::OperatorConfig;

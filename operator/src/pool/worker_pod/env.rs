@@ -145,7 +145,8 @@ fn otlp_env(tracing: &TracingSpec) -> Vec<EnvVar> {
     ]
 }
 
-fn env(name: &str, value: impl Into<String>) -> EnvVar {
+/// A variable with a literal value.
+pub(in crate::pool) fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: Some(value.into()),
