@@ -15,7 +15,9 @@ use kube::runtime::events::EventType;
 use kube::ResourceExt;
 use tracing::{info, warn};
 
-use super::{event, release, status_with, write_status, WAIT_POLL};
+use super::release::release;
+use super::status::{event, fail, status_with, write_status};
+use super::{pool_labels, BOUND_CHECK, WAIT_POLL};
 use crate::conditions::DesiredCondition;
 use crate::context::Context;
 use crate::error::Result;
@@ -161,16 +163,7 @@ pub(super) async fn finish(
             let message = format!(
                 "moving to worker {to_worker}: the checkpoint could not be restored: {reason}"
             );
-            let mut failed = status_with(
-                session,
-                SessionPhase::Failed,
-                DesiredCondition::new("Bound", false, "RestoreFailed", message.clone()),
-            );
-            failed.reason = Some("RestoreFailed".into());
-            failed.message = Some(message.clone());
-            write_status(ctx, session, failed).await?;
-            event(ctx, session, EventType::Warning, "RestoreFailed", message).await;
-            return Ok(Action::await_change());
+            return fail(ctx, session, "RestoreFailed", message).await;
         }
         Restore::Restored(_) | Restore::NoCheckpoint => {}
     }
@@ -191,8 +184,8 @@ pub(super) async fn finish(
     write_status(ctx, session, status).await?;
     ctx.metrics
         .session_migrations
-        .get_or_create(&super::pool_labels(&ns, &session.spec.pool))
+        .get_or_create(&pool_labels(&ns, &session.spec.pool))
         .inc();
     event(ctx, session, EventType::Normal, "Migrated", message).await;
-    Ok(Action::requeue(super::BOUND_CHECK))
+    Ok(Action::requeue(BOUND_CHECK))
 }
