@@ -3,19 +3,17 @@
 
 use std::time::Instant;
 
-use capsule_crds::{CapsulePool, CapsuleSession, CapsuleSessionStatus, SecretKeyRef, SessionPhase};
+use capsule_crds::{CapsulePool, CapsuleSession, SecretKeyRef};
 use capsule_protocol::admin::WorkerClient;
 use capsule_protocol::heartbeat::SessionBinding;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::ResourceExt;
 use tracing::{info, warn};
 
 use super::pending::{forget_pending, take_pending};
-use super::status::{event, status_with, write_status};
+use super::status::{bound_status, event, write_status};
 use super::worker::{endpoint, worker_token};
 use super::{migrate, pool_labels, pool_seed, BOUND_CHECK, WAIT_POLL};
 use crate::conditions::DesiredCondition;
@@ -97,7 +95,13 @@ async fn record_binding(
         .and_then(|s| s.warm_hit)
         .unwrap_or(true)
         && first_pass;
-    let mut status = bound_status(ctx, session, pod, url);
+    let message = format!("bound to worker {}", pod.name_any());
+    let ready = DesiredCondition::new("Bound", true, "WorkerBound", message);
+    let mut status = bound_status(ctx, session, pod.name_any(), url, ready);
+    status.token_secret = Some(SecretKeyRef {
+        name: labels::session_token_secret(&session.name_any()),
+        key: labels::TOKEN_KEY.into(),
+    });
     status.warm_hit = Some(warm_hit);
     status.acquisition_latency_ms = Some(latency_ms);
     write_status(ctx, session, status).await?;
@@ -109,31 +113,6 @@ async fn record_binding(
     let note = format!("bound to worker {} in {latency_ms} ms", pod.name_any());
     event(ctx, session, EventType::Normal, "Bound", note).await;
     Ok(Action::requeue(BOUND_CHECK))
-}
-
-/// The Bound status: the worker, where the client reaches it, and the Secret holding its token.
-fn bound_status(
-    ctx: &Context,
-    session: &CapsuleSession,
-    pod: &Pod,
-    url: String,
-) -> CapsuleSessionStatus {
-    let ns = session.namespace().unwrap_or_default();
-    let name = session.name_any();
-    let message = format!("bound to worker {}", pod.name_any());
-    let ready = DesiredCondition::new("Bound", true, "WorkerBound", message);
-    let mut status = status_with(session, SessionPhase::Bound, ready);
-    status.worker = Some(pod.name_any());
-    status.endpoint = Some(url);
-    status.token_secret = Some(SecretKeyRef {
-        name: labels::session_token_secret(&name),
-        key: labels::TOKEN_KEY.into(),
-    });
-    status.bound_at = Some(Time(Timestamp::now()));
-    status.gateway_url = ctx.config.session_gateway_url(&ns, &name);
-    status.reason = None;
-    status.message = None;
-    status
 }
 
 fn count_binding(

@@ -16,7 +16,7 @@ use kube::ResourceExt;
 use tracing::{info, warn};
 
 use super::release::release;
-use super::status::{event, fail, status_with, write_status};
+use super::status::{bound_status, event, fail, status_with, write_status};
 use super::{pool_labels, BOUND_CHECK, WAIT_POLL};
 use crate::conditions::DesiredCondition;
 use crate::context::Context;
@@ -168,20 +168,11 @@ pub(super) async fn finish(
         Restore::Restored(_) | Restore::NoCheckpoint => {}
     }
     let (done, message) = finished(moving, &to_worker, &restored);
-    let mut status = status_with(
-        session,
-        SessionPhase::Bound,
-        DesiredCondition::new("Bound", true, "Migrated", message.clone()),
-    );
-    let ns = session.namespace().unwrap_or_default();
-    status.worker = Some(to_worker);
-    status.endpoint = Some(url);
-    status.bound_at = Some(Time(Timestamp::now()));
-    status.gateway_url = ctx.config.session_gateway_url(&ns, &session.name_any());
+    let ready = DesiredCondition::new("Bound", true, "Migrated", message.clone());
+    let mut status = bound_status(ctx, session, to_worker, url, ready);
     status.last_migration = Some(done);
-    status.reason = None;
-    status.message = None;
     write_status(ctx, session, status).await?;
+    let ns = session.namespace().unwrap_or_default();
     ctx.metrics
         .session_migrations
         .get_or_create(&pool_labels(&ns, &session.spec.pool))

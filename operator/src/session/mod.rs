@@ -10,7 +10,7 @@ mod bind;
 mod bound;
 mod finalizer;
 mod finished;
-pub mod info;
+mod info;
 mod migrate;
 mod pending;
 mod release;

@@ -2,6 +2,7 @@
 //! status is applied and how an ending (failure, release) is recorded.
 
 use capsule_crds::{CapsuleSession, CapsuleSessionStatus, SessionPhase};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -52,6 +53,25 @@ pub(super) fn status_with(
         session.metadata.generation,
         Timestamp::now(),
     );
+    status
+}
+
+/// The session bound to `worker`, which the client reaches at `endpoint`.
+pub(super) fn bound_status(
+    ctx: &Context,
+    session: &CapsuleSession,
+    worker: String,
+    endpoint: String,
+    ready: DesiredCondition,
+) -> CapsuleSessionStatus {
+    let ns = session.namespace().unwrap_or_default();
+    let mut status = status_with(session, SessionPhase::Bound, ready);
+    status.worker = Some(worker);
+    status.endpoint = Some(endpoint);
+    status.bound_at = Some(Time(Timestamp::now()));
+    status.gateway_url = ctx.config.session_gateway_url(&ns, &session.name_any());
+    status.reason = None;
+    status.message = None;
     status
 }
 
