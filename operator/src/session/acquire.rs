@@ -101,9 +101,9 @@ async fn observe(
 
 /// The worker an earlier pass (or an earlier operator) labelled for this session. A worker being
 /// deleted is lost, not a binding to finish (a moving session left it).
-fn own_worker<'a>(workers: &'a [Pod], session_name: &String) -> Option<&'a Pod> {
+fn own_worker<'a>(workers: &'a [Pod], session_name: &str) -> Option<&'a Pod> {
     workers.iter().find(|p| {
-        p.labels().get(labels::SESSION) == Some(session_name)
+        p.labels().get(labels::SESSION).map(String::as_str) == Some(session_name)
             && p.metadata.deletion_timestamp.is_none()
     })
 }

@@ -30,8 +30,8 @@ const RESTORE_TIMEOUT: Duration = Duration::from_secs(120);
 pub(super) struct Loss {
     /// A word: WorkerGone, WorkerUnbound, WorkerDeleting, WorkerFailed, WorkerSilent or
     /// WorkerRestarted.
-    pub reason: &'static str,
-    pub message: String,
+    pub(super) reason: &'static str,
+    pub(super) message: String,
 }
 
 /// Whether the session is between losing a worker and restoring on a new one.
