@@ -13,6 +13,8 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 
+use super::release::release;
+use super::status::{event, write_status};
 use crate::context::Context;
 use crate::error::Result;
 use crate::labels;
@@ -20,7 +22,7 @@ use crate::labels;
 pub(super) async fn reconcile(ctx: &Context, session: &CapsuleSession, ns: &str) -> Result<Action> {
     // A release cut short (an operator killed between the status write and the release) is
     // finished here: a final session never keeps a worker.
-    super::release(ctx, session, ns).await?;
+    release(ctx, session, ns).await?;
     let status = session.status.clone().unwrap_or_default();
     let Some(finished_at) = status.finished_at.clone() else {
         delete_token_secret(ctx, session, ns).await?;
@@ -29,7 +31,7 @@ pub(super) async fn reconcile(ctx: &Context, session: &CapsuleSession, ns: &str)
         status.token_secret = None;
         status.gateway_url = None;
         // The status write brings the session back here, where the TTL starts counting.
-        super::write_status(ctx, session, status).await?;
+        write_status(ctx, session, status).await?;
         return Ok(Action::await_change());
     };
     let Some(ttl) = session.spec.ttl_seconds_after_finished else {
@@ -40,7 +42,7 @@ pub(super) async fn reconcile(ctx: &Context, session: &CapsuleSession, ns: &str)
         return Ok(Action::requeue(Duration::from_secs((ttl - age) as u64)));
     }
     let message = format!("deleted {ttl}s after it finished (spec.ttlSecondsAfterFinished)");
-    super::event(ctx, session, EventType::Normal, "Expired", message).await;
+    event(ctx, session, EventType::Normal, "Expired", message).await;
     let sessions: Api<CapsuleSession> = Api::namespaced(ctx.client.clone(), ns);
     ignore_not_found(
         sessions

@@ -15,7 +15,9 @@ use kube::runtime::events::EventType;
 use kube::ResourceExt;
 use tracing::{info, warn};
 
-use super::{event, release, status_with, write_status, WAIT_POLL};
+use super::release::release;
+use super::status::{bound_status, event, fail, status_with, write_status};
+use super::{pool_labels, BOUND_CHECK, WAIT_POLL};
 use crate::conditions::DesiredCondition;
 use crate::context::Context;
 use crate::error::Result;
@@ -28,8 +30,8 @@ const RESTORE_TIMEOUT: Duration = Duration::from_secs(120);
 pub(super) struct Loss {
     /// A word: WorkerGone, WorkerUnbound, WorkerDeleting, WorkerFailed, WorkerSilent or
     /// WorkerRestarted.
-    pub reason: &'static str,
-    pub message: String,
+    pub(super) reason: &'static str,
+    pub(super) message: String,
 }
 
 /// Whether the session is between losing a worker and restoring on a new one.
@@ -161,38 +163,20 @@ pub(super) async fn finish(
             let message = format!(
                 "moving to worker {to_worker}: the checkpoint could not be restored: {reason}"
             );
-            let mut failed = status_with(
-                session,
-                SessionPhase::Failed,
-                DesiredCondition::new("Bound", false, "RestoreFailed", message.clone()),
-            );
-            failed.reason = Some("RestoreFailed".into());
-            failed.message = Some(message.clone());
-            write_status(ctx, session, failed).await?;
-            event(ctx, session, EventType::Warning, "RestoreFailed", message).await;
-            return Ok(Action::await_change());
+            return fail(ctx, session, "RestoreFailed", message).await;
         }
         Restore::Restored(_) | Restore::NoCheckpoint => {}
     }
     let (done, message) = finished(moving, &to_worker, &restored);
-    let mut status = status_with(
-        session,
-        SessionPhase::Bound,
-        DesiredCondition::new("Bound", true, "Migrated", message.clone()),
-    );
-    let ns = session.namespace().unwrap_or_default();
-    status.worker = Some(to_worker);
-    status.endpoint = Some(url);
-    status.bound_at = Some(Time(Timestamp::now()));
-    status.gateway_url = ctx.config.session_gateway_url(&ns, &session.name_any());
+    let ready = DesiredCondition::new("Bound", true, "Migrated", message.clone());
+    let mut status = bound_status(ctx, session, to_worker, url, ready);
     status.last_migration = Some(done);
-    status.reason = None;
-    status.message = None;
     write_status(ctx, session, status).await?;
+    let ns = session.namespace().unwrap_or_default();
     ctx.metrics
         .session_migrations
-        .get_or_create(&super::pool_labels(&ns, &session.spec.pool))
+        .get_or_create(&pool_labels(&ns, &session.spec.pool))
         .inc();
     event(ctx, session, EventType::Normal, "Migrated", message).await;
-    Ok(Action::requeue(super::BOUND_CHECK))
+    Ok(Action::requeue(BOUND_CHECK))
 }

@@ -1,0 +1,202 @@
+//! Choosing a worker for a pending session: one round of reads, then either the binding an earlier
+//! pass started, or a compare-and-swap on the oldest idle, recently heard-from worker.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Instant;
+
+use capsule_crds::{CapsulePool, CapsuleSession, CapsuleSessionStatus, SessionPhase, WorkerPhase};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use super::bind::finish_binding;
+use super::token::ensure_token;
+use super::{pool_seed, wait, BOUND_CHECK};
+use crate::context::Context;
+use crate::error::Result;
+use crate::labels;
+use crate::pool::plan;
+
+/// A request still to be awaited, such as the finalizer patch that runs alongside the reads.
+pub(super) type InFlight<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+
+/// What one pass reads before it binds.
+struct Observed {
+    pool: CapsulePool,
+    workers: Vec<Pod>,
+    token_hash: String,
+}
+
+pub(super) async fn acquire(
+    ctx: &Context,
+    session: &CapsuleSession,
+    ns: &str,
+    add_finalizer: Option<InFlight<'_, CapsuleSession>>,
+) -> Result<Action> {
+    // The first pass that sees the session pending: it counts one acquisition attempt.
+    let first_pass = session.status.as_ref().is_none_or(first_look_at_pool);
+    let Some(seen) = observe(ctx, session, ns, add_finalizer, first_pass).await? else {
+        return wait::pool_missing(ctx, session, ns).await;
+    };
+    let key = (ns.to_string(), session.spec.pool.clone());
+    ctx.with_pool(&key, || pool_seed(&seen.pool), |_| ());
+
+    if let Some(pod) = own_worker(&seen.workers, &session.name_any()) {
+        return resume_binding(ctx, session, ns, &seen, pod.clone()).await;
+    }
+    let candidates = idle_candidates(ctx, ns, &seen.pool, &seen.workers);
+    if let Some(bound) = take_worker(ctx, session, ns, candidates, &seen.token_hash).await? {
+        return finish_binding(
+            ctx,
+            session,
+            &seen.pool,
+            bound,
+            first_pass,
+            &seen.token_hash,
+        )
+        .await;
+    }
+    wait::on_miss(ctx, session, &seen.pool, &seen.workers, first_pass).await
+}
+
+/// Every read the binding needs goes out at once; each is one round trip to the API server.
+/// `None` when the pool does not exist.
+async fn observe(
+    ctx: &Context,
+    session: &CapsuleSession,
+    ns: &str,
+    add_finalizer: Option<InFlight<'_, CapsuleSession>>,
+    first_pass: bool,
+) -> Result<Option<Observed>> {
+    let pool_name = &session.spec.pool;
+    let pools: Api<CapsulePool> = Api::namespaced(ctx.client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let finalizer = async {
+        match add_finalizer {
+            Some(patch) => patch.await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let selector = labels::pool_selector(pool_name);
+    let list_params = ListParams::default().labels(&selector);
+    let (finalizer, pool, listed, token) = tokio::join!(
+        finalizer,
+        pools.get_opt(pool_name),
+        pods.list(&list_params),
+        ensure_token(ctx, session, ns, first_pass),
+    );
+    // No worker is taken before the finalizer that releases it is stored.
+    finalizer?;
+    let token_hash = token?.1;
+    let workers = listed?.items;
+    Ok(pool?.map(|pool| Observed {
+        pool,
+        workers,
+        token_hash,
+    }))
+}
+
+/// The worker an earlier pass (or an earlier operator) labelled for this session. A worker being
+/// deleted is lost, not a binding to finish (a moving session left it).
+fn own_worker<'a>(workers: &'a [Pod], session_name: &str) -> Option<&'a Pod> {
+    workers.iter().find(|p| {
+        p.labels().get(labels::SESSION).map(String::as_str) == Some(session_name)
+            && p.metadata.deletion_timestamp.is_none()
+    })
+}
+
+/// Finishes a binding an earlier pass started.
+async fn resume_binding(
+    ctx: &Context,
+    session: &CapsuleSession,
+    ns: &str,
+    seen: &Observed,
+    pod: Pod,
+) -> Result<Action> {
+    // The cached session may predate that pass's status write: read it fresh, so a binding
+    // already recorded is neither written nor counted again.
+    let sessions: Api<CapsuleSession> = Api::namespaced(ctx.client.clone(), ns);
+    let Some(fresh) = sessions.get_opt(&session.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
+    let status = fresh.status.clone().unwrap_or_default();
+    if status.phase != SessionPhase::Pending {
+        return Ok(Action::requeue(BOUND_CHECK));
+    }
+    let first_pass = first_look_at_pool(&status);
+    finish_binding(ctx, &fresh, &seen.pool, pod, first_pass, &seen.token_hash).await
+}
+
+/// Idle workers that may be handed out, the most warmed-up (oldest) first.
+fn idle_candidates<'a>(
+    ctx: &Context,
+    ns: &str,
+    pool: &CapsulePool,
+    workers: &'a [Pod],
+) -> Vec<&'a Pod> {
+    let staleness_seconds = pool.spec.heartbeat.staleness_seconds as u64;
+    let now = Instant::now();
+    let mut candidates: Vec<&Pod> = workers
+        .iter()
+        .filter(|p| plan::classify(p) == WorkerPhase::Idle)
+        .filter(|p| {
+            // A worker that has heartbeated recently; one never heard from is trusted only while the
+            // operator itself is young (after a restart the index is empty for a heartbeat period).
+            match ctx.index.heartbeat_age(ns, &p.name_any(), now) {
+                Some(age) => age.as_secs() <= staleness_seconds,
+                None => ctx.started.elapsed().as_secs() <= staleness_seconds,
+            }
+        })
+        .collect();
+    candidates.sort_by(|a, b| {
+        a.metadata
+            .creation_timestamp
+            .cmp(&b.metadata.creation_timestamp)
+    });
+    candidates
+}
+
+/// Labels the first candidate no other session takes first, with a patch carrying its
+/// resourceVersion; `None` when every candidate was taken.
+async fn take_worker(
+    ctx: &Context,
+    session: &CapsuleSession,
+    ns: &str,
+    candidates: Vec<&Pod>,
+    token_hash: &str,
+) -> Result<Option<Pod>> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    for pod in candidates {
+        let patch = json!({"metadata": {
+            "resourceVersion": pod.resource_version(),
+            "labels": {labels::SESSION: session.name_any()},
+            "annotations": {
+                labels::SESSION_TOKEN_SHA256: token_hash,
+                labels::SESSION_UID: session.metadata.uid,
+            },
+        }});
+        let params = PatchParams::default();
+        match pods
+            .patch(&pod.name_any(), &params, &Patch::Merge(&patch))
+            .await
+        {
+            Ok(bound) => return Ok(Some(bound)),
+            // Another session took it first: try the next.
+            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(None)
+}
+
+/// Whether no pass has looked for a worker yet: the status has no condition, or only the one that
+/// says the pool was missing. Such a pass counts the acquisition attempt.
+fn first_look_at_pool(status: &CapsuleSessionStatus) -> bool {
+    status
+        .conditions
+        .iter()
+        .all(|c| c.type_ == "Bound" && c.reason == "PoolNotFound")
+}

@@ -1,0 +1,110 @@
+//! Giving a session's worker back: reset and return it to the pool, or replace it, per the pool's
+//! `spec.recycle.onRelease`. A worker that cannot be reset is replaced: a dirty worker is never
+//! handed to the next session.
+
+use capsule_crds::{CapsulePool, CapsuleSession, ReleaseAction};
+use capsule_protocol::admin::WorkerClient;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use tracing::info;
+
+use super::status::event;
+use super::worker::{endpoint, worker_token};
+use super::{pool_labels, pool_seed};
+use crate::context::Context;
+use crate::error::Result;
+use crate::labels;
+use crate::pool::plan;
+
+pub(super) async fn release(ctx: &Context, session: &CapsuleSession, ns: &str) -> Result<()> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let bound = bound_workers(&pods, &session.name_any()).await?;
+    if bound.is_empty() {
+        return Ok(());
+    }
+    let pools: Api<CapsulePool> = Api::namespaced(ctx.client.clone(), ns);
+    let pool = pools.get_opt(&session.spec.pool).await?;
+    let action = pool
+        .as_ref()
+        .map(|p| p.spec.recycle.on_release)
+        .unwrap_or(ReleaseAction::Replace);
+    for pod in bound {
+        let pod_name = pod.name_any();
+        let reset = action == ReleaseAction::Reset && reset_worker(ctx, session, ns, &pod).await;
+        if reset {
+            return_to_pool(&pods, &pod_name).await?;
+        } else if !replace(ctx, session, ns, &pods, pool.as_ref(), &pod_name).await? {
+            continue;
+        }
+        let note = format!("released worker {pod_name}");
+        event(ctx, session, EventType::Normal, "Released", note).await;
+    }
+    Ok(())
+}
+
+/// The workers labelled with the session. A worker already being deleted is gone for good, and
+/// counted by whoever deleted it.
+async fn bound_workers(pods: &Api<Pod>, session_name: &str) -> Result<Vec<Pod>> {
+    let selector = format!("{}={}", labels::SESSION, session_name);
+    let listed = pods.list(&ListParams::default().labels(&selector)).await?;
+    Ok(listed
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect())
+}
+
+/// Asks the worker to wipe the session's state; false when it cannot be reached or refuses.
+async fn reset_worker(ctx: &Context, session: &CapsuleSession, ns: &str, pod: &Pod) -> bool {
+    let (Some(url), Some(token)) = (
+        endpoint(pod, ctx.config.worker_port),
+        worker_token(ctx, ns, &session.spec.pool, pod),
+    ) else {
+        return false;
+    };
+    WorkerClient::new(ctx.http.clone(), url, token)
+        .release(true)
+        .await
+        .is_ok()
+}
+
+/// Unlabels a reset worker, which makes it idle again.
+async fn return_to_pool(pods: &Api<Pod>, pod_name: &str) -> Result<()> {
+    let patch = json!({"metadata": {
+        "labels": {labels::SESSION: null},
+        "annotations": {labels::SESSION_TOKEN_SHA256: null, labels::SESSION_UID: null},
+    }});
+    pods.patch(pod_name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    info!(worker = %pod_name, "released worker (reset)");
+    Ok(())
+}
+
+/// Deletes the worker and counts its removal; false when it was deleted meanwhile, by the pool
+/// controller or an earlier pass, which counted it.
+async fn replace(
+    ctx: &Context,
+    session: &CapsuleSession,
+    ns: &str,
+    pods: &Api<Pod>,
+    pool: Option<&CapsulePool>,
+    pod_name: &str,
+) -> Result<bool> {
+    match pods.delete(pod_name, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(false),
+        Err(e) => return Err(e.into()),
+    }
+    let key = (ns.to_string(), session.spec.pool.clone());
+    let seed = || pool.map(pool_seed).unwrap_or_default();
+    ctx.with_pool(&key, seed, |s| s.counters.workers_removed += 1);
+    ctx.metrics.removed(
+        &pool_labels(ns, &session.spec.pool),
+        plan::RemovalReason::Released,
+    );
+    info!(worker = %pod_name, "released worker (replaced)");
+    Ok(true)
+}
