@@ -11,4 +11,4 @@ mod work;
 
 pub use handle::{ExecutorHandle, ResetError, SubmitError};
 pub use task::run;
-pub use work::{CheckpointWork, ExecutionControl, JobBox, Work};
+pub use work::{CheckpointWork, JobBox, Work};

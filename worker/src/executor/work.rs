@@ -14,7 +14,7 @@ use capsule_protocol::checkpoint::{CheckpointCreated, CheckpointRestored};
 
 /// Cancellation state of one queued or running execution.
 #[derive(Debug)]
-pub struct ExecutionControl {
+pub(super) struct ExecutionControl {
     pub(super) cancel: CancellationToken,
     pub(super) cancelled_by_api: AtomicBool,
 }
