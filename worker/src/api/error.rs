@@ -5,7 +5,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::executor::ResetError;
+use crate::executor::{ResetError, SubmitError};
 use capsule_protocol::execute::ErrorBody;
 
 /// An HTTP error reply with an [`ErrorBody`].
@@ -49,13 +49,22 @@ impl IntoResponse for ApiError {
 
 pub type ApiResult<T> = std::result::Result<T, ApiError>;
 
+/// `429 queueFull`; `advice` ends the message.
+fn queue_full(limit: usize, advice: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "queueFull",
+        format!("{limit} executions are already waiting (CAPSULE_EXECUTION_QUEUE_LIMIT){advice}"),
+    )
+}
+
+pub(super) fn submit_error(SubmitError::QueueFull { limit }: SubmitError) -> ApiError {
+    queue_full(limit, "; retry later")
+}
+
 pub(super) fn reset_error(error: ResetError) -> ApiError {
     match error {
-        ResetError::QueueFull { limit } => ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "queueFull",
-            format!("{limit} executions are already waiting (CAPSULE_EXECUTION_QUEUE_LIMIT)"),
-        ),
+        ResetError::QueueFull { limit } => queue_full(limit, ""),
         ResetError::Stopped => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "stopping",

@@ -14,8 +14,7 @@ use axum::Json;
 
 use super::auth::require_session;
 use super::body::{decode_execute_request, parse_body, read_body};
-use super::error::{ApiError, ApiResult};
-use crate::executor::SubmitError;
+use super::error::{submit_error, ApiError, ApiResult};
 use crate::output_queue::OutputQueue;
 use crate::runtime::Runtime;
 use crate::warn_once::WarnOnce;
@@ -54,15 +53,7 @@ pub(super) async fn execute(
     let (id, queue) = runtime
         .executor
         .submit(&runtime, request, traceparent(&headers))
-        .map_err(|SubmitError::QueueFull { limit }| {
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "queueFull",
-                format!(
-                    "{limit} executions are already waiting (CAPSULE_EXECUTION_QUEUE_LIMIT); retry later"
-                ),
-            )
-        })?;
+        .map_err(submit_error)?;
     Ok(event_stream(id, queue))
 }
 
