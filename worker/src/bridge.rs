@@ -75,6 +75,28 @@ enum Settlement {
     Shutdown(String),
 }
 
+/// What the driver is told about a settled promise, and the trace event it makes.
+#[derive(Debug)]
+struct SettleReply {
+    ok: bool,
+    value: Value,
+    kind: &'static str,
+    reason: String,
+    trace_kind: TraceEventKind,
+}
+
+impl SettleReply {
+    fn failed(kind: &'static str, reason: String, trace_kind: TraceEventKind) -> Self {
+        SettleReply {
+            ok: false,
+            value: Value::Null,
+            kind,
+            reason,
+            trace_kind,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Bridge {
     pending: Mutex<HashMap<String, Pending>>,
@@ -245,84 +267,78 @@ impl Bridge {
         let entry = entry.ok_or(SettleError::NotFound)?;
         entry.timer.abort();
         let age_ms = entry.created.elapsed().as_millis() as u64;
-        let (ok, value, kind, reason, trace_kind) = match &settlement {
-            Settlement::Resolved(value) => {
-                self.resolved.fetch_add(1, Relaxed);
-                (
-                    true,
-                    value.clone(),
-                    "resolved",
-                    String::new(),
-                    Some(TraceEventKind::PromiseResolved),
-                )
-            }
-            Settlement::Rejected(reason) => {
-                self.rejected.fetch_add(1, Relaxed);
-                (
-                    false,
-                    Value::Null,
-                    "rejected",
-                    format!("promise {id} rejected: {reason}"),
-                    Some(TraceEventKind::PromiseRejected),
-                )
-            }
-            Settlement::TimedOut => {
-                self.timed_out.fetch_add(1, Relaxed);
-                (
-                    false,
-                    Value::Null,
-                    "timedOut",
-                    format!(
-                        "promise {id} timed out after {} ms",
-                        entry.timeout.as_millis()
-                    ),
-                    Some(TraceEventKind::PromiseTimedOut),
-                )
-            }
-            Settlement::Cancelled => {
-                self.cancelled.fetch_add(1, Relaxed);
-                (
-                    false,
-                    Value::Null,
-                    "cancelled",
-                    format!("promise {id} cancelled with its execution"),
-                    Some(TraceEventKind::PromiseCancelled),
-                )
-            }
-            Settlement::Shutdown(reason) => {
-                self.rejected.fetch_add(1, Relaxed);
-                (
-                    false,
-                    Value::Null,
-                    "shutdown",
-                    format!("promise {id} rejected: {reason}"),
-                    Some(TraceEventKind::PromiseRejected),
-                )
-            }
-        };
-        if let Some(trace_kind) = trace_kind {
-            self.trace.send(
-                TraceEvent::new(
-                    trace_kind,
-                    &entry.origin.execution_id,
-                    entry.origin.session.as_deref(),
-                )
-                .with_traceparent(entry.origin.traceparent.as_deref())
-                .with_duration_ms(age_ms)
-                .with_attribute("kind", entry.kind.as_str()),
-            );
-        }
+        let reply = self.count_settlement(id, settlement, entry.timeout);
+        self.trace.send(
+            TraceEvent::new(
+                reply.trace_kind,
+                &entry.origin.execution_id,
+                entry.origin.session.as_deref(),
+            )
+            .with_traceparent(entry.origin.traceparent.as_deref())
+            .with_duration_ms(age_ms)
+            .with_attribute("kind", entry.kind.as_str()),
+        );
         let message = ToDriver::Settle {
             promise_id: id,
-            ok,
-            value: &value,
-            kind,
-            reason: &reason,
+            ok: reply.ok,
+            value: &reply.value,
+            kind: reply.kind,
+            reason: &reply.reason,
         };
         if let Err(error) = self.writer.send(&message).await {
             tracing::debug!(%error, "promise settled while no interpreter runs");
         }
         Ok(())
+    }
+
+    /// Counts a settlement and words what the driver is told about it.
+    fn count_settlement(&self, id: &str, settlement: Settlement, timeout: Duration) -> SettleReply {
+        let (counter, reply) = match settlement {
+            Settlement::Resolved(value) => (
+                &self.resolved,
+                SettleReply {
+                    ok: true,
+                    value,
+                    kind: "resolved",
+                    reason: String::new(),
+                    trace_kind: TraceEventKind::PromiseResolved,
+                },
+            ),
+            Settlement::Rejected(reason) => (
+                &self.rejected,
+                SettleReply::failed(
+                    "rejected",
+                    format!("promise {id} rejected: {reason}"),
+                    TraceEventKind::PromiseRejected,
+                ),
+            ),
+            Settlement::TimedOut => (
+                &self.timed_out,
+                SettleReply::failed(
+                    "timedOut",
+                    format!("promise {id} timed out after {} ms", timeout.as_millis()),
+                    TraceEventKind::PromiseTimedOut,
+                ),
+            ),
+            Settlement::Cancelled => (
+                &self.cancelled,
+                SettleReply::failed(
+                    "cancelled",
+                    format!("promise {id} cancelled with its execution"),
+                    TraceEventKind::PromiseCancelled,
+                ),
+            ),
+            Settlement::Shutdown(reason) => (
+                &self.rejected,
+                SettleReply::failed(
+                    "shutdown",
+                    format!("promise {id} rejected: {reason}"),
+                    TraceEventKind::PromiseRejected,
+                ),
+            ),
+        };
+        counter.fetch_add(1, Relaxed);
+        reply
     }
 
     pub fn counters(&self) -> BridgeCounters {

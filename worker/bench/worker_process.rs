@@ -1,0 +1,228 @@
+//! The measured `capsule-worker` of `capsule-worker-bench`: started as the real binary, bound to a
+//! session, and driven over HTTP on loopback the way a client that forwards output would.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use capsule_protocol::execute::{EventBody, ExecuteRequest, ExecutionEvent, WorkerStats};
+use capsule_protocol::heartbeat::SessionBinding;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use super::{fail, Args};
+
+const WORKER_TOKEN: &str = "bench-pool-token";
+pub(crate) const SESSION_TOKEN: &str = "bench-session-token";
+
+pub(crate) struct WorkerProcess {
+    _child: tokio::process::Child,
+    pub(crate) base: String,
+    pub(crate) client: reqwest::Client,
+}
+
+pub(crate) async fn start_worker(args: &Args) -> WorkerProcess {
+    start_worker_with(args, &[]).await
+}
+
+pub(crate) async fn start_worker_with(args: &Args, env: &[(&str, &str)]) -> WorkerProcess {
+    let bin = args.worker_bin.clone().unwrap_or_else(|| {
+        std::env::current_exe()
+            .expect("own path")
+            .with_file_name("capsule-worker")
+    });
+    let mut child = tokio::process::Command::new(&bin)
+        .env("CAPSULE_LISTEN_ADDR", "127.0.0.1:0")
+        .env("CAPSULE_WORKER_TOKEN", WORKER_TOKEN)
+        .env("CAPSULE_PYTHON", &args.python)
+        .env("CAPSULE_WORKER_THREADS", args.worker_threads.to_string())
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| {
+            fail(&format!(
+                "cannot start {}: {e} (build it: cargo build --release -p capsule-worker)",
+                bin.display()
+            ))
+        });
+    let base = format!("http://{}", listen_address(&mut child).await);
+    let client = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .build()
+        .unwrap();
+    wait_ready(&client, &base).await;
+    bind_session(&client, &base).await;
+    WorkerProcess {
+        _child: child,
+        base,
+        client,
+    }
+}
+
+/// The address the worker printed on start; its later stdout is drained so it never blocks.
+async fn listen_address(child: &mut tokio::process::Child) -> String {
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .ok()
+        .and_then(|l| l.ok().flatten())
+        .unwrap_or_else(|| fail("capsule-worker did not start"));
+    let addr = line
+        .trim_start_matches("capsule-worker listening on ")
+        .to_owned();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    addr
+}
+
+async fn wait_ready(client: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
+            if r.status() == 200 {
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            fail("capsule-worker never became ready");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn bind_session(client: &reqwest::Client, base: &str) {
+    let bound = client
+        .put(format!("{base}/v1/session"))
+        .bearer_auth(WORKER_TOKEN)
+        .json(&SessionBinding {
+            session: "bench".into(),
+            namespace: "bench".into(),
+            token_sha256: capsule_protocol::auth::token_sha256_hex(SESSION_TOKEN),
+            session_uid: None,
+            checkpoint_key: None,
+        })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bound.status(), 204, "session binding");
+}
+
+/// An event line read without copying its text: the client validates the JSON (serde checks the
+/// string) and counts the decoded bytes, like a client that forwards output without keeping it.
+#[derive(serde::Deserialize)]
+struct LinePeek<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    #[serde(borrow, default)]
+    text: Option<&'a serde_json::value::RawValue>,
+}
+
+/// Decoded UTF-8 length of a JSON string literal (`raw` includes the quotes).
+fn unescaped_len(raw: &str) -> usize {
+    let bytes = &raw.as_bytes()[1..raw.len() - 1];
+    let mut length = 0;
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] != b'\\' {
+            length += 1;
+            index += 1;
+        } else if bytes[index + 1] == b'u' {
+            let hex = &raw[index + 3..index + 7];
+            let code = u32::from_str_radix(hex, 16).unwrap_or(0xFFFD);
+            // A surrogate pair (two escapes) encodes one 4-byte character.
+            length += match code {
+                0xD800..=0xDBFF => 4,
+                0xDC00..=0xDFFF => 0,
+                0..=0x7F => 1,
+                0x80..=0x7FF => 2,
+                _ => 3,
+            };
+            index += 6;
+        } else {
+            length += 1;
+            index += 2;
+        }
+    }
+    length
+}
+
+/// Runs code and returns (output bytes, final event).
+pub(crate) async fn execute(worker: &WorkerProcess, code: &str) -> (usize, EventBody) {
+    let request = ExecuteRequest {
+        code: code.into(),
+        ..Default::default()
+    };
+    execute_request(worker, &request).await
+}
+
+/// [`execute`] with a whole request.
+pub(crate) async fn execute_request(
+    worker: &WorkerProcess,
+    request: &ExecuteRequest,
+) -> (usize, EventBody) {
+    let mut response = worker
+        .client
+        .post(format!("{}/v1/executions", worker.base))
+        .bearer_auth(SESSION_TOKEN)
+        .json(request)
+        .send()
+        .await
+        .unwrap();
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut output = 0usize;
+    let mut last = None;
+    // Bytes of `buffer` already searched for a newline (a long line arrives over many chunks).
+    let mut searched = 0;
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        buffer.extend_from_slice(&chunk);
+        let mut start = 0;
+        while let Some(pos) = buffer[searched..].iter().position(|b| *b == b'\n') {
+            let pos = searched + pos - start;
+            searched = start + pos + 1;
+            let line = &buffer[start..start + pos];
+            let peek: LinePeek<'_> = serde_json::from_slice(line).unwrap();
+            match (peek.kind, peek.text) {
+                ("output", Some(text)) => output += unescaped_len(text.get()),
+                _ => {
+                    let event: ExecutionEvent = serde_json::from_slice(line).unwrap();
+                    if event.body.is_final() {
+                        last = Some(event.body);
+                    }
+                }
+            }
+            start += pos + 1;
+        }
+        buffer.drain(..start);
+        searched = buffer.len();
+    }
+    (
+        output,
+        last.unwrap_or_else(|| fail("stream ended without a final event")),
+    )
+}
+
+pub(crate) async fn stats(worker: &WorkerProcess) -> WorkerStats {
+    worker
+        .client
+        .get(format!("{}/v1/stats", worker.base))
+        .bearer_auth(SESSION_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unescaped_length_matches_the_decoded_text() {
+        for text in ["plain", "a\nb\t\"q\" \\ é ✓ 😀", "", "\u{1}"] {
+            let raw = serde_json::to_string(text).unwrap();
+            assert_eq!(unescaped_len(&raw), text.len(), "{raw}");
+        }
+        assert_eq!(unescaped_len(r#""\u00e9\ud83d\ude00\n""#), "é😀\n".len());
+    }
+}
