@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
@@ -25,18 +26,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let _telemetry = telemetry::init(args.log_format)?;
     let ingest_limits = Arc::new(args.limits.limits()?);
     let lease = args.election.settings_if_enabled()?;
-    let client = kube::Client::try_default().await?;
     let mut registry = Registry::default();
-    capsule_telemetry::register(&mut registry);
-    let metrics = Arc::new(Metrics::register(&mut registry));
-    let leader_gauge = leader::register_gauge(&mut registry);
-    let health = Arc::new(Health::default());
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        metrics,
-        args.operator_config(),
-        health.clone(),
-    ));
+    let (ctx, leader_gauge) = context(&args, &mut registry).await?;
+    let (client, health) = (ctx.client.clone(), ctx.health.clone());
     let shutdown = CancellationToken::new();
     let election = Election::start(&client, lease, args.election.pod_name.as_ref());
     tokio::spawn(leader::track_gauge(
@@ -73,6 +65,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     election.ended().await;
     server.await??;
     Ok(())
+}
+
+/// The controllers' shared context on a new API client; its metrics go into `registry`.
+async fn context(args: &RunArgs, registry: &mut Registry) -> anyhow::Result<(Arc<Context>, Gauge)> {
+    let client = kube::Client::try_default().await?;
+    capsule_telemetry::register(registry);
+    let metrics = Arc::new(Metrics::register(registry));
+    let leader_gauge = leader::register_gauge(registry);
+    let health = Arc::new(Health::default());
+    let ctx = Context::new(client, metrics, args.operator_config(), health);
+    Ok((Arc::new(ctx), leader_gauge))
 }
 
 /// Runs both controllers until one of them stops; exits the process if the lease is lost.

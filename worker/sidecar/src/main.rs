@@ -160,14 +160,10 @@ async fn serve_http(config: &Config, state: Arc<AppState>) -> Result<()> {
     let addr = config.listen();
     let tcp = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|source| Error::Io {
-            what: format!("binding {addr}"),
-            source,
-        })?;
-    let local = tcp.local_addr().map_err(|source| Error::Io {
-        what: "reading the listen address".into(),
-        source,
-    })?;
+        .map_err(io_error(format!("binding {addr}")))?;
+    let local = tcp
+        .local_addr()
+        .map_err(io_error("reading the listen address"))?;
     println!("capsule-sidecar listening on {local}");
     tracing::info!(%local, socket = %config.trace_socket.display(), "capsule-sidecar serving");
     axum::serve(
@@ -176,10 +172,12 @@ async fn serve_http(config: &Config, state: Arc<AppState>) -> Result<()> {
     )
     .with_graceful_shutdown(shutdown_signal())
     .await
-    .map_err(|source| Error::Io {
-        what: "serving HTTP".into(),
-        source,
-    })
+    .map_err(io_error("serving HTTP"))
+}
+
+fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Io { what, source }
 }
 
 async fn expire_periodically(ingest: Arc<Ingest>) {
