@@ -1,5 +1,5 @@
 //! capsule-operator: reconciles CapsulePools into warm worker pods, relays their health into status
-//! and Prometheus, and serves metrics and health endpoints. `main.rs` only wires these together.
+//! and Prometheus, and serves metrics and health endpoints. `startup` wires these together.
 
 pub mod conditions;
 pub mod config;
@@ -16,6 +16,7 @@ pub mod pool;
 pub mod reconcile_timer;
 pub mod relay;
 pub mod session;
+pub mod startup;
 pub mod telemetry;
 pub mod watch_cache;
 

@@ -112,8 +112,40 @@ async fn main() {
     if args.serve {
         return serve(args.workers).await;
     }
+    let (mut child, url) = spawn_server(args.workers);
+    let load = Load {
+        client: reqwest::Client::new(),
+        url,
+        // Each simulated worker presents its own credential, as real ones do.
+        credentials: (0..args.workers)
+            .map(|i| worker_credential(TOKEN, "bench", &format!("w{i}")))
+            .collect(),
+        concurrency: args.concurrency,
+    };
+    // One warm-up round fills the index, then the measured rounds.
+    load.send_round(1).await;
+    let cpu_before = cpu_seconds(child.id());
+    let started = Instant::now();
+    let mut statuses: HashMap<u16, usize> = HashMap::new();
+    for seq in 2..(2 + args.rounds as u64) {
+        for (k, v) in load.send_round(seq).await {
+            *statuses.entry(k).or_default() += v;
+        }
+    }
+    let measured = Measured {
+        wall: started.elapsed().as_secs_f64(),
+        cpu: cpu_seconds(child.id()) - cpu_before,
+        statuses,
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    report(&args, &measured);
+}
+
+/// This binary again, as the ingest server; returns it and its heartbeat URL.
+fn spawn_server(workers: usize) -> (std::process::Child, String) {
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--serve", "--workers", &args.workers.to_string()])
+        .args(["--serve", "--workers", &workers.to_string()])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("ingest server starts");
@@ -121,36 +153,33 @@ async fn main() {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let url = format!("http://{}/v1/heartbeats", line.trim());
-    let client = reqwest::Client::new();
-    // Each simulated worker presents its own credential, as real ones do.
-    let credentials: Arc<Vec<String>> = Arc::new(
-        (0..args.workers)
-            .map(|i| worker_credential(TOKEN, "bench", &format!("w{i}")))
-            .collect(),
-    );
+    (child, format!("http://{}/v1/heartbeats", line.trim()))
+}
 
-    let send_round = |seq: u64| {
-        let client = client.clone();
-        let url = url.clone();
-        let credentials = credentials.clone();
-        futures::stream::iter(0..args.workers)
-            .map(move |i| {
-                let client = client.clone();
-                let url = url.clone();
-                let credentials = credentials.clone();
-                async move {
-                    let r = client
-                        .post(&url)
-                        .bearer_auth(&credentials[i])
-                        .json(&heartbeat(i, seq))
-                        .send()
-                        .await
-                        .unwrap();
-                    r.status().as_u16()
-                }
+/// The simulated workers' side.
+struct Load {
+    client: reqwest::Client,
+    url: String,
+    credentials: Vec<String>,
+    concurrency: usize,
+}
+
+impl Load {
+    /// One heartbeat from every worker; the count of each response status.
+    async fn send_round(&self, seq: u64) -> HashMap<u16, usize> {
+        futures::stream::iter(0..self.credentials.len())
+            .map(|i| async move {
+                let r = self
+                    .client
+                    .post(&self.url)
+                    .bearer_auth(&self.credentials[i])
+                    .json(&heartbeat(i, seq))
+                    .send()
+                    .await
+                    .unwrap();
+                r.status().as_u16()
             })
-            .buffer_unordered(args.concurrency)
+            .buffer_unordered(self.concurrency)
             .fold(
                 HashMap::<u16, usize>::new(),
                 |mut counts, status| async move {
@@ -158,22 +187,25 @@ async fn main() {
                     counts
                 },
             )
-    };
-    // One warm-up round fills the index, then the measured rounds.
-    send_round(1).await;
-    let cpu_before = cpu_seconds(child.id());
-    let started = Instant::now();
-    let mut statuses: HashMap<u16, usize> = HashMap::new();
-    for seq in 2..(2 + args.rounds as u64) {
-        for (k, v) in send_round(seq).await {
-            *statuses.entry(k).or_default() += v;
-        }
+            .await
     }
-    let wall = started.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(child.id()) - cpu_before;
-    let _ = child.kill();
-    let _ = child.wait();
+}
+
+/// The measured rounds: wall-clock and server CPU seconds, and the statuses received.
+struct Measured {
+    wall: f64,
+    cpu: f64,
+    statuses: HashMap<u16, usize>,
+}
+
+fn report(args: &Args, measured: &Measured) {
+    let Measured {
+        wall,
+        cpu,
+        statuses,
+    } = measured;
     let sent = args.workers * args.rounds;
+    let accepted = statuses.get(&200).copied().unwrap_or(0);
     let per_thousand = cpu / sent as f64 * 1000.0;
     let rate_needed = args.workers as f64 / args.interval;
     let cores = per_thousand / 1000.0 * rate_needed;
@@ -184,10 +216,7 @@ async fn main() {
     );
     println!("| figure | value |");
     println!("| --- | --- |");
-    println!(
-        "| heartbeats accepted | {} of {sent} (statuses {statuses:?}) |",
-        statuses.get(&200).copied().unwrap_or(0)
-    );
+    println!("| heartbeats accepted | {accepted} of {sent} (statuses {statuses:?}) |");
     println!("| ingest rate | {:.0} heartbeats/s |", sent as f64 / wall);
     println!("| server CPU per 1,000 heartbeats | {per_thousand:.4} CPU-s |");
     println!(
@@ -195,7 +224,7 @@ async fn main() {
         args.workers, args.interval
     );
     let report = json!({"workers": args.workers, "rounds": args.rounds, "sent": sent,
-        "accepted": statuses.get(&200).copied().unwrap_or(0), "heartbeatsPerSecond": sent as f64 / wall,
+        "accepted": accepted, "heartbeatsPerSecond": sent as f64 / wall,
         "cpuSecondsPer1000": per_thousand, "coresAtInterval": cores, "intervalSeconds": args.interval,
         "targets": {"coresAtInterval": 0.25}});
     if let Some(parent) = args.json.parent() {

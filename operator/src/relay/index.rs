@@ -175,6 +175,92 @@ impl WorkerRecord {
         t.add(&self.raw);
         t
     }
+
+    /// The record of a worker's first heartbeat: no base yet, and activity starts now.
+    fn first(hb: &Heartbeat, raw: Counters, now: Instant) -> WorkerRecord {
+        WorkerRecord {
+            pool: hb.pool.clone(),
+            last_seen: now,
+            last_seen_at: Timestamp::now(),
+            seq: hb.seq,
+            started_at: hb.started_at.clone(),
+            state: hb.state,
+            session: hb.session.clone(),
+            rss_bytes: hb.rss_bytes,
+            cpu_percent: hb.cpu_percent,
+            namespace_size: hb.namespace_size,
+            pending_promises: hb.bridge.pending,
+            promise_high_water: hb.bridge.high_water,
+            max_queue_depth: hb.executor.max_queue_depth,
+            raw,
+            base: Counters::default(),
+            process_restarts: 0,
+            last_activity: now,
+            last_activity_at: Timestamp::now(),
+            session_base: Counters::default(),
+            lost_session: false,
+            warmup_failure: hb.warmup_failure.clone(),
+            python_version: python_version(hb),
+            last_checkpoint: hb.last_checkpoint.clone(),
+        }
+    }
+
+    /// Applies a later heartbeat of the same worker; an older one changes nothing.
+    fn update(&mut self, hb: &Heartbeat, raw: Counters, bound: bool, now: Instant) -> Recorded {
+        let restarted = self.started_at != hb.started_at || raw.any_below(&self.raw);
+        if !restarted && hb.seq <= self.seq {
+            return Recorded::Stale;
+        }
+        let outcome = if restarted {
+            self.fold_restart(hb, bound);
+            Recorded::ProcessRestarted
+        } else {
+            Recorded::Updated
+        };
+        if hb.state == WorkerState::Busy || raw.executions() != self.raw.executions() {
+            self.last_activity = now;
+            self.last_activity_at = Timestamp::now();
+        }
+        if self.session != hb.session {
+            self.session_base = self.base;
+            self.session_base.add(&self.raw);
+        }
+        self.take_latest(hb, raw, now);
+        outcome
+    }
+
+    /// A new process: its counters start from zero again, so the old ones move into the base.
+    fn fold_restart(&mut self, hb: &Heartbeat, bound: bool) {
+        let previous = self.raw;
+        self.base.add(&previous);
+        self.process_restarts += 1;
+        self.started_at = hb.started_at.clone();
+        if bound || self.session.is_some() {
+            self.lost_session = true;
+        }
+    }
+
+    /// The heartbeat's values; high-water marks keep their maximum.
+    fn take_latest(&mut self, hb: &Heartbeat, raw: Counters, now: Instant) {
+        self.pool = hb.pool.clone();
+        self.last_seen = now;
+        self.last_seen_at = Timestamp::now();
+        self.seq = hb.seq;
+        self.state = hb.state;
+        self.session = hb.session.clone();
+        self.rss_bytes = hb.rss_bytes;
+        self.cpu_percent = hb.cpu_percent;
+        self.namespace_size = hb.namespace_size;
+        self.pending_promises = hb.bridge.pending;
+        self.promise_high_water = self.promise_high_water.max(hb.bridge.high_water);
+        self.max_queue_depth = self.max_queue_depth.max(hb.executor.max_queue_depth);
+        self.raw = raw;
+        self.warmup_failure = hb.warmup_failure.clone();
+        self.last_checkpoint = hb.last_checkpoint.clone();
+        if let Some(version) = python_version(hb) {
+            self.python_version = Some(version);
+        }
+    }
 }
 
 /// Aggregates of one pool.
@@ -215,85 +301,13 @@ impl WorkerIndex {
         let raw = Counters::from_heartbeat(hb);
         let mut inner = self.inner.lock().expect("worker index lock");
         let key = (hb.namespace.clone(), hb.pod.clone());
-        let outcome;
         match inner.workers.get_mut(&key) {
             None => {
-                outcome = Recorded::First;
-                inner.workers.insert(
-                    key,
-                    WorkerRecord {
-                        pool: hb.pool.clone(),
-                        last_seen: now,
-                        last_seen_at: Timestamp::now(),
-                        seq: hb.seq,
-                        started_at: hb.started_at.clone(),
-                        state: hb.state,
-                        session: hb.session.clone(),
-                        rss_bytes: hb.rss_bytes,
-                        cpu_percent: hb.cpu_percent,
-                        namespace_size: hb.namespace_size,
-                        pending_promises: hb.bridge.pending,
-                        promise_high_water: hb.bridge.high_water,
-                        max_queue_depth: hb.executor.max_queue_depth,
-                        raw,
-                        base: Counters::default(),
-                        process_restarts: 0,
-                        last_activity: now,
-                        last_activity_at: Timestamp::now(),
-                        session_base: Counters::default(),
-                        lost_session: false,
-                        warmup_failure: hb.warmup_failure.clone(),
-                        python_version: python_version(hb),
-                        last_checkpoint: hb.last_checkpoint.clone(),
-                    },
-                );
+                inner.workers.insert(key, WorkerRecord::first(hb, raw, now));
+                Recorded::First
             }
-            Some(rec) => {
-                let restarted = rec.started_at != hb.started_at || raw.any_below(&rec.raw);
-                if !restarted && hb.seq <= rec.seq {
-                    return Recorded::Stale;
-                }
-                if restarted {
-                    let previous = rec.raw;
-                    rec.base.add(&previous);
-                    rec.process_restarts += 1;
-                    rec.started_at = hb.started_at.clone();
-                    if bound || rec.session.is_some() {
-                        rec.lost_session = true;
-                    }
-                    outcome = Recorded::ProcessRestarted;
-                } else {
-                    outcome = Recorded::Updated;
-                }
-                if hb.state == WorkerState::Busy || raw.executions() != rec.raw.executions() {
-                    rec.last_activity = now;
-                    rec.last_activity_at = Timestamp::now();
-                }
-                if rec.session != hb.session {
-                    rec.session_base = rec.base;
-                    rec.session_base.add(&rec.raw);
-                }
-                rec.pool = hb.pool.clone();
-                rec.last_seen = now;
-                rec.last_seen_at = Timestamp::now();
-                rec.seq = hb.seq;
-                rec.state = hb.state;
-                rec.session = hb.session.clone();
-                rec.rss_bytes = hb.rss_bytes;
-                rec.cpu_percent = hb.cpu_percent;
-                rec.namespace_size = hb.namespace_size;
-                rec.pending_promises = hb.bridge.pending;
-                rec.promise_high_water = rec.promise_high_water.max(hb.bridge.high_water);
-                rec.max_queue_depth = rec.max_queue_depth.max(hb.executor.max_queue_depth);
-                rec.raw = raw;
-                rec.warmup_failure = hb.warmup_failure.clone();
-                rec.last_checkpoint = hb.last_checkpoint.clone();
-                if let Some(version) = python_version(hb) {
-                    rec.python_version = Some(version);
-                }
-            }
+            Some(rec) => rec.update(hb, raw, bound, now),
         }
-        outcome
     }
 
     pub fn get(&self, namespace: &str, pod: &str) -> Option<WorkerRecord> {

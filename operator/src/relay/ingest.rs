@@ -1,6 +1,7 @@
 //! `POST /v1/heartbeats`: workers report here with their own credential. Validated, authenticated and
 //! recorded in the in-memory index; nothing is written to the API server per heartbeat.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,14 +12,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use capsule_protocol::auth::{bearer_header, tokens_match};
-use capsule_protocol::heartbeat::HeartbeatReply;
+use capsule_protocol::heartbeat::{Heartbeat, HeartbeatReply};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde_json::json;
 
-use super::directory::{expected_credential, Directory};
+use super::directory::{expected_credential, Directory, PodFacts};
 use super::index::{Recorded, WorkerIndex};
 use super::limits::IngestLimits;
 use super::validate::parse_heartbeat;
@@ -85,64 +86,139 @@ pub fn router(state: IngestState) -> Router {
         .with_state(state)
 }
 
-fn refuse(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({"error": message}))).into_response()
+/// A refused heartbeat: the bounded reason it is counted under, and the answer to the worker.
+struct Refusal {
+    reason: &'static str,
+    status: StatusCode,
+    /// Seconds after which a retry can succeed (429 and 503).
+    retry_after: Option<u32>,
+    message: Cow<'static, str>,
 }
 
-/// 429 or 503 with the time after which a retry can succeed.
-fn refuse_for_now(status: StatusCode, retry_after_seconds: u32, message: &str) -> Response {
-    (
-        status,
-        [(header::RETRY_AFTER, retry_after_seconds.to_string())],
-        Json(json!({"error": message})),
-    )
-        .into_response()
+impl Refusal {
+    fn new(
+        reason: &'static str,
+        status: StatusCode,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Refusal {
+            reason,
+            status,
+            retry_after: None,
+            message: message.into(),
+        }
+    }
+
+    /// Refused for now: a retry a second later can succeed.
+    fn for_now(reason: &'static str, status: StatusCode, message: &'static str) -> Self {
+        Refusal {
+            retry_after: Some(1),
+            ..Refusal::new(reason, status, message)
+        }
+    }
+
+    fn into_response(self) -> Response {
+        let body = Json(json!({"error": self.message}));
+        match self.retry_after {
+            Some(seconds) => (
+                self.status,
+                [(header::RETRY_AFTER, seconds.to_string())],
+                body,
+            )
+                .into_response(),
+            None => (self.status, body).into_response(),
+        }
+    }
 }
 
 async fn heartbeat(State(state): State<IngestState>, headers: HeaderMap, body: Body) -> Response {
-    if !state.leadership.is_leading() {
-        state.metrics.reject("not_leader");
-        return refuse_for_now(
-            StatusCode::SERVICE_UNAVAILABLE,
-            1,
-            "this operator replica is not the leader: send heartbeats to the operator's Service",
-        );
+    match accept(&state, &headers, body).await {
+        Ok(reply) => (StatusCode::OK, Json(reply)).into_response(),
+        Err(refusal) => {
+            state.metrics.reject(refusal.reason);
+            refusal.into_response()
+        }
     }
-    if state.limits.check_overall().is_err() {
-        state.metrics.reject("rate_limited_overall");
-        return refuse_for_now(
-            StatusCode::TOO_MANY_REQUESTS,
-            1,
-            "the operator is receiving more heartbeats than its overall limit",
-        );
-    }
-    let Some(token) = bearer_header(&headers) else {
-        state.metrics.reject("unauthenticated");
-        return refuse(
+}
+
+/// The checks in the order a refusal is cheapest, then the record and the reply.
+async fn accept(
+    state: &IngestState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<HeartbeatReply, Refusal> {
+    admit(state)?;
+    let token = bearer_header(headers).ok_or_else(|| {
+        Refusal::new(
+            "unauthenticated",
             StatusCode::UNAUTHORIZED,
             "missing bearer token: send the worker's credential",
-        );
+        )
+    })?;
+    let hb = read_heartbeat(body).await?;
+    let (key, facts) = authenticate(state, token, &hb)?;
+    if state.limits.check_pod(&hb.namespace, &hb.pod).is_err() {
+        return Err(Refusal::for_now(
+            "rate_limited_pod",
+            StatusCode::TOO_MANY_REQUESTS,
+            "this pod sends heartbeats faster than its limit",
+        ));
+    }
+    let bound = facts.binding.is_some();
+    if state.index.record(&hb, bound, Instant::now()) == Recorded::ProcessRestarted {
+        state.metrics.process_restarts.inc();
+    }
+    state.metrics.received.inc();
+    Ok(HeartbeatReply {
+        session: Some(facts.binding.map(|b| b.sealed_with(Some(&key)))),
+    })
+}
+
+/// Refusals that need nothing from the request: not the leader, or over the overall rate.
+fn admit(state: &IngestState) -> Result<(), Refusal> {
+    if !state.leadership.is_leading() {
+        return Err(Refusal::for_now(
+            "not_leader",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this operator replica is not the leader: send heartbeats to the operator's Service",
+        ));
+    }
+    if state.limits.check_overall().is_err() {
+        return Err(Refusal::for_now(
+            "rate_limited_overall",
+            StatusCode::TOO_MANY_REQUESTS,
+            "the operator is receiving more heartbeats than its overall limit",
+        ));
+    }
+    Ok(())
+}
+
+/// Reads the body within [`MAX_HEARTBEAT_BYTES`] and validates it.
+async fn read_heartbeat(body: Body) -> Result<Heartbeat, Refusal> {
+    let Ok(body) = axum::body::to_bytes(body, MAX_HEARTBEAT_BYTES).await else {
+        return Err(Refusal::new(
+            "too_large",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a heartbeat body is at most {MAX_HEARTBEAT_BYTES} bytes"),
+        ));
     };
-    let body = match axum::body::to_bytes(body, MAX_HEARTBEAT_BYTES).await {
-        Ok(body) => body,
-        Err(_) => {
-            state.metrics.reject("too_large");
-            return refuse(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("a heartbeat body is at most {MAX_HEARTBEAT_BYTES} bytes"),
-            );
-        }
-    };
-    let hb = match parse_heartbeat(&body) {
-        Ok(hb) => hb,
-        Err(invalid) => {
-            state.metrics.reject("invalid");
-            return refuse(StatusCode::BAD_REQUEST, &invalid.to_string());
-        }
-    };
+    parse_heartbeat(&body)
+        .map_err(|invalid| Refusal::new("invalid", StatusCode::BAD_REQUEST, invalid.to_string()))
+}
+
+/// The pool's key and the facts of the pod the heartbeat names, once its credential matches and
+/// the pod belongs to that pool.
+fn authenticate(
+    state: &IngestState,
+    token: &str,
+    hb: &Heartbeat,
+) -> Result<(String, PodFacts), Refusal> {
     let Some(key) = state.directory.pool_key(&hb.namespace, &hb.pool) else {
-        state.metrics.reject("unknown_pool");
-        return refuse(StatusCode::NOT_FOUND, "unknown pool");
+        return Err(Refusal::new(
+            "unknown_pool",
+            StatusCode::NOT_FOUND,
+            "unknown pool",
+        ));
     };
     // The credential is checked against the pod the heartbeat names, whether or not that pod is
     // known, so a caller without a credential learns nothing about which pods exist.
@@ -152,34 +228,18 @@ async fn heartbeat(State(state): State<IngestState>, headers: HeaderMap, body: B
         token,
         &expected_credential(&key, &hb.namespace, &hb.pod, kind),
     ) {
-        state.metrics.reject("bad_token");
-        return refuse(
+        return Err(Refusal::new(
+            "bad_token",
             StatusCode::UNAUTHORIZED,
             "the credential is not the one of the pod this heartbeat names",
-        );
+        ));
     }
     let Some(facts) = facts.filter(|f| f.pool.as_deref() == Some(hb.pool.as_str())) else {
-        state.metrics.reject("wrong_pool");
-        return refuse(
+        return Err(Refusal::new(
+            "wrong_pool",
             StatusCode::FORBIDDEN,
             "this pod is not a worker of that pool",
-        );
+        ));
     };
-    if state.limits.check_pod(&hb.namespace, &hb.pod).is_err() {
-        state.metrics.reject("rate_limited_pod");
-        return refuse_for_now(
-            StatusCode::TOO_MANY_REQUESTS,
-            1,
-            "this pod sends heartbeats faster than its limit",
-        );
-    }
-    let bound = facts.binding.is_some();
-    if state.index.record(&hb, bound, Instant::now()) == Recorded::ProcessRestarted {
-        state.metrics.process_restarts.inc();
-    }
-    state.metrics.received.inc();
-    let reply = HeartbeatReply {
-        session: Some(facts.binding.map(|b| b.sealed_with(Some(&key)))),
-    };
-    (StatusCode::OK, Json(reply)).into_response()
+    Ok((key, facts))
 }

@@ -9,7 +9,7 @@ use tracing_subscriber::EnvFilter;
 
 use capsule_protocol::admin::WorkerClient;
 use capsule_sidecar::buffer::{Bounds, TraceBuffer};
-use capsule_sidecar::config::{Config, LogFormat};
+use capsule_sidecar::config::{Config, LogFormat, View};
 use capsule_sidecar::export::{SpanAssembler, SpanIdentity};
 use capsule_sidecar::gate::Gate;
 use capsule_sidecar::metrics::Metrics;
@@ -64,7 +64,18 @@ fn init_logging(format: LogFormat) {
 
 async fn run(config: Config) -> Result<()> {
     let views = config.enabled_views()?;
-    let key = if config.worker_token.is_empty() {
+    let key = hash_key(&config);
+    let metrics = Arc::new(Metrics::default());
+    let ingest = start_ingest(&config, &key, metrics.clone())?;
+    let state = app_state(&config, views, &key, ingest, metrics).await?;
+    serve_http(&config, state).await?;
+    let _ = std::fs::remove_file(&config.trace_socket);
+    Ok(())
+}
+
+/// The key hashed ids are keyed with: the pool's worker token, so they stay stable across restarts.
+fn hash_key(config: &Config) -> Vec<u8> {
+    if config.worker_token.is_empty() {
         // Without the pool's key hashes are still keyed, just not stable across restarts.
         tracing::warn!(
             "CAPSULE_WORKER_TOKEN is not set: hashed ids change when the sidecar restarts"
@@ -72,8 +83,11 @@ async fn run(config: Config) -> Result<()> {
         rand::random::<[u8; 32]>().to_vec()
     } else {
         config.worker_token.as_bytes().to_vec()
-    };
-    let metrics = Arc::new(Metrics::default());
+    }
+}
+
+/// The trace buffer and its span export, fed from the worker's socket and expired on a timer.
+fn start_ingest(config: &Config, key: &[u8], metrics: Arc<Metrics>) -> Result<Arc<Ingest>> {
     let otlp = capsule_telemetry::otlp::settings_from_env()
         .map_err(|e| capsule_sidecar::Error::Config(e.to_string()))?;
     let spans = match otlp {
@@ -94,15 +108,24 @@ async fn run(config: Config) -> Result<()> {
             max_age: config.max_age(),
             max_bytes: config.trace_max_bytes as usize,
         })),
-        redactor: Redactor::new(config.trace_redaction, &key),
-        metrics: metrics.clone(),
+        redactor: Redactor::new(config.trace_redaction, key),
+        metrics,
         spans,
     });
-
     let listener = receiver::bind(&config.trace_socket)?;
     tokio::spawn(receiver::serve(listener, ingest.clone()));
     tokio::spawn(expire_periodically(ingest.clone()));
+    Ok(ingest)
+}
 
+/// What the HTTP handlers share: the gate, the rate limiter and the views' sources.
+async fn app_state(
+    config: &Config,
+    views: Vec<View>,
+    key: &[u8],
+    ingest: Arc<Ingest>,
+    metrics: Arc<Metrics>,
+) -> Result<Arc<AppState>> {
     let kube = match kube::Client::try_default().await {
         Ok(client) => Some(client),
         Err(error) => {
@@ -113,36 +136,34 @@ async fn run(config: Config) -> Result<()> {
     let http = reqwest::Client::builder()
         .build()
         .map_err(|e| Error::Worker(e.to_string()))?;
-    let state = Arc::new(AppState {
+    let (client_rate, global_rate) = config.introspection_rates();
+    Ok(Arc::new(AppState {
         registry: metrics.registry(),
-        metrics: metrics.clone(),
+        metrics,
         gate: Gate::new(kube.clone(), &config.pool, &config.pod_namespace),
         views,
         audit: config.audit,
-        limiter: {
-            let (client, global) = config.introspection_rates();
-            RateLimiter::new(client, global)
-        },
+        limiter: RateLimiter::new(client_rate, global_rate),
         sources: Sources {
-            ingest: ingest.clone(),
-            redactor: Redactor::new(config.introspection_redaction, &key),
+            ingest,
+            redactor: Redactor::new(config.introspection_redaction, key),
             worker: WorkerClient::new(http, config.worker_base_url(), config.worker_token.clone()),
             kube,
             pool: config.pool.clone(),
             namespace: config.pod_namespace.clone(),
         },
-    });
+    }))
+}
+
+/// Serves the HTTP routes until SIGTERM or Ctrl-C.
+async fn serve_http(config: &Config, state: Arc<AppState>) -> Result<()> {
     let addr = config.listen();
     let tcp = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|source| Error::Io {
-            what: format!("binding {addr}"),
-            source,
-        })?;
-    let local = tcp.local_addr().map_err(|source| Error::Io {
-        what: "reading the listen address".into(),
-        source,
-    })?;
+        .map_err(io_error(format!("binding {addr}")))?;
+    let local = tcp
+        .local_addr()
+        .map_err(io_error("reading the listen address"))?;
     println!("capsule-sidecar listening on {local}");
     tracing::info!(%local, socket = %config.trace_socket.display(), "capsule-sidecar serving");
     axum::serve(
@@ -151,12 +172,12 @@ async fn run(config: Config) -> Result<()> {
     )
     .with_graceful_shutdown(shutdown_signal())
     .await
-    .map_err(|source| Error::Io {
-        what: "serving HTTP".into(),
-        source,
-    })?;
-    let _ = std::fs::remove_file(&config.trace_socket);
-    Ok(())
+    .map_err(io_error("serving HTTP"))
+}
+
+fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Io { what, source }
 }
 
 async fn expire_periodically(ingest: Arc<Ingest>) {

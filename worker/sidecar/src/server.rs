@@ -18,7 +18,7 @@ use serde_json::json;
 use crate::audit::{self, AuditRecord};
 use crate::config::View;
 use crate::exposition;
-use crate::gate::{Gate, Verdict};
+use crate::gate::{Caller, Gate, Verdict};
 use crate::metrics::{Decision, Metrics};
 use crate::rate_limit::{RateLimiter, Scope};
 use crate::views::Sources;
@@ -163,10 +163,33 @@ where
     Fut: std::future::Future<Output = crate::Result<Option<serde_json::Value>>>,
 {
     let view_name = view.map_or("unknown", View::name);
-    let (decision, user, response) = match state.gate.review(bearer_header(headers)).await {
+    let review = state.gate.review(bearer_header(headers)).await;
+    let (decision, user, response) = match admission(review) {
+        Admission::Allowed(caller) => {
+            let (decision, response) = serve_allowed(state, view, serve).await;
+            (decision, caller.username, response)
+        }
+        Admission::Refused(decision, user, response) => (decision, user, response),
+    };
+    state.metrics.record_decision(decision);
+    if state.audit {
+        audit_outcome(state, &user, view_name, decision, &response);
+    }
+    response
+}
+
+enum Admission {
+    Allowed(Caller),
+    /// The decision, the caller's name (empty when unknown) and the answer.
+    Refused(Decision, String, Response),
+}
+
+fn admission(review: Result<Verdict, kube::Error>) -> Admission {
+    match review {
+        Ok(Verdict::Allowed(caller)) => Admission::Allowed(caller),
         Err(error) => {
             tracing::warn!(%error, "access review failed");
-            (
+            Admission::Refused(
                 Decision::Unavailable,
                 String::new(),
                 problem(
@@ -176,7 +199,7 @@ where
                 ),
             )
         }
-        Ok(Verdict::Unauthenticated) => (
+        Ok(Verdict::Unauthenticated) => Admission::Refused(
             Decision::Unauthenticated,
             String::new(),
             problem(
@@ -185,7 +208,7 @@ where
                 "a valid bearer token is required",
             ),
         ),
-        Ok(Verdict::Forbidden(caller)) => (
+        Ok(Verdict::Forbidden(caller)) => Admission::Refused(
             Decision::Forbidden,
             caller.username,
             problem(
@@ -194,60 +217,65 @@ where
                 "get capsulepools/introspection is not allowed for this pool",
             ),
         ),
-        Ok(Verdict::Allowed(caller)) => match view.filter(|v| state.views.contains(v)) {
-            None => (
-                Decision::Disabled,
-                caller.username,
-                problem(
-                    StatusCode::NOT_FOUND,
-                    "viewDisabled",
-                    "this view is not enabled by the pool's introspection policy",
-                ),
-            ),
-            Some(_) => match serve(&state.sources).await {
-                Ok(Some(body)) => (
-                    Decision::Allowed,
-                    caller.username,
-                    Json(body).into_response(),
-                ),
-                Ok(None) => (
-                    Decision::Allowed,
-                    caller.username,
-                    problem(
-                        StatusCode::NOT_FOUND,
-                        "notFound",
-                        "no such execution in the buffer",
-                    ),
-                ),
-                Err(error) => {
-                    tracing::warn!(%error, view = view_name, "introspection source failed");
-                    (
-                        Decision::Allowed,
-                        caller.username,
-                        problem(
-                            StatusCode::BAD_GATEWAY,
-                            "sourceUnavailable",
-                            "the view's source could not be read",
-                        ),
-                    )
-                }
-            },
-        },
-    };
-    state.metrics.record_decision(decision);
-    if state.audit {
-        audit::write(&AuditRecord {
-            user: if user.is_empty() {
-                "system:anonymous"
-            } else {
-                &user
-            },
-            view: view_name,
-            pool: &state.sources.pool,
-            namespace: &state.sources.namespace,
-            decision,
-            status: response.status().as_u16(),
-        });
     }
-    response
+}
+
+/// Serves an allowed caller the view, if the pool's policy enables it.
+async fn serve_allowed<'a, F, Fut>(
+    state: &'a Arc<AppState>,
+    view: Option<View>,
+    serve: F,
+) -> (Decision, Response)
+where
+    F: FnOnce(&'a Sources) -> Fut,
+    Fut: std::future::Future<Output = crate::Result<Option<serde_json::Value>>>,
+{
+    let Some(view) = view.filter(|v| state.views.contains(v)) else {
+        return (
+            Decision::Disabled,
+            problem(
+                StatusCode::NOT_FOUND,
+                "viewDisabled",
+                "this view is not enabled by the pool's introspection policy",
+            ),
+        );
+    };
+    let response = match serve(&state.sources).await {
+        Ok(Some(body)) => Json(body).into_response(),
+        Ok(None) => problem(
+            StatusCode::NOT_FOUND,
+            "notFound",
+            "no such execution in the buffer",
+        ),
+        Err(error) => {
+            tracing::warn!(%error, view = view.name(), "introspection source failed");
+            problem(
+                StatusCode::BAD_GATEWAY,
+                "sourceUnavailable",
+                "the view's source could not be read",
+            )
+        }
+    };
+    (Decision::Allowed, response)
+}
+
+fn audit_outcome(
+    state: &AppState,
+    user: &str,
+    view_name: &str,
+    decision: Decision,
+    response: &Response,
+) {
+    audit::write(&AuditRecord {
+        user: if user.is_empty() {
+            "system:anonymous"
+        } else {
+            user
+        },
+        view: view_name,
+        pool: &state.sources.pool,
+        namespace: &state.sources.namespace,
+        decision,
+        status: response.status().as_u16(),
+    });
 }

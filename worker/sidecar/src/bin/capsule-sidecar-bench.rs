@@ -245,55 +245,93 @@ async fn main() {
     let dir = std::env::temp_dir().join(format!("capsule-sidecar-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let http = reqwest::Client::new();
+    let ingest = measure_ingest(&http, &dir, args.events).await;
+    let memory = measure_memory(&http, &dir, args.buffered).await;
+    let trips = measure_round_trips(&http, &dir, &args).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    print_table(&args, &ingest, &memory, &trips);
+    write_json(&args, &ingest, &memory, &trips);
+}
 
-    // Ingest rate: the buffer bounded at its defaults, so eviction is part of the cost.
+struct IngestFigures {
+    events_per_second: f64,
+    rss: u64,
+}
+
+struct MemoryFigures {
+    buffered: f64,
+    rss_per_event: f64,
+    accounted_per_event: f64,
+}
+
+/// Milliseconds for the latencies, microseconds for the CPU times.
+struct RoundTripFigures {
+    off_p50: f64,
+    on_p50: f64,
+    off_p99: f64,
+    on_p99: f64,
+    overhead: f64,
+    received: f64,
+    cpu_plain: f64,
+    cpu_traced: f64,
+    cpu_sidecar: f64,
+}
+
+/// Ingest rate: the buffer bounded at its defaults, so eviction is part of the cost.
+async fn measure_ingest(http: &reqwest::Client, dir: &Path, events: u64) -> IngestFigures {
     let socket = dir.join("ingest.sock");
     let ingest = sidecar(&socket, 10_000, 16 * 1024 * 1024);
     let started = Instant::now();
     let path = socket.clone();
-    let events = args.events;
     let writer = std::thread::spawn(move || write_events(&path, events));
-    wait_received(&http, &ingest, args.events).await;
+    wait_received(http, &ingest, events).await;
     writer.join().unwrap();
-    let events_per_second = args.events as f64 / started.elapsed().as_secs_f64();
-    let ingest_rss = rss(ingest.child.id());
-    drop(ingest);
+    IngestFigures {
+        events_per_second: events as f64 / started.elapsed().as_secs_f64(),
+        rss: rss(ingest.child.id()),
+    }
+}
 
-    // Resident bytes per buffered event: nothing evicted, RSS growth over the events held.
+/// Resident bytes per buffered event: nothing evicted, RSS growth over the events held.
+async fn measure_memory(http: &reqwest::Client, dir: &Path, events: u64) -> MemoryFigures {
     let socket = dir.join("memory.sock");
-    let memory = sidecar(&socket, args.buffered, 1024 * 1024 * 1024);
+    let memory = sidecar(&socket, events, 1024 * 1024 * 1024);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = rss(memory.child.id());
-    write_events(&socket, args.buffered);
-    wait_received(&http, &memory, args.buffered).await;
+    write_events(&socket, events);
+    wait_received(http, &memory, events).await;
     let after = rss(memory.child.id());
-    let buffered = metric(&http, &memory, "capsule_sidecar_trace_buffer_events").await;
-    let accounted = metric(&http, &memory, "capsule_sidecar_trace_buffer_bytes").await;
-    let rss_per_event = after.saturating_sub(before) as f64 / buffered.max(1.0);
-    let accounted_per_event = accounted / buffered.max(1.0);
-    drop(memory);
+    let buffered = metric(http, &memory, "capsule_sidecar_trace_buffer_events").await;
+    let accounted = metric(http, &memory, "capsule_sidecar_trace_buffer_bytes").await;
+    MemoryFigures {
+        buffered,
+        rss_per_event: after.saturating_sub(before) as f64 / buffered.max(1.0),
+        accounted_per_event: accounted / buffered.max(1.0),
+    }
+}
 
-    // Round trips: two workers up at once, one tracing to a sidecar, requests alternating.
+/// Round trips: two workers up at once, one tracing to a sidecar, requests alternating.
+async fn measure_round_trips(http: &reqwest::Client, dir: &Path, args: &Args) -> RoundTripFigures {
     let socket = dir.join("trace.sock");
     let traced_sidecar = sidecar(&socket, 10_000, 16 * 1024 * 1024);
     let plain = worker(None, None);
     let traced = worker(Some(&socket), args.trace_linger_ms);
-    bind(&http, &plain).await;
-    bind(&http, &traced).await;
+    bind(http, &plain).await;
+    bind(http, &traced).await;
     for _ in 0..20 {
-        round_trip(&http, &plain).await;
-        round_trip(&http, &traced).await;
+        round_trip(http, &plain).await;
+        round_trip(http, &traced).await;
     }
     let (mut off, mut on) = (Vec::new(), Vec::new());
     let cpu = |p: &Proc| cpu_micros(p.child.id());
     let cpu_before = (cpu(&plain), cpu(&traced), cpu(&traced_sidecar));
     for n in 0..args.round_trips {
         if n % 2 == 0 {
-            off.push(round_trip(&http, &plain).await);
-            on.push(round_trip(&http, &traced).await);
+            off.push(round_trip(http, &plain).await);
+            on.push(round_trip(http, &traced).await);
         } else {
-            on.push(round_trip(&http, &traced).await);
-            off.push(round_trip(&http, &plain).await);
+            on.push(round_trip(http, &traced).await);
+            off.push(round_trip(http, &plain).await);
         }
     }
     // Let the last batch of events arrive before reading CPU time and counters.
@@ -303,52 +341,94 @@ async fn main() {
     let cpu_traced = per_execution(cpu_before.1, cpu(&traced));
     let cpu_sidecar = per_execution(cpu_before.2, cpu(&traced_sidecar));
     let received = metric(
-        &http,
+        http,
         &traced_sidecar,
         "capsule_sidecar_trace_events_received_total",
     )
     .await;
     let (off_p50, on_p50) = (percentile(&mut off, 0.5), percentile(&mut on, 0.5));
     let (off_p99, on_p99) = (percentile(&mut off, 0.99), percentile(&mut on, 0.99));
-    let overhead = (on_p50 - off_p50) / off_p50 * 100.0;
-    drop((plain, traced, traced_sidecar));
-    let _ = std::fs::remove_dir_all(&dir);
+    RoundTripFigures {
+        off_p50,
+        on_p50,
+        off_p99,
+        on_p99,
+        overhead: (on_p50 - off_p50) / off_p50 * 100.0,
+        received,
+        cpu_plain,
+        cpu_traced,
+        cpu_sidecar,
+    }
+}
 
+fn print_table(
+    args: &Args,
+    ingest: &IngestFigures,
+    memory: &MemoryFigures,
+    trips: &RoundTripFigures,
+) {
     println!("| figure | value |");
     println!("| --- | --- |");
     println!(
-        "| events ingested per second ({} events) | {events_per_second:.0} |",
-        args.events
+        "| events ingested per second ({} events) | {:.0} |",
+        args.events, ingest.events_per_second
     );
-    println!("| sidecar RSS after ingest (bounded buffer) | {ingest_rss} B |");
-    println!("| resident bytes per buffered event ({buffered:.0} events) | {rss_per_event:.0} |");
-    println!("| accounted bytes per buffered event | {accounted_per_event:.0} |");
-    println!("| execute p50 tracing off | {off_p50:.3} ms |");
-    println!("| execute p50 tracing on | {on_p50:.3} ms |");
-    println!("| execute p99 off / on | {off_p99:.3} / {on_p99:.3} ms |");
-    println!("| p50 overhead (target ≤ 3 %) | {overhead:.2} % |");
-    println!("| trace events received during round trips | {received:.0} |");
     println!(
-        "| worker CPU per execution, tracing off / on | {cpu_plain:.1} / {cpu_traced:.1} µs |"
+        "| sidecar RSS after ingest (bounded buffer) | {} B |",
+        ingest.rss
     );
-    println!("| sidecar CPU per traced execution | {cpu_sidecar:.1} µs |");
+    println!(
+        "| resident bytes per buffered event ({:.0} events) | {:.0} |",
+        memory.buffered, memory.rss_per_event
+    );
+    println!(
+        "| accounted bytes per buffered event | {:.0} |",
+        memory.accounted_per_event
+    );
+    println!("| execute p50 tracing off | {:.3} ms |", trips.off_p50);
+    println!("| execute p50 tracing on | {:.3} ms |", trips.on_p50);
+    println!(
+        "| execute p99 off / on | {:.3} / {:.3} ms |",
+        trips.off_p99, trips.on_p99
+    );
+    println!("| p50 overhead (target ≤ 3 %) | {:.2} % |", trips.overhead);
+    println!(
+        "| trace events received during round trips | {:.0} |",
+        trips.received
+    );
+    println!(
+        "| worker CPU per execution, tracing off / on | {:.1} / {:.1} µs |",
+        trips.cpu_plain, trips.cpu_traced
+    );
+    println!(
+        "| sidecar CPU per traced execution | {:.1} µs |",
+        trips.cpu_sidecar
+    );
+}
+
+fn write_json(
+    args: &Args,
+    ingest: &IngestFigures,
+    memory: &MemoryFigures,
+    trips: &RoundTripFigures,
+) {
     let json = serde_json::json!({
-        "eventsPerSecond": events_per_second,
+        "eventsPerSecond": ingest.events_per_second,
         "ingestEvents": args.events,
-        "ingestRssBytes": ingest_rss,
-        "residentBytesPerBufferedEvent": rss_per_event,
-        "accountedBytesPerBufferedEvent": accounted_per_event,
-        "bufferedEvents": buffered,
+        "ingestRssBytes": ingest.rss,
+        "residentBytesPerBufferedEvent": memory.rss_per_event,
+        "accountedBytesPerBufferedEvent": memory.accounted_per_event,
+        "bufferedEvents": memory.buffered,
         "roundTrips": args.round_trips,
-        "executeP50MsTracingOff": off_p50,
-        "executeP50MsTracingOn": on_p50,
-        "executeP99MsTracingOff": off_p99,
-        "executeP99MsTracingOn": on_p99,
-        "p50OverheadPercent": overhead,
-        "traceEventsReceived": received,
-        "workerCpuMicrosPerExecutionTracingOff": cpu_plain,
-        "workerCpuMicrosPerExecutionTracingOn": cpu_traced,
-        "sidecarCpuMicrosPerTracedExecution": cpu_sidecar,
+        "executeP50MsTracingOff": trips.off_p50,
+        "executeP50MsTracingOn": trips.on_p50,
+        "executeP99MsTracingOff": trips.off_p99,
+        "executeP99MsTracingOn": trips.on_p99,
+        "p50OverheadPercent": trips.overhead,
+        "traceEventsReceived": trips.received,
+        "workerCpuMicrosPerExecutionTracingOff": trips.cpu_plain,
+        "workerCpuMicrosPerExecutionTracingOn": trips.cpu_traced,
+        "sidecarCpuMicrosPerTracedExecution": trips.cpu_sidecar,
     });
     std::fs::write(&args.json, serde_json::to_vec_pretty(&json).unwrap()).expect("writing JSON");
     println!("wrote {}", args.json.display());
