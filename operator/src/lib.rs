@@ -11,6 +11,7 @@ pub mod health;
 pub mod http;
 pub mod labels;
 pub mod leader;
+pub mod ledger;
 pub mod metrics;
 pub mod pool;
 pub mod reconcile_timer;

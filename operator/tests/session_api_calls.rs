@@ -221,11 +221,9 @@ impl Harness {
     }
 
     fn counters(&self) -> PoolCounters {
-        self.ctx.with_pool(
-            &(NS.to_string(), "p".to_string()),
-            PoolCounters::default,
-            |s| s.counters.clone(),
-        )
+        self.ctx
+            .ledger
+            .update(&(NS.to_string(), "p".to_string()), |s| s.counters.clone())
     }
 }
 

@@ -33,7 +33,7 @@ pub use waiting_sessions::waits_for_new_worker;
 use std::sync::Arc;
 use std::time::Duration;
 
-use capsule_crds::{CapsulePool, PoolCounters};
+use capsule_crds::CapsulePool;
 use kube::runtime::controller::Action;
 use kube::ResourceExt;
 use tracing::{instrument, warn};
@@ -67,7 +67,7 @@ pub async fn reconcile(pool: Arc<CapsulePool>, ctx: Arc<Context>) -> Result<Acti
     let result = reconcile_inner(&pool, &ctx).await;
     drop(timer);
     if let Ok(key) = key_of(&pool) {
-        ctx.with_pool(&key, PoolCounters::default, |s| {
+        ctx.ledger.update(&key, |s| {
             s.failures = if result.is_ok() { 0 } else { s.failures + 1 };
         });
     }
@@ -132,13 +132,13 @@ fn next_action(
 /// Prometheus series, per-worker ones included.
 fn forget(ctx: &Context, key: &PoolKey) {
     let labels = labels_of(key);
-    let per_worker = ctx.with_pool(key, PoolCounters::default, |s| {
-        std::mem::take(&mut s.per_worker_series)
-    });
+    let per_worker = ctx
+        .ledger
+        .update(key, |s| std::mem::take(&mut s.per_worker_series));
     for pod in per_worker {
         ctx.metrics.forget_worker(&labels.worker(pod));
     }
-    ctx.forget_pool(key);
+    ctx.ledger.forget(key);
     ctx.metrics.forget_pool(&labels);
     ctx.index.forget_pool(&key.0, &key.1);
 }
@@ -148,7 +148,7 @@ pub fn error_policy(pool: Arc<CapsulePool>, error: &Error, ctx: Arc<Context>) ->
     ctx.metrics
         .reconcile_failed(ControllerName::pool, error.kind());
     let failures = key_of(&pool)
-        .map(|key| ctx.with_pool(&key, PoolCounters::default, |s| s.failures))
+        .map(|key| ctx.ledger.update(&key, |s| s.failures))
         .unwrap_or(1);
     warn!(error = %error, failures, "pool reconcile failed");
     Action::requeue(backoff(failures.saturating_sub(1)))

@@ -1,13 +1,14 @@
 //! What every step of one pool pass reads: the pool, its identity, labels and Event reference, and
 //! what is wrong with its spec; and the pool's in-memory state, reached through it.
 
-use capsule_crds::{CapsulePool, PoolCounters};
+use capsule_crds::CapsulePool;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::NamespaceResourceScope;
 use kube::{Api, Resource};
 
 use super::{labels_of, spec_check};
-use crate::context::{Context, PoolKey, PoolState};
+use crate::context::{Context, PoolKey};
+use crate::ledger::PoolState;
 use crate::metrics::PoolLabels;
 
 pub(super) struct Pass<'a> {
@@ -32,13 +33,7 @@ impl<'a> Pass<'a> {
             reference: pool.object_ref(&()),
             problems: spec_check::problems(&pool.spec),
         };
-        let seed = || {
-            pool.status
-                .as_ref()
-                .and_then(|s| s.pool.clone())
-                .unwrap_or_default()
-        };
-        ctx.with_pool(&pass.key, seed, |_| ());
+        ctx.ledger.open(&pass.key, pool);
         pass
     }
 
@@ -64,6 +59,6 @@ impl<'a> Pass<'a> {
     }
 
     pub(super) fn with_state<R>(&self, f: impl FnOnce(&mut PoolState) -> R) -> R {
-        self.ctx.with_pool(&self.key, PoolCounters::default, f)
+        self.ctx.ledger.update(&self.key, f)
     }
 }

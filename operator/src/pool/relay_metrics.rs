@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use capsule_crds::PoolCounters;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
@@ -117,7 +116,7 @@ fn publish_per_worker(pass: &Pass<'_>, records: &BTreeMap<String, WorkerRecord>,
     } else {
         Default::default()
     };
-    let previous = pass.ctx.with_pool(&pass.key, PoolCounters::default, |s| {
+    let previous = pass.ctx.ledger.update(&pass.key, |s| {
         std::mem::replace(&mut s.per_worker_series, wanted.clone())
     });
     for gone in previous.difference(&wanted) {

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::bind::finish_binding;
 use super::token::ensure_token;
-use super::{pool_seed, wait, BOUND_CHECK};
+use super::{wait, BOUND_CHECK};
 use crate::context::Context;
 use crate::error::Result;
 use crate::labels;
@@ -42,7 +42,7 @@ pub(super) async fn acquire(
         return wait::pool_missing(ctx, session, ns).await;
     };
     let key = (ns.to_string(), session.spec.pool.clone());
-    ctx.with_pool(&key, || pool_seed(&seen.pool), |_| ());
+    ctx.ledger.open(&key, &seen.pool);
 
     if let Some(pod) = own_worker(&seen.workers, &session.name_any()) {
         return resume_binding(ctx, session, ns, &seen, pod.clone()).await;

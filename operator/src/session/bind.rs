@@ -15,11 +15,12 @@ use tracing::{info, warn};
 use super::pending::{forget_pending, take_pending};
 use super::status::{bound_status, event, write_status};
 use super::worker::{endpoint, worker_token};
-use super::{migrate, pool_labels, pool_seed, BOUND_CHECK, WAIT_POLL};
+use super::{migrate, pool_labels, BOUND_CHECK, WAIT_POLL};
 use crate::conditions::DesiredCondition;
 use crate::context::Context;
 use crate::error::Result;
 use crate::labels;
+use crate::ledger::Acquired;
 
 pub(super) async fn finish_binding(
     ctx: &Context,
@@ -126,18 +127,13 @@ fn count_binding(
     let ns = session.namespace().unwrap_or_default();
     let pool_name = pool.name_any();
     let metric = pool_labels(&ns, &pool_name);
-    ctx.with_pool(
+    ctx.ledger.record_acquired(
         &(ns, pool_name),
-        || pool_seed(pool),
-        |s| {
-            if first_pass {
-                s.counters.acquisition.attempts += 1;
-            }
-            s.counters.acquisition.successes += 1;
-            if warm_hit {
-                s.counters.hits += 1;
-            }
-            s.record_latency(latency_ms);
+        pool,
+        Acquired {
+            first_pass,
+            warm_hit,
+            latency_ms,
         },
     );
     if warm_hit {

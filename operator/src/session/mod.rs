@@ -22,7 +22,7 @@ mod worker;
 use std::sync::Arc;
 use std::time::Duration;
 
-use capsule_crds::{CapsulePool, CapsuleSession, PoolCounters, SessionPhase};
+use capsule_crds::{CapsuleSession, SessionPhase};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::{Action, Controller};
@@ -49,15 +49,6 @@ fn pool_labels(ns: &str, pool: &str) -> PoolLabels {
         namespace: ns.into(),
         pool: pool.into(),
     }
-}
-
-/// The pool's counters as its last written status has them: the operator's in-memory counters
-/// start from there after a restart, whichever controller sees the pool first.
-fn pool_seed(pool: &CapsulePool) -> PoolCounters {
-    pool.status
-        .as_ref()
-        .and_then(|s| s.pool.clone())
-        .unwrap_or_default()
 }
 
 #[instrument(skip_all, fields(namespace = session.namespace().unwrap_or_default(), session = session.name_any(), trace_id = tracing::field::Empty))]

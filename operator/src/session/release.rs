@@ -11,9 +11,9 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use tracing::info;
 
+use super::pool_labels;
 use super::status::event;
 use super::worker::{endpoint, worker_token};
-use super::{pool_labels, pool_seed};
 use crate::context::Context;
 use crate::error::Result;
 use crate::labels;
@@ -99,8 +99,7 @@ async fn replace(
         Err(e) => return Err(e.into()),
     }
     let key = (ns.to_string(), session.spec.pool.clone());
-    let seed = || pool.map(pool_seed).unwrap_or_default();
-    ctx.with_pool(&key, seed, |s| s.counters.workers_removed += 1);
+    ctx.ledger.count_released_worker(&key, pool);
     ctx.metrics.removed(
         &pool_labels(ns, &session.spec.pool),
         plan::RemovalReason::Released,

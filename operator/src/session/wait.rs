@@ -8,7 +8,7 @@ use kube::ResourceExt;
 
 use super::pending::{age_ms, mark_counted};
 use super::status::{fail, status_with, write_status};
-use super::{migrate, pool_labels, pool_seed, POOL_POLL, WAIT_POLL};
+use super::{migrate, pool_labels, POOL_POLL, WAIT_POLL};
 use crate::conditions::DesiredCondition;
 use crate::context::Context;
 use crate::error::Result;
@@ -54,11 +54,7 @@ async fn time_out(ctx: &Context, session: &CapsuleSession, pool: &CapsulePool) -
     let action = fail(ctx, session, "AcquireTimeout", message).await?;
     let ns = session.namespace().unwrap_or_default();
     let key = (ns.clone(), session.spec.pool.clone());
-    ctx.with_pool(
-        &key,
-        || pool_seed(pool),
-        |s| s.counters.acquisition.timeouts += 1,
-    );
+    ctx.ledger.count_timeout(&key, pool);
     ctx.metrics
         .acquisition_timeouts
         .get_or_create(&pool_labels(&ns, &session.spec.pool))
@@ -103,13 +99,12 @@ fn count_miss(
 ) {
     let ns = session.namespace().unwrap_or_default();
     let key = (ns.clone(), session.spec.pool.clone());
-    let seed = || pool_seed(pool);
     let (new_attempt, new_miss) = mark_counted(ctx, session, miss);
     if first_pass && new_attempt {
-        ctx.with_pool(&key, seed, |s| s.counters.acquisition.attempts += 1);
+        ctx.ledger.count_attempt(&key, pool);
     }
     if new_miss {
-        ctx.with_pool(&key, seed, |s| s.counters.misses += 1);
+        ctx.ledger.count_miss(&key, pool);
         ctx.metrics
             .misses
             .get_or_create(&pool_labels(&ns, &session.spec.pool))
