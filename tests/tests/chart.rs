@@ -1621,15 +1621,7 @@ fn helm_install_with_the_gateway_reaches_a_session_through_every_replica() {
         url,
         format!("http://{gateway}.{NAMESPACE}.svc:80/v1/sessions/default/s")
     );
-    let secret = cluster.jsonpath(&["csess", "s"], "{.status.tokenSecret.name}");
-    let encoded = cluster.jsonpath(&["secret", &secret], "{.data.token}");
-    use base64::Engine;
-    let token = String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .unwrap(),
-    )
-    .unwrap();
+    let token = capsule_e2e::session_token(&cluster, "s");
 
     // The devcluster has no cluster DNS: each replica is reached on its pod IP, the Service's
     // endpoints.

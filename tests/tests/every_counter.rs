@@ -133,13 +133,18 @@ impl Client {
     }
 
     /// Runs `code`, calling `on_event` for each event as it arrives; returns the final event.
-    fn run(&self, code: &str, timeout_ms: Option<u64>, mut on_event: impl FnMut(&Value)) -> Value {
+    fn run(&self, code: &str, timeout_ms: Option<u64>, on_event: impl FnMut(&Value)) -> Value {
         let mut body = json!({"code": code});
         if let Some(ms) = timeout_ms {
             body["timeoutMs"] = json!(ms);
         }
-        let response = self.post("/executions", body);
-        assert_eq!(response.status(), 200, "execute {code:?}");
+        self.run_request(body, on_event)
+    }
+
+    /// Posts an execute request `body`, calling `on_event` for each event; returns the final one.
+    fn run_request(&self, body: Value, mut on_event: impl FnMut(&Value)) -> Value {
+        let response = self.post("/executions", body.clone());
+        assert_eq!(response.status(), 200, "execute {body}");
         let mut last = Value::Null;
         for line in BufReader::new(response).lines() {
             let line = line.expect("stream line");
@@ -213,8 +218,7 @@ impl Client {
 fn run_outcomes(client: &Client) {
     client.expect("1 + 1", "result", Some("2"));
     let body = json!({"code": "x = 1\n1 / 0", "transaction": "rollbackOnError"});
-    let stream = client.post("/executions", body).text().expect("stream");
-    let last: Value = serde_json::from_str(stream.lines().last().expect("a final event")).unwrap();
+    let last = client.run_request(body, |_| {});
     assert_eq!(
         (&last["type"], &last["rolledBack"]),
         (&json!("error"), &json!(true)),

@@ -7,9 +7,9 @@
 use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use capsule_e2e::{
-    free_port, http, start_gateway, wait_for, wait_session_phase, DevCluster, OperatorRun,
+    free_port, http, session_token, start_gateway, wait_for, wait_session_phase, DevCluster,
+    OperatorRun,
 };
 use serde_json::{json, Value};
 
@@ -41,13 +41,8 @@ fn session(name: &str) -> String {
 /// The session's token (read once, as a client that may read its Secret does) and its worker.
 fn token_and_worker(cluster: &DevCluster, name: &str) -> (String, String) {
     wait_session_phase(cluster, name, "Bound", Duration::from_secs(90));
-    let secret = cluster.jsonpath(&["csess", name], "{.status.tokenSecret.name}");
-    let encoded = cluster.jsonpath(&["secret", &secret], "{.data.token}");
-    let token = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .unwrap();
     let worker = cluster.jsonpath(&["csess", name], "{.status.worker}");
-    (String::from_utf8(token).unwrap(), worker)
+    (session_token(cluster, name), worker)
 }
 
 /// Posts `code` and returns the stream's events as they arrive, each with its arrival time.

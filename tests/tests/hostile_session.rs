@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use capsule_e2e::{
-    free_port, http, post_heartbeat, wait_for, wait_session_phase, DevCluster, OperatorRun,
+    free_port, http, post_heartbeat, session_token, wait_for, wait_session_phase, DevCluster,
+    OperatorRun,
 };
 use serde_json::{json, Value};
 
@@ -176,16 +177,8 @@ fn repr(endpoint: &str, token: &str, code: &str) -> String {
 fn bound(cluster: &DevCluster, name: &str) -> (String, String, String) {
     wait_session_phase(cluster, name, "Bound", Duration::from_secs(90));
     let endpoint = cluster.jsonpath(&["csess", name], "{.status.endpoint}");
-    let secret = cluster.jsonpath(&["csess", name], "{.status.tokenSecret.name}");
-    let token = base64::engine::general_purpose::STANDARD
-        .decode(
-            cluster
-                .jsonpath(&["secret", &secret], "{.data.token}")
-                .trim(),
-        )
-        .unwrap();
     let worker = cluster.jsonpath(&["csess", name], "{.status.worker}");
-    (endpoint, String::from_utf8(token).unwrap(), worker)
+    (endpoint, session_token(cluster, name), worker)
 }
 
 #[test]

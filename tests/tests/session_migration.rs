@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use base64::Engine;
 use capsule_e2e::{
-    free_port, http, start_gateway, wait_for, wait_session_phase, DevCluster, OperatorRun,
+    free_port, http, session_token, start_gateway, wait_for, wait_session_phase, DevCluster,
+    OperatorRun,
 };
 use serde_json::{json, Value};
 
@@ -44,15 +44,6 @@ metadata:
 spec:
   pool: keep
 "#;
-
-fn token(cluster: &DevCluster) -> String {
-    let secret = cluster.jsonpath(&["csess", "notebook"], "{.status.tokenSecret.name}");
-    let encoded = cluster.jsonpath(&["secret", &secret], "{.data.token}");
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .unwrap();
-    String::from_utf8(bytes).unwrap()
-}
 
 /// Runs `code` through the gateway and returns the final event.
 fn run(base: &str, token: &str, code: &str) -> Value {
@@ -117,7 +108,7 @@ fn a_session_whose_worker_is_deleted_moves_to_a_new_worker_with_its_state() {
     cluster.apply(POOL);
     cluster.apply(SESSION);
     wait_session_phase(&cluster, "notebook", "Bound", Duration::from_secs(90));
-    let token = token(&cluster);
+    let token = session_token(&cluster, "notebook");
     let base = cluster.jsonpath(&["csess", "notebook"], "{.status.gatewayUrl}");
 
     // State of every kind a notebook holds, then a checkpoint the client asks for.
