@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::procstat::{rss_bytes, ticks_to_millis, CpuSampler};
 use crate::runtime::Runtime;
+use crate::session::Precondition;
 use capsule_protocol::frame::MAX_FRAME_BYTES;
 use capsule_protocol::heartbeat::{Capabilities, Heartbeat, HeartbeatReply};
 
@@ -95,15 +96,18 @@ pub fn build(
     }
 }
 
-/// Applies the operator's reply: the session binding (level-triggered).
-pub fn apply_reply(runtime: &Arc<Runtime>, reply: HeartbeatReply) {
+/// Applies the operator's reply: the session binding (level-triggered), unless the binding changed
+/// after the heartbeat was built (`seen` is the session store's change count then): the operator's
+/// direct bind or release, which may have crossed the reply, is newer than the view it replied from.
+pub fn apply_reply(runtime: &Arc<Runtime>, reply: HeartbeatReply, seen: u64) {
+    let precondition = Precondition::Unchanged(seen);
     match reply.session {
         None => {}
         Some(None) => {
-            runtime.release_session(false);
+            runtime.release_session_if(false, precondition);
         }
         Some(Some(binding)) => {
-            if let Err(message) = runtime.bind_session(binding) {
+            if let Err(message) = runtime.bind_session_if(binding, precondition) {
                 tracing::warn!(%message, "heartbeat reply carried an invalid session binding");
             }
         }
@@ -127,6 +131,7 @@ pub async fn run(runtime: Arc<Runtime>, url: String, mut stop: tokio::sync::watc
     let mut failures = 0u32;
     loop {
         seq += 1;
+        let seen = runtime.session.changes();
         let heartbeat = build(&runtime, seq, !capabilities_acknowledged, &mut cpu);
         // Capabilities are resent until the operator accepted a copy that names the Python version
         // (unknown while the first interpreter starts).
@@ -141,7 +146,7 @@ pub async fn run(runtime: Arc<Runtime>, url: String, mut stop: tokio::sync::watc
                 }
                 failures = 0;
                 capabilities_acknowledged |= complete_capabilities;
-                apply_reply(&runtime, reply);
+                apply_reply(&runtime, reply, seen);
                 interval
             }
             Err(message) => {

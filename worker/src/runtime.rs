@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::executor::{self, ExecutorHandle};
 use crate::fork_server::ForkServer;
 use crate::interpreter::{CheckpointWaiters, DriverWriter};
-use crate::session::SessionStore;
+use crate::session::{Precondition, SessionStore};
 use crate::stats::Stats;
 use crate::trace_sender::TraceSender;
 use capsule_protocol::checkpoint::LastCheckpoint;
@@ -101,8 +101,17 @@ impl Runtime {
 
     /// Binds a session, and marks its start in the trace.
     pub fn bind_session(&self, binding: SessionBinding) -> Result<(), String> {
+        self.bind_session_if(binding, Precondition::Always)
+    }
+
+    /// Binds a session when `precondition` holds, and marks its start in the trace.
+    pub fn bind_session_if(
+        &self,
+        binding: SessionBinding,
+        precondition: Precondition,
+    ) -> Result<(), String> {
         let session = binding.session.clone();
-        if self.session.bind(binding)? {
+        if self.session.bind_if(binding, precondition)? {
             self.trace.send(TraceEvent::new(
                 TraceEventKind::SessionBound,
                 &session_trace_id(&session),
@@ -115,7 +124,12 @@ impl Runtime {
     /// Releases the session, marking its end in the trace; `reset` says a fresh interpreter
     /// follows.
     pub fn release_session(&self, reset: bool) -> Option<String> {
-        let released = self.session.release();
+        self.release_session_if(reset, Precondition::Always)
+    }
+
+    /// Releases the session when `precondition` holds, as [`Runtime::release_session`].
+    pub fn release_session_if(&self, reset: bool, precondition: Precondition) -> Option<String> {
+        let released = self.session.release_if(precondition);
         if let Some(session) = &released {
             self.trace.send(
                 TraceEvent::new(

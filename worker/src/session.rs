@@ -67,40 +67,80 @@ fn same_session(a: &SessionBinding, b: &SessionBinding) -> bool {
     a.session == b.session && a.namespace == b.namespace && a.token_sha256 == b.token_sha256
 }
 
+/// The binding and how many times it changed, under one lock so a conditional change is atomic.
+#[derive(Debug, Default)]
+struct Slot {
+    bound: Option<Bound>,
+    changes: u64,
+}
+
+/// Which binding a change may replace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// Any: the operator's direct call is the newest word.
+    Always,
+    /// Only the one seen at this [`SessionStore::changes`] count: a heartbeat reply describes the
+    /// binding as the operator saw it, and a bind or release the worker got since outranks it.
+    Unchanged(u64),
+}
+
+impl Precondition {
+    fn holds(self, slot: &Slot) -> bool {
+        match self {
+            Precondition::Always => true,
+            Precondition::Unchanged(seen) => slot.changes == seen,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct SessionStore {
-    bound: RwLock<Option<Bound>>,
+    slot: RwLock<Slot>,
     worker_token_sha256: Option<[u8; 32]>,
 }
 
 impl SessionStore {
     pub fn new(worker_token: Option<&str>) -> Self {
         SessionStore {
-            bound: RwLock::new(None),
+            slot: RwLock::new(Slot::default()),
             worker_token_sha256: worker_token.filter(|t| !t.is_empty()).map(token_sha256),
         }
     }
 
-    /// Binds a session; `tokenSha256` must be 64 hex digits.
-    /// Binds `binding`; returns whether it changed the binding.
+    /// Binds `binding` (`tokenSha256` must be 64 hex digits); returns whether it changed the
+    /// binding.
     pub fn bind(&self, binding: SessionBinding) -> Result<bool, String> {
+        self.bind_if(binding, Precondition::Always)
+    }
+
+    /// Binds `binding` when `precondition` holds; returns whether it changed the binding.
+    pub fn bind_if(
+        &self,
+        binding: SessionBinding,
+        precondition: Precondition,
+    ) -> Result<bool, String> {
         let decoded = parse_sha256_hex(&binding.token_sha256).ok_or_else(|| {
             "tokenSha256 must be the 64-hex-digit sha256 of the session token".to_owned()
         })?;
         if binding.session.is_empty() {
             return Err("session must not be empty".to_owned());
         }
-        let mut bound = self.bound.write().unwrap_or_else(|p| p.into_inner());
-        let checkpoint = CheckpointIdentity::of(&binding, bound.as_ref())?;
-        let changed = !bound
+        let mut slot = self.slot.write().unwrap_or_else(|p| p.into_inner());
+        if !precondition.holds(&slot) {
+            return Ok(false);
+        }
+        let checkpoint = CheckpointIdentity::of(&binding, slot.bound.as_ref())?;
+        let changed = !slot
+            .bound
             .as_ref()
             .is_some_and(|b| same_session(&b.binding, &binding) && b.checkpoint == checkpoint);
-        *bound = Some(Bound {
+        slot.bound = Some(Bound {
             binding: binding.clone(),
             token_sha256: decoded,
             checkpoint,
         });
-        drop(bound);
+        slot.changes += u64::from(changed);
+        drop(slot);
         if changed {
             tracing::info!(session = %binding.session, namespace = %binding.namespace, "session bound");
         }
@@ -109,26 +149,44 @@ impl SessionStore {
 
     /// Releases the binding; returns the session that held the worker.
     pub fn release(&self) -> Option<String> {
-        let previous = self.bound.write().unwrap_or_else(|p| p.into_inner()).take();
+        self.release_if(Precondition::Always)
+    }
+
+    /// Releases the binding when `precondition` holds; returns the session that held the worker.
+    pub fn release_if(&self, precondition: Precondition) -> Option<String> {
+        let mut slot = self.slot.write().unwrap_or_else(|p| p.into_inner());
+        if !precondition.holds(&slot) {
+            return None;
+        }
+        let previous = slot.bound.take();
+        slot.changes += u64::from(previous.is_some());
+        drop(slot);
         if let Some(previous) = &previous {
             tracing::info!(session = %previous.binding.session, "session released");
         }
         previous.map(|b| b.binding.session)
     }
 
+    /// How many times the binding changed; a [`Precondition::Unchanged`] names one count.
+    pub fn changes(&self) -> u64 {
+        self.slot.read().unwrap_or_else(|p| p.into_inner()).changes
+    }
+
     pub fn current(&self) -> Option<SessionBinding> {
-        self.bound
+        self.slot
             .read()
             .unwrap_or_else(|p| p.into_inner())
+            .bound
             .as_ref()
             .map(|b| b.binding.clone())
     }
 
     /// The bound session's checkpoint scope and key.
     pub fn checkpoint_identity(&self) -> Option<CheckpointIdentity> {
-        self.bound
+        self.slot
             .read()
             .unwrap_or_else(|p| p.into_inner())
+            .bound
             .as_ref()
             .map(|b| b.checkpoint.clone())
     }
@@ -139,8 +197,8 @@ impl SessionStore {
 
     /// Checks a session bearer token against the bound session.
     pub fn check_session_token(&self, token: &str) -> SessionAuth {
-        let guard = self.bound.read().unwrap_or_else(|p| p.into_inner());
-        match guard.as_ref() {
+        let slot = self.slot.read().unwrap_or_else(|p| p.into_inner());
+        match slot.bound.as_ref() {
             None => SessionAuth::NoSession,
             Some(bound) if token_matches_sha256(token, &bound.token_sha256) => {
                 SessionAuth::Accepted
@@ -223,6 +281,46 @@ mod tests {
             store.checkpoint_identity().unwrap(),
             bare,
             "kept while bound"
+        );
+    }
+
+    #[test]
+    fn a_change_made_after_the_precondition_was_read_outranks_it() {
+        let store = SessionStore::new(None);
+        let seen_unbound = store.changes();
+        store.bind(binding(Some("u1"), None)).unwrap();
+        assert_eq!(
+            store.release_if(Precondition::Unchanged(seen_unbound)),
+            None
+        );
+        assert_eq!(
+            store.session_name().as_deref(),
+            Some("s"),
+            "a stale release is ignored"
+        );
+
+        let seen_bound = store.changes();
+        store.release();
+        let stale = binding(Some("u1"), None);
+        assert!(!store
+            .bind_if(stale, Precondition::Unchanged(seen_bound))
+            .unwrap());
+        assert_eq!(store.current(), None, "a stale bind is ignored");
+
+        let seen = store.changes();
+        assert!(store
+            .bind_if(binding(Some("u2"), None), Precondition::Unchanged(seen))
+            .unwrap());
+        let seen = store.changes();
+        assert!(!store.bind(binding(Some("u2"), None)).unwrap());
+        assert_eq!(
+            store.changes(),
+            seen,
+            "a rebind that changes nothing is not a change"
+        );
+        assert_eq!(
+            store.release_if(Precondition::Unchanged(seen)).as_deref(),
+            Some("s")
         );
     }
 }

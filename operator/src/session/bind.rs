@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use super::pending::{forget_pending, take_pending};
 use super::status::{bound_status, event, write_status};
-use super::worker::{endpoint, worker_token};
+use super::worker::{endpoint, heartbeat_view_agrees, worker_token};
 use super::{migrate, pool_labels, BOUND_CHECK, WAIT_POLL};
 use crate::conditions::DesiredCondition;
 use crate::context::Context;
@@ -34,6 +34,10 @@ pub(super) async fn finish_binding(
     let Some(url) = endpoint(&pod, ctx.config.worker_port) else {
         return Ok(Action::requeue(WAIT_POLL));
     };
+    if !heartbeat_view_agrees(ctx, &ns, &pod.name_any(), Some(token_hash)).await {
+        warn!(pod = %pod.name_any(), "the heartbeat directory has not seen the worker's label yet; binding on a later pass");
+        return Ok(Action::requeue(WAIT_POLL));
+    }
     let credential = worker_token(ctx, &ns, &pool.name_any(), &pod);
     if let Some(token) = credential.clone() {
         tell_worker(ctx, session, pool, &pod, &url, token, token_hash).await;

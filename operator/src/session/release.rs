@@ -13,7 +13,7 @@ use tracing::info;
 
 use super::pool_labels;
 use super::status::event;
-use super::worker::{endpoint, worker_token};
+use super::worker::{endpoint, heartbeat_view_agrees, worker_token};
 use crate::context::Context;
 use crate::error::Result;
 use crate::labels;
@@ -33,7 +33,9 @@ pub(super) async fn release(ctx: &Context, session: &CapsuleSession, ns: &str) -
         .unwrap_or(ReleaseAction::Replace);
     for pod in bound {
         let pod_name = pod.name_any();
-        let reset = action == ReleaseAction::Reset && reset_worker(ctx, session, ns, &pod).await;
+        let reset = action == ReleaseAction::Reset
+            && revoke(ctx, ns, &pods, &pod_name).await?
+            && reset_worker(ctx, session, ns, &pod).await;
         if reset {
             return_to_pool(&pods, &pod_name).await?;
         } else if !replace(ctx, session, ns, &pods, pool.as_ref(), &pod_name).await? {
@@ -55,6 +57,22 @@ async fn bound_workers(pods: &Api<Pod>, session_name: &str) -> Result<Vec<Pod>> 
         .into_iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .collect())
+}
+
+/// Takes the token's hash off the worker, which ends the binding in heartbeat replies, while the
+/// session label keeps other sessions away; true once heartbeat ingest's view shows it, so no reply
+/// can bind the session again after the reset below.
+async fn revoke(ctx: &Context, ns: &str, pods: &Api<Pod>, pod_name: &str) -> Result<bool> {
+    let patch = json!({"metadata": {"annotations": {labels::SESSION_TOKEN_SHA256: null}}});
+    match pods
+        .patch(pod_name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(false),
+        Err(e) => return Err(e.into()),
+    }
+    Ok(heartbeat_view_agrees(ctx, ns, pod_name, None).await)
 }
 
 /// Asks the worker to wipe the session's state; false when it cannot be reached or refuses.
