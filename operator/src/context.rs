@@ -12,6 +12,7 @@ use kube::Client;
 use crate::ledger::PoolLedger;
 use crate::relay::directory::Directory;
 use crate::relay::index::WorkerIndex;
+use crate::relay::wakeups::PoolWakeups;
 use crate::watch_cache::WatchCache;
 
 use crate::config::OperatorConfig;
@@ -32,6 +33,8 @@ pub struct Context {
     /// The pool controller's session cache, once it runs: pools count the sessions waiting on them
     /// and look up the sessions their workers are bound to.
     pub sessions: OnceLock<WatchCache<CapsuleSession>>,
+    /// Pools whose waiting sessions heartbeat ingest asks to look again.
+    pub wakeups: Arc<PoolWakeups>,
     /// Pool tokens and pod facts from watch caches, once they run.
     pub directory: OnceLock<Arc<dyn Directory>>,
     /// Client for calls to workers (session bind and release).
@@ -77,6 +80,7 @@ impl Context {
             health,
             index: Arc::new(WorkerIndex::default()),
             sessions: OnceLock::new(),
+            wakeups: Arc::default(),
             directory: OnceLock::new(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))

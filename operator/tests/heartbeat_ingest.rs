@@ -7,6 +7,7 @@ use capsule_operator::relay::directory::{CredentialKind, Directory, PodFacts};
 use capsule_operator::relay::index::WorkerIndex;
 use capsule_operator::relay::ingest::{self, IngestMetrics, IngestState, MAX_HEARTBEAT_BYTES};
 use capsule_operator::relay::limits::{IngestLimits, Rate, DEFAULT_OVERALL};
+use capsule_operator::relay::wakeups::PoolWakeups;
 use capsule_protocol::auth::worker_credential;
 use prometheus_client::registry::Registry;
 use serde_json::json;
@@ -19,7 +20,7 @@ fn credential(pod: &str) -> String {
 }
 
 /// Pods `w0`..`w9` of pool `demo` in namespace `default`; `w9` was made before per-worker
-/// credentials and holds the pool key.
+/// credentials and holds the pool key; `w8` is not Ready yet.
 struct Workers;
 
 impl Directory for Workers {
@@ -36,6 +37,7 @@ impl Directory for Workers {
             } else {
                 CredentialKind::PerWorker
             },
+            ready: i != 8,
         })
     }
 }
@@ -53,6 +55,7 @@ fn heartbeat(pod: &str, seq: u64) -> serde_json::Value {
 struct Server {
     url: String,
     registry: Arc<Registry>,
+    wakeups: Arc<PoolWakeups>,
 }
 
 impl Server {
@@ -64,13 +67,16 @@ impl Server {
             metrics: IngestMetrics::register(&mut registry),
             limits: Arc::new(limits),
             leadership,
+            wakeups: Arc::default(),
         };
+        let wakeups = state.wakeups.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/v1/heartbeats", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, ingest::router(state)).await });
         Server {
             url,
             registry: Arc::new(registry),
+            wakeups,
         }
     }
 
@@ -305,4 +311,35 @@ async fn a_worker_made_before_per_worker_credentials_reports_with_the_pool_key_f
     let other = send_as(&client, &server.url, POOL_KEY, body("w3")).await;
     assert_eq!(other.status(), 401, "w3 holds its own credential");
     assert_eq!((server.received(), server.rejected("bad_token")), (1, 2));
+}
+
+#[tokio::test]
+async fn an_idle_worker_whose_pod_is_not_ready_yet_wakes_its_pools_sessions() {
+    let server = Server::start(IngestLimits::default(), Leadership::always()).await;
+    let client = reqwest::Client::new();
+    let warming = json!({"state": "warming"});
+    let mut first = heartbeat("w8", 1);
+    first["state"] = warming["state"].clone();
+    for body in [heartbeat("w1", 1), first] {
+        let sent = send(&client, &server.url, body.to_string().into_bytes()).await;
+        assert_eq!(sent.status(), 200);
+    }
+    let nothing =
+        tokio::time::timeout(std::time::Duration::from_millis(100), server.wakeups.next());
+    assert!(
+        nothing.await.is_err(),
+        "a Ready pod or a warming worker wakes nobody"
+    );
+
+    let announced = send(
+        &client,
+        &server.url,
+        heartbeat("w8", 2).to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(announced.status(), 200);
+    assert_eq!(
+        server.wakeups.next().await,
+        vec![("default".to_string(), "demo".to_string())]
+    );
 }

@@ -52,7 +52,7 @@ fn pool_object(idle_timeout_seconds: i64, persistence: bool) -> Value {
     pool
 }
 
-fn idle_pod(session: Option<&str>) -> Value {
+fn idle_pod(session: Option<&str>, ready: bool) -> Value {
     let mut labels =
         json!({"capsule.dev/pool": "p", "app.kubernetes.io/managed-by": "capsule-operator"});
     if let Some(s) = session {
@@ -64,7 +64,10 @@ fn idle_pod(session: Option<&str>) -> Value {
                      "creationTimestamp": "2026-11-27T10:00:00Z", "labels": labels},
         "spec": {"containers": [{"name": "worker", "image": "capsule-worker:test"}]},
         "status": {"phase": "Running", "podIP": "127.0.0.9",
-                   "conditions": [{"type": "Ready", "status": "True"}]},
+                   "containerStatuses": [{"name": "worker", "ready": ready, "restartCount": 0,
+                                          "image": "capsule-worker:test", "imageID": "",
+                                          "state": {"running": {}}}],
+                   "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]},
     })
 }
 
@@ -86,6 +89,8 @@ struct World {
     persistence: bool,
     /// The worker pod `p-a` is gone.
     pod_gone: bool,
+    /// The worker pod's Ready condition (false: its first readiness probe has not passed yet).
+    pod_ready: bool,
 }
 
 struct Harness {
@@ -142,24 +147,27 @@ fn harness(world: World) -> Harness {
             (&Method::GET, "/api/v1/namespaces/default/pods") if w.pod_gone => {
                 list("PodList", vec![])
             }
-            (&Method::GET, "/api/v1/namespaces/default/pods") => {
-                list("PodList", vec![idle_pod(w.pod_session.as_deref())])
-            }
+            (&Method::GET, "/api/v1/namespaces/default/pods") => list(
+                "PodList",
+                vec![idle_pod(w.pod_session.as_deref(), w.pod_ready)],
+            ),
             (&Method::GET, "/api/v1/namespaces/default/pods/p-a") if w.pod_gone => {
                 not_found("pods \"p-a\"")
             }
-            (&Method::GET, "/api/v1/namespaces/default/pods/p-a") => {
-                (StatusCode::OK, idle_pod(w.pod_session.as_deref()))
-            }
-            (&Method::DELETE, "/api/v1/namespaces/default/pods/p-a") => {
-                (StatusCode::OK, idle_pod(w.pod_session.as_deref()))
-            }
+            (&Method::GET, "/api/v1/namespaces/default/pods/p-a") => (
+                StatusCode::OK,
+                idle_pod(w.pod_session.as_deref(), w.pod_ready),
+            ),
+            (&Method::DELETE, "/api/v1/namespaces/default/pods/p-a") => (
+                StatusCode::OK,
+                idle_pod(w.pod_session.as_deref(), w.pod_ready),
+            ),
             (&Method::PATCH, "/api/v1/namespaces/default/pods/p-a") => {
                 let session = call.body["metadata"]["labels"]["capsule.dev/session"]
                     .as_str()
                     .map(String::from);
                 w.pod_session = session.clone();
-                (StatusCode::OK, idle_pod(session.as_deref()))
+                (StatusCode::OK, idle_pod(session.as_deref(), w.pod_ready))
             }
             (&Method::POST, "/api/v1/namespaces/default/secrets") if w.secret_exists => (
                 StatusCode::CONFLICT,
@@ -245,6 +253,7 @@ async fn first_pass_adds_the_finalizer_and_binds_at_once() {
         idle_timeout_seconds: 0,
         persistence: false,
         pod_gone: false,
+        pod_ready: true,
     });
     h.reconcile(&fresh).await.unwrap();
     let calls = h.calls();
@@ -325,6 +334,7 @@ async fn a_failed_status_write_after_a_bind_counts_the_hit_once() {
         idle_timeout_seconds: 0,
         persistence: false,
         pod_gone: false,
+        pod_ready: true,
     });
     // The pod is bound, then the status write fails: nothing is counted yet.
     h.reconcile(&fresh).await.unwrap_err();
@@ -370,6 +380,7 @@ async fn a_token_secret_left_by_an_earlier_session_of_the_same_name_is_deleted_n
         idle_timeout_seconds: 0,
         persistence: false,
         pod_gone: false,
+        pod_ready: true,
     });
     // The first pass creates its Secret, finds the old one, deletes it and tries again later.
     h.reconcile(&fresh).await.unwrap_err();
@@ -407,6 +418,7 @@ async fn a_session_whose_pool_never_appears_fails_after_the_default_acquire_time
         idle_timeout_seconds: 0,
         persistence: false,
         pod_gone: false,
+        pod_ready: true,
     });
     h.reconcile(&young).await.unwrap();
     let status = last_status(&h);
@@ -431,6 +443,7 @@ async fn a_session_whose_pool_never_appears_fails_after_the_default_acquire_time
         idle_timeout_seconds: 0,
         persistence: false,
         pod_gone: false,
+        pod_ready: true,
     });
     h.reconcile(&old).await.unwrap();
     let status = last_status(&h);
@@ -475,6 +488,7 @@ async fn a_bound_session_idle_past_the_pools_idle_timeout_is_released_and_its_wo
         idle_timeout_seconds: 1,
         persistence: false,
         pod_gone: false,
+        pod_ready: true,
     });
     h.ctx
         .index
@@ -547,6 +561,7 @@ async fn a_session_of_a_persistent_pool_whose_worker_is_gone_moves_instead_of_fa
         idle_timeout_seconds: 0,
         persistence,
         pod_gone: true,
+        pod_ready: true,
     };
 
     let h = harness(world(true));
@@ -590,4 +605,51 @@ async fn a_session_of_a_persistent_pool_whose_worker_is_gone_moves_instead_of_fa
         (Some("Failed"), Some("WorkerLost"))
     );
     assert!(status["migrations"].is_null());
+}
+
+#[tokio::test]
+async fn a_worker_that_announced_itself_idle_is_taken_before_its_pod_turns_ready() {
+    let fresh = session_object(&now_rfc3339(), true, Value::Null);
+    let h = harness(World {
+        pool_exists: true,
+        pod_session: None,
+        stored_session: fresh.clone(),
+        failing_status_writes: 0,
+        secret_exists: false,
+        secret_owner: "uid-s1",
+        idle_timeout_seconds: 0,
+        persistence: false,
+        pod_gone: false,
+        pod_ready: false,
+    });
+    let mut warming = fake_api::heartbeat("p-a", json!({}));
+    warming.state = capsule_protocol::heartbeat::WorkerState::Warming;
+    h.ctx
+        .index
+        .record(&warming, false, std::time::Instant::now());
+    h.reconcile(&fresh).await.unwrap();
+    let lines = h.take_lines();
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.starts_with("PATCH /api/v1/namespaces/default/pods/p-a")),
+        "a worker still warming is not taken: {lines:?}"
+    );
+
+    let mut announced = fake_api::heartbeat("p-a", json!({"seq": 2}));
+    announced.state = capsule_protocol::heartbeat::WorkerState::Idle;
+    h.ctx
+        .index
+        .record(&announced, false, std::time::Instant::now());
+    h.reconcile(&fresh).await.unwrap();
+    let status = last_status(&h);
+    let lines = h.take_lines();
+    assert!(
+        lines.contains(&"PATCH /api/v1/namespaces/default/pods/p-a".to_string()),
+        "{lines:?}"
+    );
+    assert_eq!(
+        (status["phase"].as_str(), status["worker"].as_str()),
+        (Some("Bound"), Some("p-a"))
+    );
 }

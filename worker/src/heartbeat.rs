@@ -162,6 +162,8 @@ pub async fn run(runtime: Arc<Runtime>, url: String, mut stop: tokio::sync::watc
         };
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
+            // A permit stored while the last heartbeat was under way is taken here at once.
+            _ = runtime.became_ready.notified() => {}
             // The guard `wait_for` returns must not live across the send below.
             _ = async { let _ = stop.wait_for(|stopping| *stopping).await; } => {
                 seq += 1;

@@ -31,6 +31,9 @@ pub struct Runtime {
     pub executor: ExecutorHandle,
     /// Interpreter up and warm-up done.
     pub ready: AtomicBool,
+    /// Signalled once `ready` turns true: the heartbeat loop announces the worker at once rather
+    /// than on its next interval, so a session waiting for a new worker gets it without delay.
+    pub became_ready: tokio::sync::Notify,
     /// Asked to drain: no new executions, readiness false.
     pub draining: AtomicBool,
     /// The interpreter restarted outside an execution; the next `started` event says so.
@@ -71,6 +74,7 @@ impl Runtime {
             fork_server: ForkServer::new(&config.python),
             executor,
             ready: AtomicBool::new(false),
+            became_ready: tokio::sync::Notify::new(),
             draining: AtomicBool::new(false),
             namespace_lost: AtomicBool::new(false),
             interpreter_pid: AtomicU32::new(0),

@@ -132,7 +132,9 @@ async fn activate(runtime: &Runtime, warmed: Warmed) -> Interpreter {
     runtime
         .interpreter_pid
         .store(interpreter.pid.unwrap_or(0), Relaxed);
-    runtime.ready.store(true, Relaxed);
+    if !runtime.ready.swap(true, Relaxed) {
+        runtime.became_ready.notify_one();
+    }
     tracing::info!(pid = interpreter.pid, python = %runtime.python_version(), "interpreter ready");
     interpreter
 }

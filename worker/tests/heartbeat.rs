@@ -257,3 +257,29 @@ async fn warm_up_code_that_raises_keeps_the_worker_unready_and_heartbeats_say_wh
         "a worker whose warm-up raises is not ready"
     );
 }
+
+#[tokio::test]
+async fn a_worker_announces_itself_the_moment_its_interpreter_is_warm() {
+    let operator: Shared = Arc::default();
+    let url = start_operator(operator.clone()).await;
+    let worker = Worker::start_unbound(&[
+        ("CAPSULE_HEARTBEAT_URL", &url),
+        ("CAPSULE_HEARTBEAT_INTERVAL_SECONDS", "3600"),
+        ("CAPSULE_WARMUP_CODE", "import time\ntime.sleep(0.3)"),
+    ])
+    .await;
+    worker.wait_ready().await;
+    wait_until(
+        &operator,
+        "an idle heartbeat long before the interval",
+        |o| o.received.iter().any(|h| h.state == WorkerState::Idle),
+    )
+    .await;
+    let operator = operator.lock().unwrap();
+    let states: Vec<WorkerState> = operator.received.iter().map(|h| h.state).collect();
+    assert_eq!(
+        states,
+        [WorkerState::Warming, WorkerState::Idle],
+        "one at start, one when warm"
+    );
+}

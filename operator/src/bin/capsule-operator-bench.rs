@@ -60,6 +60,7 @@ impl Directory for StaticDirectory {
             pool: Some(format!("p{}", i % POOLS)),
             binding: None,
             credential: Default::default(),
+            ready: true,
         })
     }
 }
@@ -87,6 +88,7 @@ async fn serve(workers: usize) {
             Rate::new(u32::MAX / 2, u32::MAX / 2).unwrap(),
         )),
         leadership: Leadership::always(),
+        wakeups: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     println!("{}", listener.local_addr().unwrap());

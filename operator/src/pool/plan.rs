@@ -96,7 +96,7 @@ pub struct Plan {
     pub held_surplus: usize,
 }
 
-fn pod_ready(pod: &Pod) -> bool {
+pub fn pod_ready(pod: &Pod) -> bool {
     pod.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())

@@ -18,6 +18,8 @@ pub struct PodFacts {
     pub binding: Option<SessionBinding>,
     /// Which credential the pod was given.
     pub credential: CredentialKind,
+    /// Its Ready condition is true.
+    pub ready: bool,
 }
 
 /// The credential a worker pod holds.
@@ -91,6 +93,7 @@ pub fn pod_facts(pod: &Pod) -> PodFacts {
         pool: labels.get(labels::POOL).cloned(),
         binding,
         credential: credential_kind(pod),
+        ready: crate::pool::plan::pod_ready(pod),
     }
 }
 

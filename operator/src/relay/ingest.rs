@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use capsule_protocol::auth::{bearer_header, tokens_match};
-use capsule_protocol::heartbeat::{Heartbeat, HeartbeatReply};
+use capsule_protocol::heartbeat::{Heartbeat, HeartbeatReply, WorkerState};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -23,6 +23,7 @@ use super::directory::{expected_credential, Directory, PodFacts};
 use super::index::{Recorded, WorkerIndex};
 use super::limits::IngestLimits;
 use super::validate::parse_heartbeat;
+use super::wakeups::PoolWakeups;
 use crate::leader::Leadership;
 
 /// Largest heartbeat body accepted; a real one is about 1 KiB.
@@ -76,6 +77,8 @@ pub struct IngestState {
     pub limits: Arc<IngestLimits>,
     /// Only the leader ingests: a follower's index would be thrown away.
     pub leadership: Leadership,
+    /// Where a worker announcing itself idle before its pod is Ready wakes its pool's sessions.
+    pub wakeups: Arc<PoolWakeups>,
 }
 
 pub fn router(state: IngestState) -> Router {
@@ -169,9 +172,22 @@ async fn accept(
         state.metrics.process_restarts.inc();
     }
     state.metrics.received.inc();
+    if announces_idle(&hb, &facts) {
+        state.wakeups.wake(&hb.namespace, &hb.pool);
+    }
     Ok(HeartbeatReply {
         session: Some(facts.binding.map(|b| b.sealed_with(Some(&key)))),
     })
+}
+
+/// An unbound worker whose pod is not Ready yet says it is idle: sessions waiting on its pool may
+/// take it now rather than after the next readiness probe.
+fn announces_idle(hb: &Heartbeat, facts: &PodFacts) -> bool {
+    hb.state == WorkerState::Idle
+        && hb.session.is_none()
+        && hb.warmup_failure.is_none()
+        && facts.binding.is_none()
+        && !facts.ready
 }
 
 /// Refusals that need nothing from the request: not the leader, or over the overall rate.

@@ -6,3 +6,4 @@ pub mod index;
 pub mod ingest;
 pub mod limits;
 pub mod validate;
+pub mod wakeups;

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::time::Instant;
 
 use capsule_crds::{CapsulePool, CapsuleSession, CapsuleSessionStatus, SessionPhase, WorkerPhase};
+use capsule_protocol::heartbeat::WorkerState;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -130,7 +131,8 @@ async fn resume_binding(
     finish_binding(ctx, &fresh, &seen.pool, pod, first_pass, &seen.token_hash).await
 }
 
-/// Idle workers that may be handed out, the most warmed-up (oldest) first.
+/// Idle workers that may be handed out, the most warmed-up (oldest) first: Ready ones, and ones
+/// whose heartbeat announced them idle before the next readiness probe made them Ready.
 fn idle_candidates<'a>(
     ctx: &Context,
     ns: &str,
@@ -141,7 +143,11 @@ fn idle_candidates<'a>(
     let now = Instant::now();
     let mut candidates: Vec<&Pod> = workers
         .iter()
-        .filter(|p| plan::classify(p) == WorkerPhase::Idle)
+        .filter(|p| match plan::classify(p) {
+            WorkerPhase::Idle => true,
+            WorkerPhase::Warming => announced_idle(ctx, ns, p),
+            _ => false,
+        })
         .filter(|p| {
             // A worker that has heartbeated recently; one never heard from is trusted only while the
             // operator itself is young (after a restart the index is empty for a heartbeat period).
@@ -157,6 +163,13 @@ fn idle_candidates<'a>(
             .cmp(&b.metadata.creation_timestamp)
     });
     candidates
+}
+
+/// The worker's latest heartbeat says it is warm, idle and unbound.
+fn announced_idle(ctx: &Context, ns: &str, pod: &Pod) -> bool {
+    ctx.index.get(ns, &pod.name_any()).is_some_and(|r| {
+        r.state == WorkerState::Idle && r.session.is_none() && r.warmup_failure.is_none()
+    })
 }
 
 /// Labels the first candidate no other session takes first, with a patch carrying its

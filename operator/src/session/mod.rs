@@ -26,6 +26,7 @@ use capsule_crds::{CapsuleSession, SessionPhase};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use tracing::{instrument, warn};
@@ -90,6 +91,25 @@ pub fn error_policy(_session: Arc<CapsuleSession>, error: &Error, ctx: Arc<Conte
     Action::requeue(backoff(1))
 }
 
+/// The sessions of `pool` still waiting for a worker.
+fn waiting_on(
+    sessions: &Store<CapsuleSession>,
+    ns: Option<String>,
+    pool: Option<&String>,
+) -> Vec<ObjectRef<CapsuleSession>> {
+    sessions
+        .state()
+        .into_iter()
+        .filter(|s| s.namespace() == ns && Some(&s.spec.pool) == pool)
+        .filter(|s| {
+            s.status
+                .as_ref()
+                .is_none_or(|st| st.phase == SessionPhase::Pending)
+        })
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
+}
+
 /// Runs the session controller until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
@@ -106,25 +126,19 @@ pub async fn run(
     };
     let controller = Controller::new(sessions, watcher::Config::default());
     let store = controller.store();
-    // A worker turning Ready wakes the sessions waiting on its pool.
+    let announced_store = store.clone();
+    // A worker turning Ready, or announcing itself idle before that, wakes the sessions waiting
+    // on its pool.
+    let announced = ctx.wakeups.clone().stream().flat_map(move |(ns, pool)| {
+        futures::stream::iter(waiting_on(&announced_store, Some(ns), Some(&pool)))
+    });
     let pod_watch =
         watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
     controller
         .watches(pods, pod_watch, move |pod: Pod| {
-            let pool = pod.labels().get(labels::POOL).cloned();
-            let ns = pod.namespace();
-            store
-                .state()
-                .into_iter()
-                .filter(|s| s.namespace() == ns && Some(&s.spec.pool) == pool.as_ref())
-                .filter(|s| {
-                    s.status
-                        .as_ref()
-                        .is_none_or(|st| st.phase == SessionPhase::Pending)
-                })
-                .map(|s| kube::runtime::reflector::ObjectRef::from_obj(s.as_ref()))
-                .collect::<Vec<_>>()
+            waiting_on(&store, pod.namespace(), pod.labels().get(labels::POOL))
         })
+        .reconcile_on(announced)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| {

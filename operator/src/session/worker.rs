@@ -75,6 +75,7 @@ mod tests {
                 pool: Some("p".into()),
                 binding,
                 credential: Default::default(),
+                ready: true,
             })
         }
     }

@@ -40,6 +40,7 @@ pub(super) fn start_ingest(
         metrics,
         limits,
         leadership,
+        wakeups: ctx.wakeups.clone(),
     };
     (ingest, caches_synced.boxed().shared())
 }
