@@ -124,6 +124,10 @@ pub struct Heartbeat {
     pub session: Option<String>,
     /// Resident memory of the worker plus its interpreter.
     pub rss_bytes: u64,
+    /// Resident memory of the `capsule-worker` process alone: its cost beyond the interpreters.
+    /// Absent (0) from workers before it was reported.
+    #[serde(default)]
+    pub worker_rss_bytes: u64,
     /// CPU of the worker plus its interpreter since the previous heartbeat, 100 = one core.
     pub cpu_percent: f64,
     /// CPU time of the worker plus its interpreters since the worker started, in milliseconds:

@@ -133,7 +133,9 @@ fn pools_warm_up_sessions_bind_execute_and_release_and_dead_workers_are_replaced
             let relayed = rows
                 .iter()
                 .filter(|r| {
-                    r["lastHeartbeat"].is_string() && r["rssBytes"].as_i64().unwrap_or(0) > 0
+                    let total = r["rssBytes"].as_i64().unwrap_or(0);
+                    let worker = r["workerRssBytes"].as_i64().unwrap_or(0);
+                    r["lastHeartbeat"].is_string() && worker > 0 && total > worker
                 })
                 .count();
             if relayed == 2 {

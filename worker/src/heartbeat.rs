@@ -49,7 +49,8 @@ pub fn build(
     with_capabilities: bool,
     cpu: &mut CpuSampler,
 ) -> Heartbeat {
-    let mut rss = rss_bytes("self");
+    let worker_rss = rss_bytes("self");
+    let mut rss = worker_rss;
     // The standby interpreter's and the fork server's memory and CPU are the worker's too.
     let pids = [
         runtime.interpreter_pid.load(Relaxed),
@@ -72,6 +73,7 @@ pub fn build(
         state: runtime.state(),
         session: runtime.session.session_name(),
         rss_bytes: rss,
+        worker_rss_bytes: worker_rss,
         cpu_percent: cpu.sample(ticks),
         cpu_millis: ticks_to_millis(ticks),
         namespace_size: runtime.stats.namespace_size.load(Relaxed),

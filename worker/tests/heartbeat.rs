@@ -120,6 +120,12 @@ async fn heartbeats_report_counters_and_the_reply_is_obeyed() {
             "worker + interpreter RSS: {}",
             later.rss_bytes
         );
+        assert!(
+            later.worker_rss_bytes > 0 && later.worker_rss_bytes < later.rss_bytes,
+            "the worker process alone: {} of {}",
+            later.worker_rss_bytes,
+            later.rss_bytes
+        );
     }
 
     // Level-triggered binding through the reply.

@@ -57,6 +57,10 @@ pub struct WorkerSummary {
     /// Resident memory of worker and interpreter, bytes.
     #[serde(default)]
     pub rss_bytes: i64,
+    /// Resident memory of the `capsule-worker` process alone, bytes: what a warm worker costs
+    /// beyond its interpreters.
+    #[serde(default)]
+    pub worker_rss_bytes: i64,
     /// CPU use in percent of one core, rounded to one decimal so status only changes meaningfully.
     #[serde(default)]
     pub cpu_percent: f64,

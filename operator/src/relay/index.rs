@@ -140,6 +140,8 @@ pub struct WorkerRecord {
     pub state: WorkerState,
     pub session: Option<String>,
     pub rss_bytes: u64,
+    /// The `capsule-worker` process alone.
+    pub worker_rss_bytes: u64,
     pub cpu_percent: f64,
     pub namespace_size: u64,
     pub pending_promises: u64,
@@ -187,6 +189,7 @@ impl WorkerRecord {
             state: hb.state,
             session: hb.session.clone(),
             rss_bytes: hb.rss_bytes,
+            worker_rss_bytes: hb.worker_rss_bytes,
             cpu_percent: hb.cpu_percent,
             namespace_size: hb.namespace_size,
             pending_promises: hb.bridge.pending,
@@ -249,6 +252,7 @@ impl WorkerRecord {
         self.state = hb.state;
         self.session = hb.session.clone();
         self.rss_bytes = hb.rss_bytes;
+        self.worker_rss_bytes = hb.worker_rss_bytes;
         self.cpu_percent = hb.cpu_percent;
         self.namespace_size = hb.namespace_size;
         self.pending_promises = hb.bridge.pending;
@@ -418,6 +422,7 @@ mod tests {
             state: WorkerState::Idle,
             session: None,
             rss_bytes: 1000,
+            worker_rss_bytes: 400,
             cpu_percent: 1.5,
             cpu_millis: ok * 10,
             namespace_size: 3,

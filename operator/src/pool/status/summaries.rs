@@ -20,6 +20,7 @@ pub(super) fn worker_summaries(seen: &Observation<'_>) -> Vec<WorkerSummary> {
                 phase: w.phase,
                 last_heartbeat: record.map(|r| Time(r.last_seen_at)),
                 rss_bytes: record.map_or(0, |r| r.rss_bytes as i64),
+                worker_rss_bytes: record.map_or(0, |r| r.worker_rss_bytes as i64),
                 cpu_percent: record.map_or(0.0, |r| (r.cpu_percent * 10.0).round() / 10.0),
                 namespace_size: record.map_or(0, |r| r.namespace_size as i64),
                 executions: record.map_or(0, |r| r.totals().executions() as i64),

@@ -1,5 +1,6 @@
 //! `capsule-sidecar-bench`: events per second the sidecar takes in, resident bytes per buffered
-//! event, and the execute round-trip p50 with tracing on versus off. Runs the real binaries found
+//! event, the execute round-trip p50 with tracing on versus off, and what a warm worker costs in
+//! memory beyond its interpreters (worker and sidecar processes, a bare Python as reference). Runs the real binaries found
 //! next to this one (`capsule-sidecar`, `capsule-worker`); prints a table and writes JSON.
 
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -247,10 +248,85 @@ async fn main() {
     let http = reqwest::Client::new();
     let ingest = measure_ingest(&http, &dir, args.events).await;
     let memory = measure_memory(&http, &dir, args.buffered).await;
-    let trips = measure_round_trips(&http, &dir, &args).await;
+    let (trips, warm) = measure_round_trips(&http, &dir, &args).await;
     let _ = std::fs::remove_dir_all(&dir);
     print_table(&args, &ingest, &memory, &trips);
-    write_json(&args, &ingest, &memory, &trips);
+    print_warm_memory(&warm);
+    write_json(&args, &ingest, &memory, &trips, &warm);
+}
+
+/// Resident bytes of one warm, traced worker pod's processes after its round trips.
+struct WarmMemory {
+    worker: u64,
+    sidecar: u64,
+    /// The worker's child processes: fork server, interpreter, standby.
+    interpreters: u64,
+    /// A bare `python3` waiting on stdin, measured in the same run.
+    bare_python: u64,
+}
+
+/// Target for the worker and the sidecar process each (issue #21).
+const WARM_PROCESS_TARGET_BYTES: u64 = 10 * 1024 * 1024;
+
+fn measure_warm_memory(worker: &Proc, sidecar: &Proc) -> WarmMemory {
+    let mut python = Command::new(std::env::var_os("CAPSULE_PYTHON").unwrap_or("python3".into()))
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    std::thread::sleep(Duration::from_millis(300));
+    let bare_python = rss(python.id());
+    let _ = python.kill();
+    let _ = python.wait();
+    WarmMemory {
+        worker: rss(worker.child.id()),
+        sidecar: rss(sidecar.child.id()),
+        interpreters: descendants(worker.child.id()).into_iter().map(rss).sum(),
+        bare_python,
+    }
+}
+
+/// Every process below `pid`, from /proc's children lists.
+fn descendants(pid: u32) -> Vec<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten();
+    let children: Vec<u32> = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect();
+    let below = children.iter().flat_map(|&c| descendants(c));
+    children.iter().copied().chain(below).collect()
+}
+
+fn print_warm_memory(warm: &WarmMemory) {
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let verdict = |b: u64| {
+        if b <= WARM_PROCESS_TARGET_BYTES {
+            "met"
+        } else {
+            "missed"
+        }
+    };
+    println!(
+        "| warm worker RSS: capsule-worker (target ≤ 10 MiB) | {:.1} MiB ({}) |",
+        mib(warm.worker),
+        verdict(warm.worker)
+    );
+    println!(
+        "| warm worker RSS: capsule-sidecar (target ≤ 10 MiB) | {:.1} MiB ({}) |",
+        mib(warm.sidecar),
+        verdict(warm.sidecar)
+    );
+    println!(
+        "| warm worker RSS: fork server + interpreter + standby / bare python3 | {:.1} / {:.1} MiB |",
+        mib(warm.interpreters),
+        mib(warm.bare_python)
+    );
 }
 
 struct IngestFigures {
@@ -310,8 +386,13 @@ async fn measure_memory(http: &reqwest::Client, dir: &Path, events: u64) -> Memo
     }
 }
 
-/// Round trips: two workers up at once, one tracing to a sidecar, requests alternating.
-async fn measure_round_trips(http: &reqwest::Client, dir: &Path, args: &Args) -> RoundTripFigures {
+/// Round trips: two workers up at once, one tracing to a sidecar, requests alternating; then the
+/// traced pair's memory.
+async fn measure_round_trips(
+    http: &reqwest::Client,
+    dir: &Path,
+    args: &Args,
+) -> (RoundTripFigures, WarmMemory) {
     let socket = dir.join("trace.sock");
     let traced_sidecar = sidecar(&socket, 10_000, 16 * 1024 * 1024);
     let plain = worker(None, None);
@@ -348,7 +429,8 @@ async fn measure_round_trips(http: &reqwest::Client, dir: &Path, args: &Args) ->
     .await;
     let (off_p50, on_p50) = (percentile(&mut off, 0.5), percentile(&mut on, 0.5));
     let (off_p99, on_p99) = (percentile(&mut off, 0.99), percentile(&mut on, 0.99));
-    RoundTripFigures {
+    let warm = measure_warm_memory(&traced, &traced_sidecar);
+    let figures = RoundTripFigures {
         off_p50,
         on_p50,
         off_p99,
@@ -358,7 +440,8 @@ async fn measure_round_trips(http: &reqwest::Client, dir: &Path, args: &Args) ->
         cpu_plain,
         cpu_traced,
         cpu_sidecar,
-    }
+    };
+    (figures, warm)
 }
 
 fn print_table(
@@ -411,8 +494,16 @@ fn write_json(
     ingest: &IngestFigures,
     memory: &MemoryFigures,
     trips: &RoundTripFigures,
+    warm: &WarmMemory,
 ) {
     let json = serde_json::json!({
+        "warmWorkerRssBytes": {
+            "worker": warm.worker,
+            "sidecar": warm.sidecar,
+            "interpreters": warm.interpreters,
+            "barePythonReference": warm.bare_python,
+            "targetPerProcess": WARM_PROCESS_TARGET_BYTES,
+        },
         "eventsPerSecond": ingest.events_per_second,
         "ingestEvents": args.events,
         "ingestRssBytes": ingest.rss,
