@@ -8,11 +8,13 @@
 //! `--gap-ms`), once back to back (`warm_hit_back_to_back`: each session created as soon as the
 //! previous one's delete returns, so the operator releases one worker while it binds the next).
 //! Misses run with a pool at zero idle workers, so a worker must be created and warmed for each.
+//! A burst creates `--burst` sessions at once on a pool with as many warm workers: every one a
+//! warm hit, each measured under the load of the others.
 //!
 //! It also counts the operator's pool status writes during a steady period with heartbeating
 //! workers (`capsule_pool_status_writes_total`), as writes per pool per minute.
 //!
-//! Usage: `capsule-acquire-bench [--warm 3] [--hits 30] [--misses 5] [--steady-seconds 60]
+//! Usage: `capsule-acquire-bench [--warm 3] [--hits 30] [--misses 5] [--burst 50] [--steady-seconds 60]
 //! [--status-interval-seconds 10] [--gap-ms 250] [--json PATH]`. For profiling:
 //! `CAPSULE_BENCH_OPERATOR_LOG` sets the operator's `RUST_LOG` (default `warn`), `RUST_LOG` the
 //! devcluster's (`capsule_devcluster::api=debug` logs every request with its duration), and
@@ -49,6 +51,10 @@ struct Args {
     /// Miss sessions (pool at zero idle workers), one after another.
     #[arg(long, default_value_t = 5)]
     misses: usize,
+    /// Sessions created at once on a pool with as many warm workers (`warm_hit_burst`: each a
+    /// warm hit under the load of the others being created); 0 skips it.
+    #[arg(long, default_value_t = 50)]
+    burst: usize,
     /// Quiet time after the previous session's worker is back, before an isolated warm hit.
     #[arg(long, default_value_t = 250)]
     gap_ms: u64,
@@ -351,6 +357,15 @@ async fn run(
     for i in 0..args.hits {
         back_to_back.push(bench.acquire(&format!("next-{i}")).await?);
     }
+    let burst = if args.burst > 0 {
+        bench.set_replicas(args.burst as i32).await?;
+        bench.quiesce(args.burst, false).await?;
+        let names: Vec<String> = (0..args.burst).map(|i| format!("burst-{i}")).collect();
+        let samples = futures::future::join_all(names.iter().map(|n| bench.acquire(n))).await;
+        samples.into_iter().collect::<BenchResult<Vec<Sample>>>()?
+    } else {
+        Vec::new()
+    };
     bench.set_replicas(0).await?;
     let mut misses = Vec::with_capacity(args.misses);
     for i in 0..args.misses {
@@ -366,6 +381,7 @@ async fn run(
         "status_writes_per_pool_per_minute": writes_per_minute,
         "warm_hit": summary(&hits),
         "warm_hit_back_to_back": summary(&back_to_back),
+        "warm_hit_burst": summary(&burst),
         "miss": summary(&misses),
     }))
 }
@@ -381,7 +397,12 @@ fn print_table(figures: &serde_json::Value) {
         "bound p50",
         "bound p99"
     );
-    for kind in ["warm_hit", "warm_hit_back_to_back", "miss"] {
+    for kind in [
+        "warm_hit",
+        "warm_hit_back_to_back",
+        "warm_hit_burst",
+        "miss",
+    ] {
         let k = &figures[kind];
         println!(
             "{:<22} {:>8} {:>10} {:>15.1} ms {:>15.1} ms {:>11.1} ms {:>11.1} ms",
