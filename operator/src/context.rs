@@ -13,6 +13,7 @@ use crate::ledger::PoolLedger;
 use crate::relay::directory::Directory;
 use crate::relay::index::WorkerIndex;
 use crate::relay::wakeups::PoolWakeups;
+use crate::session::claims::WorkerClaims;
 use crate::watch_cache::WatchCache;
 
 use crate::config::OperatorConfig;
@@ -33,6 +34,8 @@ pub struct Context {
     /// The pool controller's session cache, once it runs: pools count the sessions waiting on them
     /// and look up the sessions their workers are bound to.
     pub sessions: OnceLock<WatchCache<CapsuleSession>>,
+    /// Workers this process is taking for a session right now.
+    pub claims: WorkerClaims,
     /// Pools whose waiting sessions heartbeat ingest asks to look again.
     pub wakeups: Arc<PoolWakeups>,
     /// Pool tokens and pod facts from watch caches, once they run.
@@ -80,6 +83,7 @@ impl Context {
             health,
             index: Arc::new(WorkerIndex::default()),
             sessions: OnceLock::new(),
+            claims: WorkerClaims::default(),
             wakeups: Arc::default(),
             directory: OnceLock::new(),
             http: reqwest::Client::builder()

@@ -182,7 +182,16 @@ async fn take_worker(
     token_hash: &str,
 ) -> Result<Option<Pod>> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    for pod in candidates {
+    let uid = session
+        .metadata
+        .uid
+        .clone()
+        .unwrap_or_else(|| session.name_any());
+    let now = Instant::now();
+    let unclaimed = candidates
+        .into_iter()
+        .filter(|p| ctx.claims.try_claim(ns, &p.name_any(), &uid, now));
+    for pod in unclaimed {
         let patch = json!({"metadata": {
             "resourceVersion": pod.resource_version(),
             "labels": {labels::SESSION: session.name_any()},

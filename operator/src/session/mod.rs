@@ -8,6 +8,7 @@
 mod acquire;
 mod bind;
 mod bound;
+pub mod claims;
 mod finalizer;
 mod finished;
 mod info;

@@ -33,6 +33,7 @@ pub(super) async fn release(ctx: &Context, session: &CapsuleSession, ns: &str) -
         .unwrap_or(ReleaseAction::Replace);
     for pod in bound {
         let pod_name = pod.name_any();
+        ctx.claims.release(ns, &pod_name);
         let reset = action == ReleaseAction::Reset
             && revoke(ctx, ns, &pods, &pod_name).await?
             && reset_worker(ctx, session, ns, &pod).await;

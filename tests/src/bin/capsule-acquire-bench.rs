@@ -139,6 +139,8 @@ struct Bench {
     secrets: Api<Secret>,
     http: reqwest::Client,
     metrics_url: String,
+    /// The pool's warm target as created.
+    warm: i32,
 }
 
 impl Bench {
@@ -254,8 +256,9 @@ impl Bench {
     }
 
     async fn set_replicas(&self, replicas: i32) -> BenchResult<()> {
-        // No surplus kept: each miss must find the pool empty.
-        let patch = json!({"spec": {"replicas": replicas, "scaleDownDelaySeconds": 0}});
+        // No surplus kept: each miss must find the pool empty; room for a miss's new worker.
+        let patch = json!({"spec": {"replicas": replicas, "scaleDownDelaySeconds": 0,
+                                    "maxWorkers": replicas.max(self.warm) + 2}});
         self.pools
             .patch(POOL, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
@@ -304,6 +307,7 @@ async fn run(
         secrets: Api::namespaced(client, NS),
         metrics_url: format!("http://127.0.0.1:{operator_port}/metrics"),
         http,
+        warm: args.warm,
     };
     let crds: Api<CustomResourceDefinition> = Api::all(bench_client.clone());
     for crd in [CapsulePool::crd(), CapsuleSession::crd()] {
