@@ -1,5 +1,6 @@
 //! Watch caches of the operator's own Secrets and worker pods, which heartbeat ingest reads.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -48,11 +49,21 @@ pub fn start(
         tokio::select! { _ = pod_stream => {}, _ = shutdown.cancelled() => {} }
     });
     let (secrets_ready, pods_ready) = (secrets.clone(), pods.clone());
+    let pods_listed = Arc::new(AtomicBool::new(false));
+    let listed = pods_listed.clone();
+    // The store's own readiness keeps one waker: only this future waits on it, and the flag tells
+    // every reader.
     let synced = async move {
         let _ = secrets_ready.wait_until_ready().await;
         tracing::debug!("secret cache synced");
         let _ = pods_ready.wait_until_ready().await;
+        listed.store(true, Ordering::Release);
         tracing::debug!("pod cache synced");
     };
-    (Arc::new(StoreDirectory { secrets, pods }), synced)
+    let directory = StoreDirectory {
+        secrets,
+        pods,
+        pods_listed,
+    };
+    (Arc::new(directory), synced)
 }

@@ -1,6 +1,9 @@
 //! What heartbeat ingest needs to know about the cluster, answered from watch caches so a heartbeat
 //! never costs an API call.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use capsule_protocol::auth::worker_credential;
 use capsule_protocol::heartbeat::SessionBinding;
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -42,6 +45,10 @@ pub trait Directory: Send + Sync {
     /// The key of a pool, from its Secret.
     fn pool_key(&self, namespace: &str, pool: &str) -> Option<String>;
     fn pod(&self, namespace: &str, pod: &str) -> Option<PodFacts>;
+    /// The pool's pods as the cache holds them; `None` until the cache has listed once.
+    fn pool_pods(&self, _namespace: &str, _pool: &str) -> Option<Vec<Pod>> {
+        None
+    }
 }
 
 /// The credential `pod` presents and is presented by the operator, given its pool's key.
@@ -107,6 +114,8 @@ pub fn secret_token(secret: &Secret) -> Option<String> {
 pub struct StoreDirectory {
     pub secrets: Store<Secret>,
     pub pods: Store<Pod>,
+    /// Set once the pod cache has listed once.
+    pub pods_listed: Arc<AtomicBool>,
 }
 
 impl Directory for StoreDirectory {
@@ -118,5 +127,17 @@ impl Directory for StoreDirectory {
     fn pod(&self, namespace: &str, pod: &str) -> Option<PodFacts> {
         let key = ObjectRef::new(pod).within(namespace);
         self.pods.get(&key).map(|p| pod_facts(&p))
+    }
+
+    fn pool_pods(&self, namespace: &str, pool: &str) -> Option<Vec<Pod>> {
+        if !self.pods_listed.load(Ordering::Acquire) {
+            return None;
+        }
+        let of_pool = |p: &Pod| {
+            p.namespace().as_deref() == Some(namespace)
+                && p.labels().get(labels::POOL).map(String::as_str) == Some(pool)
+        };
+        let pods = self.pods.state().into_iter().filter(|p| of_pool(p));
+        Some(pods.map(|p| p.as_ref().clone()).collect())
     }
 }

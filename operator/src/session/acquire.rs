@@ -28,6 +28,8 @@ pub(super) type InFlight<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send 
 struct Observed {
     pool: CapsulePool,
     workers: Vec<Pod>,
+    /// `workers` came from the pod cache, which may lag behind the API server.
+    cached: bool,
     token_hash: String,
 }
 
@@ -39,28 +41,46 @@ pub(super) async fn acquire(
 ) -> Result<Action> {
     // The first pass that sees the session pending: it counts one acquisition attempt.
     let first_pass = session.status.as_ref().is_none_or(first_look_at_pool);
-    let Some(seen) = observe(ctx, session, ns, add_finalizer, first_pass).await? else {
+    let Some(mut seen) = observe(ctx, session, ns, add_finalizer, first_pass).await? else {
         return wait::pool_missing(ctx, session, ns).await;
     };
     let key = (ns.to_string(), session.spec.pool.clone());
     ctx.ledger.open(&key, &seen.pool);
 
-    if let Some(pod) = own_worker(&seen.workers, &session.name_any()) {
-        return resume_binding(ctx, session, ns, &seen, pod.clone()).await;
+    // Only a warm hit is decided on the pod cache. A worker of the session's own, and a miss, are
+    // confirmed on a fresh list: the cache may be behind a label, a deletion or a worker that
+    // turned idle.
+    loop {
+        match own_worker(ctx, ns, &seen, session) {
+            Some(pod) if !seen.cached => {
+                return resume_binding(ctx, session, ns, &seen, pod.clone()).await;
+            }
+            Some(_) => {}
+            None => {
+                let candidates = idle_candidates(ctx, ns, &seen.pool, &seen.workers);
+                let hash = &seen.token_hash;
+                if let Some(bound) = take_worker(ctx, session, ns, candidates, hash).await? {
+                    return finish_binding(ctx, session, &seen.pool, bound, first_pass, hash).await;
+                }
+                if !seen.cached {
+                    return wait::on_miss(ctx, session, &seen.pool, &seen.workers, first_pass)
+                        .await;
+                }
+            }
+        }
+        seen.workers = list_pods(ctx, ns, &session.spec.pool).await?;
+        seen.cached = false;
     }
-    let candidates = idle_candidates(ctx, ns, &seen.pool, &seen.workers);
-    if let Some(bound) = take_worker(ctx, session, ns, candidates, &seen.token_hash).await? {
-        return finish_binding(
-            ctx,
-            session,
-            &seen.pool,
-            bound,
-            first_pass,
-            &seen.token_hash,
-        )
-        .await;
-    }
-    wait::on_miss(ctx, session, &seen.pool, &seen.workers, first_pass).await
+}
+
+/// The pool's pods, read fresh from the API server.
+async fn list_pods(ctx: &Context, ns: &str, pool: &str) -> Result<Vec<Pod>> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let selector = labels::pool_selector(pool);
+    Ok(pods
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items)
 }
 
 /// Every read the binding needs goes out at once; each is one round trip to the API server.
@@ -74,39 +94,66 @@ async fn observe(
 ) -> Result<Option<Observed>> {
     let pool_name = &session.spec.pool;
     let pools: Api<CapsulePool> = Api::namespaced(ctx.client.clone(), ns);
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let finalizer = async {
         match add_finalizer {
             Some(patch) => patch.await.map(Some),
             None => Ok(None),
         }
     };
-    let selector = labels::pool_selector(pool_name);
-    let list_params = ListParams::default().labels(&selector);
+    // The pod cache saves a list per pass; the compare-and-swap on the pod and the claims keep
+    // a stale copy from taking a worker twice.
+    let cached = ctx.directory.get().and_then(|d| d.pool_pods(ns, pool_name));
+    let listed = async {
+        match cached {
+            Some(pods) => Ok((pods, true)),
+            None => list_pods(ctx, ns, pool_name)
+                .await
+                .map(|pods| (pods, false)),
+        }
+    };
     let (finalizer, pool, listed, token) = tokio::join!(
         finalizer,
         pools.get_opt(pool_name),
-        pods.list(&list_params),
+        listed,
         ensure_token(ctx, session, ns, first_pass),
     );
     // No worker is taken before the finalizer that releases it is stored.
     finalizer?;
     let token_hash = token?.1;
-    let workers = listed?.items;
+    let (workers, cached) = listed?;
     Ok(pool?.map(|pool| Observed {
         pool,
         workers,
+        cached,
         token_hash,
     }))
 }
 
-/// The worker an earlier pass (or an earlier operator) labelled for this session. A worker being
-/// deleted is lost, not a binding to finish (a moving session left it).
-fn own_worker<'a>(workers: &'a [Pod], session_name: &str) -> Option<&'a Pod> {
-    workers.iter().find(|p| {
-        p.labels().get(labels::SESSION).map(String::as_str) == Some(session_name)
-            && p.metadata.deletion_timestamp.is_none()
+/// The worker an earlier pass (or an earlier operator) labelled for this session; from a cached
+/// list also one this process took for it, which the cache may not show labelled yet. A worker
+/// being deleted is lost, not a binding to finish (a moving session left it).
+fn own_worker<'a>(
+    ctx: &Context,
+    ns: &str,
+    seen: &'a Observed,
+    session: &CapsuleSession,
+) -> Option<&'a Pod> {
+    let (name, uid) = (session.name_any(), claim_id(session));
+    let now = Instant::now();
+    seen.workers.iter().find(|p| {
+        let labelled = p.labels().get(labels::SESSION) == Some(&name);
+        let taken = || seen.cached && ctx.claims.taken_by(ns, &p.name_any(), &uid, now);
+        (labelled || taken()) && p.metadata.deletion_timestamp.is_none()
     })
+}
+
+/// Who a claim names: the session's uid (its name when a test object has none).
+fn claim_id(session: &CapsuleSession) -> String {
+    session
+        .metadata
+        .uid
+        .clone()
+        .unwrap_or_else(|| session.name_any())
 }
 
 /// Finishes a binding an earlier pass started.
@@ -143,11 +190,7 @@ fn idle_candidates<'a>(
     let now = Instant::now();
     let mut candidates: Vec<&Pod> = workers
         .iter()
-        .filter(|p| match plan::classify(p) {
-            WorkerPhase::Idle => true,
-            WorkerPhase::Warming => announced_idle(ctx, ns, p),
-            _ => false,
-        })
+        .filter(|p| still_free(ctx, ns, p))
         .filter(|p| {
             // A worker that has heartbeated recently; one never heard from is trusted only while the
             // operator itself is young (after a restart the index is empty for a heartbeat period).
@@ -182,36 +225,65 @@ async fn take_worker(
     token_hash: &str,
 ) -> Result<Option<Pod>> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let uid = session
-        .metadata
-        .uid
-        .clone()
-        .unwrap_or_else(|| session.name_any());
+    let uid = claim_id(session);
     let now = Instant::now();
     let unclaimed = candidates
         .into_iter()
         .filter(|p| ctx.claims.try_claim(ns, &p.name_any(), &uid, now));
     for pod in unclaimed {
-        let patch = json!({"metadata": {
-            "resourceVersion": pod.resource_version(),
-            "labels": {labels::SESSION: session.name_any()},
-            "annotations": {
-                labels::SESSION_TOKEN_SHA256: token_hash,
-                labels::SESSION_UID: session.metadata.uid,
-            },
-        }});
-        let params = PatchParams::default();
-        match pods
-            .patch(&pod.name_any(), &params, &Patch::Merge(&patch))
-            .await
-        {
-            Ok(bound) => return Ok(Some(bound)),
-            // Another session took it first: try the next.
-            Err(kube::Error::Api(status)) if status.code == 409 => continue,
-            Err(e) => return Err(e.into()),
+        let mut attempt = label(&pods, session, pod, token_hash).await?;
+        if attempt.is_none() {
+            // A 409 from a copy the cache had not updated yet, or another session won: a fresh
+            // read tells which.
+            attempt = match pods.get_opt(&pod.name_any()).await? {
+                Some(fresh) if still_free(ctx, ns, &fresh) => {
+                    label(&pods, session, &fresh, token_hash).await?
+                }
+                _ => None,
+            };
+        }
+        if let Some(bound) = attempt {
+            ctx.claims
+                .mark_taken(ns, &pod.name_any(), &uid, Instant::now());
+            return Ok(Some(bound));
         }
     }
     Ok(None)
+}
+
+/// The compare-and-swap that takes `pod` for the session; `None` on a conflict.
+async fn label(
+    pods: &Api<Pod>,
+    session: &CapsuleSession,
+    pod: &Pod,
+    token_hash: &str,
+) -> Result<Option<Pod>> {
+    let patch = json!({"metadata": {
+        "resourceVersion": pod.resource_version(),
+        "labels": {labels::SESSION: session.name_any()},
+        "annotations": {
+            labels::SESSION_TOKEN_SHA256: token_hash,
+            labels::SESSION_UID: session.metadata.uid,
+        },
+    }});
+    let params = PatchParams::default();
+    match pods
+        .patch(&pod.name_any(), &params, &Patch::Merge(&patch))
+        .await
+    {
+        Ok(bound) => Ok(Some(bound)),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether a freshly read pod may still be taken.
+fn still_free(ctx: &Context, ns: &str, pod: &Pod) -> bool {
+    match plan::classify(pod) {
+        WorkerPhase::Idle => true,
+        WorkerPhase::Warming => announced_idle(ctx, ns, pod),
+        _ => false,
+    }
 }
 
 /// Whether no pass has looked for a worker yet: the status has no condition, or only the one that
