@@ -8,9 +8,12 @@ use std::sync::{Arc, Mutex};
 
 use capsule_crds::{CapsuleSession, CapsuleSessionStatus, PoolCounters};
 use capsule_operator::context::Context;
+use capsule_operator::relay::directory::{Directory, PodFacts};
 use capsule_operator::session;
+use capsule_protocol::heartbeat::SessionBinding;
 use fake_api::{list, not_found, Call};
 use http::{Method, StatusCode};
+use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
 
 const NS: &str = "default";
@@ -96,10 +99,12 @@ struct World {
 struct Harness {
     ctx: Arc<Context>,
     calls: Arc<Mutex<Vec<Call>>>,
+    world: Arc<Mutex<World>>,
 }
 
 fn harness(world: World) -> Harness {
     let world = Arc::new(Mutex::new(world));
+    let shared = world.clone();
     let responder: fake_api::Responder = Arc::new(move |call: &Call| {
         let mut w = world.lock().unwrap();
         let p = call.path.as_str();
@@ -202,7 +207,62 @@ fn harness(world: World) -> Harness {
         }
     });
     let (ctx, calls) = fake_api::context(responder);
-    Harness { ctx, calls }
+    Harness {
+        ctx,
+        calls,
+        world: shared,
+    }
+}
+
+/// The operator's pod cache over the fake API server's pod: up to date, or (`shows_pod` false)
+/// one that has not seen the pod yet.
+struct PodCache {
+    world: Arc<Mutex<World>>,
+    shows_pod: bool,
+}
+
+impl Directory for PodCache {
+    fn pool_key(&self, _: &str, _: &str) -> Option<String> {
+        None
+    }
+    fn pod(&self, _: &str, pod: &str) -> Option<PodFacts> {
+        let w = self.world.lock().unwrap();
+        let binding = w.pod_session.as_ref().map(|s| SessionBinding {
+            session: s.clone(),
+            namespace: NS.into(),
+            token_sha256: capsule_protocol::auth::token_sha256_hex("token"),
+            session_uid: None,
+            checkpoint_key: None,
+        });
+        (self.shows_pod && pod == "p-a").then(|| PodFacts {
+            pool: Some("p".into()),
+            binding,
+            credential: Default::default(),
+            ready: w.pod_ready,
+        })
+    }
+    fn pool_pods(&self, _: &str, _: &str) -> Option<Vec<Pod>> {
+        let w = self.world.lock().unwrap();
+        let pods = self
+            .shows_pod
+            .then(|| idle_pod(w.pod_session.as_deref(), w.pod_ready));
+        Some(
+            pods.into_iter()
+                .map(|p| serde_json::from_value(p).unwrap())
+                .collect(),
+        )
+    }
+}
+
+impl Harness {
+    fn with_pod_cache(self, shows_pod: bool) -> Self {
+        let cache = PodCache {
+            world: self.world.clone(),
+            shows_pod,
+        };
+        assert!(self.ctx.directory.set(Arc::new(cache)).is_ok());
+        self
+    }
 }
 
 impl Harness {
@@ -652,4 +712,54 @@ async fn a_worker_that_announced_itself_idle_is_taken_before_its_pod_turns_ready
         (status["phase"].as_str(), status["worker"].as_str()),
         (Some("Bound"), Some("p-a"))
     );
+}
+
+fn fresh_world(fresh: &Value) -> World {
+    World {
+        pool_exists: true,
+        pod_session: None,
+        stored_session: fresh.clone(),
+        failing_status_writes: 0,
+        secret_exists: false,
+        secret_owner: "uid-s1",
+        idle_timeout_seconds: 0,
+        persistence: false,
+        pod_gone: false,
+        pod_ready: true,
+    }
+}
+
+#[tokio::test]
+async fn a_warm_hit_takes_its_worker_from_the_pod_cache_without_a_list() {
+    let fresh = session_object(&now_rfc3339(), true, Value::Null);
+    let h = harness(fresh_world(&fresh)).with_pod_cache(true);
+    h.reconcile(&fresh).await.unwrap();
+    let lines = h.take_lines();
+    assert!(
+        !lines.contains(&"GET /api/v1/namespaces/default/pods".to_string()),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"PATCH /api/v1/namespaces/default/pods/p-a".to_string()),
+        "{lines:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_miss_on_the_pod_cache_is_confirmed_on_a_fresh_list_which_finds_the_worker() {
+    let fresh = session_object(&now_rfc3339(), true, Value::Null);
+    let h = harness(fresh_world(&fresh)).with_pod_cache(false);
+    // The binding then waits for the cache to show the label, which this one never does.
+    h.reconcile(&fresh).await.unwrap();
+    let lines = h.take_lines();
+    let list = lines
+        .iter()
+        .position(|l| l == "GET /api/v1/namespaces/default/pods")
+        .expect("a fresh list after the cache showed no worker");
+    let patch = lines
+        .iter()
+        .position(|l| l == "PATCH /api/v1/namespaces/default/pods/p-a")
+        .expect("the worker the list found is taken");
+    assert!(list < patch, "{lines:?}");
+    assert_eq!(h.counters().misses, 0, "no miss counted: {lines:?}");
 }
