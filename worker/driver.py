@@ -927,6 +927,7 @@ def checkpoint_save(request_id, path):
         "requestId": request_id,
         "rawBytes": raw_bytes,
         "names": names[:MAX_CHECKPOINT_NAMES],
+        "namesTotal": len(names),
         "skipped": skipped,
         "skippedTotal": skipped_total,
     })
@@ -991,7 +992,8 @@ def checkpoint_load(request_id, path):
         send({"type": "checkpointFailed", "requestId": request_id, "stage": stage + where, "message": type(exc).__name__})
         return
     names = [name[:MAX_CHECKPOINT_NAME_CHARS] for name in restored][:MAX_CHECKPOINT_NAMES]
-    send({"type": "checkpointLoaded", "requestId": request_id, "names": names, "namespaceSize": namespace_size()})
+    send({"type": "checkpointLoaded", "requestId": request_id, "names": names,
+          "namesTotal": len(restored), "namespaceSize": namespace_size()})
 
 
 _commands = queue.Queue()

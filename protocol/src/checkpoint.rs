@@ -35,6 +35,9 @@ pub struct CheckpointCreated {
     pub raw_bytes: u64,
     /// Names saved (at most [`MAX_LISTED_NAMES`]).
     pub names: Vec<String>,
+    /// All names saved, listed or not.
+    #[serde(default)]
+    pub names_total: u64,
     /// Names not saved, at most [`MAX_SKIPPED_NAMES`].
     pub skipped: Vec<SkippedName>,
     /// All names not saved, listed or not.
@@ -50,7 +53,11 @@ pub struct CheckpointCreated {
 pub struct CheckpointSummary {
     pub id: String,
     pub size_bytes: u64,
+    /// At most [`MAX_LISTED_NAMES`].
     pub names: Vec<String>,
+    /// All names saved, listed or not (0 from workers before it was recorded).
+    #[serde(default)]
+    pub names_total: u64,
     /// RFC 3339.
     pub created_at: String,
 }
@@ -67,7 +74,11 @@ pub struct CheckpointList {
 #[serde(rename_all = "camelCase")]
 pub struct CheckpointRestored {
     pub id: String,
+    /// At most [`MAX_LISTED_NAMES`].
     pub names: Vec<String>,
+    /// All names restored, listed or not.
+    #[serde(default)]
+    pub names_total: u64,
     pub duration_ms: u64,
 }
 
@@ -105,6 +116,7 @@ mod tests {
             size_bytes: 10,
             raw_bytes: 20,
             names: vec!["x".into()],
+            names_total: 1,
             skipped: vec![SkippedName {
                 name: "lock".into(),
                 reason: "TypeError".into(),
@@ -117,6 +129,7 @@ mod tests {
         assert_eq!(value["sizeBytes"], json!(10));
         assert_eq!(value["rawBytes"], json!(20));
         assert_eq!(value["skippedTotal"], json!(1));
+        assert_eq!(value["namesTotal"], json!(1));
         assert_eq!(LastCheckpoint::from(&created).size_bytes, 10);
     }
 }

@@ -470,3 +470,47 @@ async fn checkpoints_are_traced_and_logged_with_metadata_only() {
         assert!(!text.contains("VALUE_MARKER"), "no values: {text}");
     }
 }
+
+#[tokio::test]
+async fn a_namespace_of_more_names_than_listed_says_how_many_there_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let worker = start(dir.path(), &[]).await;
+    bind(&worker, &binding("uid-many", b"pool-key")).await;
+    let defined = eval(
+        &worker,
+        "for i in range(1001): globals()[f'n{i:04}'] = i\n1001",
+    )
+    .await;
+    assert_eq!(defined, "1001");
+    let others = "len([k for k in globals() if not k.startswith(('__', 'n'))])";
+    let others: u64 = eval(&worker, others).await.parse().unwrap();
+    let created = created(&worker).await;
+    let total = created.names_total;
+    assert_eq!((created.names.len(), total), (1000, 1001 + others));
+
+    let listed: CheckpointList = worker
+        .client
+        .get(worker.url("/v1/checkpoints"))
+        .bearer_auth(SESSION_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let summary = &listed.checkpoints[0];
+    assert_eq!((summary.names.len(), summary.names_total), (1000, total));
+
+    let restored = restore(&worker, &created.id).await;
+    assert_eq!(restored.status(), 200);
+    let restored: CheckpointRestored = restored.json().await.unwrap();
+    assert_eq!((restored.names.len(), restored.names_total), (1000, total));
+    assert_eq!(
+        eval(
+            &worker,
+            "sum(1 for k in globals() if k.startswith('n') and len(k) == 5)"
+        )
+        .await,
+        "1001"
+    );
+}

@@ -28,6 +28,7 @@ pub struct Saved {
     path: PathBuf,
     pub raw_bytes: u64,
     pub names: Vec<String>,
+    pub names_total: u64,
     pub skipped: Vec<SkippedName>,
     pub skipped_total: u64,
 }
@@ -76,6 +77,7 @@ fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>> {
 #[derive(Debug)]
 pub struct Loaded {
     pub names: Vec<String>,
+    pub names_total: u64,
     pub namespace_size: u64,
 }
 
@@ -108,12 +110,14 @@ pub async fn save(
         Ok(FromDriver::CheckpointSaved {
             raw_bytes,
             names,
+            names_total,
             skipped,
             skipped_total,
             ..
         }) => Ok(Saved {
             path,
             raw_bytes,
+            names_total,
             names: bound_names(names),
             skipped: bound_skipped(skipped),
             skipped_total,
@@ -160,9 +164,11 @@ pub async fn load(
     let result = match reply {
         Ok(FromDriver::CheckpointLoaded {
             names,
+            names_total,
             namespace_size,
             ..
         }) => Ok(Loaded {
+            names_total,
             names: bound_names(names),
             namespace_size,
         }),

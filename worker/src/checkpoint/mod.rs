@@ -89,6 +89,7 @@ async fn store_saved(
             id: id.clone(),
             size_bytes: sealed.len() as u64,
             names: saved.names.clone(),
+            names_total: saved.names_total,
             created_at: jiff::Timestamp::now().to_string(),
         };
         let meta = serde_json::to_vec(&summary).expect("a summary serialises");
@@ -100,6 +101,7 @@ async fn store_saved(
             size_bytes: summary.size_bytes,
             raw_bytes: saved.raw_bytes,
             names: summary.names,
+            names_total: summary.names_total,
             skipped: saved.skipped,
             skipped_total: saved.skipped_total,
             duration_ms: started.elapsed().as_millis() as u64,
@@ -150,6 +152,7 @@ pub async fn restore(
     let result = match loaded {
         Ok(Loaded {
             names,
+            names_total,
             namespace_size,
         }) => {
             runtime.stats.namespace_size.store(namespace_size, Relaxed);
@@ -158,6 +161,7 @@ pub async fn restore(
                 CheckpointRestored {
                     id,
                     names,
+                    names_total,
                     duration_ms: started.elapsed().as_millis() as u64,
                 },
             ))

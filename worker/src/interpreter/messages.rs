@@ -137,12 +137,15 @@ pub enum FromDriver {
         request_id: u64,
         raw_bytes: u64,
         names: Vec<String>,
+        /// All names saved; `names` lists at most the driver's bound.
+        names_total: u64,
         skipped: Vec<SkippedName>,
         skipped_total: u64,
     },
     CheckpointLoaded {
         request_id: u64,
         names: Vec<String>,
+        names_total: u64,
         namespace_size: u64,
     },
     /// Saving or loading failed as a whole (`stage` says where: decompress, unpickle, write...).
