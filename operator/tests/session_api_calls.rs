@@ -303,18 +303,7 @@ fn sorted(mut lines: Vec<String>) -> Vec<String> {
 #[tokio::test]
 async fn first_pass_adds_the_finalizer_and_binds_at_once() {
     let fresh = session_object(&now_rfc3339(), false, Value::Null);
-    let h = harness(World {
-        pool_exists: true,
-        pod_session: None,
-        stored_session: fresh.clone(),
-        failing_status_writes: 0,
-        secret_exists: false,
-        secret_owner: "uid-s1",
-        idle_timeout_seconds: 0,
-        persistence: false,
-        pod_gone: false,
-        pod_ready: true,
-    });
+    let h = harness(world_with(&fresh));
     h.reconcile(&fresh).await.unwrap();
     let calls = h.calls();
     let lines = h.take_lines();
@@ -385,16 +374,8 @@ async fn first_pass_adds_the_finalizer_and_binds_at_once() {
 async fn a_failed_status_write_after_a_bind_counts_the_hit_once() {
     let fresh = session_object(&now_rfc3339(), true, Value::Null);
     let h = harness(World {
-        pool_exists: true,
-        pod_session: None,
-        stored_session: fresh.clone(),
         failing_status_writes: 1,
-        secret_exists: false,
-        secret_owner: "uid-s1",
-        idle_timeout_seconds: 0,
-        persistence: false,
-        pod_gone: false,
-        pod_ready: true,
+        ..world_with(&fresh)
     });
     // The pod is bound, then the status write fails: nothing is counted yet.
     h.reconcile(&fresh).await.unwrap_err();
@@ -431,16 +412,9 @@ async fn a_failed_status_write_after_a_bind_counts_the_hit_once() {
 async fn a_token_secret_left_by_an_earlier_session_of_the_same_name_is_deleted_never_reused() {
     let fresh = session_object(&now_rfc3339(), true, Value::Null);
     let h = harness(World {
-        pool_exists: true,
-        pod_session: None,
-        stored_session: fresh.clone(),
-        failing_status_writes: 0,
         secret_exists: true,
         secret_owner: "uid-of-the-deleted-s1",
-        idle_timeout_seconds: 0,
-        persistence: false,
-        pod_gone: false,
-        pod_ready: true,
+        ..world_with(&fresh)
     });
     // The first pass creates its Secret, finds the old one, deletes it and tries again later.
     h.reconcile(&fresh).await.unwrap_err();
@@ -470,15 +444,7 @@ async fn a_session_whose_pool_never_appears_fails_after_the_default_acquire_time
     let young = session_object(&now_rfc3339(), true, Value::Null);
     let h = harness(World {
         pool_exists: false,
-        pod_session: None,
-        stored_session: young.clone(),
-        failing_status_writes: 0,
-        secret_exists: false,
-        secret_owner: "uid-s1",
-        idle_timeout_seconds: 0,
-        persistence: false,
-        pod_gone: false,
-        pod_ready: true,
+        ..world_with(&young)
     });
     h.reconcile(&young).await.unwrap();
     let status = last_status(&h);
@@ -495,15 +461,7 @@ async fn a_session_whose_pool_never_appears_fails_after_the_default_acquire_time
     let old = session_object(&old_time.to_string(), true, Value::Null);
     let h = harness(World {
         pool_exists: false,
-        pod_session: None,
-        stored_session: old.clone(),
-        failing_status_writes: 0,
-        secret_exists: false,
-        secret_owner: "uid-s1",
-        idle_timeout_seconds: 0,
-        persistence: false,
-        pod_gone: false,
-        pod_ready: true,
+        ..world_with(&old)
     });
     h.reconcile(&old).await.unwrap();
     let status = last_status(&h);
@@ -539,16 +497,10 @@ async fn a_bound_session_idle_past_the_pools_idle_timeout_is_released_and_its_wo
         json!({"phase": "Bound", "worker": "p-a", "endpoint": "http://127.0.0.9:8000"}),
     );
     let h = harness(World {
-        pool_exists: true,
         pod_session: Some("s1".into()),
-        stored_session: bound.clone(),
-        failing_status_writes: 0,
         secret_exists: true,
-        secret_owner: "uid-s1",
         idle_timeout_seconds: 1,
-        persistence: false,
-        pod_gone: false,
-        pod_ready: true,
+        ..world_with(&bound)
     });
     h.ctx
         .index
@@ -671,16 +623,8 @@ async fn a_session_of_a_persistent_pool_whose_worker_is_gone_moves_instead_of_fa
 async fn a_worker_that_announced_itself_idle_is_taken_before_its_pod_turns_ready() {
     let fresh = session_object(&now_rfc3339(), true, Value::Null);
     let h = harness(World {
-        pool_exists: true,
-        pod_session: None,
-        stored_session: fresh.clone(),
-        failing_status_writes: 0,
-        secret_exists: false,
-        secret_owner: "uid-s1",
-        idle_timeout_seconds: 0,
-        persistence: false,
-        pod_gone: false,
         pod_ready: false,
+        ..world_with(&fresh)
     });
     let mut warming = fake_api::heartbeat("p-a", json!({}));
     warming.state = capsule_protocol::heartbeat::WorkerState::Warming;
@@ -714,11 +658,12 @@ async fn a_worker_that_announced_itself_idle_is_taken_before_its_pod_turns_ready
     );
 }
 
-fn fresh_world(fresh: &Value) -> World {
+/// The pool and one idle, Ready worker pod; `session` as a fresh GET returns it.
+fn world_with(session: &Value) -> World {
     World {
         pool_exists: true,
         pod_session: None,
-        stored_session: fresh.clone(),
+        stored_session: session.clone(),
         failing_status_writes: 0,
         secret_exists: false,
         secret_owner: "uid-s1",
@@ -732,7 +677,7 @@ fn fresh_world(fresh: &Value) -> World {
 #[tokio::test]
 async fn a_warm_hit_takes_its_worker_from_the_pod_cache_without_a_list() {
     let fresh = session_object(&now_rfc3339(), true, Value::Null);
-    let h = harness(fresh_world(&fresh)).with_pod_cache(true);
+    let h = harness(world_with(&fresh)).with_pod_cache(true);
     h.reconcile(&fresh).await.unwrap();
     let lines = h.take_lines();
     assert!(
@@ -748,7 +693,7 @@ async fn a_warm_hit_takes_its_worker_from_the_pod_cache_without_a_list() {
 #[tokio::test]
 async fn a_miss_on_the_pod_cache_is_confirmed_on_a_fresh_list_which_finds_the_worker() {
     let fresh = session_object(&now_rfc3339(), true, Value::Null);
-    let h = harness(fresh_world(&fresh)).with_pod_cache(false);
+    let h = harness(world_with(&fresh)).with_pod_cache(false);
     // The binding then waits for the cache to show the label, which this one never does.
     h.reconcile(&fresh).await.unwrap();
     let lines = h.take_lines();

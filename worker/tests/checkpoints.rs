@@ -54,6 +54,18 @@ async fn created(worker: &Worker) -> CheckpointCreated {
     response.json().await.unwrap()
 }
 
+async fn listed(worker: &Worker) -> CheckpointList {
+    let response = worker
+        .client
+        .get(worker.url("/v1/checkpoints"))
+        .bearer_auth(SESSION_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
 async fn restore(worker: &Worker, id: &str) -> reqwest::Response {
     worker
         .post(&format!("/v1/checkpoints/{id}/restore"))
@@ -272,16 +284,7 @@ async fn keeps_the_newest_n_and_refuses_while_code_runs() {
         worker.run(&format!("n = {i}")).await;
         ids.push(created(&worker).await.id);
     }
-    let list: CheckpointList = worker
-        .client
-        .get(worker.url("/v1/checkpoints"))
-        .bearer_auth(SESSION_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = listed(&worker).await;
     let listed: Vec<&str> = list.checkpoints.iter().map(|c| c.id.as_str()).collect();
     assert_eq!(listed, [ids[2].as_str(), ids[1].as_str()]);
     assert_eq!(
@@ -488,17 +491,8 @@ async fn a_namespace_of_more_names_than_listed_says_how_many_there_are() {
     let total = created.names_total;
     assert_eq!((created.names.len(), total), (1000, 1001 + others));
 
-    let listed: CheckpointList = worker
-        .client
-        .get(worker.url("/v1/checkpoints"))
-        .bearer_auth(SESSION_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let summary = &listed.checkpoints[0];
+    let list = listed(&worker).await;
+    let summary = &list.checkpoints[0];
     assert_eq!((summary.names.len(), summary.names_total), (1000, total));
 
     let restored = restore(&worker, &created.id).await;
