@@ -101,7 +101,14 @@ async fn ensure_pool_objects(pass: &Pass<'_>) -> Result<Option<String>> {
     if !pass.spec_usable() {
         return Ok(None);
     }
-    let key = token::ensure(&pass.api(), pass.pool).await?;
+    // The Secret watch heartbeat ingest keeps saves a read per pass; a key it lacks (not listed
+    // yet, or the Secret is gone) is read or made through the API.
+    let (ns, pool) = &pass.key;
+    let cached = pass.ctx.directory.get().and_then(|d| d.pool_key(ns, pool));
+    let key = match cached.filter(|key| !key.is_empty()) {
+        Some(key) => key,
+        None => token::ensure(&pass.api(), pass.pool).await?,
+    };
     network_policy::ensure(&pass.api(), pass.pool, &pass.ctx.config).await?;
     Ok(Some(key))
 }
