@@ -11,6 +11,7 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use tracing::warn;
 
+use super::spec_changes::spec_changes;
 use super::waiting_sessions::waits_for_new_worker;
 use super::{error_policy, forget, reconcile};
 use crate::context::Context;
@@ -73,6 +74,7 @@ pub async fn run(
     // controller's triggers, and must not pause the cache the pool counts waiting sessions from.
     let (session_tx, session_rx) = futures::channel::mpsc::channel(SESSION_TRIGGER_BUFFER);
     tokio::spawn(forward_sessions(session_events, session_tx));
+    let pool_events = spec_changes(pool_events, pool_cache.store().clone());
     let controller = Controller::for_stream(pool_events, pool_cache.store().clone())
         .owns(pods, pod_watch)
         .watches_stream(session_rx.map(Ok), |session| {

@@ -19,6 +19,7 @@ mod report;
 pub mod restored_totals;
 pub mod scale_down;
 mod signals;
+mod spec_changes;
 pub mod spec_check;
 pub mod status;
 mod status_write;
