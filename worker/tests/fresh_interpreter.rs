@@ -108,7 +108,9 @@ async fn a_reset_release_leaves_nothing_for_the_next_session() {
          'credentials_in_env': False, 'warm': True}"
     );
     // The thread's process is gone, so the file it appended to stops growing.
-    let thread_file = std::path::Path::new(&a_dir).join("..").join("thread-alive");
+    // Not through `a_dir/..`: the worker removes A's directory meanwhile, and that path with it.
+    let scratch = std::path::Path::new(&a_dir).parent().unwrap();
+    let thread_file = scratch.join("thread-alive");
     let size = std::fs::metadata(&thread_file)
         .map(|m| m.len())
         .unwrap_or(0);
