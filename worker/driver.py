@@ -916,7 +916,8 @@ def checkpoint_save(request_id, path):
         container = pickle.dumps({"format": CHECKPOINT_FORMAT, "modules": modules, "values": values}, protocol=5)
         del values
         stage = "write"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # Readable by the worker, whose uid may differ; the directory keeps others out.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         with os.fdopen(fd, "wb") as out:
             out.write(container)
     except BaseException as exc:

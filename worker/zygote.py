@@ -12,9 +12,16 @@
 #                     (SCM_RIGHTS): the child's stdin, stdout and stderr
 #                   | {"op": "sweep"}: after a reset, kill what the ended session left running
 #                     outside its process group (see _Sweep)
+#                   | {"op": "kill", "pid": N}: SIGKILL to interpreter N's process group
+#                   | {"op": "remove", "dir": D}: remove a working directory and all in it
+#                   | {"op": "usage"}: report memory and CPU (answered with "usage")
 #   zygote -> worker: {"op": "forked", "pid": N} | {"op": "refused", "reason": ...}
 #                     | {"op": "exited", "pid": N, "code": <exit code, or null when signalled>}
-# The zygote exits when the worker closes the channel.
+#                     | {"op": "usage", "rssBytes": R, "cpuTicks": T}
+# kill, remove and usage serve a fork server in a container of its own (`capsule-worker
+# fork-server`), whose processes and files the worker, under another uid, cannot reach.
+# The zygote exits when the worker closes the channel, or on SIGTERM (as a container's PID 1 it
+# would otherwise ignore it).
 import sys
 
 
@@ -43,9 +50,11 @@ SUBREAPER = _subreaper()
 
 import array  # noqa: E402
 import builtins  # noqa: E402
+import collections  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import select  # noqa: E402
+import shutil  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 import time  # noqa: E402
@@ -82,7 +91,10 @@ def _control_socket():
 
 
 def _send(control, message):
-    control.send(json.dumps(message, separators=(",", ":")).encode())
+    try:
+        control.send(json.dumps(message, separators=(",", ":")).encode())
+    except OSError:
+        os._exit(0)  # the worker is gone: so is the reason to run
 
 
 def _received_fds(ancdata):
@@ -102,6 +114,10 @@ def _exit_code(status):
 
 # Interpreters forked and not yet reaped; any other child is an orphan adopted as subreaper.
 interpreters = set()
+# Children removing a directory: this process's own helpers, never swept.
+removers = set()
+# The last interpreters reaped, whose groups the worker may still kill.
+recently_reaped = collections.deque(maxlen=16)
 
 
 def _reap(control):
@@ -112,8 +128,10 @@ def _reap(control):
             return
         if pid == 0:
             return
+        removers.discard(pid)
         if pid in interpreters:
             interpreters.discard(pid)
+            recently_reaped.append(pid)
             _send(control, {"op": "exited", "pid": pid, "code": _exit_code(status)})
 
 
@@ -151,10 +169,10 @@ def _read(path):
 
 
 def _adopted_children():
-    """(pid, start time) of this process's children that are not interpreters."""
+    """(pid, start time) of this process's children that are neither interpreters nor removers."""
     found = []
     for pid in _children():
-        fields = None if pid in interpreters else _stat_fields(pid)
+        fields = None if pid in interpreters or pid in removers else _stat_fields(pid)
         if fields:
             found.append((pid, int(fields[19])))
     return found
@@ -200,6 +218,7 @@ def _become_interpreter(control, wakeup, fds, directory):
     try:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         for fd in wakeup:
             os.close(fd)
         control.close()
@@ -219,6 +238,73 @@ def _become_interpreter(control, wakeup, fds, directory):
     os._exit(0)
 
 
+def _serve_control(control, request, sweep):
+    """Serves a request that carries no fds; False when it is none of these."""
+    op = request.get("op")
+    if op == "sweep":
+        sweep.start()
+    elif op == "kill":
+        _kill_group(request.get("pid"))
+    elif op == "remove" and isinstance(request.get("dir"), str):
+        _remove_in_child(request["dir"])
+    elif op == "usage":
+        _send(control, _usage())
+    else:
+        return False
+    return True
+
+
+def _kill_group(pid):
+    """SIGKILL to the group of an interpreter this process forked (alive, or reaped lately: what it
+    left in its group goes too); any other pid is ignored."""
+    if pid in interpreters or pid in recently_reaped:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _remove_in_child(directory):
+    """Removes a working directory in a short-lived child, so a large tree never holds up a fork.
+    Entries session code made unwritable are made writable first."""
+    pid = os.fork()
+    if pid != 0:
+        removers.add(pid)
+        return
+    try:
+        for root, dirs, _files in os.walk(directory):
+            for name in dirs:
+                try:
+                    os.chmod(os.path.join(root, name), 0o700)
+                except OSError:
+                    pass
+        shutil.rmtree(directory, ignore_errors=True)
+    finally:
+        os._exit(0)
+
+
+class _Usage:
+    """Ticks only grow: a child's count moves to this process's cumulative count when it is reaped,
+    and a reading in between must not look like less."""
+
+    ticks = 0
+
+
+def _usage():
+    """RSS of this process and its children, and CPU ticks of all it ran (reaped ones included)."""
+    rss_pages = 0
+    ticks = 0
+    for pid in [os.getpid()] + _children():
+        fields = _stat_fields(pid)
+        if fields:
+            rss_pages += int(fields[21])
+            ticks += int(fields[11]) + int(fields[12])
+            if pid == os.getpid():
+                ticks += int(fields[13]) + int(fields[14])
+    _Usage.ticks = max(_Usage.ticks, ticks)
+    return {"op": "usage", "rssBytes": rss_pages * os.sysconf("SC_PAGE_SIZE"), "cpuTicks": _Usage.ticks}
+
+
 def _serve_one(control, wakeup, sweep):
     message, ancdata, _flags, _address = control.recvmsg(
         MAX_REQUEST_BYTES, socket.CMSG_SPACE(CHILD_FDS * array.array("i").itemsize)
@@ -228,8 +314,7 @@ def _serve_one(control, wakeup, sweep):
     fds = _received_fds(ancdata)
     try:
         request = json.loads(message)
-        if request.get("op") == "sweep" and not fds:
-            sweep.start()
+        if not fds and _serve_control(control, request, sweep):
             return
         directory = request["dir"]
         if request.get("op") != "fork" or len(fds) != CHILD_FDS or not isinstance(directory, str):
@@ -255,6 +340,7 @@ def main():
     signal.set_wakeup_fd(wakeup[1])
     # A handler (not SIG_IGN) so children stay waitable and their exit codes reach the worker.
     signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: os._exit(0))
     sweep = _Sweep()
     while True:
         ready, _, _ = select.select([control, wakeup[0]], [], [], sweep.timeout())

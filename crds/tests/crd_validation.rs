@@ -120,3 +120,45 @@ fn persistence_without_a_volume_store_and_a_volume_store_without_a_claim_are_ref
     );
     validate(&schema, &ok, None).expect("persistence on a volume store validates");
 }
+
+#[test]
+fn an_interpreter_under_the_workers_uid_is_refused_and_names_the_field() {
+    let schema = schema_of::<CapsulePool>();
+    let template = |extra: Value| {
+        let mut template = json!({"image": "capsule-worker:dev"});
+        template
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        pool(json!({"replicas": 1, "maxWorkers": 2, "template": template}))
+    };
+    for context in ["securityContext", "containerSecurityContext"] {
+        let same = template(json!({
+            context: {"runAsUser": 1000},
+            "interpreter": {"placement": "OwnContainer", "runAsUser": 1000},
+        }));
+        let err = validate(&schema, &same, None).expect_err(context);
+        assert!(
+            err.contains("spec.template.interpreter.runAsUser is the worker's uid too"),
+            "{context}: {err}"
+        );
+        let distinct = template(json!({
+            context: {"runAsUser": 1000},
+            "interpreter": {"placement": "OwnContainer", "runAsUser": 1001},
+        }));
+        validate(&schema, &distinct, None).expect("a uid of its own");
+        let in_worker = template(json!({
+            context: {"runAsUser": 1000},
+            "interpreter": {"placement": "WorkerContainer", "runAsUser": 1000},
+        }));
+        validate(&schema, &in_worker, None).expect("no interpreter container: no conflict");
+    }
+    // Structural bounds, which an API server checks before CEL: never root, a placement it knows.
+    let interpreter = &schema["properties"]["spec"]["properties"]["template"]["properties"]
+        ["interpreter"]["properties"];
+    assert_eq!(interpreter["runAsUser"]["minimum"], json!(1.0));
+    assert_eq!(
+        interpreter["placement"]["enum"],
+        json!(["OwnContainer", "WorkerContainer"])
+    );
+}

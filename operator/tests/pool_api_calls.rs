@@ -293,6 +293,69 @@ fn env_of<'a>(container: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("env {name} missing"))
 }
 
+/// The `interpreter` container: its own uid, no credential, no token, the fork socket shared with
+/// the worker alone, the scratch volume at the worker's path.
+fn session_code_runs_in_a_container_of_its_own(pod: &Value, worker: &Value, interpreter: &Value) {
+    assert_eq!(interpreter["image"], worker["image"]);
+    let names: Vec<&str> = interpreter["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["CAPSULE_FORK_SERVER_CONNECT"],
+        "no credential, no identity"
+    );
+    let socket = env_of(interpreter, "CAPSULE_FORK_SERVER_CONNECT")["value"].clone();
+    assert_eq!(
+        env_of(worker, "CAPSULE_FORK_SERVER_SOCKET")["value"],
+        socket
+    );
+    let security = &interpreter["securityContext"];
+    assert_eq!(
+        (&security["runAsUser"], &security["runAsGroup"]),
+        (&json!(65533), &json!(65533))
+    );
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    assert_eq!(security["capabilities"]["drop"], json!(["ALL"]));
+    let mounts = |container: &Value| -> Vec<String> {
+        container["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                format!(
+                    "{}={}",
+                    m["name"].as_str().unwrap(),
+                    m["mountPath"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    let interpreter_mounts = mounts(interpreter);
+    assert_eq!(
+        interpreter_mounts,
+        [
+            "capsule-fork=/var/run/capsule-fork",
+            "capsule-scratch=/var/run/capsule-scratch"
+        ]
+    );
+    let worker_mounts = mounts(worker);
+    assert!(
+        interpreter_mounts.iter().all(|m| worker_mounts.contains(m)),
+        "{worker_mounts:?}"
+    );
+    assert_eq!(pod["spec"]["automountServiceAccountToken"], false);
+    assert_eq!(
+        pod["spec"]["shareProcessNamespace"],
+        Value::Null,
+        "a PID namespace per container"
+    );
+}
+
 #[tokio::test]
 async fn new_pool_creates_its_key_and_warm_workers_each_with_a_credential_of_its_own() {
     let h = harness(vec![], false);
@@ -387,7 +450,7 @@ async fn new_pool_creates_its_key_and_warm_workers_each_with_a_credential_of_its
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["worker", "sidecar"]);
+    assert_eq!(names, ["worker", "sidecar", "interpreter"]);
     let worker = &containers[0];
     assert_eq!(worker["image"], "capsule-worker:test");
     assert_eq!(
@@ -402,12 +465,13 @@ async fn new_pool_creates_its_key_and_warm_workers_each_with_a_credential_of_its
         env_of(worker, "POD_IP")["valueFrom"]["fieldRef"]["fieldPath"],
         "status.podIP"
     );
-    for container in containers {
+    for container in &containers[..2] {
         assert_eq!(
             env_of(container, "CAPSULE_WORKER_TOKEN")["valueFrom"]["secretKeyRef"]["name"],
             format!("{pod_name}-credential")
         );
     }
+    session_code_runs_in_a_container_of_its_own(pod, worker, &containers[2]);
     assert_eq!(
         env_of(worker, "CAPSULE_HEARTBEAT_URL")["value"],
         OperatorConfig::default().heartbeat_url

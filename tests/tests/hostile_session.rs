@@ -1,12 +1,14 @@
 //! A hostile session on the devcluster, run as a platform team would run it: worker pods under a
-//! non-root uid (the image's user, set here because the devcluster runs host binaries, not images).
+//! non-root uid (the image's user, set here because the devcluster runs host binaries, not images)
+//! and session code in the pod's `interpreter` container under a uid of its own (the default).
 //! Session A hunts for credentials and tries what it finds and its own token on another worker and
 //! on the operator; it leaves a patched builtin, a thread, a module, a file and a child process.
 //! A is released with `Reset`, and session B on the same worker sees none of it.
 //!
 //! Not probed because the devcluster cannot show it (see docs/security.md): pods share the host's
-//! PID and mount namespaces here, so the sidecar's token volume is on a host path a real worker
-//! container never mounts.
+//! PID and mount namespaces here, so session code sees the worker processes (whose files its uid
+//! cannot open) and the sidecar's token volume is on a host path a real interpreter container
+//! never mounts.
 
 use std::time::Duration;
 
@@ -18,6 +20,8 @@ use capsule_e2e::{
 use serde_json::{json, Value};
 
 const IMAGE_USER: &str = "65532";
+/// The interpreter container's uid (`spec.template.interpreter.runAsUser`'s default).
+const INTERPRETER_USER: &str = "65533";
 
 fn pool(name: &str) -> String {
     format!(
@@ -56,7 +60,6 @@ fn session(name: &str, pool: &str) -> String {
 const HUNT: &str = r#"
 import ctypes, json, os, urllib.request, urllib.error
 zygote = os.getppid()
-worker = int(open("/proc/%d/stat" % zygote).read().rsplit(")", 1)[1].split()[1])
 def read(path):
     try:
         with open(path, "rb") as f:
@@ -84,8 +87,14 @@ for pid in filter(str.isdigit, os.listdir("/proc")):
             name = entry.split(b"=", 1)[0].decode(errors="replace")
             if "TOKEN" in name or name in ("KUBECONFIG", "CAPSULE_WORKER_TOKEN"):
                 found.append((pid, name))
-sidecars = [p for p in filter(str.isdigit, os.listdir("/proc"))
-            if read("/proc/%s/cmdline" % p).split(b"\0")[0].endswith(b"capsule-sidecar")]
+def running(binary):
+    return [p for p in filter(str.isdigit, os.listdir("/proc"))
+            if isinstance(read("/proc/%s/cmdline" % p), bytes)
+            and read("/proc/%s/cmdline" % p).split(b"\0")[0].endswith(binary)]
+def uid_of(pid):
+    status = read("/proc/%s/status" % pid)
+    return int(status.split(b"\nUid:")[1].split()[0]) if isinstance(status, bytes) else None
+workers, sidecars = running(b"capsule-worker"), running(b"capsule-sidecar")
 libc = ctypes.CDLL(None, use_errno=True)
 binding = json.dumps({"session": "stolen", "namespace": "default",
                       "tokenSha256": "0" * 64}).encode()
@@ -102,9 +111,10 @@ heartbeat = json.dumps({"pod": OTHER_POD, "namespace": "default", "pool": "other
     "uid": os.getuid(),
     "env": sorted(k for k in os.environ if k.startswith("CAPSULE_") or k == "KUBECONFIG"),
     "environ_with_credentials": found,
-    "worker_environ": read("/proc/%d/environ" % worker),
+    "a_worker_shares_my_uid": any(uid_of(p) == os.getuid() for p in workers),
+    "worker_environ": sorted(set(read("/proc/%s/environ" % p) for p in workers)),
     "sidecar_environ": sorted(set(read("/proc/%s/environ" % p) for p in sidecars)),
-    "ptrace_worker": "refused" if libc.ptrace(16, worker, None, None) == -1 else "attached",
+    "ptrace_worker": sorted(set("refused" if libc.ptrace(16, int(p), None, None) == -1 else "attached" for p in workers)),
     "fork_server_mem": read("/proc/%d/mem" % zygote),
     "ptrace_fork_server": "refused" if libc.ptrace(16, zygote, None, None) == -1 else "attached",
     "service_account": os.path.exists("/var/run/secrets/kubernetes.io/serviceaccount/token"),
@@ -206,8 +216,9 @@ fn a_hostile_session_finds_no_credential_and_leaves_nothing_for_the_next() {
     assert_eq!(
         repr(&own, &own_token, &hunt),
         format!(
-            "{{'uid': {IMAGE_USER}, 'env': [], 'environ_with_credentials': [], \
-             'worker_environ': 'refused', 'sidecar_environ': ['refused'], 'ptrace_worker': 'refused', \
+            "{{'uid': {INTERPRETER_USER}, 'env': [], 'environ_with_credentials': [], \
+             'a_worker_shares_my_uid': False, 'worker_environ': ['refused'], \
+             'sidecar_environ': ['refused'], 'ptrace_worker': ['refused'], \
              'fork_server_mem': 'refused', 'ptrace_fork_server': 'refused', \
              'service_account': False, 'other_execute': 401, 'other_bind': 401, \
              'other_release': 401, 'other_namespace': 401, 'other_stats': 401, 'own_bind': 401, \

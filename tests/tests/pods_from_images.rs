@@ -3,8 +3,9 @@
 //! (`--image-root`, built by `scripts/images.sh` from the debug binaries), each in its own mount
 //! and PID namespaces with a read-only root, as the image's user. The operator (a host process)
 //! warms a pool, a session binds, code runs, status and Prometheus see it. Then what the image
-//! mode adds is checked from inside the interpreter: it runs as 65532, its `/proc` shows its own
-//! container's processes only, its root is read-only, and it sees the image's files, not the host's.
+//! mode adds is checked from inside the interpreter: it runs as 65533 in the pod's `interpreter`
+//! container, its `/proc` shows that container's processes only (the fork server as PID 1, no
+//! worker), its root is read-only, and it sees the image's files, not the host's.
 //!
 //! Needs root and buildah (installed by `scripts/install-tools.sh buildah mmdebstrap`, as CI runs).
 
@@ -107,20 +108,16 @@ fn execute(endpoint: &str, token: &str, code: &str) -> String {
 }
 
 /// What the interpreter sees, as a Python literal: uid, gid, the `comm` of every process in its
-/// `/proc` with PID 1's first, errno of a write to its home (root fs), whether the image's worker
+/// `/proc` with PID 1's first, whether its root filesystem is read-only, whether the image's worker
 /// binary and the host's workspace are there.
 fn isolation_probe() -> String {
     let workspace = workspace().join("Cargo.toml");
     format!(
-        r#"import os, errno
+        r#"import os
 pids = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())
 names = [open(f'/proc/{{p}}/comm').read().strip() for p in pids]
-try:
-    open('/home/capsule/probe', 'w').close()
-    written = 0
-except OSError as e:
-    written = e.errno
-(os.getuid(), os.getgid(), pids[0], names, written == errno.EROFS,
+read_only_root = bool(os.statvfs('/').f_flag & os.ST_RDONLY)
+(os.getuid(), os.getgid(), pids[0], names, read_only_root,
  os.path.exists('/usr/local/bin/capsule-worker'), os.path.exists({workspace:?}))"#
     )
 }
@@ -165,10 +162,15 @@ fn pool_warms_session_binds_and_code_runs_in_pods_from_the_images() {
     assert_eq!(execute(&endpoint, &token, "1+1"), "2");
 
     let seen = execute(&endpoint, &token, &isolation_probe());
-    eprintln!("inside the worker container: {seen}");
+    eprintln!("inside the interpreter container: {seen}");
     assert!(
-        seen.starts_with("(65532, 65532, 1, ['capsule-worker'"),
-        "the interpreter runs as the image's user, PID 1 is the worker: {seen}"
+        seen.starts_with("(65533, 65533, 1, ['python3', 'python3', 'python3'"),
+        "the interpreter runs under its own uid, PID 1 is the fork server, with the session's \
+         interpreter and the standby: {seen}"
+    );
+    assert!(
+        !seen.contains("'capsule-worker'"),
+        "the worker is not in the interpreter container: {seen}"
     );
     for name in FOREIGN {
         assert!(

@@ -24,6 +24,10 @@ spec:
   scaleDownDelaySeconds: 0
   template:
     image: capsule-worker:dev
+    # The devcluster runs host binaries: an interpreter container's own uid cannot reach a Python
+    # under /root (where this machine's has cloudpickle, which session classes and closures need).
+    interpreter:
+      placement: WorkerContainer
   checkpoints:
     store: Volume
     volume:

@@ -118,6 +118,10 @@ pub struct Config {
     /// process under the system temp dir.
     #[arg(long, env = "CAPSULE_SCRATCH_DIR")]
     pub scratch_dir: Option<PathBuf>,
+    /// Where the pod's interpreter container connects its fork server (`capsule-worker
+    /// fork-server`); unset = the worker starts the fork server itself, under its own uid.
+    #[arg(long, env = "CAPSULE_FORK_SERVER_SOCKET")]
+    pub fork_server_socket: Option<PathBuf>,
     /// Root of the checkpoint store (a directory on the scratch volume or a mounted
     /// PersistentVolume); unset = checkpoints disabled (503). See docs/checkpoints.md.
     #[arg(long, env = "CAPSULE_CHECKPOINT_DIR")]

@@ -42,6 +42,28 @@ fn capabilities(runtime: &Runtime) -> Capabilities {
     }
 }
 
+/// RSS and accumulated CPU ticks of the worker's interpreters, the standby and the fork server
+/// (their memory and CPU are the worker's too), the worker's own ticks included. In an interpreter
+/// container their pids are not the worker's: the fork server reports them for the container.
+fn interpreters_usage(runtime: &Runtime, cpu: &mut CpuSampler) -> (u64, u64) {
+    if let Some((rss, ticks)) = runtime.fork_server.remote_usage() {
+        return (rss, cpu.read_total(&[std::process::id()], Some(ticks)));
+    }
+    let pids = [
+        runtime.interpreter_pid.load(Relaxed),
+        runtime.standby_pid.load(Relaxed),
+        runtime.fork_server.pid(),
+    ];
+    let rss = pids
+        .iter()
+        .filter(|&&pid| pid != 0)
+        .map(|pid| rss_bytes(&pid.to_string()))
+        .sum();
+    // Accumulated per pid: a reset's new interpreter does not take the old one's ticks away.
+    let ticks = cpu.read_total(&[std::process::id(), pids[0], pids[1], pids[2]], None);
+    (rss, ticks)
+}
+
 /// Builds the heartbeat body from the current counters.
 pub fn build(
     runtime: &Runtime,
@@ -50,18 +72,8 @@ pub fn build(
     cpu: &mut CpuSampler,
 ) -> Heartbeat {
     let worker_rss = rss_bytes("self");
-    let mut rss = worker_rss;
-    // The standby interpreter's and the fork server's memory and CPU are the worker's too.
-    let pids = [
-        runtime.interpreter_pid.load(Relaxed),
-        runtime.standby_pid.load(Relaxed),
-        runtime.fork_server.pid(),
-    ];
-    for pid in pids.iter().filter(|&&pid| pid != 0) {
-        rss += rss_bytes(&pid.to_string());
-    }
-    // Accumulated per pid: a reset's new interpreter does not take the old one's ticks away.
-    let ticks = cpu.read_total(&[std::process::id(), pids[0], pids[1], pids[2]]);
+    let (rss, ticks) = interpreters_usage(runtime, cpu);
+    let rss = worker_rss + rss;
     Heartbeat {
         pod: runtime.config.pod_name.clone(),
         namespace: runtime.config.pod_namespace.clone(),

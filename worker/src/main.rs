@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use axum::serve::ListenerExt;
 use capsule_worker::config::Config;
+use capsule_worker::fork_server::connect;
 use capsule_worker::runtime::Runtime;
 use capsule_worker::{api, heartbeat, logging, Error};
 
@@ -16,6 +17,10 @@ use capsule_worker::{api, heartbeat, logging, Error};
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 fn main() {
+    let fork_server_argument = std::env::args().nth(1).as_deref() == Some("fork-server");
+    if fork_server_argument || std::env::var_os(connect::CONNECT_ENV).is_some() {
+        fork_server_main(fork_server_argument);
+    }
     let config = match Config::load() {
         Ok(config) => config,
         Err(message) => {
@@ -48,6 +53,19 @@ fn main() {
         tracing::error!(%error, "capsule-worker failed");
         std::process::exit(1);
     }
+}
+
+/// `capsule-worker fork-server` (or `CAPSULE_FORK_SERVER_CONNECT` set): the interpreter container's
+/// entrypoint; never returns.
+fn fork_server_main(skip_argument: bool) -> ! {
+    use clap::Parser;
+    let args = std::env::args_os().skip(usize::from(skip_argument));
+    let args = match connect::ForkServerArgs::try_parse_from(args) {
+        Ok(args) => args,
+        Err(error) => error.exit(),
+    };
+    eprintln!("capsule-worker fork-server: {}", connect::run(&args));
+    std::process::exit(1);
 }
 
 async fn serve(config: Config) -> Result<(), Error> {

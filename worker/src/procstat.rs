@@ -6,6 +6,9 @@ use std::time::Instant;
 /// the kernel exposes to user space.
 const TICKS_PER_SECOND: f64 = 100.0;
 
+/// The key of the interpreter container's reading among pids: no pid reaches it.
+const CONTAINER_READING: u32 = u32::MAX;
+
 /// Resident set size of `pid` ("self" for this process) in bytes, 0 if unreadable.
 pub fn rss_bytes(pid: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -57,11 +60,13 @@ impl CpuSampler {
         }
     }
 
-    /// Reads the ticks of `pids` (0: none) and returns the accumulated total.
-    pub fn read_total(&mut self, pids: &[u32]) -> u64 {
+    /// Reads the ticks of `pids` (0: none), adds those an interpreter container reported, and
+    /// returns the accumulated total.
+    pub fn read_total(&mut self, pids: &[u32], container: Option<u64>) -> u64 {
         let readings: Vec<(u32, Option<u64>)> = pids
             .iter()
             .map(|&pid| (pid, read_cpu_ticks(&pid.to_string())))
+            .chain(container.map(|ticks| (CONTAINER_READING, Some(ticks))))
             .collect();
         self.total.record(&readings)
     }

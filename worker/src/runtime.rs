@@ -71,7 +71,10 @@ impl Runtime {
             trace,
             writer,
             checkpoints: Arc::new(CheckpointWaiters::default()),
-            fork_server: ForkServer::new(&config.python),
+            fork_server: match &config.fork_server_socket {
+                Some(socket) => ForkServer::listening(socket),
+                None => ForkServer::spawning(&config.python),
+            },
             executor,
             ready: AtomicBool::new(false),
             became_ready: tokio::sync::Notify::new(),

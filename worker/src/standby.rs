@@ -112,7 +112,10 @@ async fn activate(runtime: &Runtime, warmed: Warmed) -> Interpreter {
         python_version,
         namespace_size,
     } = warmed;
-    let session_dir = WorkDir::create(&runtime.config.scratch_dir());
+    let session_dir = WorkDir::create(
+        &runtime.config.scratch_dir(),
+        runtime.fork_server.is_remote(),
+    );
     match session_dir {
         Ok(dir) => {
             if let Err(error) = interpreter.activate(&runtime.writer, dir).await {
@@ -186,7 +189,10 @@ async fn start_interpreter(
     runtime: &Arc<Runtime>,
     protected: Option<&watch::Sender<bool>>,
 ) -> Result<Warmed> {
-    let workdir = WorkDir::create(&runtime.config.scratch_dir())?;
+    let workdir = WorkDir::create(
+        &runtime.config.scratch_dir(),
+        runtime.fork_server.is_remote(),
+    )?;
     let mut interpreter =
         Interpreter::start(&runtime.fork_server, workdir, runtime.checkpoints.clone()).await?;
     let python_version = loop {

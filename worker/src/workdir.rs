@@ -9,16 +9,21 @@ use std::path::{Path, PathBuf};
 use rand::Rng;
 
 use crate::error::{Error, Result};
+use crate::fork_server::ZygoteLink;
 
 /// An interpreter's working directory (also its `HOME` and `TMPDIR`); removed on drop.
 #[derive(Debug)]
 pub struct WorkDir {
     path: PathBuf,
+    /// The fork server of an interpreter container, which removes what session code made there.
+    remover: Option<ZygoteLink>,
 }
 
 impl WorkDir {
-    /// Creates `<scratch>/<128 random bits>`, mode 0700.
-    pub fn create(scratch: &Path) -> Result<WorkDir> {
+    /// Creates `<scratch>/<128 random bits>`, mode 0700, or 0777 when `shared` with an interpreter
+    /// container's uid (the worker's uid cannot give it away; the name is the secret, and the
+    /// container holds one session's processes at a time).
+    pub fn create(scratch: &Path, shared: bool) -> Result<WorkDir> {
         let name: [u8; 16] = rand::rng().random();
         let path = scratch.join(hex::encode(name));
         let io = |what: &Path| {
@@ -30,9 +35,18 @@ impl WorkDir {
         };
         std::fs::create_dir_all(scratch).map_err(io(scratch))?;
         std::fs::create_dir(&path).map_err(io(&path))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))
+        let mode = if shared { 0o777 } else { 0o700 };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
             .map_err(io(&path))?;
-        Ok(WorkDir { path })
+        Ok(WorkDir {
+            path,
+            remover: None,
+        })
+    }
+
+    /// Has `remover` (an interpreter container's fork server) remove the directory on drop.
+    pub fn remove_through(&mut self, remover: Option<ZygoteLink>) {
+        self.remover = remover;
     }
 
     pub fn path(&self) -> &Path {
@@ -43,6 +57,11 @@ impl WorkDir {
 impl Drop for WorkDir {
     fn drop(&mut self) {
         let path = std::mem::take(&mut self.path);
+        if let Some(remover) = self.remover.take() {
+            if remover.remove_dir(&path) {
+                return;
+            }
+        }
         // Off the executor's path: a session may have left many files.
         let remove = move || {
             if let Err(error) = std::fs::remove_dir_all(&path) {
@@ -66,7 +85,7 @@ mod tests {
     async fn a_directory_is_private_and_gone_after_drop() {
         let scratch =
             std::env::temp_dir().join(format!("capsule-workdir-test-{}", std::process::id()));
-        let dir = WorkDir::create(&scratch).unwrap();
+        let dir = WorkDir::create(&scratch, false).unwrap();
         let path = dir.path().to_owned();
         std::fs::write(path.join("left-behind"), b"x").unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(validation = Rule::new("has(self.image) && self.image.matches('[^ \\t]')").message("spec.template.image is not set: name the worker image, for example capsule-worker:0.1.0").field_path(".image"))]
 #[x_kube(validation = Rule::new("!has(self.env) || self.env.all(e, !e.name.startsWith('CAPSULE_') && !(e.name in ['POD_NAME', 'POD_NAMESPACE', 'POD_IP']))").message("spec.template.env names CAPSULE_* and POD_NAME, POD_NAMESPACE, POD_IP are reserved for the operator: rename the variable").field_path(".env"))]
+#[x_kube(validation = Rule::new("!has(self.interpreter) || self.interpreter.placement != 'OwnContainer' || ((!has(self.securityContext) || !has(self.securityContext.runAsUser) || self.securityContext.runAsUser != self.interpreter.runAsUser) && (!has(self.containerSecurityContext) || !has(self.containerSecurityContext.runAsUser) || self.containerSecurityContext.runAsUser != self.interpreter.runAsUser))").message("spec.template.interpreter.runAsUser is the worker's uid too: session code would run as the worker; choose another uid for the interpreter (default 65533)").field_path(".interpreter.runAsUser"))]
 #[serde(rename_all = "camelCase")]
 pub struct WorkerTemplate {
     /// Image of the `worker` container (runs capsule-worker and Python). Required: the API server
@@ -96,6 +97,10 @@ pub struct WorkerTemplate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_security_context: Option<SecurityContext>,
 
+    /// Where session code runs; by default in a container of its own, under a uid of its own.
+    #[serde(default)]
+    pub interpreter: InterpreterTemplate,
+
     /// Seconds a worker gets to finish after SIGTERM before it is killed.
     #[serde(default = "default_grace_seconds")]
     #[schemars(range(min = 0, max = 3600))]
@@ -127,9 +132,55 @@ impl Default for WorkerTemplate {
             affinity: None,
             priority_class_name: None,
             service_account_name: None,
+            interpreter: InterpreterTemplate::default(),
             termination_grace_period_seconds: default_grace_seconds(),
         }
     }
+}
+
+/// `spec.template.interpreter`: where the Python interpreter that runs session code lives.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct InterpreterTemplate {
+    /// `OwnContainer` (default): a container `interpreter` in the worker pod, under `runAsUser`,
+    /// with no credential, no token and no view of the worker's processes; its fork server talks
+    /// to the worker over a socket in a volume the two share. `WorkerContainer`: the worker starts
+    /// the interpreter itself, in its own container and under its own uid (one container fewer;
+    /// session code can then signal the worker and reach what the worker's uid can).
+    #[serde(default)]
+    pub placement: InterpreterPlacement,
+
+    /// uid and gid of the `interpreter` container; must differ from the worker's.
+    #[serde(default = "default_interpreter_uid")]
+    #[schemars(range(min = 1, max = 2147483647))]
+    pub run_as_user: i64,
+
+    /// Resources of the `interpreter` container: session code's memory and CPU. Default: the
+    /// worker container's `resources`, so limits set for session code keep bounding it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+fn default_interpreter_uid() -> i64 {
+    65533
+}
+
+impl Default for InterpreterTemplate {
+    fn default() -> Self {
+        Self {
+            placement: InterpreterPlacement::default(),
+            run_as_user: default_interpreter_uid(),
+            resources: None,
+        }
+    }
+}
+
+/// Where the interpreter runs.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum InterpreterPlacement {
+    #[default]
+    OwnContainer,
+    WorkerContainer,
 }
 
 /// Image pull policy.

@@ -14,6 +14,7 @@ use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
 pub(super) mod env;
+mod interpreter;
 
 use super::{checkpoint_store, pod_security};
 use crate::config::OperatorConfig;
@@ -33,9 +34,9 @@ pub(super) fn template_hash(pool: &CapsulePool) -> String {
     let spec = &pool.spec;
     let shaping = serde_json::json!({
         // Bumped when the operator changes the pod it builds (2: restricted security context,
-        // token in the sidecar only; 3: a credential per worker; 4: checkpoint store), so idle
-        // workers of the old shape are replaced on upgrade.
-        "podShape": 4,
+        // token in the sidecar only; 3: a credential per worker; 4: checkpoint store; 5: the
+        // interpreter container), so idle workers of the old shape are replaced on upgrade.
+        "podShape": 5,
         "template": spec.template,
         "warmup": spec.warmup,
         "heartbeat": spec.heartbeat,
@@ -74,7 +75,7 @@ fn http_probe(path: &str, port: i32, period: i32, failure_threshold: i32) -> Pro
     }
 }
 
-fn pull_policy(p: Option<ImagePullPolicy>) -> Option<String> {
+pub(super) fn pull_policy(p: Option<ImagePullPolicy>) -> Option<String> {
     p.map(|p| {
         match p {
             ImagePullPolicy::Always => "Always",
@@ -95,20 +96,32 @@ pub fn build(pool: &CapsulePool, config: &OperatorConfig, pod_name: &str) -> Pod
     let (scratch_volume, scratch_mount) = pod_security::scratch_volume();
     let (api_volume, api_mount) = pod_security::sidecar_api_access();
 
-    let worker_mounts = [run_mount.clone(), scratch_mount]
+    let own_interpreter = interpreter::own_interpreter(template, &scratch_mount);
+
+    let mut worker_mounts: Vec<VolumeMount> = [run_mount.clone(), scratch_mount]
         .into_iter()
         .chain(checkpoint_mount)
         .collect();
-    let worker_env = env::worker_env(pool, config, pod_name, checkpoints.env);
-    let sidecar_env = env::sidecar_env(pool, pod_name);
-    let containers = vec![
-        worker_container(template, config, worker_env, worker_mounts),
-        sidecar_container(template, config, sidecar_env, vec![run_mount, api_mount]),
-    ];
-    let volumes = [run_volume, scratch_volume, api_volume]
+    let mut worker_env = env::worker_env(pool, config, pod_name, checkpoints.env);
+    let mut volumes: Vec<Volume> = [run_volume, scratch_volume, api_volume]
         .into_iter()
         .chain(checkpoint_volume)
         .collect();
+    let mut interpreter_container = None;
+    if let Some(own) = own_interpreter {
+        worker_mounts.push(own.worker_mount);
+        worker_env.push(own.worker_env);
+        volumes.push(own.volume);
+        interpreter_container = Some(own.container);
+    }
+    let sidecar_env = env::sidecar_env(pool, pod_name);
+    let containers = [
+        worker_container(template, config, worker_env, worker_mounts),
+        sidecar_container(template, config, sidecar_env, vec![run_mount, api_mount]),
+    ]
+    .into_iter()
+    .chain(interpreter_container)
+    .collect();
     Pod {
         metadata: metadata(pool, pod_name),
         spec: Some(pod_spec(template, containers, volumes)),
@@ -131,10 +144,15 @@ fn metadata(pool: &CapsulePool, pod_name: &str) -> ObjectMeta {
     }
 }
 
-/// The in-memory emptyDir both containers share for the trace socket.
+/// The in-memory emptyDir the worker and the sidecar share for the trace socket.
 fn run_volume() -> (Volume, VolumeMount) {
+    socket_volume(RUN_VOLUME, RUN_DIR)
+}
+
+/// An in-memory emptyDir `name`, for a socket two containers share, and its mount at `path`.
+fn socket_volume(name: &str, path: &str) -> (Volume, VolumeMount) {
     let volume = Volume {
-        name: RUN_VOLUME.into(),
+        name: name.into(),
         empty_dir: Some(EmptyDirVolumeSource {
             medium: Some("Memory".into()),
             size_limit: None,
@@ -142,8 +160,8 @@ fn run_volume() -> (Volume, VolumeMount) {
         ..Default::default()
     };
     let mount = VolumeMount {
-        name: RUN_VOLUME.into(),
-        mount_path: RUN_DIR.into(),
+        name: name.into(),
+        mount_path: path.into(),
         ..Default::default()
     };
     (volume, mount)

@@ -144,7 +144,7 @@ pub async fn load(
     plain: Vec<u8>,
 ) -> (Interpreter, Result<Loaded>) {
     let written = transfer_path(&interpreter, "restore").and_then(|path| {
-        write_private(&path, &plain)
+        write_for_interpreter(&path, &plain)
             .map(|()| path)
             .map_err(|e| Error::CheckpointFailed(format!("handing the checkpoint over: {e}")))
     });
@@ -182,11 +182,12 @@ pub async fn load(
     (interpreter, result)
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Readable by the interpreter, whose uid may differ; its session directory keeps others out.
+fn write_for_interpreter(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(0o644)
         .open(path)?;
     file.write_all(bytes)
 }

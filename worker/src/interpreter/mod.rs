@@ -21,7 +21,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
-use crate::fork_server::ForkServer;
+use crate::fork_server::{ForkServer, ProcessGroup};
 use crate::workdir::WorkDir;
 use reader::{discard_raw_output, read_frames};
 use writer::write_observed;
@@ -41,6 +41,8 @@ const EXIT_WAIT: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct Interpreter {
     pub pid: Option<u32>,
+    /// How its process group is killed and its directories removed.
+    group: ProcessGroup,
     pub events: mpsc::Receiver<DriverEvent>,
     /// Its exit code, reported by the fork server; `None` once received.
     exit: Option<oneshot::Receiver<Option<i32>>>,
@@ -56,15 +58,17 @@ impl Interpreter {
     /// activated.
     pub async fn start(
         fork_server: &ForkServer,
-        workdir: WorkDir,
+        mut workdir: WorkDir,
         checkpoints: Arc<CheckpointWaiters>,
     ) -> Result<Interpreter> {
         let forked = fork_server.fork(workdir.path()).await?;
+        workdir.remove_through(forked.group.remote_link());
         tokio::spawn(discard_raw_output(forked.stderr));
         let (tx, events) = mpsc::channel(DRIVER_EVENT_CAPACITY);
         tokio::spawn(read_frames(forked.stdout, tx, checkpoints));
         Ok(Interpreter {
-            pid: Some(forked.pid),
+            pid: Some(forked.group.pid),
+            group: forked.group,
             events,
             exit: Some(forked.exit),
             stdin: Some(forked.stdin),
@@ -85,7 +89,12 @@ impl Interpreter {
 
     /// Makes this the interpreter that executions, the bridge and the API write to, working in
     /// `session_dir`. The previous one's input is closed, so its driver exits.
-    pub async fn activate(&mut self, writer: &DriverWriter, session_dir: WorkDir) -> Result<()> {
+    pub async fn activate(
+        &mut self,
+        writer: &DriverWriter,
+        mut session_dir: WorkDir,
+    ) -> Result<()> {
+        session_dir.remove_through(self.group.remote_link());
         writer.replace(self.stdin.take()).await;
         let dir = session_dir.path().to_string_lossy().into_owned();
         self.workdirs.push(session_dir);
@@ -133,12 +142,7 @@ impl Interpreter {
     /// forked (which stay in the group unless they left it) die with it. The group id stays
     /// reserved while any member lives, so a call right after reaping the leader reaches only them.
     fn kill_group(&self) {
-        if let Some(pid) = self.pid.and_then(|p| i32::try_from(p).ok()) {
-            // SAFETY: killpg only sends a signal; a group that is already gone gives ESRCH.
-            unsafe {
-                libc::killpg(pid, libc::SIGKILL);
-            }
-        }
+        self.group.kill();
     }
 }
 

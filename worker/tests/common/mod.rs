@@ -235,7 +235,7 @@ impl Worker {
 
 /// A copy of `binary` any uid can run, removed with the returned directory: the build tree may
 /// sit under a directory only root can cross.
-fn reachable_copy(binary: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+pub fn reachable_copy(binary: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();

@@ -1,0 +1,286 @@
+//! The interpreter in a container of its own (#15): the worker runs as the image's uid, and its
+//! fork server (`capsule-worker fork-server`) runs as another uid in a PID namespace of its own,
+//! its container's PID 1, connected over a socket in a shared directory, as the pod's
+//! `interpreter` container does. Session code there sees no worker process and no credential, a
+//! second connection to the socket is refused, a reset still gives a fresh interpreter in a fresh
+//! directory, checkpoints cross the uid boundary, and when the fork server ends every process of
+//! the container ends with it; the worker serves the restarted container's fork server.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use std::sync::{Arc, Mutex};
+
+use axum::routing::post;
+use axum::{Json, Router};
+use capsule_protocol::checkpoint::CheckpointCreated;
+use capsule_protocol::execute::EventBody;
+use capsule_protocol::heartbeat::{Heartbeat, HeartbeatReply};
+use common::{final_event, python, reachable_copy, result_repr, Worker, WORKER_TOKEN};
+
+/// The worker image's user, and the interpreter container's (distinct) user.
+const WORKER_UID: u32 = 65532;
+const INTERPRETER_UID: u32 = 65533;
+
+/// What a pod gives the two containers: a socket directory and a scratch directory both mount
+/// (world-writable, as a kubelet makes an emptyDir), and a copy of the binary any uid can run.
+struct Pod {
+    dir: tempfile::TempDir,
+    binary: (tempfile::TempDir, PathBuf),
+}
+
+impl Pod {
+    fn new() -> Pod {
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "this test runs the two containers as uids {WORKER_UID} and {INTERPRETER_UID} and needs root (CI runs as root)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["", "run", "scratch", "checkpoints"] {
+            let path = dir.path().join(sub);
+            std::fs::create_dir_all(&path).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+        }
+        Pod {
+            dir,
+            binary: reachable_copy(env!("CARGO_BIN_EXE_capsule-worker")),
+        }
+    }
+
+    fn path(&self, sub: &str) -> String {
+        self.dir.path().join(sub).to_str().unwrap().to_owned()
+    }
+
+    fn socket(&self) -> String {
+        self.path("run/fork.sock")
+    }
+
+    /// The interpreter container: a new PID and mount namespace (its own /proc), the fork server
+    /// as its PID 1 under [`INTERPRETER_UID`]; it dies with the returned child.
+    fn start_interpreter_container(&self) -> tokio::process::Child {
+        tokio::process::Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc", "--kill-child", "--"])
+            .args(["setpriv", "--reuid", &INTERPRETER_UID.to_string()])
+            .args(["--regid", &INTERPRETER_UID.to_string(), "--clear-groups"])
+            .args(["--no-new-privs", "--"])
+            .arg(&self.binary.1)
+            .arg("fork-server")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("CAPSULE_FORK_SERVER_CONNECT", self.socket())
+            .env("CAPSULE_PYTHON", python())
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("unshare and setpriv (util-linux) start the interpreter container")
+    }
+
+    async fn start_worker(&self) -> Worker {
+        self.start_worker_with(&[]).await
+    }
+
+    async fn start_worker_with(&self, extra: &[(&str, &str)]) -> Worker {
+        let socket = self.socket();
+        let scratch = self.path("scratch");
+        let checkpoints = self.path("checkpoints");
+        let mut envs = vec![
+            ("CAPSULE_FORK_SERVER_SOCKET", socket.as_str()),
+            ("CAPSULE_SCRATCH_DIR", scratch.as_str()),
+            ("CAPSULE_CHECKPOINT_DIR", checkpoints.as_str()),
+        ];
+        envs.extend_from_slice(extra);
+        Worker::start_as(WORKER_UID, &envs).await
+    }
+}
+
+async fn eval(worker: &Worker, code: &str) -> String {
+    let events = worker.run(code).await;
+    result_repr(&events).unwrap_or_else(|| panic!("no result for {code:?}: {events:?}"))
+}
+
+const PROBES: &str = r#"
+import os, socket
+TOKEN = WORKER_TOKEN.encode()
+def readable(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read(1 << 20)
+    except OSError:
+        return b""
+pids = [p for p in os.listdir("/proc") if p.isdigit()]
+def uid_of(pid):
+    for line in readable("/proc/%s/status" % pid).split(b"\n"):
+        if line.startswith(b"Uid:"):
+            return int(line.split()[1])
+rogue = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+rogue.settimeout(10)
+rogue.connect(SOCKET)
+{
+    "uid": os.getuid(),
+    "parent_is_pid_1": os.getppid() == 1,
+    "other_uids": sorted({uid_of(p) for p in pids} - {os.getuid(), None}),
+    "token_anywhere": [p for p in pids if TOKEN in readable("/proc/%s/environ" % p)],
+    "capsule_env": sorted(k for k in os.environ if k.startswith("CAPSULE") or k == "KUBECONFIG"),
+    "second_connection": rogue.recv(100),
+}
+"#;
+
+#[tokio::test]
+async fn session_code_in_the_interpreter_container_sees_no_worker_and_no_credential() {
+    let pod = Pod::new();
+    let _container = pod.start_interpreter_container();
+    let worker = pod.start_worker().await;
+    let code = PROBES
+        .replace("WORKER_TOKEN", &format!("{WORKER_TOKEN:?}"))
+        .replace("SOCKET", &format!("{:?}", pod.socket()));
+    assert_eq!(
+        eval(&worker, &code).await,
+        format!(
+            "{{'uid': {INTERPRETER_UID}, 'parent_is_pid_1': True, 'other_uids': [], \
+             'token_anywhere': [], 'capsule_env': [], 'second_connection': b''}}"
+        ),
+        "the worker refuses (closes) a second fork server connection: the rogue reads end-of-file"
+    );
+    // The refused connection left the served one working.
+    assert_eq!(eval(&worker, "6 * 7").await, "42");
+}
+
+#[tokio::test]
+async fn heartbeats_count_the_interpreter_containers_memory_and_cpu() {
+    let heartbeats = Arc::new(Mutex::new(Vec::<Heartbeat>::new()));
+    let url = receive_heartbeats(heartbeats.clone()).await;
+    let pod = Pod::new();
+    let _container = pod.start_interpreter_container();
+    let worker = pod
+        .start_worker_with(&[
+            ("CAPSULE_HEARTBEAT_URL", url.as_str()),
+            ("CAPSULE_HEARTBEAT_INTERVAL_SECONDS", "1"),
+        ])
+        .await;
+    worker.run("sum(i * i for i in range(3_000_000))").await;
+    let counted = |h: &Heartbeat| h.rss_bytes > h.worker_rss_bytes + (10 << 20) && h.cpu_millis > 0;
+    wait_until(
+        "a heartbeat with the container's RSS (two interpreters, a fork server) and CPU",
+        || heartbeats.lock().unwrap().iter().any(counted),
+    )
+    .await;
+}
+
+async fn receive_heartbeats(into: Arc<Mutex<Vec<Heartbeat>>>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().route(
+        "/v1/heartbeats",
+        post(move |Json(heartbeat): Json<Heartbeat>| async move {
+            into.lock().unwrap().push(heartbeat);
+            Json(HeartbeatReply::default())
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/v1/heartbeats")
+}
+
+#[tokio::test]
+async fn a_reset_forks_a_fresh_interpreter_and_the_fork_server_removes_the_old_directory() {
+    let pod = Pod::new();
+    let _container = pod.start_interpreter_container();
+    let worker = pod.start_worker().await;
+    // A directory the worker's uid cannot empty: only the fork server (same uid) can remove it.
+    let a_dir = eval(
+        &worker,
+        "import os\nsecret = 41\nos.makedirs('locked/inner')\nopen('locked/inner/f', 'w').write('a')\n\
+         os.chmod('locked/inner', 0o500)\nos.chmod('locked', 0o500)\nos.getcwd()",
+    )
+    .await;
+    let a_dir = PathBuf::from(a_dir.trim_matches('\''));
+    assert!(a_dir.starts_with(pod.path("scratch")), "{a_dir:?}");
+    worker.release_with_reset().await;
+    worker.bind().await;
+    assert_eq!(
+        eval(&worker, "('secret' in dir(), os.getcwd() if 'os' in dir() else None, __import__('os').listdir('.'))").await,
+        "(False, None, [])"
+    );
+    wait_until("session A's directory is removed", || !a_dir.exists()).await;
+}
+
+#[tokio::test]
+async fn checkpoints_cross_from_the_interpreters_uid_to_the_workers_and_back() {
+    let pod = Pod::new();
+    let _container = pod.start_interpreter_container();
+    let worker = pod.start_worker().await;
+    worker.run("kept = {'a': [1, 2, 3]}").await;
+    let response = worker.post("/v1/checkpoints").send().await.unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    let checkpoint: CheckpointCreated = response.json().await.unwrap();
+    assert!(
+        checkpoint.names.iter().any(|n| n == "kept"),
+        "{checkpoint:?}"
+    );
+    worker.run("kept = None").await;
+    let restored = worker
+        .post(&format!("/v1/checkpoints/{}/restore", checkpoint.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(restored.status(), 200, "{}", restored.text().await.unwrap());
+    assert_eq!(eval(&worker, "kept").await, "{'a': [1, 2, 3]}");
+}
+
+#[tokio::test]
+async fn when_the_fork_server_ends_every_process_of_its_container_ends_and_a_restarted_one_serves()
+{
+    let pod = Pod::new();
+    let mut container = pod.start_interpreter_container();
+    let worker = pod.start_worker().await;
+    let beacon = pod.dir.path().join("beacon");
+    std::fs::write(&beacon, b"").unwrap();
+    std::fs::set_permissions(&beacon, std::fs::Permissions::from_mode(0o666)).unwrap();
+    // A process that left the session's group and session, then the fork server told to go.
+    let events = worker
+        .run(&format!(
+            "import os, signal, subprocess, time\n\
+             subprocess.Popen(['sh', '-c', 'while :; do echo x >> {beacon}; sleep 0.02; done'], start_new_session=True)\n\
+             time.sleep(0.3)\n\
+             os.kill(1, signal.SIGTERM)\n\
+             time.sleep(5)",
+            beacon = beacon.display()
+        ))
+        .await;
+    assert!(
+        matches!(final_event(&events), EventBody::InterpreterRestarted { .. }),
+        "the execution ends with the interpreter: {events:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(10), container.wait())
+        .await
+        .expect("the container ends with its PID 1")
+        .unwrap();
+    let size = std::fs::metadata(&beacon).unwrap().len();
+    assert!(size > 0, "the escaped process ran");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        std::fs::metadata(&beacon).unwrap().len(),
+        size,
+        "nothing of the container outlives its PID 1"
+    );
+    // The kubelet restarts the container; the worker serves its new fork server.
+    let _restarted = pod.start_interpreter_container();
+    assert_eq!(
+        eval(&worker, "__import__('os').getuid()").await,
+        INTERPRETER_UID.to_string()
+    );
+}
+
+async fn wait_until(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..400 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{what}: not within 10 s");
+}
