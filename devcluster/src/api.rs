@@ -300,25 +300,20 @@ async fn dispatch(
         user,
     };
     match route {
-        Route::Public(_) => unreachable!("answered above"),
+        Route::Resource(path) => serve_resource(shared, &ctx, &path).await,
+        route => discovery_response(shared, &ctx, route),
+    }
+}
+
+/// Discovery and OpenAPI documents.
+fn discovery_response(shared: &Arc<Shared>, ctx: &Ctx, route: Route) -> Result<Response> {
+    match route {
+        Route::Public(_) | Route::Resource(_) => unreachable!("answered by dispatch"),
         Route::CoreVersions | Route::Groups
             if ctx.accept().contains("as=APIGroupDiscoveryList") =>
         {
             let core = matches!(route, Route::CoreVersions);
-            // The first discovery version the client lists that we serve.
-            let accept = ctx.accept();
-            let v2 = accept.find("v=v2;");
-            let v2beta1 = accept.find("v=v2beta1;");
-            let version = match (v2, v2beta1) {
-                (Some(a), Some(b)) if b < a => "v2beta1",
-                (None, Some(_)) => "v2beta1",
-                _ => "v2",
-            };
-            let body = discovery::aggregated(&shared.lock(), core, version);
-            let content_type = format!(
-                "application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList"
-            );
-            Ok(typed_response(StatusCode::OK, &body, &content_type, &[]))
+            Ok(aggregated_discovery(shared, ctx, core))
         }
         Route::CoreVersions => Ok(json_response(
             StatusCode::OK,
@@ -363,39 +358,55 @@ async fn dispatch(
             })?;
             Ok(json_response(StatusCode::OK, body, &[]))
         }
-        Route::Resource(path) => {
-            let info = resolve(shared, &path)?;
-            if !ctx.user.is_master() {
-                let allowed = rbac::authorize(
-                    &shared.lock(),
-                    &ctx.user,
-                    &rbac::Attributes::for_request(
-                        &info,
-                        &path,
-                        verb(&ctx.method, &path, &ctx.query),
-                    ),
-                );
-                if !allowed {
-                    return Err(rbac::forbidden(
-                        &ctx.user,
-                        &info,
-                        &path,
-                        verb(&ctx.method, &path, &ctx.query),
-                    ));
-                }
-            }
-            let counter = match verb(&ctx.method, &path, &ctx.query) {
-                "list" => Some(&shared.counters.lists),
-                "watch" => Some(&shared.counters.watches),
-                "get" => None,
-                _ => Some(&shared.counters.writes),
-            };
-            if let Some(counter) = counter {
-                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            handlers::handle(shared, &ctx, &info, &path).await
+    }
+}
+
+/// The aggregated discovery document (`as=APIGroupDiscoveryList`).
+fn aggregated_discovery(shared: &Arc<Shared>, ctx: &Ctx, core: bool) -> Response {
+    // The first discovery version the client lists that we serve.
+    let accept = ctx.accept();
+    let v2 = accept.find("v=v2;");
+    let v2beta1 = accept.find("v=v2beta1;");
+    let version = match (v2, v2beta1) {
+        (Some(a), Some(b)) if b < a => "v2beta1",
+        (None, Some(_)) => "v2beta1",
+        _ => "v2",
+    };
+    let body = discovery::aggregated(&shared.lock(), core, version);
+    let content_type =
+        format!("application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList");
+    typed_response(StatusCode::OK, &body, &content_type, &[])
+}
+
+/// A resource request: authorised by RBAC (unless from the master credentials), counted, and
+/// handed to the handlers.
+async fn serve_resource(shared: &Arc<Shared>, ctx: &Ctx, path: &ResourcePath) -> Result<Response> {
+    let info = resolve(shared, path)?;
+    if !ctx.user.is_master() {
+        let allowed = rbac::authorize(
+            &shared.lock(),
+            &ctx.user,
+            &rbac::Attributes::for_request(&info, path, verb(&ctx.method, path, &ctx.query)),
+        );
+        if !allowed {
+            return Err(rbac::forbidden(
+                &ctx.user,
+                &info,
+                path,
+                verb(&ctx.method, path, &ctx.query),
+            ));
         }
     }
+    let counter = match verb(&ctx.method, path, &ctx.query) {
+        "list" => Some(&shared.counters.lists),
+        "watch" => Some(&shared.counters.watches),
+        "get" => None,
+        _ => Some(&shared.counters.writes),
+    };
+    if let Some(counter) = counter {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    handlers::handle(shared, ctx, &info, path).await
 }
 
 fn resolve(shared: &Shared, path: &ResourcePath) -> Result<ResourceInfo> {

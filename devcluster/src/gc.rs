@@ -44,8 +44,25 @@ fn deleting(object: &Value) -> bool {
     object["metadata"].get("deletionTimestamp").is_some()
 }
 
-/// One pass; returns whether anything changed.
-pub fn collect(state: &mut State) -> bool {
+/// What one pass found to do, worked out over a snapshot of the store before anything is written.
+#[derive(Default)]
+struct Plan {
+    deletes: Vec<(String, Arc<Value>, Propagation)>,
+    orphan_updates: Vec<(String, Value)>,
+    finishes: Vec<(String, Value)>,
+    namespace_content: Vec<(String, Arc<Value>)>,
+}
+
+impl Plan {
+    fn is_empty(&self) -> bool {
+        self.deletes.is_empty()
+            && self.orphan_updates.is_empty()
+            && self.finishes.is_empty()
+            && self.namespace_content.is_empty()
+    }
+}
+
+fn snapshot(state: &State) -> Vec<Entry> {
     let mut entries = Vec::new();
     for key in state.store.all_keys() {
         for object in state.store.list(&key, None) {
@@ -55,18 +72,24 @@ pub fn collect(state: &mut State) -> bool {
             });
         }
     }
-    let by_uid: HashMap<String, &Entry> = entries
-        .iter()
-        .filter_map(|e| {
-            e.object["metadata"]["uid"]
-                .as_str()
-                .map(|u| (u.to_string(), e))
-        })
-        .collect();
+    entries
+}
+
+/// Dependents whose owners are all gone are deleted (foreground when an owner is being deleted
+/// in the foreground); an owner being deleted with orphan propagation loses its references.
+/// Returns how many dependents each existing owner still has.
+fn plan_owner_references(
+    entries: &[Entry],
+    by_uid: &HashMap<String, &Entry>,
+    plan: &mut Plan,
+) -> HashMap<String, usize> {
     let mut dependents_of: HashMap<String, usize> = HashMap::new();
-    let mut deletes: Vec<(String, Arc<Value>, Propagation)> = Vec::new();
-    let mut orphan_updates: Vec<(String, Value)> = Vec::new();
-    for entry in &entries {
+    let Plan {
+        deletes,
+        orphan_updates,
+        ..
+    } = plan;
+    for entry in entries {
         let Some(refs) = entry.object["metadata"]["ownerReferences"].as_array() else {
             continue;
         };
@@ -106,16 +129,26 @@ pub fn collect(state: &mut State) -> bool {
             ));
         }
     }
-    let mut finishes: Vec<(String, Value)> = Vec::new();
-    let mut namespace_content: Vec<(String, Arc<Value>)> = Vec::new();
+    dependents_of
+}
+
+/// Finishes deletions that wait on nothing any more: foreground/orphan finalizers with no
+/// dependents left, and pods whose kubelet never confirmed. Collects the content of terminating
+/// namespaces; returns the terminating namespaces that still hold objects.
+fn plan_finishes(
+    entries: &[Entry],
+    dependents_of: &HashMap<String, usize>,
+    terminating_namespaces: &HashSet<String>,
+    plan: &mut Plan,
+) -> HashSet<String> {
+    let Plan {
+        finishes,
+        namespace_content,
+        ..
+    } = plan;
     let now = jiff::Timestamp::now().as_second();
-    let terminating_namespaces: HashSet<String> = entries
-        .iter()
-        .filter(|e| e.storage_key == "/namespaces" && deleting(&e.object))
-        .filter_map(|e| e.object["metadata"]["name"].as_str().map(str::to_string))
-        .collect();
     let mut namespace_populated: HashSet<String> = HashSet::new();
-    for entry in &entries {
+    for entry in entries {
         let uid = entry.object["metadata"]["uid"].as_str().unwrap_or_default();
         let waiting_on_dependents = dependents_of.get(uid).copied().unwrap_or(0) > 0;
         for finalizer in [FOREGROUND_FINALIZER, ORPHAN_FINALIZER] {
@@ -150,7 +183,18 @@ pub fn collect(state: &mut State) -> bool {
             finishes.push((entry.storage_key.clone(), updated));
         }
     }
-    for name in &terminating_namespaces {
+    namespace_populated
+}
+
+/// A terminating namespace with nothing left in it loses its `kubernetes` finalizer.
+fn plan_empty_namespaces(
+    state: &State,
+    terminating_namespaces: &HashSet<String>,
+    namespace_populated: &HashSet<String>,
+    plan: &mut Plan,
+) {
+    let finishes = &mut plan.finishes;
+    for name in terminating_namespaces {
         if !namespace_populated.contains(name) {
             if let Some(ns) = state
                 .store
@@ -162,14 +206,15 @@ pub fn collect(state: &mut State) -> bool {
             }
         }
     }
-    let live_uids: HashSet<String> = by_uid.keys().cloned().collect();
-    let changed = !(deletes.is_empty()
-        && orphan_updates.is_empty()
-        && finishes.is_empty()
-        && namespace_content.is_empty());
-    drop(by_uid);
-    state.tokens.retain_live(&live_uids);
+}
 
+fn apply(state: &mut State, plan: Plan) {
+    let Plan {
+        deletes,
+        orphan_updates,
+        finishes,
+        namespace_content,
+    } = plan;
     for (storage_key, object, propagation) in deletes.into_iter().chain(
         namespace_content
             .into_iter()
@@ -216,5 +261,38 @@ pub fn collect(state: &mut State) -> bool {
             state.remove_now(&info, &object);
         }
     }
+}
+
+/// One pass; returns whether anything changed.
+pub fn collect(state: &mut State) -> bool {
+    let entries = snapshot(state);
+    let by_uid: HashMap<String, &Entry> = entries
+        .iter()
+        .filter_map(|e| {
+            e.object["metadata"]["uid"]
+                .as_str()
+                .map(|u| (u.to_string(), e))
+        })
+        .collect();
+    let mut plan = Plan::default();
+    let dependents_of = plan_owner_references(&entries, &by_uid, &mut plan);
+    let terminating_namespaces: HashSet<String> = entries
+        .iter()
+        .filter(|e| e.storage_key == "/namespaces" && deleting(&e.object))
+        .filter_map(|e| e.object["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    let namespace_populated =
+        plan_finishes(&entries, &dependents_of, &terminating_namespaces, &mut plan);
+    plan_empty_namespaces(
+        state,
+        &terminating_namespaces,
+        &namespace_populated,
+        &mut plan,
+    );
+    let live_uids: HashSet<String> = by_uid.keys().cloned().collect();
+    let changed = !plan.is_empty();
+    drop(by_uid);
+    state.tokens.retain_live(&live_uids);
+    apply(state, plan);
     changed
 }

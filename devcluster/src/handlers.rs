@@ -2,10 +2,9 @@
 //! watch and the subresources.
 
 use crate::api::{json_response, Ctx, ResourcePath, Shared};
-use crate::cluster::{DeleteOptions, Deleted, FieldValidation, Propagation, State, WriteOptions};
+use crate::cluster::{DeleteOptions, Deleted, FieldValidation, Propagation, WriteOptions};
 use crate::error::{Error, Result};
-use crate::managed_fields::{self, Scope};
-use crate::patch::{self, PatchKind};
+use crate::managed_fields::Scope;
 use crate::resources::ResourceInfo;
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::{reviews, subresources, table, watch};
@@ -14,6 +13,10 @@ use axum::response::Response;
 use base64::Engine;
 use serde_json::{json, Value};
 use std::sync::Arc;
+
+mod patches;
+
+pub use patches::patch_object;
 
 pub async fn handle(
     shared: &Arc<Shared>,
@@ -50,65 +53,97 @@ pub async fn handle(
         }
         (&Method::POST, None, None) => create(shared, ctx, info, &namespace),
         (&Method::PUT, Some(name), sub @ (None | Some("status") | Some("finalize"))) => {
-            let scope = scope_for(info, sub);
-            let options = write_options(ctx);
-            let mut warnings = Vec::new();
-            let object = ctx.json_body()?;
-            let written = shared.lock().update(
-                info,
-                &namespace,
-                name,
-                object,
-                scope,
-                &options,
-                &mut warnings,
-            )?;
-            respond(
-                ctx,
-                info,
-                StatusCode::OK,
-                present(info, &written),
-                &warnings,
-            )
+            put_one(shared, ctx, info, &namespace, name, sub)
         }
         (&Method::PATCH, Some(name), sub @ (None | Some("status"))) => {
-            let scope = scope_for(info, sub);
-            let mut warnings = Vec::new();
-            let (written, created) = patch_object(
-                &mut shared.lock(),
-                ctx,
-                info,
-                &namespace,
-                name,
-                scope,
-                &mut warnings,
-            )?;
-            let code = if created {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
-            respond(ctx, info, code, present(info, &written), &warnings)
+            patch_one(shared, ctx, info, &namespace, name, sub)
         }
-        (&Method::DELETE, Some(name), None) => {
-            let options = delete_options(ctx)?;
-            let deleted = shared.lock().delete(info, &namespace, name, &options)?;
-            shared.gc_wake.notify_one();
-            Ok(match deleted {
-                Deleted::Now(object) if info.kind == "Pod" && info.group.is_empty() => {
-                    json_response(StatusCode::OK, present(info, &object), &[])
-                }
-                Deleted::Now(object) => {
-                    json_response(StatusCode::OK, success_status(info, &object), &[])
-                }
-                Deleted::Pending(object) => {
-                    json_response(StatusCode::ACCEPTED, present(info, &object), &[])
-                }
-            })
-        }
+        (&Method::DELETE, Some(name), None) => delete_one(shared, ctx, info, &namespace, name),
         (&Method::DELETE, None, None) => delete_collection(shared, ctx, info, &namespace),
         _ => Err(method_not_allowed(&ctx.method)),
     }
+}
+
+/// PUT of the object or of its status / finalize subresource.
+fn put_one(
+    shared: &Arc<Shared>,
+    ctx: &Ctx,
+    info: &ResourceInfo,
+    namespace: &str,
+    name: &str,
+    sub: Option<&str>,
+) -> Result<Response> {
+    let scope = scope_for(info, sub);
+    let options = write_options(ctx);
+    let mut warnings = Vec::new();
+    let object = ctx.json_body()?;
+    let written = shared.lock().update(
+        info,
+        namespace,
+        name,
+        object,
+        scope,
+        &options,
+        &mut warnings,
+    )?;
+    respond(
+        ctx,
+        info,
+        StatusCode::OK,
+        present(info, &written),
+        &warnings,
+    )
+}
+
+/// PATCH of the object or of its status; 201 when a server-side apply created it.
+fn patch_one(
+    shared: &Arc<Shared>,
+    ctx: &Ctx,
+    info: &ResourceInfo,
+    namespace: &str,
+    name: &str,
+    sub: Option<&str>,
+) -> Result<Response> {
+    let scope = scope_for(info, sub);
+    let mut warnings = Vec::new();
+    let (written, created) = patch_object(
+        &mut shared.lock(),
+        ctx,
+        info,
+        namespace,
+        name,
+        scope,
+        &mut warnings,
+    )?;
+    let code = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    respond(ctx, info, code, present(info, &written), &warnings)
+}
+
+/// DELETE of one object: 200 with the object (a Status for all but pods) when it went at once,
+/// 202 with the object when finalizers or the kubelet have yet to act.
+fn delete_one(
+    shared: &Arc<Shared>,
+    ctx: &Ctx,
+    info: &ResourceInfo,
+    namespace: &str,
+    name: &str,
+) -> Result<Response> {
+    let options = delete_options(ctx)?;
+    let deleted = shared.lock().delete(info, namespace, name, &options)?;
+    shared.gc_wake.notify_one();
+    Ok(match deleted {
+        Deleted::Now(object) if info.kind == "Pod" && info.group.is_empty() => {
+            json_response(StatusCode::OK, present(info, &object), &[])
+        }
+        Deleted::Now(object) => json_response(StatusCode::OK, success_status(info, &object), &[]),
+        Deleted::Pending(object) => {
+            json_response(StatusCode::ACCEPTED, present(info, &object), &[])
+        }
+    })
 }
 
 fn method_not_allowed(method: &Method) -> Error {
@@ -294,104 +329,6 @@ fn create(
         present(info, &created),
         &warnings,
     )
-}
-
-/// Applies any patch type; returns the written object and whether apply created it.
-pub fn patch_object(
-    state: &mut State,
-    ctx: &Ctx,
-    info: &ResourceInfo,
-    namespace: &str,
-    name: &str,
-    scope: Scope,
-    warnings: &mut Vec<String>,
-) -> Result<(Value, bool)> {
-    let kind = PatchKind::from_content_type(ctx.content_type())?;
-    let body = ctx.json_body()?;
-    let options = write_options(ctx);
-    if kind == PatchKind::Apply {
-        let Some(manager) = ctx.param("fieldManager") else {
-            return Err(Error::Invalid {
-                message: "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch".into(),
-                group: "meta.k8s.io".into(),
-                kind: "PatchOptions".into(),
-                name: String::new(),
-                causes: vec![json!({"reason": "FieldValueRequired", "message": "Required value: is required for apply patch", "field": "fieldManager"})],
-            });
-        };
-        if !body.is_object() {
-            return Err(Error::bad_request(
-                "the apply configuration must be an object",
-            ));
-        }
-        let body_name = body["metadata"]["name"].as_str().unwrap_or_default();
-        if body_name != name {
-            return Err(Error::bad_request(format!(
-                "the name of the object ({body_name}) does not match the name on the URL ({name})"
-            )));
-        }
-        let now = crate::cluster::now_rfc3339();
-        let force = ctx.flag("force");
-        return match state.get(info, namespace, name) {
-            Ok(live) => {
-                let live = present(info, &live);
-                let applied = managed_fields::apply(
-                    &live,
-                    &body,
-                    manager,
-                    force,
-                    scope,
-                    &info.api_version(),
-                    &now,
-                )?;
-                let written =
-                    state.update(info, namespace, name, applied, scope, &options, warnings)?;
-                Ok((written, false))
-            }
-            Err(Error::NotFound { .. }) if scope != Scope::Status => {
-                let mut base = json!({"apiVersion": info.api_version(), "kind": info.kind, "metadata": {"name": name}});
-                if info.namespaced {
-                    base["metadata"]["namespace"] = json!(namespace);
-                }
-                let mut applied = managed_fields::apply(
-                    &base,
-                    &body,
-                    manager,
-                    force,
-                    scope,
-                    &info.api_version(),
-                    &now,
-                )?;
-                if let (
-                    Some(status),
-                    Scope::Main {
-                        status_is_separate: false,
-                    },
-                ) = (body.get("status"), scope)
-                {
-                    applied["status"] = status.clone();
-                }
-                let created = state.create(info, namespace, applied, &options, warnings)?;
-                Ok((created, true))
-            }
-            Err(e) => Err(e),
-        };
-    }
-    let stored = state.get(info, namespace, name)?;
-    let live = Arc::new(present(info, &stored));
-    let patched = match kind {
-        PatchKind::Merge => patch::apply_merge_patch(&live, &body),
-        PatchKind::Json => patch::apply_json_patch(&live, &body)?,
-        PatchKind::Strategic if info.custom => {
-            return Err(Error::UnsupportedMediaType {
-                message: "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml".into(),
-            })
-        }
-        PatchKind::Strategic => patch::apply_strategic_merge_patch(&live, &body),
-        PatchKind::Apply => unreachable!("handled above"),
-    };
-    let written = state.update(info, namespace, name, patched, scope, &options, warnings)?;
-    Ok((written, false))
 }
 
 fn delete_options(ctx: &Ctx) -> Result<DeleteOptions> {

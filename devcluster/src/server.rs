@@ -131,47 +131,72 @@ fn save_snapshot(shared: &Shared, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The state the server starts with: the snapshot if there is one, the admin token, the initial
+/// namespaces and the user-facing roles.
+fn initial_state(config: &DevClusterConfig, admin_token: &str) -> Result<State> {
+    let mut tokens = Tokens::default();
+    let mut state = State::new(config.history_capacity, Tokens::default());
+    if let Some(path) = config.snapshot.as_ref().filter(|p| p.exists()) {
+        let snapshot: Snapshot = serde_json::from_slice(&std::fs::read(path)?)?;
+        state.store.restore(snapshot.store);
+        tokens = snapshot.tokens;
+        state.refresh_custom_resources();
+        tracing::info!(path = %path.display(), "restored snapshot");
+    }
+    tokens.insert(
+        admin_token.to_string(),
+        IssuedToken {
+            user: Tokens::admin_user(),
+            expires_at: None,
+            audiences: Vec::new(),
+            bound_object: None,
+        },
+    );
+    state.tokens = tokens;
+    let namespaces = state.resolve("", "v1", "namespaces").expect("built in");
+    for name in INITIAL_NAMESPACES {
+        if state.get(&namespaces, "", name).is_err() {
+            let options = WriteOptions {
+                manager: "devcluster".into(),
+                ..WriteOptions::default()
+            };
+            state.create(
+                &namespaces,
+                "",
+                json!({"metadata": {"name": name}}),
+                &options,
+                &mut Vec::new(),
+            )?;
+        }
+    }
+    bootstrap_user_roles(&mut state)?;
+    Ok(state)
+}
+
+/// Saves a snapshot every `SNAPSHOT_PERIOD` in which something changed, until shutdown.
+async fn save_snapshots(shared: Arc<Shared>, path: PathBuf) {
+    let mut saved_at = 0;
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(SNAPSHOT_PERIOD) => {}
+        }
+        let rv = shared.lock().store.resource_version();
+        if rv != saved_at {
+            match save_snapshot(&shared, &path) {
+                Ok(()) => saved_at = rv,
+                Err(error) => tracing::warn!(%error, "snapshot not saved"),
+            }
+        }
+    }
+}
+
 impl DevCluster {
     pub async fn start(config: DevClusterConfig) -> Result<Self> {
         std::fs::create_dir_all(&config.state_dir)?;
         let state_dir = std::fs::canonicalize(&config.state_dir)?;
         let admin_token = random_token();
-        let mut tokens = Tokens::default();
-        let mut state = State::new(config.history_capacity, Tokens::default());
-        if let Some(path) = config.snapshot.as_ref().filter(|p| p.exists()) {
-            let snapshot: Snapshot = serde_json::from_slice(&std::fs::read(path)?)?;
-            state.store.restore(snapshot.store);
-            tokens = snapshot.tokens;
-            state.refresh_custom_resources();
-            tracing::info!(path = %path.display(), "restored snapshot");
-        }
-        tokens.insert(
-            admin_token.clone(),
-            IssuedToken {
-                user: Tokens::admin_user(),
-                expires_at: None,
-                audiences: Vec::new(),
-                bound_object: None,
-            },
-        );
-        state.tokens = tokens;
-        let namespaces = state.resolve("", "v1", "namespaces").expect("built in");
-        for name in INITIAL_NAMESPACES {
-            if state.get(&namespaces, "", name).is_err() {
-                let options = WriteOptions {
-                    manager: "devcluster".into(),
-                    ..WriteOptions::default()
-                };
-                state.create(
-                    &namespaces,
-                    "",
-                    json!({"metadata": {"name": name}}),
-                    &options,
-                    &mut Vec::new(),
-                )?;
-            }
-        }
-        bootstrap_user_roles(&mut state)?;
+        let state = initial_state(&config, &admin_token)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             state_dir: state_dir.clone(),
@@ -203,23 +228,7 @@ impl DevCluster {
         })];
         tasks.push(tokio::spawn(crate::gc::run(shared.clone())));
         if let Some(path) = config.snapshot.clone() {
-            let shared = shared.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut saved_at = 0;
-                loop {
-                    tokio::select! {
-                        _ = shared.shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(SNAPSHOT_PERIOD) => {}
-                    }
-                    let rv = shared.lock().store.resource_version();
-                    if rv != saved_at {
-                        match save_snapshot(&shared, &path) {
-                            Ok(()) => saved_at = rv,
-                            Err(error) => tracing::warn!(%error, "snapshot not saved"),
-                        }
-                    }
-                }
-            }));
+            tasks.push(tokio::spawn(save_snapshots(shared.clone(), path)));
         }
         tracing::info!(%url, "devcluster serving");
         Ok(DevCluster {

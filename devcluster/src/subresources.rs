@@ -143,12 +143,8 @@ const MAX_LOG_BYTES: u64 = 4 * 1024 * 1024;
 /// How often a followed log is polled for new lines.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
-pub async fn log(shared: &Arc<Shared>, ctx: &Ctx, namespace: &str, name: &str) -> Result<Response> {
-    let info = shared
-        .lock()
-        .resolve("", "v1", "pods")
-        .expect("pods are built in");
-    let pod = shared.lock().get(&info, namespace, name)?;
+/// The container whose log is asked for: the named one (main or init), or the only one.
+fn log_container(ctx: &Ctx, pod: &Value, name: &str) -> Result<String> {
     let containers: Vec<String> = pod["spec"]["containers"]
         .as_array()
         .map(|cs| {
@@ -157,7 +153,7 @@ pub async fn log(shared: &Arc<Shared>, ctx: &Ctx, namespace: &str, name: &str) -
                 .collect()
         })
         .unwrap_or_default();
-    let container = match ctx.param("container") {
+    Ok(match ctx.param("container") {
         Some(c) => {
             let known = containers.iter().any(|k| k == c)
                 || pod["spec"]["initContainers"]
@@ -177,21 +173,16 @@ pub async fn log(shared: &Arc<Shared>, ctx: &Ctx, namespace: &str, name: &str) -
                 containers.join(" ")
             )))
         }
-    };
-    let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
-    let file = shared
-        .state_dir
-        .join("pods")
-        .join(format!("{namespace}_{name}_{uid}"))
-        .join(format!("{container}.log"));
-    let content = tokio::fs::read(&file).await.unwrap_or_default();
-    let tail_lines: Option<usize> = ctx.param("tailLines").and_then(|t| t.parse().ok());
-    let limit_bytes: Option<u64> = ctx.param("limitBytes").and_then(|t| t.parse().ok());
-    let start = match tail_lines {
+    })
+}
+
+/// Where the answer starts in the log: `tailLines` from the end, else at most `MAX_LOG_BYTES`.
+fn log_start(content: &[u8], tail_lines: Option<usize>) -> usize {
+    match tail_lines {
         Some(n) => {
             let mut seen = 0;
             let mut start = 0;
-            let trimmed = content.strip_suffix(b"\n").unwrap_or(&content);
+            let trimmed = content.strip_suffix(b"\n").unwrap_or(content);
             for (i, b) in trimmed.iter().enumerate().rev() {
                 if *b == b'\n' {
                     seen += 1;
@@ -208,7 +199,26 @@ pub async fn log(shared: &Arc<Shared>, ctx: &Ctx, namespace: &str, name: &str) -
             }
         }
         None => content.len().saturating_sub(MAX_LOG_BYTES as usize),
-    };
+    }
+}
+
+pub async fn log(shared: &Arc<Shared>, ctx: &Ctx, namespace: &str, name: &str) -> Result<Response> {
+    let info = shared
+        .lock()
+        .resolve("", "v1", "pods")
+        .expect("pods are built in");
+    let pod = shared.lock().get(&info, namespace, name)?;
+    let container = log_container(ctx, &pod, name)?;
+    let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
+    let file = shared
+        .state_dir
+        .join("pods")
+        .join(format!("{namespace}_{name}_{uid}"))
+        .join(format!("{container}.log"));
+    let content = tokio::fs::read(&file).await.unwrap_or_default();
+    let tail_lines: Option<usize> = ctx.param("tailLines").and_then(|t| t.parse().ok());
+    let limit_bytes: Option<u64> = ctx.param("limitBytes").and_then(|t| t.parse().ok());
+    let start = log_start(&content, tail_lines);
     let mut body = content[start..].to_vec();
     if let Some(limit) = limit_bytes {
         body.truncate(limit as usize);
@@ -220,52 +230,84 @@ pub async fn log(shared: &Arc<Shared>, ctx: &Ctx, namespace: &str, name: &str) -
             .body(Body::from(body))
             .expect("static headers are valid"));
     }
-    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Bytes>(64);
-    let mut offset = content.len() as u64;
-    let shared = shared.clone();
-    let (namespace, name, uid) = (namespace.to_string(), name.to_string(), uid.to_string());
-    tokio::spawn(async move {
-        if sender.send(Bytes::from(body)).await.is_err() {
-            return;
-        }
-        loop {
-            tokio::select! {
-                _ = sender.closed() => return,
-                _ = shared.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(FOLLOW_POLL) => {}
+    let follower = LogFollower {
+        shared: shared.clone(),
+        info,
+        file,
+        offset: content.len() as u64,
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        uid: uid.to_string(),
+    };
+    Ok(follower.stream(body))
+}
+
+/// A followed log: the file polled from `offset` on while the pod (with this uid) exists.
+struct LogFollower {
+    shared: Arc<Shared>,
+    info: ResourceInfo,
+    file: std::path::PathBuf,
+    offset: u64,
+    namespace: String,
+    name: String,
+    uid: String,
+}
+
+impl LogFollower {
+    /// Streams `first`, then what is appended to the log, until the client or the pod goes.
+    fn stream(mut self, first: Vec<u8>) -> Response {
+        let (sender, mut receiver) = tokio::sync::mpsc::channel::<Bytes>(64);
+        tokio::spawn(async move {
+            if sender.send(Bytes::from(first)).await.is_err() {
+                return;
             }
-            if let Ok(mut f) = tokio::fs::File::open(&file).await {
-                if f.seek(std::io::SeekFrom::Start(offset)).await.is_ok() {
-                    let mut chunk = Vec::new();
-                    if f.read_to_end(&mut chunk).await.is_ok() && !chunk.is_empty() {
-                        offset += chunk.len() as u64;
-                        if sender.send(Bytes::from(chunk)).await.is_err() {
-                            return;
-                        }
+            loop {
+                tokio::select! {
+                    _ = sender.closed() => return,
+                    _ = self.shared.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(FOLLOW_POLL) => {}
+                }
+                if !self.send_new_lines(&sender).await || !self.pod_still_there() {
+                    return;
+                }
+            }
+        });
+        let stream = futures::stream::poll_fn(move |cx| {
+            receiver
+                .poll_recv(cx)
+                .map(|o| o.map(Ok::<_, std::convert::Infallible>))
+        });
+        Response::builder()
+            .status(StatusCode::OK)
+            .header(axum::http::header::CONTENT_TYPE, "text/plain")
+            .body(Body::from_stream(stream))
+            .expect("static headers are valid")
+    }
+
+    /// Sends what was appended since the last poll; false once the client is gone.
+    async fn send_new_lines(&mut self, sender: &tokio::sync::mpsc::Sender<Bytes>) -> bool {
+        if let Ok(mut f) = tokio::fs::File::open(&self.file).await {
+            if f.seek(std::io::SeekFrom::Start(self.offset)).await.is_ok() {
+                let mut chunk = Vec::new();
+                if f.read_to_end(&mut chunk).await.is_ok() && !chunk.is_empty() {
+                    self.offset += chunk.len() as u64;
+                    if sender.send(Bytes::from(chunk)).await.is_err() {
+                        return false;
                     }
                 }
             }
-            // The stream ends once the pod is gone (or replaced by one with another uid).
-            let still_there = shared
-                .lock()
-                .get(&info, &namespace, &name)
-                .map(|p| p["metadata"]["uid"].as_str() == Some(uid.as_str()))
-                .unwrap_or(false);
-            if !still_there {
-                return;
-            }
         }
-    });
-    let stream = futures::stream::poll_fn(move |cx| {
-        receiver
-            .poll_recv(cx)
-            .map(|o| o.map(Ok::<_, std::convert::Infallible>))
-    });
-    Ok(Response::builder()
-        .status(StatusCode::OK)
-        .header(axum::http::header::CONTENT_TYPE, "text/plain")
-        .body(Body::from_stream(stream))
-        .expect("static headers are valid"))
+        true
+    }
+
+    /// The stream ends once the pod is gone (or replaced by one with another uid).
+    fn pod_still_there(&self) -> bool {
+        self.shared
+            .lock()
+            .get(&self.info, &self.namespace, &self.name)
+            .map(|p| p["metadata"]["uid"].as_str() == Some(self.uid.as_str()))
+            .unwrap_or(false)
+    }
 }
 
 /// Default and bounds of `expirationSeconds`, as on the real server (10 min .. 2^32 s, default 1 h).

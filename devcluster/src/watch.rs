@@ -6,7 +6,7 @@ use crate::api::{Ctx, Shared};
 use crate::error::{Error, Result};
 use crate::handlers::{present, Selectors};
 use crate::resources::ResourceInfo;
-use crate::store::{object_key, EventType, ObjectKey, StoredEvent};
+use crate::store::{object_key, EventType, ObjectKey, Store, StoredEvent};
 use crate::table;
 use axum::body::{Body, Bytes};
 use axum::http::StatusCode;
@@ -124,6 +124,102 @@ fn gone(requested: u64, oldest: u64) -> Value {
     }})
 }
 
+impl Watcher {
+    /// A watcher for the request's selectors (a named watch is a field selector on the name).
+    fn for_request(
+        ctx: &Ctx,
+        info: &ResourceInfo,
+        namespace: &str,
+        name: Option<&str>,
+    ) -> Result<Watcher> {
+        let mut selectors = Selectors::from_ctx(ctx)?;
+        if let Some(name) = name {
+            let by_name = crate::selectors::FieldSelector::parse(&format!("metadata.name={name}"))?;
+            selectors.fields = Some(by_name);
+        }
+        Ok(Watcher {
+            info: info.clone(),
+            namespace: Some(namespace.to_string()).filter(|n| !n.is_empty() && info.namespaced),
+            selectors,
+            as_table: ctx.wants_table(),
+            include_object: ctx.param("includeObject").map(str::to_string),
+            visible: HashSet::new(),
+        })
+    }
+
+    /// The current state as ADDED events, ended by a bookmark when `end_bookmark`
+    /// (`sendInitialEvents` with bookmarks allowed).
+    fn initial_events(&mut self, store: &Store, current: u64, end_bookmark: bool) -> Vec<Bytes> {
+        let mut first_lines = Vec::new();
+        for object in store.list(&self.info.storage_key(), self.namespace.as_deref()) {
+            if self.selectors.matches(&object) {
+                self.visible.insert(object_key(&object));
+                first_lines.push(self.encode("ADDED", &object));
+            }
+        }
+        if end_bookmark {
+            first_lines.push(self.bookmark(current, true));
+        }
+        first_lines
+    }
+
+    /// The events after `since`, as this watcher sees them; None when `since` is older than
+    /// the history.
+    fn replay(&mut self, store: &Store, since: u64) -> Option<Vec<Bytes>> {
+        for object in store.list(&self.info.storage_key(), self.namespace.as_deref()) {
+            if self.selectors.matches(&object) {
+                self.visible.insert(object_key(&object));
+            }
+        }
+        let events = store.events_since(since)?;
+        // What the client knew at `since`, for objects changed since: the first
+        // replayed event says whether the object existed then (anything but ADDED);
+        // whether it matched the selectors then is judged from that event's object.
+        let mut first_seen = HashSet::new();
+        for event in &events {
+            if !self.in_scope(event) {
+                continue;
+            }
+            let key = object_key(&event.object);
+            if first_seen.insert(key.clone()) {
+                let existed = event.event_type != EventType::Added;
+                if existed && self.selectors.matches(&event.object) {
+                    self.visible.insert(key);
+                } else {
+                    self.visible.remove(&key);
+                }
+            }
+        }
+        let mut first_lines = Vec::new();
+        for event in &events {
+            if let Some(kind) = self.translate(event) {
+                first_lines.push(self.encode_event(kind.as_str(), event));
+            }
+        }
+        Some(first_lines)
+    }
+}
+
+/// The `resourceVersion` a watch starts after; none (or "0") means from the current state.
+fn requested_version(ctx: &Ctx) -> Result<Option<u64>> {
+    Ok(match ctx.param("resourceVersion") {
+        None | Some("0") => None,
+        Some(text) => Some(
+            text.parse()
+                .map_err(|_| Error::bad_request(format!("invalid resource version {text:?}")))?,
+        ),
+    })
+}
+
+/// A watch from a version older than the history: one 410 ERROR event, then the end.
+fn gone_response(since: u64, current: u64) -> Response {
+    let mut line = serde_json::to_vec(&gone(since, current)).unwrap_or_default();
+    line.push(b'\n');
+    streaming(futures::stream::iter(vec![Ok::<_, Infallible>(
+        Bytes::from(line),
+    )]))
+}
+
 pub async fn watch(
     shared: &Arc<Shared>,
     ctx: &Ctx,
@@ -131,19 +227,7 @@ pub async fn watch(
     namespace: &str,
     name: Option<&str>,
 ) -> Result<Response> {
-    let mut selectors = Selectors::from_ctx(ctx)?;
-    if let Some(name) = name {
-        let by_name = crate::selectors::FieldSelector::parse(&format!("metadata.name={name}"))?;
-        selectors.fields = Some(by_name);
-    }
-    let mut watcher = Watcher {
-        info: info.clone(),
-        namespace: Some(namespace.to_string()).filter(|n| !n.is_empty() && info.namespaced),
-        selectors,
-        as_table: ctx.wants_table(),
-        include_object: ctx.param("includeObject").map(str::to_string),
-        visible: HashSet::new(),
-    };
+    let mut watcher = Watcher::for_request(ctx, info, namespace, name)?;
     let allow_bookmarks = ctx.flag("allowWatchBookmarks");
     let send_initial = ctx.flag("sendInitialEvents");
     let timeout = ctx
@@ -151,79 +235,19 @@ pub async fn watch(
         .and_then(|t| t.parse::<u64>().ok())
         .map(Duration::from_secs)
         .unwrap_or(DEFAULT_WATCH_TIMEOUT);
-    let requested: Option<u64> = match ctx.param("resourceVersion") {
-        None | Some("0") => None,
-        Some(text) => Some(
-            text.parse()
-                .map_err(|_| Error::bad_request(format!("invalid resource version {text:?}")))?,
-        ),
-    };
+    let requested = requested_version(ctx)?;
 
-    let mut first_lines: Vec<Bytes> = Vec::new();
-    let (receiver, start_rv) = {
+    let (first_lines, receiver, start_rv) = {
         let state = shared.lock();
         let current = state.store.resource_version();
-        let initial_state = requested.is_none() || send_initial;
-        let mut start_rv = current;
-        if initial_state {
-            for object in state
-                .store
-                .list(&info.storage_key(), watcher.namespace.as_deref())
-            {
-                if watcher.selectors.matches(&object) {
-                    watcher.visible.insert(object_key(&object));
-                    first_lines.push(watcher.encode("ADDED", &object));
-                }
-            }
-            if send_initial && allow_bookmarks {
-                first_lines.push(watcher.bookmark(current, true));
-            }
-        } else if let Some(since) = requested {
-            for object in state
-                .store
-                .list(&info.storage_key(), watcher.namespace.as_deref())
-            {
-                if watcher.selectors.matches(&object) {
-                    watcher.visible.insert(object_key(&object));
-                }
-            }
-            match state.store.events_since(since) {
-                None => {
-                    let mut line = serde_json::to_vec(&gone(since, current)).unwrap_or_default();
-                    line.push(b'\n');
-                    return Ok(streaming(futures::stream::iter(vec![Ok::<_, Infallible>(
-                        Bytes::from(line),
-                    )])));
-                }
-                Some(events) => {
-                    // What the client knew at `since`, for objects changed since: the first
-                    // replayed event says whether the object existed then (anything but ADDED);
-                    // whether it matched the selectors then is judged from that event's object.
-                    let mut first_seen = HashSet::new();
-                    for event in &events {
-                        if !watcher.in_scope(event) {
-                            continue;
-                        }
-                        let key = object_key(&event.object);
-                        if first_seen.insert(key.clone()) {
-                            let existed = event.event_type != EventType::Added;
-                            if existed && watcher.selectors.matches(&event.object) {
-                                watcher.visible.insert(key);
-                            } else {
-                                watcher.visible.remove(&key);
-                            }
-                        }
-                    }
-                    for event in &events {
-                        if let Some(kind) = watcher.translate(event) {
-                            first_lines.push(watcher.encode_event(kind.as_str(), event));
-                        }
-                    }
-                    start_rv = current;
-                }
-            }
-        }
-        (state.store.subscribe(), start_rv)
+        let first_lines = match requested {
+            Some(since) if !send_initial => match watcher.replay(&state.store, since) {
+                Some(lines) => lines,
+                None => return Ok(gone_response(since, current)),
+            },
+            _ => watcher.initial_events(&state.store, current, send_initial && allow_bookmarks),
+        };
+        (first_lines, state.store.subscribe(), current)
     };
 
     let (sender, output) = mpsc::channel::<Bytes>(WATCH_OUTPUT_BUFFER);

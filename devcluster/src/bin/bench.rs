@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
 
 #[derive(Parser)]
 #[command(
@@ -51,14 +52,19 @@ fn pod(i: usize) -> Pod {
     .expect("valid pod")
 }
 
-#[tokio::main]
-async fn main() -> capsule_devcluster::Result<()> {
-    let args = Args::parse();
-    let dir = std::env::temp_dir().join(format!("capsule-devcluster-bench-{}", std::process::id()));
-    let cluster = DevCluster::start(DevClusterConfig::new(&dir)).await?;
-    let client = cluster.client().await?;
-    let pods: Api<Pod> = Api::namespaced(client, "default");
+type SentAt = Arc<Mutex<HashMap<String, Instant>>>;
+type Latencies = Arc<Mutex<Vec<f64>>>;
 
+/// What one run measured; `samples` are the watch delivery latencies in ms, sorted.
+struct Figures {
+    creates_per_second: f64,
+    patches_per_second: f64,
+    list_ms: f64,
+    samples: Vec<f64>,
+}
+
+/// Creates the pods, `concurrency` requests at a time; returns pods created per second.
+async fn create_pods(pods: &Api<Pod>, args: &Args) -> capsule_devcluster::Result<f64> {
     let started = Instant::now();
     futures::stream::iter(0..args.pods)
         .map(|i| {
@@ -69,20 +75,21 @@ async fn main() -> capsule_devcluster::Result<()> {
         .try_collect::<Vec<_>>()
         .await?;
     let create_seconds = started.elapsed().as_secs_f64();
-    let creates_per_second = args.pods as f64 / create_seconds;
+    Ok(args.pods as f64 / create_seconds)
+}
 
-    let list_started = Instant::now();
-    let listed = pods.list(&ListParams::default()).await?;
-    let list_ms = list_started.elapsed().as_secs_f64() * 1000.0;
-    let rv = listed.metadata.resource_version.unwrap_or_default();
-
-    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
-    let latencies: Arc<Mutex<Vec<f64>>> = Arc::new(Mutex::new(Vec::new()));
+/// Starts the watchers from `rv`; each records, for every MODIFIED pod, the time since its
+/// patch was sent, and ends after `args.pods` of them.
+async fn start_watchers(
+    pods: &Api<Pod>,
+    rv: &str,
+    args: &Args,
+    sent: &SentAt,
+    latencies: &Latencies,
+) -> capsule_devcluster::Result<Vec<JoinHandle<()>>> {
     let mut watchers = Vec::new();
     for _ in 0..args.watchers {
-        let stream = pods
-            .watch(&WatchParams::default().timeout(290), &rv)
-            .await?;
+        let stream = pods.watch(&WatchParams::default().timeout(290), rv).await?;
         let sent = sent.clone();
         let latencies = latencies.clone();
         let expected = args.pods;
@@ -107,6 +114,15 @@ async fn main() -> capsule_devcluster::Result<()> {
             }
         }));
     }
+    Ok(watchers)
+}
+
+/// Patches each pod once, noting when each patch was sent; returns patches per second.
+async fn patch_pods(
+    pods: &Api<Pod>,
+    args: &Args,
+    sent: &SentAt,
+) -> capsule_devcluster::Result<f64> {
     let patch_started = Instant::now();
     futures::stream::iter(0..args.pods)
         .map(|i| {
@@ -125,40 +141,45 @@ async fn main() -> capsule_devcluster::Result<()> {
         .buffer_unordered(args.concurrency)
         .try_collect::<Vec<_>>()
         .await?;
-    let patches_per_second = args.pods as f64 / patch_started.elapsed().as_secs_f64();
-    for watcher in watchers {
-        let _ = tokio::time::timeout(Duration::from_secs(60), watcher).await;
-    }
-    let mut samples = latencies.lock().expect("not poisoned").clone();
-    samples.sort_by(|a, b| a.total_cmp(b));
-    let delivered = samples.len();
-    let figures = json!({
+    Ok(args.pods as f64 / patch_started.elapsed().as_secs_f64())
+}
+
+fn figures_json(args: &Args, figures: &Figures) -> serde_json::Value {
+    let samples = &figures.samples;
+    json!({
         "pods": args.pods,
         "watchers": args.watchers,
         "concurrency": args.concurrency,
-        "creates_per_second": creates_per_second,
-        "patches_per_second": patches_per_second,
-        "list_all_pods_ms": list_ms,
-        "watch_events_delivered": delivered,
+        "creates_per_second": figures.creates_per_second,
+        "patches_per_second": figures.patches_per_second,
+        "list_all_pods_ms": figures.list_ms,
+        "watch_events_delivered": samples.len(),
         "watch_events_expected": args.pods * args.watchers,
         "watch_latency_ms": {
-            "p50": percentile(&samples, 0.50),
-            "p95": percentile(&samples, 0.95),
-            "p99": percentile(&samples, 0.99),
+            "p50": percentile(samples, 0.50),
+            "p95": percentile(samples, 0.95),
+            "p99": percentile(samples, 0.99),
             "max": samples.last().copied().unwrap_or(f64::NAN),
         },
-    });
+    })
+}
+
+fn print_table(args: &Args, figures: &Figures) {
+    let delivered = figures.samples.len();
     println!(
         "capsule-devcluster benchmark ({} pods, {} watchers, {} in flight)",
         args.pods, args.watchers, args.concurrency
     );
     println!("{:<34} {:>12}", "measure", "value");
-    println!("{:<34} {:>12.0}", "pods created / s", creates_per_second);
     println!(
         "{:<34} {:>12.0}",
-        "pods patched / s (10 watchers)", patches_per_second
+        "pods created / s", figures.creates_per_second
     );
-    println!("{:<34} {:>12.1}", "list all pods (ms)", list_ms);
+    println!(
+        "{:<34} {:>12.0}",
+        "pods patched / s (10 watchers)", figures.patches_per_second
+    );
+    println!("{:<34} {:>12.1}", "list all pods (ms)", figures.list_ms);
     println!(
         "{:<34} {:>12}",
         "watch events delivered",
@@ -168,10 +189,44 @@ async fn main() -> capsule_devcluster::Result<()> {
         println!(
             "{:<34} {:>12.2}",
             format!("watch delivery latency {label} (ms)"),
-            percentile(&samples, p)
+            percentile(&figures.samples, p)
         );
     }
-    std::fs::write(&args.output, serde_json::to_vec_pretty(&figures)?)?;
+}
+
+#[tokio::main]
+async fn main() -> capsule_devcluster::Result<()> {
+    let args = Args::parse();
+    let dir = std::env::temp_dir().join(format!("capsule-devcluster-bench-{}", std::process::id()));
+    let cluster = DevCluster::start(DevClusterConfig::new(&dir)).await?;
+    let client = cluster.client().await?;
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+
+    let creates_per_second = create_pods(&pods, &args).await?;
+
+    let list_started = Instant::now();
+    let listed = pods.list(&ListParams::default()).await?;
+    let list_ms = list_started.elapsed().as_secs_f64() * 1000.0;
+    let rv = listed.metadata.resource_version.unwrap_or_default();
+
+    let sent: SentAt = Arc::new(Mutex::new(HashMap::new()));
+    let latencies: Latencies = Arc::new(Mutex::new(Vec::new()));
+    let watchers = start_watchers(&pods, &rv, &args, &sent, &latencies).await?;
+    let patches_per_second = patch_pods(&pods, &args, &sent).await?;
+    for watcher in watchers {
+        let _ = tokio::time::timeout(Duration::from_secs(60), watcher).await;
+    }
+    let mut samples = latencies.lock().expect("not poisoned").clone();
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let figures = Figures {
+        creates_per_second,
+        patches_per_second,
+        list_ms,
+        samples,
+    };
+    let json = figures_json(&args, &figures);
+    print_table(&args, &figures);
+    std::fs::write(&args.output, serde_json::to_vec_pretty(&json)?)?;
     println!("figures written to {}", args.output.display());
     cluster.shutdown().await?;
     let _ = std::fs::remove_dir_all(&dir);

@@ -98,47 +98,38 @@ fn max_unavailable(deployment: &Deployment, desired: i32) -> i32 {
     }
 }
 
-async fn reconcile(deployment: Arc<Deployment>, context: Arc<Context>) -> Result<Action> {
-    if deployment.metadata.deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
-    }
-    let namespace = deployment.namespace().unwrap_or_default();
-    let uid = deployment.uid().unwrap_or_default();
-    let spec = deployment
-        .spec
-        .as_ref()
-        .ok_or_else(|| Error::MissingField(crate::events::name_of(deployment.as_ref()), "spec"))?;
-    let desired = spec.replicas.unwrap_or(1).max(0);
-    let api: Api<ReplicaSet> = Api::namespaced(context.client.clone(), &namespace);
-    let mut owned: Vec<ReplicaSet> = api
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|rs| controller_uid(rs) == Some(uid.as_str()))
-        .collect();
-    let hash = template_hash(&spec.template);
-    let is_current = |rs: &ReplicaSet| rs.labels().get(TEMPLATE_HASH_LABEL) == Some(&hash);
-    let recreate = spec.strategy.as_ref().and_then(|s| s.type_.as_deref()) == Some("Recreate");
-    let paused = spec.paused == Some(true);
-    let old_pods_remain = owned
-        .iter()
-        .filter(|rs| !is_current(rs))
-        .any(|rs| spec_replicas(rs) > 0 || status_field(rs, |s| Some(s.replicas)) > 0);
-    let new_target = if recreate && old_pods_remain {
-        0
-    } else {
-        desired
-    };
+/// One reconcile's view of a Deployment's rollout: its current template hash and targets.
+struct Rollout<'a> {
+    api: Api<ReplicaSet>,
+    deployment: &'a Deployment,
+    context: &'a Context,
+    hash: String,
+    desired: i32,
+    /// What the current ReplicaSet is scaled to: 0 while a Recreate waits for old pods to go.
+    new_target: i32,
+    recreate: bool,
+}
 
-    if !paused && !owned.iter().any(is_current) {
+impl Rollout<'_> {
+    fn is_current(&self, rs: &ReplicaSet) -> bool {
+        rs.labels().get(TEMPLATE_HASH_LABEL) == Some(&self.hash)
+    }
+
+    /// Creates the ReplicaSet for the current template, as the next revision.
+    async fn create_current(&self, owned: &[ReplicaSet]) -> Result<ReplicaSet> {
+        let (api, deployment, context, hash, new_target) = (
+            &self.api,
+            self.deployment,
+            self.context,
+            &self.hash,
+            self.new_target,
+        );
         let next_revision = owned.iter().map(revision).max().unwrap_or(0) + 1;
-        let created =
-            create_replica_set(&api, &deployment, &hash, new_target, next_revision).await?;
+        let created = create_replica_set(api, deployment, hash, new_target, next_revision).await?;
         context
             .events
             .record(
-                &reference_to(deployment.as_ref()),
+                &reference_to(deployment),
                 false,
                 "ScalingReplicaSet",
                 &format!(
@@ -147,16 +138,27 @@ async fn reconcile(deployment: Arc<Deployment>, context: Arc<Context>) -> Result
                 ),
             )
             .await;
-        owned.push(created);
+        Ok(created)
     }
 
-    if !paused {
+    /// Scales the current ReplicaSet to its target and the old ones to zero (at once for
+    /// Recreate, once the new one is fully available otherwise), then prunes the history.
+    async fn scale_owned(&self, owned: &[ReplicaSet], history_limit: i32) -> Result<()> {
+        let (api, deployment, context, desired, new_target, recreate) = (
+            &self.api,
+            self.deployment,
+            self.context,
+            self.desired,
+            self.new_target,
+            self.recreate,
+        );
+        let is_current = |rs: &ReplicaSet| self.is_current(rs);
         let new_available = owned
             .iter()
             .find(|rs| is_current(rs))
             .map(|rs| status_field(rs, |s| s.available_replicas))
             .unwrap_or(0);
-        for replica_set in &owned {
+        for replica_set in owned {
             let target = if is_current(replica_set) {
                 new_target
             } else if recreate || new_available >= desired {
@@ -165,11 +167,11 @@ async fn reconcile(deployment: Arc<Deployment>, context: Arc<Context>) -> Result
                 spec_replicas(replica_set)
             };
             if spec_replicas(replica_set) != target {
-                scale(&api, replica_set, target).await?;
+                scale(api, replica_set, target).await?;
                 context
                     .events
                     .record(
-                        &reference_to(deployment.as_ref()),
+                        &reference_to(deployment),
                         false,
                         "ScalingReplicaSet",
                         &format!("Scaled replica set {} to {target}", replica_set.name_any()),
@@ -177,16 +179,17 @@ async fn reconcile(deployment: Arc<Deployment>, context: Arc<Context>) -> Result
                     .await;
             }
         }
-        prune_history(
-            &api,
-            &owned,
-            &hash,
-            spec.revision_history_limit.unwrap_or(10),
-        )
-        .await?;
+        prune_history(api, owned, &self.hash, history_limit).await
     }
+}
 
-    let current = owned.iter().find(|rs| is_current(rs));
+/// The Deployment's status summed over its ReplicaSets, and whether the rollout is complete.
+fn deployment_status(
+    deployment: &Deployment,
+    owned: &[ReplicaSet],
+    current: Option<&ReplicaSet>,
+    desired: i32,
+) -> (DeploymentStatus, bool) {
     let sum = |field: &dyn Fn(&ReplicaSet) -> i32| owned.iter().map(field).sum::<i32>();
     let replicas = sum(&|rs| status_field(rs, |s| Some(s.replicas)));
     let available = sum(&|rs| status_field(rs, |s| s.available_replicas));
@@ -200,8 +203,8 @@ async fn reconcile(deployment: Arc<Deployment>, context: Arc<Context>) -> Result
         condition(
             &previous,
             "Available",
-            available >= desired - max_unavailable(&deployment, desired),
-            if available >= desired - max_unavailable(&deployment, desired) {
+            available >= desired - max_unavailable(deployment, desired),
+            if available >= desired - max_unavailable(deployment, desired) {
                 "MinimumReplicasAvailable"
             } else {
                 "MinimumReplicasUnavailable"
@@ -229,6 +232,60 @@ async fn reconcile(deployment: Arc<Deployment>, context: Arc<Context>) -> Result
         collision_count: previous.collision_count,
         ..Default::default()
     };
+    (status, complete)
+}
+
+async fn reconcile(deployment: Arc<Deployment>, context: Arc<Context>) -> Result<Action> {
+    if deployment.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let namespace = deployment.namespace().unwrap_or_default();
+    let uid = deployment.uid().unwrap_or_default();
+    let spec = deployment
+        .spec
+        .as_ref()
+        .ok_or_else(|| Error::MissingField(crate::events::name_of(deployment.as_ref()), "spec"))?;
+    let desired = spec.replicas.unwrap_or(1).max(0);
+    let api: Api<ReplicaSet> = Api::namespaced(context.client.clone(), &namespace);
+    let mut owned: Vec<ReplicaSet> = api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|rs| controller_uid(rs) == Some(uid.as_str()))
+        .collect();
+    let hash = template_hash(&spec.template);
+    let recreate = spec.strategy.as_ref().and_then(|s| s.type_.as_deref()) == Some("Recreate");
+    let paused = spec.paused == Some(true);
+    let mut rollout = Rollout {
+        api,
+        deployment: &deployment,
+        context: &context,
+        hash,
+        desired,
+        new_target: desired,
+        recreate,
+    };
+    let old_pods_remain = owned
+        .iter()
+        .filter(|rs| !rollout.is_current(rs))
+        .any(|rs| spec_replicas(rs) > 0 || status_field(rs, |s| Some(s.replicas)) > 0);
+    if recreate && old_pods_remain {
+        rollout.new_target = 0;
+    }
+
+    if !paused && !owned.iter().any(|rs| rollout.is_current(rs)) {
+        let created = rollout.create_current(&owned).await?;
+        owned.push(created);
+    }
+    if !paused {
+        rollout
+            .scale_owned(&owned, spec.revision_history_limit.unwrap_or(10))
+            .await?;
+    }
+
+    let current = owned.iter().find(|rs| rollout.is_current(rs));
+    let (status, complete) = deployment_status(&deployment, &owned, current, desired);
     if deployment.status.as_ref() != Some(&status) {
         let patch = serde_json::json!({ "status": status });
         Api::<Deployment>::namespaced(context.client.clone(), &namespace)

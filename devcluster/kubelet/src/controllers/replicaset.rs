@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec, ReplicaSetStatus};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -103,55 +103,101 @@ async fn reconcile(replica_set: Arc<ReplicaSet>, context: Arc<Context>) -> Resul
     let reference = reference_to(replica_set.as_ref());
 
     if active.len() < wanted {
-        let template = spec.template.clone().unwrap_or_default();
-        for _ in active.len()..wanted {
-            let template_meta = template.metadata.clone().unwrap_or_default();
-            let name = format!("{}-{}", replica_set.name_any(), random_suffix(5));
-            let pod = Pod {
-                metadata: ObjectMeta {
-                    name: Some(name.clone()),
-                    namespace: Some(namespace.clone()),
-                    labels: template_meta.labels,
-                    annotations: template_meta.annotations,
-                    owner_references: Some(vec![controller_reference(replica_set.as_ref())]),
-                    ..Default::default()
-                },
-                spec: template.spec.clone(),
-                status: None,
-            };
-            pods_api.create(&PostParams::default(), &pod).await?;
-            context
-                .events
-                .record(
-                    &reference,
-                    false,
-                    "SuccessfulCreate",
-                    &format!("Created pod: {name}"),
-                )
-                .await;
-        }
+        create_pods(
+            &replica_set,
+            spec,
+            wanted - active.len(),
+            &pods_api,
+            &context,
+            &reference,
+        )
+        .await?;
     } else if active.len() > wanted {
-        active.sort_by_key(deletion_rank);
-        for pod in active.iter().take(active.len() - wanted) {
-            match pods_api
-                .delete(&pod.name_any(), &DeleteParams::default())
-                .await
-            {
-                Ok(_) | Err(kube::Error::Api(_)) => {}
-                Err(error) => return Err(error.into()),
-            }
-            context
-                .events
-                .record(
-                    &reference,
-                    false,
-                    "SuccessfulDelete",
-                    &format!("Deleted pod: {}", pod.name_any()),
-                )
-                .await;
-        }
+        delete_surplus(&mut active, wanted, &pods_api, &context, &reference).await?;
     }
+    let requeue = update_status(&replica_set, spec, &active, &namespace, &context).await?;
+    Ok(Action::requeue(requeue))
+}
 
+/// Creates `count` pods from the template, owned by the ReplicaSet.
+async fn create_pods(
+    replica_set: &ReplicaSet,
+    spec: &ReplicaSetSpec,
+    count: usize,
+    pods_api: &Api<Pod>,
+    context: &Context,
+    reference: &ObjectReference,
+) -> Result<()> {
+    let namespace = replica_set.namespace().unwrap_or_default();
+    let template = spec.template.clone().unwrap_or_default();
+    for _ in 0..count {
+        let template_meta = template.metadata.clone().unwrap_or_default();
+        let name = format!("{}-{}", replica_set.name_any(), random_suffix(5));
+        let pod = Pod {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(namespace.clone()),
+                labels: template_meta.labels,
+                annotations: template_meta.annotations,
+                owner_references: Some(vec![controller_reference(replica_set)]),
+                ..Default::default()
+            },
+            spec: template.spec.clone(),
+            status: None,
+        };
+        pods_api.create(&PostParams::default(), &pod).await?;
+        context
+            .events
+            .record(
+                reference,
+                false,
+                "SuccessfulCreate",
+                &format!("Created pod: {name}"),
+            )
+            .await;
+    }
+    Ok(())
+}
+
+/// Deletes the active pods beyond `wanted`, in `deletion_rank` order.
+async fn delete_surplus(
+    active: &mut [Pod],
+    wanted: usize,
+    pods_api: &Api<Pod>,
+    context: &Context,
+    reference: &ObjectReference,
+) -> Result<()> {
+    active.sort_by_key(deletion_rank);
+    for pod in active.iter().take(active.len() - wanted) {
+        match pods_api
+            .delete(&pod.name_any(), &DeleteParams::default())
+            .await
+        {
+            Ok(_) | Err(kube::Error::Api(_)) => {}
+            Err(error) => return Err(error.into()),
+        }
+        context
+            .events
+            .record(
+                reference,
+                false,
+                "SuccessfulDelete",
+                &format!("Deleted pod: {}", pod.name_any()),
+            )
+            .await;
+    }
+    Ok(())
+}
+
+/// Writes the replica counts when they changed; returns when to look again (sooner while
+/// ready pods wait out minReadySeconds).
+async fn update_status(
+    replica_set: &ReplicaSet,
+    spec: &ReplicaSetSpec,
+    active: &[Pod],
+    namespace: &str,
+    context: &Context,
+) -> Result<Duration> {
     let min_ready = Duration::from_secs(spec.min_ready_seconds.unwrap_or(0).max(0) as u64);
     let now = Timestamp::now();
     let ready_since: Vec<Timestamp> = active.iter().filter_map(pod_ready_since).collect();
@@ -169,7 +215,7 @@ async fn reconcile(replica_set: Arc<ReplicaSet>, context: Arc<Context>) -> Resul
     };
     if replica_set.status.as_ref() != Some(&status) {
         let patch = serde_json::json!({ "status": status });
-        Api::<ReplicaSet>::namespaced(context.client.clone(), &namespace)
+        Api::<ReplicaSet>::namespaced(context.client.clone(), namespace)
             .patch_status(
                 &replica_set.name_any(),
                 &PatchParams::default(),
@@ -178,9 +224,9 @@ async fn reconcile(replica_set: Arc<ReplicaSet>, context: Arc<Context>) -> Resul
             .await?;
     }
     let waiting_for_availability = available < ready_since.len();
-    Ok(Action::requeue(if waiting_for_availability {
+    Ok(if waiting_for_availability {
         min_ready.max(Duration::from_secs(1))
     } else {
         RESYNC
-    }))
+    })
 }

@@ -116,10 +116,6 @@ pub async fn materialise(
     let mut done = Materialised::default();
     for volume in volumes {
         let dir = volumes_dir.join(&volume.name);
-        let fail = |message: String| Error::Volume {
-            volume: volume.name.clone(),
-            message,
-        };
         if let Some(host_path) = &volume.host_path {
             done.paths
                 .insert(volume.name.clone(), PathBuf::from(&host_path.path));
@@ -139,68 +135,85 @@ pub async fn materialise(
                 .map_err(|e| Error::io(&dir, e))?;
             continue;
         }
-        if let Some(source) = &volume.secret {
-            let name = source.secret_name.clone().unwrap_or_default();
-            let optional = source.optional.unwrap_or(false);
-            let data = objects.secret(&name).await?.cloned();
-            let data = match data {
-                Some(data) => data,
-                None if optional => BTreeMap::new(),
-                None => return Err(fail(format!("secret \"{name}\" not found"))),
-            };
-            write_items(
-                &dir,
-                &data,
-                source.items.as_deref(),
-                source.default_mode,
-                optional,
-            )
-            .await
-            .map_err(fail)?;
-        } else if let Some(source) = &volume.config_map {
-            let name = source.name.clone();
-            let optional = source.optional.unwrap_or(false);
-            let data = match objects.config_map(&name).await?.cloned() {
-                Some(data) => data,
-                None if optional => BTreeMap::new(),
-                None => return Err(fail(format!("configmap \"{name}\" not found"))),
-            };
-            write_items(
-                &dir,
-                &data,
-                source.items.as_deref(),
-                source.default_mode,
-                optional,
-            )
-            .await
-            .map_err(fail)?;
-        } else if let Some(source) = &volume.downward_api {
-            write_downward(context, &dir, source.items.as_deref(), source.default_mode)
-                .await
-                .map_err(fail)?;
-        } else if let Some(source) = &volume.projected {
-            let best_effort = volume.name == IMPLICIT_TOKEN_VOLUME;
-            for projection in source.sources.iter().flatten() {
-                project(
-                    context,
-                    objects,
-                    &dir,
-                    projection,
-                    source.default_mode,
-                    best_effort,
-                    &mut done,
-                )
-                .await
-                .map_err(fail)?;
-            }
-        } else {
-            done.warnings.push(format!(
-                "volume {} is of a kind the devcluster does not support; it is an empty directory",
-                volume.name
-            ));
-        }
+        fill_volume(context, objects, volume, &dir, &mut done).await?;
     }
     Ok(done)
+}
+
+/// Writes a volume's content into its directory: Secret or ConfigMap items, downward API
+/// files, or projections; any other kind stays an empty directory, with a warning.
+async fn fill_volume(
+    context: &VolumeContext<'_>,
+    objects: &mut PodObjects,
+    volume: &Volume,
+    dir: &Path,
+    done: &mut Materialised,
+) -> Result<()> {
+    let fail = |message: String| Error::Volume {
+        volume: volume.name.clone(),
+        message,
+    };
+    if let Some(source) = &volume.secret {
+        let name = source.secret_name.clone().unwrap_or_default();
+        let optional = source.optional.unwrap_or(false);
+        let data = objects.secret(&name).await?.cloned();
+        let data = match data {
+            Some(data) => data,
+            None if optional => BTreeMap::new(),
+            None => return Err(fail(format!("secret \"{name}\" not found"))),
+        };
+        write_items(
+            dir,
+            &data,
+            source.items.as_deref(),
+            source.default_mode,
+            optional,
+        )
+        .await
+        .map_err(fail)?;
+    } else if let Some(source) = &volume.config_map {
+        let name = source.name.clone();
+        let optional = source.optional.unwrap_or(false);
+        let data = match objects.config_map(&name).await?.cloned() {
+            Some(data) => data,
+            None if optional => BTreeMap::new(),
+            None => return Err(fail(format!("configmap \"{name}\" not found"))),
+        };
+        write_items(
+            dir,
+            &data,
+            source.items.as_deref(),
+            source.default_mode,
+            optional,
+        )
+        .await
+        .map_err(fail)?;
+    } else if let Some(source) = &volume.downward_api {
+        write_downward(context, dir, source.items.as_deref(), source.default_mode)
+            .await
+            .map_err(fail)?;
+    } else if let Some(source) = &volume.projected {
+        let best_effort = volume.name == IMPLICIT_TOKEN_VOLUME;
+        for projection in source.sources.iter().flatten() {
+            project(
+                context,
+                objects,
+                dir,
+                projection,
+                source.default_mode,
+                best_effort,
+                done,
+            )
+            .await
+            .map_err(fail)?;
+        }
+    } else {
+        done.warnings.push(format!(
+            "volume {} is of a kind the devcluster does not support; it is an empty directory",
+            volume.name
+        ));
+    }
+    Ok(())
 }
 
 async fn project(

@@ -11,9 +11,13 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
 use super::log_sink::LogSink;
-use super::probe::{run_probe, ExecContext, ProbeOutcome, ProbeSpec};
+use super::probe::{ExecContext, ProbeSpec};
 use super::process::{ExitOutcome, ProcessSpec, RunningProcess};
 use super::reaper::Reaper;
+
+mod probes;
+
+use probes::{spawn_probe, ProbeKind, ProbeSignal, ProbeTasks};
 
 /// A run that lasted this long resets the crash-loop back-off to its initial delay.
 const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
@@ -195,37 +199,12 @@ enum RunEnd {
     Stopped(ExitOutcome),
 }
 
-enum ProbeSignal {
-    StartupPassed,
-    StartupFailed(String),
-    LivenessFailed(String),
-    Readiness(bool),
-}
-
-#[derive(Clone, Copy)]
-enum ProbeKind {
-    Startup,
-    Liveness,
-    Readiness,
-}
-
 struct Supervisor {
     launch: ContainerLaunch,
     reaper: Reaper,
     snapshot: watch::Sender<ContainerSnapshot>,
     changed: Arc<Notify>,
     events: Option<mpsc::Sender<ContainerEvent>>,
-}
-
-/// Aborts the probe tasks of a run when the run ends, however it ends.
-struct ProbeTasks(Vec<JoinHandle<()>>);
-
-impl Drop for ProbeTasks {
-    fn drop(&mut self) {
-        for task in &self.0 {
-            task.abort();
-        }
-    }
 }
 
 impl Supervisor {
@@ -322,8 +301,9 @@ impl Supervisor {
         }
     }
 
-    /// One run of the process. Err is a start failure, described.
-    async fn run_once(&self, stop: &mut oneshot::Receiver<Duration>) -> Result<RunEnd, String> {
+    /// Opens the run's log, spawns the process and publishes it as running; a container with
+    /// a startup probe is not started (nor ready) until the probe passes.
+    async fn start_process(&self) -> Result<RunningProcess, String> {
         let log = LogSink::open_for_new_run(
             &self.launch.log_dir,
             &self.launch.name,
@@ -331,8 +311,7 @@ impl Supervisor {
         )
         .await
         .map_err(|e| e.to_string())?;
-        let mut process = match RunningProcess::spawn(&self.launch.process, log, &self.reaper).await
-        {
+        let process = match RunningProcess::spawn(&self.launch.process, log, &self.reaper).await {
             Ok(process) => process,
             Err(error) => {
                 self.event("Failed", format!("Error: {error}"), true);
@@ -353,8 +332,13 @@ impl Supervisor {
             format!("Started container {}", self.launch.name),
             false,
         );
+        Ok(process)
+    }
 
-        let exec = ExecContext {
+    /// Where exec probes run: the container's env and working dir, inside its image when it
+    /// has one.
+    fn exec_context(&self, process: &RunningProcess) -> ExecContext {
+        ExecContext {
             env: self.launch.process.env.clone(),
             working_dir: self.launch.process.working_dir.clone(),
             in_image: self
@@ -367,7 +351,14 @@ impl Supervisor {
                     uid: self.launch.process.security.user.map_or(0, |u| u.0),
                     gid: self.launch.process.security.user.map_or(0, |u| u.1),
                 }),
-        };
+        }
+    }
+
+    /// One run of the process. Err is a start failure, described.
+    async fn run_once(&self, stop: &mut oneshot::Receiver<Duration>) -> Result<RunEnd, String> {
+        let mut process = self.start_process().await?;
+        let has_readiness = self.launch.readiness_probe.is_some();
+        let exec = self.exec_context(&process);
         let (probe_tx, mut probe_rx) = mpsc::channel(PROBE_SIGNAL_CAPACITY);
         let mut probes = ProbeTasks(Vec::new());
         match &self.launch.startup_probe {
@@ -411,24 +402,6 @@ impl Supervisor {
             }
         }
     }
-
-    fn start_steady_probes(
-        &self,
-        probes: &mut ProbeTasks,
-        exec: &ExecContext,
-        tx: &mpsc::Sender<ProbeSignal>,
-    ) {
-        if let Some(spec) = &self.launch.liveness_probe {
-            probes
-                .0
-                .push(spawn_probe(ProbeKind::Liveness, spec, exec, tx));
-        }
-        if let Some(spec) = &self.launch.readiness_probe {
-            probes
-                .0
-                .push(spawn_probe(ProbeKind::Readiness, spec, exec, tx));
-        }
-    }
 }
 
 fn terminated(outcome: ExitOutcome, started_at: Timestamp, message: Option<String>) -> Terminated {
@@ -444,76 +417,5 @@ fn terminated(outcome: ExitOutcome, started_at: Timestamp, message: Option<Strin
         message,
         started_at,
         finished_at: Timestamp::now(),
-    }
-}
-
-fn spawn_probe(
-    kind: ProbeKind,
-    spec: &ProbeSpec,
-    exec: &ExecContext,
-    tx: &mpsc::Sender<ProbeSignal>,
-) -> JoinHandle<()> {
-    tokio::spawn(probe_loop(kind, spec.clone(), exec.clone(), tx.clone()))
-}
-
-async fn probe_loop(
-    kind: ProbeKind,
-    spec: ProbeSpec,
-    exec: ExecContext,
-    tx: mpsc::Sender<ProbeSignal>,
-) {
-    let failure_threshold = spec.failure_threshold.max(1);
-    let success_threshold = spec.success_threshold.max(1);
-    let (mut successes, mut failures) = (0u32, 0u32);
-    let mut ready = false;
-    tokio::time::sleep(spec.initial_delay).await;
-    loop {
-        match run_probe(&spec.action, spec.timeout, &exec).await {
-            ProbeOutcome::Success => {
-                successes += 1;
-                failures = 0;
-                match kind {
-                    ProbeKind::Startup => {
-                        let _ = tx.send(ProbeSignal::StartupPassed).await;
-                        return;
-                    }
-                    ProbeKind::Readiness if !ready && successes >= success_threshold => {
-                        ready = true;
-                        let _ = tx.send(ProbeSignal::Readiness(true)).await;
-                    }
-                    _ => {}
-                }
-            }
-            ProbeOutcome::Failure(why) => {
-                failures += 1;
-                successes = 0;
-                if failures >= failure_threshold {
-                    match kind {
-                        ProbeKind::Startup => {
-                            let _ = tx
-                                .send(ProbeSignal::StartupFailed(format!(
-                                    "Startup probe failed: {why}"
-                                )))
-                                .await;
-                            return;
-                        }
-                        ProbeKind::Liveness => {
-                            let _ = tx
-                                .send(ProbeSignal::LivenessFailed(format!(
-                                    "Liveness probe failed: {why}"
-                                )))
-                                .await;
-                            return;
-                        }
-                        ProbeKind::Readiness if ready => {
-                            ready = false;
-                            let _ = tx.send(ProbeSignal::Readiness(false)).await;
-                        }
-                        ProbeKind::Readiness => {}
-                    }
-                }
-            }
-        }
-        tokio::time::sleep(spec.period).await;
     }
 }

@@ -70,6 +70,34 @@ impl From<ExitStatus> for ExitOutcome {
     }
 }
 
+/// What the child does between fork and exec: die with the kubelet, no_new_privs, and enter
+/// its sandbox when it has one.
+fn before_exec(command: &mut Command, spec: &ProcessSpec) {
+    let no_new_privileges = spec.security.no_new_privileges;
+    let sandbox = spec.sandbox.clone();
+    let kubelet_pid = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs between fork and exec and calls only async-signal-safe functions
+    // (prctl, getppid, _exit, and the syscalls of Sandbox::enter) without allocating.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if no_new_privileges && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The kubelet may have died between fork and prctl: then nobody would kill us.
+            if libc::getppid() != kubelet_pid {
+                libc::_exit(1);
+            }
+            match &sandbox {
+                Some(sandbox) => sandbox.enter(),
+                None => Ok(()),
+            }
+        });
+    }
+}
+
 pub struct RunningProcess {
     child: Child,
     pgid: i32,
@@ -120,29 +148,7 @@ impl RunningProcess {
             // std drops supplementary groups when it changes the uid.
             command.uid(uid).gid(gid);
         }
-        let no_new_privileges = spec.security.no_new_privileges;
-        let sandbox = spec.sandbox.clone();
-        let kubelet_pid = std::process::id() as libc::pid_t;
-        // SAFETY: the closure runs between fork and exec and calls only async-signal-safe functions
-        // (prctl, getppid, _exit, and the syscalls of Sandbox::enter) without allocating.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if no_new_privileges && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // The kubelet may have died between fork and prctl: then nobody would kill us.
-                if libc::getppid() != kubelet_pid {
-                    libc::_exit(1);
-                }
-                match &sandbox {
-                    Some(sandbox) => sandbox.enter(),
-                    None => Ok(()),
-                }
-            });
-        }
+        before_exec(&mut command, spec);
         let spawned = command.spawn();
         // The command holds the pipe's write ends: they must close here for the log to see EOF.
         drop(command);
