@@ -171,6 +171,15 @@ impl Bench {
         Ok(())
     }
 
+    /// Where the pool's interpreters run (`spec.template.interpreter.placement`).
+    pub async fn set_placement(&self, placement: &str) -> BenchResult<()> {
+        let patch = json!({"spec": {"template": {"interpreter": {"placement": placement}}}});
+        self.pools
+            .patch(POOL, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        Ok(())
+    }
+
     pub async fn status_writes(&self) -> BenchResult<f64> {
         let text = self
             .http

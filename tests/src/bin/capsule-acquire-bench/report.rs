@@ -35,9 +35,15 @@ pub fn summary(samples: &[Sample]) -> serde_json::Value {
     })
 }
 
+/// First-result p50 of `kind` over that of `reference`.
+pub fn p50_ratio(kind: &serde_json::Value, reference: &serde_json::Value) -> f64 {
+    let p50 = |k: &serde_json::Value| k["first_result_ms"]["p50"].as_f64().unwrap_or(f64::NAN);
+    p50(kind) / p50(reference)
+}
+
 pub fn print_table(figures: &serde_json::Value) {
     println!(
-        "{:<22} {:>8} {:>10} {:>18} {:>18} {:>14} {:>14}",
+        "{:<26} {:>8} {:>10} {:>18} {:>18} {:>14} {:>14}",
         "kind",
         "samples",
         "warm hits",
@@ -51,10 +57,12 @@ pub fn print_table(figures: &serde_json::Value) {
         "warm_hit_back_to_back",
         "warm_hit_burst",
         "miss",
+        "warm_hit_worker_container",
+        "miss_worker_container",
     ] {
         let k = &figures[kind];
         println!(
-            "{:<22} {:>8} {:>10} {:>15.1} ms {:>15.1} ms {:>11.1} ms {:>11.1} ms",
+            "{:<26} {:>8} {:>10} {:>15.1} ms {:>15.1} ms {:>11.1} ms {:>11.1} ms",
             kind,
             k["samples"],
             k["warm_hits"],
@@ -62,6 +70,16 @@ pub fn print_table(figures: &serde_json::Value) {
             k["first_result_ms"]["p99"].as_f64().unwrap_or(f64::NAN),
             k["bound_ms"]["p50"].as_f64().unwrap_or(f64::NAN),
             k["bound_ms"]["p99"].as_f64().unwrap_or(f64::NAN),
+        );
+    }
+    for (kind, ratio) in figures["p50_ratio_to_worker_container"]
+        .as_object()
+        .into_iter()
+        .flatten()
+    {
+        println!(
+            "{kind} p50, interpreter container / worker container: {:.2}x",
+            ratio.as_f64().unwrap_or(f64::NAN)
         );
     }
     println!(

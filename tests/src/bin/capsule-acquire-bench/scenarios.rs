@@ -1,5 +1,6 @@
 //! The scenarios measured, in order: a steady period, warm hits (isolated, then back to back),
-//! a burst, and misses.
+//! a burst, misses, and, as the reference, isolated warm hits and misses with the interpreter in
+//! the worker container (the configuration before the interpreter container).
 
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use capsule_e2e::DevCluster;
 use serde_json::json;
 
 use crate::bench::{connect, install_pool, Bench, Sample};
-use crate::report::summary;
+use crate::report::{p50_ratio, summary};
 use crate::{Args, BenchResult};
 
 /// Steady period: warm workers heartbeating, no sessions; status writes per pool per minute.
@@ -63,6 +64,26 @@ async fn measure_misses(args: &Args, bench: &Bench) -> BenchResult<Vec<Sample>> 
     Ok(misses)
 }
 
+/// The reference in the same run: the previous configuration, interpreters in the worker
+/// container. The pool is emptied first so every worker measured has that shape.
+async fn measure_worker_container(
+    args: &Args,
+    bench: &Bench,
+) -> BenchResult<(Vec<Sample>, Vec<Sample>)> {
+    bench.set_replicas(0).await?;
+    bench.quiesce(0, true).await?;
+    bench.set_placement("WorkerContainer").await?;
+    bench.set_replicas(args.warm).await?;
+    let mut hits = Vec::with_capacity(args.hits);
+    for i in 0..args.hits {
+        bench.quiesce(args.warm as usize, false).await?;
+        tokio::time::sleep(Duration::from_millis(args.gap_ms)).await;
+        hits.push(bench.acquire(&format!("ref-hit-{i}")).await?);
+    }
+    let misses = measure_misses(args, bench).await?;
+    Ok((hits, misses))
+}
+
 pub async fn run(
     args: &Args,
     cluster: &DevCluster,
@@ -74,16 +95,27 @@ pub async fn run(
     let (hits, back_to_back) = measure_hits(args, &bench).await?;
     let burst = measure_burst(args, &bench).await?;
     let misses = measure_misses(args, &bench).await?;
+    let (reference_hits, reference_misses) = measure_worker_container(args, &bench).await?;
 
+    let (warm_hit, miss) = (summary(&hits), summary(&misses));
+    let (warm_hit_reference, miss_reference) =
+        (summary(&reference_hits), summary(&reference_misses));
     Ok(json!({
         "benchmark": "capsule-acquire-bench",
         "warm_workers": args.warm,
         "status_interval_seconds": args.status_interval_seconds,
         "steady_seconds": args.steady_seconds,
         "status_writes_per_pool_per_minute": writes_per_minute,
-        "warm_hit": summary(&hits),
+        "warm_hit": warm_hit,
         "warm_hit_back_to_back": summary(&back_to_back),
         "warm_hit_burst": summary(&burst),
-        "miss": summary(&misses),
+        "miss": miss,
+        "reference": "interpreter in the worker container (spec.template.interpreter.placement: WorkerContainer), measured after the figures above in the same run",
+        "p50_ratio_to_worker_container": {
+            "warm_hit": p50_ratio(&warm_hit, &warm_hit_reference),
+            "miss": p50_ratio(&miss, &miss_reference),
+        },
+        "warm_hit_worker_container": warm_hit_reference,
+        "miss_worker_container": miss_reference,
     }))
 }
