@@ -16,6 +16,9 @@ pub(crate) struct Report {
     pub(crate) jupyter: Figures,
     /// With the warmed standby (the default) and, as the reference, starting one on demand.
     pub(crate) reset_with_standby: ResetFigures,
+    /// With a standby, the fork server in another process over its socket (the pod's
+    /// `interpreter` container).
+    pub(crate) reset_interpreter_container: ResetFigures,
     pub(crate) reset_without_standby: ResetFigures,
     pub(crate) checkpoints: Vec<checkpoint::CheckpointFigures>,
     /// Transaction overhead by case (bench/transaction.rs).
@@ -68,6 +71,7 @@ fn print_resets(report: &Report, args: &Args) {
     );
     for (name, f) in [
         ("standby", &report.reset_with_standby),
+        ("interp container", &report.reset_interpreter_container),
         ("no standby (ref)", &report.reset_without_standby),
     ] {
         println!(

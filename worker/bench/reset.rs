@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use capsule_protocol::execute::EventBody;
 use serde::Serialize;
 
+use super::worker_process::worker_bin;
 use super::{execute, percentile, start_worker_with, Args, SESSION_TOKEN};
 
 /// A reset (fresh interpreter for the next session) until the next `1+1` result.
@@ -22,14 +23,38 @@ pub(crate) struct ResetFigures {
 
 pub(crate) async fn bench(args: &Args, standby: bool) -> ResetFigures {
     let standby_env = if standby { "true" } else { "false" };
-    let worker = start_worker_with(
+    measure(args, &[("CAPSULE_STANDBY_INTERPRETER", standby_env)]).await
+}
+
+/// With a standby, the fork server in a process of its own connected over a socket, as in a
+/// pod's `interpreter` container (under the same uid here: the figure is the protocol's cost).
+pub(crate) async fn bench_interpreter_container(args: &Args) -> ResetFigures {
+    let dir = std::env::temp_dir().join(format!("capsule-bench-fork-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("fork.sock");
+    let scratch = dir.join("scratch");
+    let _fork_server = tokio::process::Command::new(worker_bin(args))
+        .env("CAPSULE_FORK_SERVER_CONNECT", &socket)
+        .env("CAPSULE_PYTHON", &args.python)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the fork server");
+    let figures = measure(
         args,
         &[
-            ("CAPSULE_STANDBY_INTERPRETER", standby_env),
-            ("CAPSULE_WARMUP_CODE", args.reset_warmup.as_str()),
+            ("CAPSULE_FORK_SERVER_SOCKET", socket.to_str().unwrap()),
+            ("CAPSULE_SCRATCH_DIR", scratch.to_str().unwrap()),
         ],
     )
     .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    figures
+}
+
+async fn measure(args: &Args, env: &[(&str, &str)]) -> ResetFigures {
+    let mut env = env.to_vec();
+    env.push(("CAPSULE_WARMUP_CODE", args.reset_warmup.as_str()));
+    let worker = start_worker_with(args, &env).await;
     let mut swaps = Vec::with_capacity(args.resets);
     let mut firsts = Vec::with_capacity(args.resets);
     for _ in 0..args.resets {

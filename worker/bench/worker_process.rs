@@ -23,12 +23,17 @@ pub(crate) async fn start_worker(args: &Args) -> WorkerProcess {
     start_worker_with(args, &[]).await
 }
 
-pub(crate) async fn start_worker_with(args: &Args, env: &[(&str, &str)]) -> WorkerProcess {
-    let bin = args.worker_bin.clone().unwrap_or_else(|| {
+/// The measured `capsule-worker` binary: `--worker-bin`, or the one next to this bench.
+pub(crate) fn worker_bin(args: &Args) -> std::path::PathBuf {
+    args.worker_bin.clone().unwrap_or_else(|| {
         std::env::current_exe()
             .expect("own path")
             .with_file_name("capsule-worker")
-    });
+    })
+}
+
+pub(crate) async fn start_worker_with(args: &Args, env: &[(&str, &str)]) -> WorkerProcess {
+    let bin = worker_bin(args);
     let mut child = tokio::process::Command::new(&bin)
         .env("CAPSULE_LISTEN_ADDR", "127.0.0.1:0")
         .env("CAPSULE_WORKER_TOKEN", WORKER_TOKEN)

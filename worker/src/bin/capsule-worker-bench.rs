@@ -104,6 +104,7 @@ async fn main() {
     }
     let capsule_worker = round_trip::bench(&args).await;
     let reset_with_standby = reset::bench(&args, true).await;
+    let reset_interpreter_container = reset::bench_interpreter_container(&args).await;
     let reset_without_standby = reset::bench(&args, false).await;
     let checkpoints = if args.checkpoint_runs > 0 {
         checkpoint::bench(&args).await
@@ -118,6 +119,7 @@ async fn main() {
         capsule_worker,
         jupyter,
         reset_with_standby,
+        reset_interpreter_container,
         reset_without_standby,
         checkpoints,
         transaction,
