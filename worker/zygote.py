@@ -10,8 +10,9 @@
 # Control channel (fd 0, a SOCK_SEQPACKET socket; one message per datagram):
 #   worker -> zygote: {"op": "fork", "dir": <working directory>} with three fds attached
 #                     (SCM_RIGHTS): the child's stdin, stdout and stderr
-#                   | {"op": "sweep"}: after a reset, kill what the ended session left running
-#                     outside its process group (see _Sweep)
+#                   | {"op": "sweep", "scratch": S, "keep": K}: after a reset, kill what the ended
+#                     session left running outside its process group, then remove what it left
+#                     in S besides K, and in /dev/shm (see _Sweep)
 #                   | {"op": "kill", "pid": N}: SIGKILL to interpreter N's process group
 #                   | {"op": "remove", "dir": D}: remove a working directory and all in it
 #                   | {"op": "usage"}: report memory and CPU (answered with "usage")
@@ -182,7 +183,9 @@ class _Sweep:
     """After a reset, kills every adopted orphan that started before the reset: whatever the ended
     session left outside its process group. Processes leaving the dying group are adopted over a
     few moments, so it looks again for SWEEP_SECONDS; anything the next session starts is newer
-    and left alone."""
+    and left alone. Then, with nothing of the ended session running, removes what it left in the
+    scratch volume outside the working directories' folder, and, where this process is its
+    container's PID 1 (a /dev/shm of the pod's own), its files in /dev/shm."""
 
     SWEEP_SECONDS = 1.0
     ROUND_SECONDS = 0.05
@@ -190,10 +193,13 @@ class _Sweep:
     def __init__(self):
         self.before = None
         self.until = 0.0
+        self.scratch = None
+        self.keep = None
 
-    def start(self):
+    def start(self, scratch=None, keep=None):
         self.before = _clock_ticks()
         self.until = time.monotonic() + self.SWEEP_SECONDS
+        self.scratch, self.keep = scratch, keep
         self.round()
 
     def timeout(self):
@@ -210,6 +216,41 @@ class _Sweep:
                     pass
         if time.monotonic() >= self.until:
             self.before = None
+            _remove_left_behind(self.scratch, self.keep)
+
+
+def _remove_left_behind(scratch, keep):
+    places = []
+    if isinstance(scratch, str) and isinstance(keep, str):
+        places.append((scratch, lambda name: name != keep))
+    if os.getpid() == 1:
+        uid = os.getuid()
+        places.append(("/dev/shm", lambda name: _owner("/dev/shm", name) == uid))
+    for folder, junk in places:
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            if junk(name):
+                _remove_entry(os.path.join(folder, name))
+
+
+def _owner(folder, name):
+    try:
+        return os.lstat(os.path.join(folder, name)).st_uid
+    except OSError:
+        return None
+
+
+def _remove_entry(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        _remove_in_child(path)
+        return
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _become_interpreter(control, wakeup, fds, directory):
@@ -242,7 +283,7 @@ def _serve_control(control, request, sweep):
     """Serves a request that carries no fds; False when it is none of these."""
     op = request.get("op")
     if op == "sweep":
-        sweep.start()
+        sweep.start(request.get("scratch"), request.get("keep"))
     elif op == "kill":
         _kill_group(request.get("pid"))
     elif op == "remove" and isinstance(request.get("dir"), str):

@@ -137,6 +137,7 @@ builtins.compile = hook
 builtins.left_by_a = True
 sys.modules["planted"] = types.ModuleType("planted")
 open("left-by-a.txt", "w").write("secret")
+open(os.path.join("..", "..", "left-in-scratch.txt"), "w").write("secret")
 threading.Thread(target=lambda: time.sleep(600), daemon=True).start()
 child = subprocess.Popen(["sleep", "600"])
 (os.getpid(), child.pid)
@@ -154,6 +155,7 @@ def alive(pid):
     "builtin": hasattr(builtins, "left_by_a"),
     "module": "planted" in sys.modules,
     "file": os.path.exists("left-by-a.txt"),
+    "scratch_file": os.path.exists(os.path.join("..", "..", "left-in-scratch.txt")),
     "threads": threading.active_count(),
     "a_alive": alive(A_PID),
     "child_alive": alive(CHILD_PID),
@@ -246,7 +248,8 @@ fn a_hostile_session_finds_no_credential_and_leaves_nothing_for_the_next() {
     wait_for("A's processes gone", Duration::from_secs(10), || {
         let seen = repr(&endpoint, &token, &look);
         let expected = format!(
-            "{{'builtin': False, 'module': False, 'file': False, 'threads': {baseline_threads}, \
+            "{{'builtin': False, 'module': False, 'file': False, 'scratch_file': False, \
+             'threads': {baseline_threads}, \
              'a_alive': False, 'child_alive': False, 'works': 42}}"
         );
         if seen == expected {

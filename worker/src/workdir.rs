@@ -11,6 +11,11 @@ use rand::Rng;
 use crate::error::{Error, Result};
 use crate::fork_server::ZygoteLink;
 
+/// The folder of the scratch volume where working directories are made: only the worker's uid can
+/// add entries to it (mode 0711), so code under another uid cannot plant anything beside them;
+/// whatever session code leaves elsewhere in the volume is swept at each reset.
+pub const SESSIONS_DIR: &str = "sessions";
+
 /// An interpreter's working directory (also its `HOME` and `TMPDIR`); removed on drop.
 #[derive(Debug)]
 pub struct WorkDir {
@@ -20,12 +25,13 @@ pub struct WorkDir {
 }
 
 impl WorkDir {
-    /// Creates `<scratch>/<128 random bits>`, mode 0700, or 0777 when `shared` with an interpreter
+    /// Creates `<scratch>/sessions/<128 random bits>`, mode 0700, or 0777 when `shared` with an interpreter
     /// container's uid (the worker's uid cannot give it away; the name is the secret, and the
     /// container holds one session's processes at a time).
     pub fn create(scratch: &Path, shared: bool) -> Result<WorkDir> {
         let name: [u8; 16] = rand::rng().random();
-        let path = scratch.join(hex::encode(name));
+        let sessions = scratch.join(SESSIONS_DIR);
+        let path = sessions.join(hex::encode(name));
         let io = |what: &Path| {
             let what = what.display().to_string();
             move |source| Error::Scratch {
@@ -33,7 +39,9 @@ impl WorkDir {
                 source,
             }
         };
-        std::fs::create_dir_all(scratch).map_err(io(scratch))?;
+        std::fs::create_dir_all(&sessions).map_err(io(&sessions))?;
+        std::fs::set_permissions(&sessions, std::fs::Permissions::from_mode(0o711))
+            .map_err(io(&sessions))?;
         std::fs::create_dir(&path).map_err(io(&path))?;
         let mode = if shared { 0o777 } else { 0o700 };
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
@@ -57,22 +65,35 @@ impl WorkDir {
 impl Drop for WorkDir {
     fn drop(&mut self) {
         let path = std::mem::take(&mut self.path);
-        if let Some(remover) = self.remover.take() {
-            if remover.remove_dir(&path) {
-                return;
-            }
-        }
-        // Off the executor's path: a session may have left many files.
-        let remove = move || {
-            if let Err(error) = std::fs::remove_dir_all(&path) {
-                if error.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(%error, path = %path.display(), "could not remove an interpreter directory");
-                }
-            }
+        // Another uid's fork server removes what session code made that the worker's uid cannot;
+        // the worker removes the rest, and the directory itself, once it can.
+        let attempts = match self.remover.take() {
+            Some(remover) if remover.remove_dir(&path) => REMOVE_ATTEMPTS,
+            _ => 1,
         };
+        // Off the executor's path: a session may have left many files.
+        let remove = move || remove_eventually(&path, attempts);
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => drop(handle.spawn_blocking(remove)),
             Err(_) => remove(),
+        }
+    }
+}
+
+/// Tries for this long (times [`REMOVE_RETRY`]) while a fork server removes its part.
+const REMOVE_ATTEMPTS: u32 = 100;
+const REMOVE_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
+
+fn remove_eventually(path: &Path, attempts: u32) {
+    for attempt in 1..=attempts {
+        match std::fs::remove_dir_all(path) {
+            Ok(()) => return,
+            // Gone, or an entry removed meanwhile by the fork server.
+            Err(_) if std::fs::symlink_metadata(path).is_err() => return,
+            Err(error) if attempt == attempts => {
+                tracing::warn!(%error, path = %path.display(), "could not remove an interpreter directory");
+            }
+            Err(_) => std::thread::sleep(REMOVE_RETRY),
         }
     }
 }

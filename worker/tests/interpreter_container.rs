@@ -186,26 +186,51 @@ async fn receive_heartbeats(into: Arc<Mutex<Vec<Heartbeat>>>) -> String {
 }
 
 #[tokio::test]
-async fn a_reset_forks_a_fresh_interpreter_and_the_fork_server_removes_the_old_directory() {
+async fn a_reset_forks_a_fresh_interpreter_and_removes_what_the_session_left_anywhere() {
     let pod = Pod::new();
     let _container = pod.start_interpreter_container();
     let worker = pod.start_worker().await;
-    // A directory the worker's uid cannot empty: only the fork server (same uid) can remove it.
+    // A directory the worker's uid cannot empty (only the fork server, same uid, can), a file
+    // beside the working directories' folder, one in /dev/shm, and an attempt to plant a
+    // directory beside the next session's.
     let a_dir = eval(
         &worker,
         "import os\nsecret = 41\nos.makedirs('locked/inner')\nopen('locked/inner/f', 'w').write('a')\n\
-         os.chmod('locked/inner', 0o500)\nos.chmod('locked', 0o500)\nos.getcwd()",
+         os.chmod('locked/inner', 0o500)\nos.chmod('locked', 0o500)\n\
+         open('../../left-in-scratch', 'w').write('a')\n\
+         open('/dev/shm/capsule-left-by-a', 'w').write('a')\n\
+         try:\n    os.mkdir('../planted')\n    planted = 'made'\nexcept PermissionError:\n    planted = 'refused'\n\
+         (os.getcwd(), planted)",
     )
     .await;
+    let (a_dir, planted) = a_dir
+        .trim_matches(|c| c == '(' || c == ')')
+        .split_once(", ")
+        .unwrap();
+    assert_eq!(
+        planted, "'refused'",
+        "only the worker adds working directories"
+    );
     let a_dir = PathBuf::from(a_dir.trim_matches('\''));
-    assert!(a_dir.starts_with(pod.path("scratch")), "{a_dir:?}");
+    assert!(a_dir.starts_with(pod.path("scratch/sessions")), "{a_dir:?}");
     worker.release_with_reset().await;
     worker.bind().await;
     assert_eq!(
-        eval(&worker, "('secret' in dir(), os.getcwd() if 'os' in dir() else None, __import__('os').listdir('.'))").await,
-        "(False, None, [])"
+        eval(
+            &worker,
+            "('secret' in dir(), 'os' in dir(), __import__('os').listdir('.'))"
+        )
+        .await,
+        "(False, False, [])"
     );
     wait_until("session A's directory is removed", || !a_dir.exists()).await;
+    let left_in_scratch = PathBuf::from(pod.path("scratch/left-in-scratch"));
+    let left_in_shm = std::path::Path::new("/dev/shm/capsule-left-by-a");
+    wait_until(
+        "what A left in the scratch volume and /dev/shm is removed",
+        || !left_in_scratch.exists() && !left_in_shm.exists(),
+    )
+    .await;
 }
 
 #[tokio::test]

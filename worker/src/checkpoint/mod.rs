@@ -145,7 +145,10 @@ pub async fn restore(
     };
     // As a reset: the old process and all it started are gone before the checkpoint loads.
     interpreter.kill(Some(&runtime.writer)).await;
-    runtime.fork_server.sweep().await;
+    runtime
+        .fork_server
+        .sweep(&runtime.config.scratch_dir())
+        .await;
     let fresh = standby.next(runtime).await;
     standby.wait_protected().await;
     let (fresh, loaded) = driver::load(runtime, fresh, standby, &id, plain).await;

@@ -97,7 +97,10 @@ async fn run_reset(
     let started = Instant::now();
     // Killed first: no code of the old session runs beside the next one or sees its directory.
     interpreter.kill(Some(&runtime.writer)).await;
-    runtime.fork_server.sweep().await;
+    runtime
+        .fork_server
+        .sweep(&runtime.config.scratch_dir())
+        .await;
     let next = standby.next(runtime).await;
     let swap_us = started.elapsed().as_micros() as u64;
     tracing::info!(swap_us, "namespace reset: a fresh interpreter took over");

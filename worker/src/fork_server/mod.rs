@@ -241,15 +241,23 @@ impl ForkServer {
 
     /// After a reset killed the old interpreter: has the zygote kill, over the next second, every
     /// process the ended session left outside its process group (adopted by the zygote as
-    /// subreaper, started before now). Best effort: a zygote that is gone has nothing to sweep.
-    pub async fn sweep(&self) {
+    /// subreaper, started before now), then remove what it left in `scratch` outside the working
+    /// directories (and, in a container of its own, in `/dev/shm`). Best effort: a zygote that is
+    /// gone has nothing to sweep.
+    pub async fn sweep(&self, scratch: &Path) {
         let mut zygote = self.zygote.lock().await;
         let Some(running) = zygote.as_mut() else {
             return;
         };
         if !running.has_exited() {
-            let request = br#"{"op":"sweep"}"#;
-            if let Err(error) = send_with_fds(&running.link.control, request, &[]).await {
+            let request = serde_json::json!({
+                "op": "sweep",
+                "scratch": scratch,
+                "keep": crate::workdir::SESSIONS_DIR,
+            });
+            let request = request.to_string();
+            if let Err(error) = send_with_fds(&running.link.control, request.as_bytes(), &[]).await
+            {
                 tracing::warn!(%error, "could not ask the fork server to sweep");
             }
         }
