@@ -2,7 +2,7 @@
 //! in-memory index of pools.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use capsule_crds::CapsuleSession;
@@ -31,15 +31,16 @@ pub struct Context {
     pub health: Arc<Health>,
     /// Workers as their heartbeats describe them.
     pub index: Arc<WorkerIndex>,
-    /// The pool controller's session cache, once it runs: pools count the sessions waiting on them
-    /// and look up the sessions their workers are bound to.
-    pub sessions: OnceLock<WatchCache<CapsuleSession>>,
+    /// The session cache the pool controller drives: pools count the sessions waiting on them and
+    /// look up the sessions their workers are bound to. `None` only where no cache runs (API-call
+    /// tests), and then every read goes to the API server.
+    pub sessions: Option<WatchCache<CapsuleSession>>,
     /// Workers this process is taking for a session right now.
     pub claims: WorkerClaims,
     /// Pools whose waiting sessions heartbeat ingest asks to look again.
     pub wakeups: Arc<PoolWakeups>,
-    /// Pool tokens and pod facts from watch caches, once they run.
-    pub directory: OnceLock<Arc<dyn Directory>>,
+    /// Pool tokens and pod facts from the relay's watch caches (`None` as `sessions`).
+    pub directory: Option<Arc<dyn Directory>>,
     /// Client for calls to workers (session bind and release).
     pub http: reqwest::Client,
     /// When this process started: a worker never heard from is not stale before the operator
@@ -82,10 +83,10 @@ impl Context {
             config,
             health,
             index: Arc::new(WorkerIndex::default()),
-            sessions: OnceLock::new(),
+            sessions: None,
             claims: WorkerClaims::default(),
             wakeups: Arc::default(),
-            directory: OnceLock::new(),
+            directory: None,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
                 .build()
@@ -93,6 +94,19 @@ impl Context {
             started: Instant::now(),
             ledger: PoolLedger::default(),
             pending_sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The context with its watch caches, complete before any controller starts.
+    pub fn with_caches(
+        self,
+        sessions: WatchCache<CapsuleSession>,
+        directory: Arc<dyn Directory>,
+    ) -> Self {
+        Self {
+            sessions: Some(sessions),
+            directory: Some(directory),
+            ..self
         }
     }
 }

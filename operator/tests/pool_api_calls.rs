@@ -196,11 +196,12 @@ impl Harness {
     }
 
     /// Gives the pool controller a session cache fed by the returned sender, as its watch would.
-    fn session_cache(&self) -> SessionEvents {
+    fn session_cache(&mut self) -> SessionEvents {
         let (events, rx) = futures::channel::mpsc::unbounded();
         let (cache, touched) = reflect(rx);
         tokio::spawn(touched.for_each(|_| async {}));
-        assert!(self.ctx.sessions.set(cache).is_ok());
+        let ctx = Arc::get_mut(&mut self.ctx).expect("no pass has started yet");
+        ctx.sessions = Some(cache);
         events
     }
 
@@ -736,7 +737,7 @@ async fn a_worker_bound_to_a_deleted_session_is_replaced_and_deletes_are_compare
     let p = pool(sound_spec(1, 5), None);
     let mut bound = worker(&p, "p-bound", "bound");
     bound["metadata"]["resourceVersion"] = json!("77");
-    let h = harness(vec![bound, worker(&p, "p-idle", "idle")], true);
+    let mut h = harness(vec![bound, worker(&p, "p-idle", "idle")], true);
     // A session cache without that session: it is read from the API server.
     let sessions = h.session_cache();
     sessions.unbounded_send(Ok(watcher::Event::Init)).unwrap();
@@ -773,7 +774,7 @@ fn session(name: &str, status: Value) -> capsule_crds::CapsuleSession {
 #[tokio::test]
 async fn a_pool_waits_for_the_session_cache_and_grows_only_for_sessions_that_missed() {
     let p = pool(sound_spec(1, 5), None);
-    let h = harness(vec![worker(&p, "p-idle1", "idle")], true);
+    let mut h = harness(vec![worker(&p, "p-idle1", "idle")], true);
     let sessions = h.session_cache();
     let started = std::time::Instant::now();
     let pass = tokio::spawn({
@@ -822,7 +823,7 @@ async fn concurrent_passes_all_wake_when_the_session_cache_lists() {
     // kube's own Store::wait_until_ready wakes only the last waiter: with several pools, all but
     // one would sleep out the whole wait.
     let p = pool(sound_spec(1, 5), None);
-    let h = harness(vec![worker(&p, "p-idle1", "idle")], true);
+    let mut h = harness(vec![worker(&p, "p-idle1", "idle")], true);
     let sessions = h.session_cache();
     let started = std::time::Instant::now();
     let passes: Vec<_> = (0..3)

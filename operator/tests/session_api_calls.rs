@@ -255,12 +255,13 @@ impl Directory for PodCache {
 }
 
 impl Harness {
-    fn with_pod_cache(self, shows_pod: bool) -> Self {
+    fn with_pod_cache(mut self, shows_pod: bool) -> Self {
         let cache = PodCache {
             world: self.world.clone(),
             shows_pod,
         };
-        assert!(self.ctx.directory.set(Arc::new(cache)).is_ok());
+        let ctx = Arc::get_mut(&mut self.ctx).expect("no pass has started yet");
+        ctx.directory = Some(Arc::new(cache));
         self
     }
 }

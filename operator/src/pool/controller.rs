@@ -42,34 +42,44 @@ async fn forward_sessions(
     }
 }
 
+/// The session watch: its cache goes into the [`Context`], its events to [`run`].
+pub fn session_watch(
+    client: kube::Client,
+    namespace: Option<&str>,
+) -> (
+    crate::watch_cache::WatchCache<CapsuleSession>,
+    futures::stream::BoxStream<'static, watcher::Result<CapsuleSession>>,
+) {
+    let sessions: Api<CapsuleSession> = match namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    };
+    let (cache, events) = reflect(watcher(sessions, watcher::Config::default()));
+    (cache, events.boxed())
+}
+
 /// Runs the pool controller until `shutdown` resolves. Marks readiness once its watches synced.
+/// `session_events` are those of the context's session cache (see [`session_watch`]).
 pub async fn run(
     ctx: Arc<Context>,
     namespace: Option<String>,
+    session_events: futures::stream::BoxStream<'static, watcher::Result<CapsuleSession>>,
     caches_synced: impl std::future::Future<Output = ()> + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let (pools, pods, sessions): (Api<CapsulePool>, Api<Pod>, Api<CapsuleSession>) =
-        match &namespace {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client, ns),
-            ),
-            None => (
-                Api::all(client.clone()),
-                Api::all(client.clone()),
-                Api::all(client),
-            ),
-        };
+    let (pools, pods): (Api<CapsulePool>, Api<Pod>) = match &namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client, ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client)),
+    };
     let pod_watch =
         watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
     let (pool_cache, pool_events) = reflect(watcher(pools, watcher::Config::default()));
     // The pool counts waiting sessions from the same watch that wakes it: a session that missed
     // is in the cache before its event starts the pass that creates the worker it waits for.
-    let (session_cache, session_events) = reflect(watcher(sessions, watcher::Config::default()));
-    let _ = ctx.sessions.set(session_cache);
     // Driven by its own task with its own backoff: an error on the pool or pod watch pauses the
     // controller's triggers, and must not pause the cache the pool counts waiting sessions from.
     let (session_tx, session_rx) = futures::channel::mpsc::channel(SESSION_TRIGGER_BUFFER);

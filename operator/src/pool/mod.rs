@@ -28,7 +28,7 @@ mod waiting_sessions;
 pub mod warmup_failing;
 pub mod worker_pod;
 
-pub use controller::run;
+pub use controller::{run, session_watch};
 pub use waiting_sessions::waits_for_new_worker;
 
 use std::sync::Arc;
@@ -105,7 +105,11 @@ async fn ensure_pool_objects(pass: &Pass<'_>) -> Result<Option<String>> {
     // The Secret watch heartbeat ingest keeps saves a read per pass; a key it lacks (not listed
     // yet, or the Secret is gone) is read or made through the API.
     let (ns, pool) = &pass.key;
-    let cached = pass.ctx.directory.get().and_then(|d| d.pool_key(ns, pool));
+    let cached = pass
+        .ctx
+        .directory
+        .as_ref()
+        .and_then(|d| d.pool_key(ns, pool));
     let key = match cached.filter(|key| !key.is_empty()) {
         Some(key) => key,
         None => token::ensure(&pass.api(), pass.pool).await?,

@@ -39,7 +39,7 @@ pub(super) async fn session_cache_ready(ctx: &Context) -> bool {
     // Until the session cache has listed once (just after a start or a takeover) the pool cannot
     // tell sessions waiting for a worker from none, and would remove the workers started for them.
     // Waited for before the pods are listed, so the plan works on a fresh list.
-    let Some(sessions) = ctx.sessions.get() else {
+    let Some(sessions) = ctx.sessions.as_ref() else {
         return true;
     };
     match sessions.wait_listed(SESSION_CACHE_WAIT).await {

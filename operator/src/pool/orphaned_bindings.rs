@@ -22,7 +22,7 @@ pub(super) async fn orphaned_bindings(
     workers: &[plan::ClassifiedPod<'_>],
 ) -> Result<Vec<String>> {
     // Without a session cache there is nothing to compare with.
-    let Some(store) = ctx.sessions.get().map(|cache| cache.store()) else {
+    let Some(store) = ctx.sessions.as_ref().map(|cache| cache.store()) else {
         return Ok(Vec::new());
     };
     let sessions: Api<CapsuleSession> = Api::namespaced(ctx.client.clone(), namespace);

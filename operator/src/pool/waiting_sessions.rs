@@ -19,7 +19,7 @@ pub fn waits_for_new_worker(session: &CapsuleSession) -> bool {
 
 /// Sessions of this pool that missed; the pool grows by that many (up to maxWorkers).
 pub(super) fn waiting_sessions(ctx: &Context, namespace: &str, pool: &str) -> usize {
-    let Some(store) = ctx.sessions.get().map(|cache| cache.store()) else {
+    let Some(store) = ctx.sessions.as_ref().map(|cache| cache.store()) else {
         return 0;
     };
     store

@@ -102,7 +102,10 @@ async fn observe(
     };
     // The pod cache saves a list per pass; the compare-and-swap on the pod and the claims keep
     // a stale copy from taking a worker twice.
-    let cached = ctx.directory.get().and_then(|d| d.pool_pods(ns, pool_name));
+    let cached = ctx
+        .directory
+        .as_ref()
+        .and_then(|d| d.pool_pods(ns, pool_name));
     let listed = async {
         match cached {
             Some(pods) => Ok((pods, true)),

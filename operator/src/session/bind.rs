@@ -64,7 +64,7 @@ async fn tell_worker(
     let ns = session.namespace().unwrap_or_default();
     let pool_key = ctx
         .directory
-        .get()
+        .as_ref()
         .and_then(|d| d.pool_key(&ns, &pool.name_any()));
     let binding = SessionBinding {
         session: session.name_any(),

@@ -8,7 +8,7 @@ use crate::context::Context;
 
 /// The credential the operator presents to the worker `pod` of `pool`.
 pub(super) fn worker_token(ctx: &Context, ns: &str, pool: &str, pod: &Pod) -> Option<String> {
-    let key = ctx.directory.get()?.pool_key(ns, pool)?;
+    let key = ctx.directory.as_ref()?.pool_key(ns, pool)?;
     Some(crate::relay::directory::credential_of(&key, pod))
 }
 
@@ -31,7 +31,7 @@ pub(super) async fn heartbeat_view_agrees(
     pod: &str,
     token_hash: Option<&str>,
 ) -> bool {
-    let Some(directory) = ctx.directory.get() else {
+    let Some(directory) = ctx.directory.as_ref() else {
         return true;
     };
     let deadline = Instant::now() + VIEW_CATCH_UP;
@@ -88,8 +88,8 @@ mod tests {
         let client = kube::Client::new(service, "default");
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Arc::new(crate::metrics::Metrics::register(&mut registry));
-        let ctx = Context::new(client, metrics, Default::default(), Default::default());
-        ctx.directory.set(Arc::new(view)).ok().unwrap();
+        let mut ctx = Context::new(client, metrics, Default::default(), Default::default());
+        ctx.directory = Some(Arc::new(view));
         ctx
     }
 

@@ -7,11 +7,15 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
+use capsule_crds::CapsuleSession;
+use futures::stream::BoxStream;
+use futures::FutureExt;
+
 use crate::context::Context;
 use crate::health::Health;
 use crate::leader;
 use crate::metrics::Metrics;
-use crate::{pool, session, telemetry};
+use crate::{pool, relay, session, telemetry};
 
 mod args;
 mod election;
@@ -27,21 +31,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let ingest_limits = Arc::new(args.limits.limits()?);
     let lease = args.election.settings_if_enabled()?;
     let mut registry = Registry::default();
-    let (ctx, leader_gauge) = context(&args, &mut registry).await?;
-    let (client, health) = (ctx.client.clone(), ctx.health.clone());
     let shutdown = CancellationToken::new();
+    let started = context(&args, &mut registry, &shutdown).await?;
+    let ctx = started.ctx;
+    let (client, health) = (ctx.client.clone(), ctx.health.clone());
     let election = Election::start(&client, lease, args.election.pod_name.as_ref());
     tokio::spawn(leader::track_gauge(
         election.leadership.clone(),
-        leader_gauge,
+        started.leader_gauge,
     ));
-    let (ingest, caches_synced) = servers::start_ingest(
+    let caches_synced = started.caches_synced;
+    let ingest = servers::ingest_state(
         &ctx,
-        args.namespace.clone(),
         ingest_limits,
         &mut registry,
         election.leadership.clone(),
-        &shutdown,
     );
     let server =
         servers::serve_http(args.listen, registry, health.clone(), ingest, &shutdown).await?;
@@ -58,7 +62,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         server.await??;
         return Ok(());
     }
-    run_controllers(ctx, args.namespace, caches_synced, &shutdown, &election).await;
+    let watches = Watches {
+        namespace: args.namespace,
+        session_events: started.session_events,
+        caches_synced,
+    };
+    run_controllers(ctx, watches, &shutdown, &election).await;
     health.set_running(false);
     shutdown.cancel();
     election.release_lease();
@@ -67,29 +76,65 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The controllers' shared context on a new API client; its metrics go into `registry`.
-async fn context(args: &RunArgs, registry: &mut Registry) -> anyhow::Result<(Arc<Context>, Gauge)> {
+/// The context, complete with its watch caches, and what else start-up made with it.
+struct Started {
+    ctx: Arc<Context>,
+    leader_gauge: Gauge,
+    /// The session cache's events, which the pool controller drives once this replica leads.
+    session_events: BoxStream<'static, kube::runtime::watcher::Result<CapsuleSession>>,
+    /// The relay's caches synced (they run from start-up on, leader or not).
+    caches_synced: CachesSynced,
+}
+
+/// The watches the controllers run on.
+struct Watches {
+    namespace: Option<String>,
+    session_events: BoxStream<'static, kube::runtime::watcher::Result<CapsuleSession>>,
+    caches_synced: CachesSynced,
+}
+
+/// The controllers' shared context on a new API client, its watch caches started; its metrics
+/// go into `registry`.
+async fn context(
+    args: &RunArgs,
+    registry: &mut Registry,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Started> {
     let client = kube::Client::try_default().await?;
     capsule_telemetry::register(registry);
     let metrics = Arc::new(Metrics::register(registry));
     let leader_gauge = leader::register_gauge(registry);
     let health = Arc::new(Health::default());
-    let ctx = Context::new(client, metrics, args.operator_config(), health);
-    Ok((Arc::new(ctx), leader_gauge))
+    let namespace = args.namespace.clone();
+    let (directory, caches_synced) =
+        relay::caches::start(client.clone(), namespace.clone(), shutdown.clone());
+    let (sessions, session_events) = pool::session_watch(client.clone(), namespace.as_deref());
+    let ctx = Context::new(client, metrics, args.operator_config(), health)
+        .with_caches(sessions, directory);
+    Ok(Started {
+        ctx: Arc::new(ctx),
+        leader_gauge,
+        session_events,
+        caches_synced: caches_synced.boxed().shared(),
+    })
 }
 
 /// Runs both controllers until one of them stops; exits the process if the lease is lost.
 async fn run_controllers(
     ctx: Arc<Context>,
-    namespace: Option<String>,
-    caches_synced: CachesSynced,
+    watches: Watches,
     shutdown: &CancellationToken,
     election: &Election,
 ) {
     let (stop_pools, stop_sessions) = (shutdown.clone(), shutdown.clone());
-    let pools = pool::run(ctx.clone(), namespace.clone(), caches_synced, async move {
-        stop_pools.cancelled().await
-    });
+    let namespace = watches.namespace;
+    let pools = pool::run(
+        ctx.clone(),
+        namespace.clone(),
+        watches.session_events,
+        watches.caches_synced,
+        async move { stop_pools.cancelled().await },
+    );
     let sessions = session::run(
         ctx,
         namespace,

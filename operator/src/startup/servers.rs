@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures::future::{BoxFuture, Shared};
-use futures::FutureExt;
 use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -14,35 +13,30 @@ use crate::context::Context;
 use crate::health::Health;
 use crate::http;
 use crate::leader::Leadership;
-use crate::relay::{
-    self, ingest, ingest::IngestMetrics, ingest::IngestState, limits::IngestLimits,
-};
+use crate::relay::{ingest, ingest::IngestMetrics, ingest::IngestState, limits::IngestLimits};
 
 /// Completes once the relay's caches have synced; awaited by the pool controller and readiness.
 pub(super) type CachesSynced = Shared<BoxFuture<'static, ()>>;
 
-/// The heartbeat relay's state. Followers keep its caches warm too, so a takeover can ingest at once.
-pub(super) fn start_ingest(
+/// The heartbeat relay's state over the context's caches. Followers keep those caches warm too,
+/// so a takeover can ingest at once.
+pub(super) fn ingest_state(
     ctx: &Context,
-    namespace: Option<String>,
     limits: Arc<IngestLimits>,
     registry: &mut Registry,
     leadership: Leadership,
-    shutdown: &CancellationToken,
-) -> (IngestState, CachesSynced) {
-    let metrics = IngestMetrics::register(registry);
-    let (directory, caches_synced) =
-        relay::caches::start(ctx.client.clone(), namespace, shutdown.clone());
-    let _ = ctx.directory.set(directory.clone());
-    let ingest = IngestState {
+) -> IngestState {
+    IngestState {
         index: ctx.index.clone(),
-        directory,
-        metrics,
+        directory: ctx
+            .directory
+            .clone()
+            .expect("start-up builds the context with its caches"),
+        metrics: IngestMetrics::register(registry),
         limits,
         leadership,
         wakeups: ctx.wakeups.clone(),
-    };
-    (ingest, caches_synced.boxed().shared())
+    }
 }
 
 /// Binds the listen address and serves until `shutdown`.
