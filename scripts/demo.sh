@@ -7,7 +7,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-state="${CAPSULE_DEMO_STATE:-$root/.devcluster}"
+state="${CAPSULE_DEMO_STATE:-}"
 port="${CAPSULE_DEMO_PORT:-8080}"
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
@@ -27,8 +27,21 @@ if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 fi
 
-rm -rf "$state"
-mkdir -p "$state"
+if [ -z "$state" ]; then
+  # Under /tmp, with .devcluster pointing at it: the pods' containers run as other users (the
+  # interpreter's runAsUser), who must reach their volumes, which a checkout under /root hides.
+  if [ -L "$root/.devcluster" ]; then rm -rf "$(readlink "$root/.devcluster")"; fi
+  rm -rf "$root/.devcluster"
+  state="$(mktemp -d /tmp/capsule-demo.XXXXXX)"
+  ln -s "$state" "$root/.devcluster"
+else
+  rm -rf "$state"
+  mkdir -p "$state"
+fi
+chmod 0755 "$state"
+# Binaries every container's user can run, whatever the permissions of the build tree.
+mkdir -p "$state/bin"
+cp "$bin/capsule-worker" "$bin/capsule-sidecar" "$state/bin/"
 pids=()
 cleanup() {
   trap - EXIT INT TERM
@@ -55,8 +68,8 @@ fi
 say "starting the devcluster (logs: $state/devcluster.log)"
 mkfifo "$state/ready"
 "$bin/capsule-devcluster" serve --state-dir "$state" \
-  --image-map "capsule-worker:*=$bin/capsule-worker" \
-  --image-map "capsule-sidecar:*=$bin/capsule-sidecar" \
+  --image-map "capsule-worker:*=$state/bin/capsule-worker" \
+  --image-map "capsule-sidecar:*=$state/bin/capsule-sidecar" \
   "${image_roots[@]}" \
   >"$state/ready" 2>"$state/devcluster.log" &
 pids+=($!)

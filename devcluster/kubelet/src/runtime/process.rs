@@ -106,6 +106,15 @@ pub struct RunningProcess {
     exited: Option<ExitOutcome>,
 }
 
+/// Only root can run a container as another user; a kubelet started by a developer runs every
+/// container as that developer (and says so once).
+fn can_switch_users() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+static USERS_NOT_SWITCHED: std::sync::Once = std::sync::Once::new();
+
 impl RunningProcess {
     pub async fn spawn(spec: &ProcessSpec, log: LogSink, reaper: &Reaper) -> Result<Self> {
         let (program, args) = spec.argv.split_first().ok_or_else(|| Error::Spawn {
@@ -145,8 +154,17 @@ impl RunningProcess {
         // In a sandbox the uid switch comes after chroot and the capability drop (Sandbox::enter);
         // std would switch before pre_exec.
         if let Some((uid, gid)) = spec.security.user.filter(|_| spec.sandbox.is_none()) {
-            // std drops supplementary groups when it changes the uid.
-            command.uid(uid).gid(gid);
+            if can_switch_users() {
+                // std drops supplementary groups when it changes the uid.
+                command.uid(uid).gid(gid);
+            } else {
+                USERS_NOT_SWITCHED.call_once(|| {
+                    tracing::warn!(
+                        uid,
+                        "the kubelet is not root: containers run as its own user, runAsUser is not honoured"
+                    )
+                });
+            }
         }
         before_exec(&mut command, spec);
         let spawned = command.spawn();
