@@ -88,21 +88,28 @@ if os.fork() == 0:
 os.close(w)
 escaped = int(os.read(r, 32))
 os.wait()
-escaped
+# With its start time: the pid alone may be another process's by the time it is checked.
+"%d:%s" % (escaped, open("/proc/%d/stat" % escaped).read().rsplit(")", 1)[1].split()[19])
 "#;
 
 const ALIVE: &str = r#"
 import os
-def alive(pid):
+def alive(pid, started):
     try:
-        return open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()[0] != "Z"
+        fields = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
     except FileNotFoundError:
         return False
-alive(PID)
+    return fields[0] != "Z" and fields[19] == started
+alive(PID, STARTED)
 "#;
 
-async fn alive(worker: &Worker, pid: &str) -> String {
-    result_repr(&worker.run(&ALIVE.replace("PID", pid)).await).unwrap()
+/// Whether the process `escaped` (`pid:start time`, from [`ESCAPE`]) still runs.
+async fn alive(worker: &Worker, escaped: &str) -> String {
+    let (pid, started) = escaped.trim_matches('\'').split_once(':').unwrap();
+    let code = ALIVE
+        .replace("PID", pid)
+        .replace("STARTED", &format!("{started:?}"));
+    result_repr(&worker.run(&code).await).unwrap()
 }
 
 #[tokio::test]
