@@ -12,13 +12,13 @@
 #                     (SCM_RIGHTS): the child's stdin, stdout and stderr
 #                   | {"op": "sweep", "scratch": S, "keep": K}: after a reset, kill what the ended
 #                     session left running outside its process group, then remove what it left
-#                     in S besides K, and in /dev/shm (see _Sweep)
+#                     in S besides K, and in /dev/shm (see _Sweep); answered with "swept" 
 #                   | {"op": "kill", "pid": N}: SIGKILL to interpreter N's process group
 #                   | {"op": "remove", "dir": D}: remove a working directory and all in it
 #                   | {"op": "usage"}: report memory and CPU (answered with "usage")
 #   zygote -> worker: {"op": "forked", "pid": N} | {"op": "refused", "reason": ...}
 #                     | {"op": "exited", "pid": N, "code": <exit code, or null when signalled>}
-#                     | {"op": "usage", "rssBytes": R, "cpuTicks": T}
+#                     | {"op": "usage", "rssBytes": R, "cpuTicks": T} | {"op": "swept"}
 # kill, remove and usage serve a fork server in a container of its own (`capsule-worker
 # fork-server`), whose processes and files the worker, under another uid, cannot reach.
 # The zygote exits when the worker closes the channel, or on SIGTERM (as a container's PID 1 it
@@ -117,6 +117,8 @@ def _exit_code(status):
 interpreters = set()
 # Children removing a directory: this process's own helpers, never swept.
 removers = set()
+# Interpreters the worker had killed: their groups are not spared by a sweep.
+doomed = set()
 # The last interpreters reaped, whose groups the worker may still kill.
 recently_reaped = collections.deque(maxlen=16)
 
@@ -130,6 +132,7 @@ def _reap(control):
         if pid == 0:
             return
         removers.discard(pid)
+        doomed.discard(pid)
         if pid in interpreters:
             interpreters.discard(pid)
             recently_reaped.append(pid)
@@ -215,25 +218,66 @@ class _Sweep:
                 except OSError:
                     pass
         if time.monotonic() >= self.until:
-            self.before = None
-            _remove_left_behind(self.scratch, self.keep)
+            self.finish()
+
+    def finish(self):
+        self.before = None
+        _remove_left_behind(self.scratch, self.keep)
+        self.scratch = self.keep = None
 
 
 def _remove_left_behind(scratch, keep):
+    """Entries of this uid (what session code made; never the worker's) in the scratch volume
+    besides `keep`, and in the pod's /dev/shm when this process is its container's PID 1."""
+    uid = os.getuid()
     places = []
     if isinstance(scratch, str) and isinstance(keep, str):
         places.append((scratch, lambda name: name != keep))
     if os.getpid() == 1:
-        uid = os.getuid()
-        places.append(("/dev/shm", lambda name: _owner("/dev/shm", name) == uid))
-    for folder, junk in places:
+        places.append(("/dev/shm", lambda name: True))
+    for folder, wanted in places:
         try:
             names = os.listdir(folder)
         except OSError:
             continue
         for name in names:
-            if junk(name):
+            if wanted(name) and _owner(folder, name) == uid:
                 _remove_entry(os.path.join(folder, name))
+
+
+def _end_the_rest():
+    """As its container's PID 1: SIGKILL to every process of the container but this one, its
+    removers and the groups of the interpreters still serving or waiting (the standby). Each scan
+    sees the whole namespace, however deep a chain of processes, until one finds nothing."""
+    spared = interpreters - doomed
+    me = os.getpid()
+    for _ in range(50):
+        victims = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) in (me,) or int(entry) in removers:
+                continue
+            fields = _stat_fields(entry)
+            if fields and fields[0] != "Z" and int(fields[2]) not in spared:
+                victims.append(int(entry))
+        if not victims:
+            return
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        _reap_quietly()
+
+
+def _reap_quietly():
+    """Reaps the killed (this process adopts them all as PID 1); interpreters are reported by the
+    main loop's next reap, so only other children are taken here."""
+    for pid in _children():
+        if pid not in interpreters:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
 
 
 def _owner(folder, name):
@@ -284,6 +328,11 @@ def _serve_control(control, request, sweep):
     op = request.get("op")
     if op == "sweep":
         sweep.start(request.get("scratch"), request.get("keep"))
+        if os.getpid() == 1:
+            # Its own PID namespace: everything of the ended session is in sight; end it now.
+            _end_the_rest()
+            sweep.finish()
+        _send(control, {"op": "swept"})
     elif op == "kill":
         _kill_group(request.get("pid"))
     elif op == "remove" and isinstance(request.get("dir"), str):
@@ -299,6 +348,8 @@ def _kill_group(pid):
     """SIGKILL to the group of an interpreter this process forked (alive, or reaped lately: what it
     left in its group goes too); any other pid is ignored."""
     if pid in interpreters or pid in recently_reaped:
+        if pid in interpreters:
+            doomed.add(pid)
         try:
             os.killpg(pid, signal.SIGKILL)
         except OSError:

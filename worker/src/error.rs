@@ -17,6 +17,8 @@ pub enum Error {
     InterpreterGone,
     #[error("the interpreter did not answer in time")]
     InterpreterTimeout,
+    #[error("the fork server refused: {0}")]
+    ForkRefused(String),
     #[error("the warm-up code raised {ename}")]
     WarmupFailed { ename: String, evalue: String },
     #[error("interpreter frame error: {0}")]

@@ -25,13 +25,16 @@ pub struct WorkDir {
 }
 
 impl WorkDir {
-    /// Creates `<scratch>/sessions/<128 random bits>`, mode 0700, or 0777 when `shared` with an interpreter
-    /// container's uid (the worker's uid cannot give it away; the name is the secret, and the
-    /// container holds one session's processes at a time).
+    /// Creates `<scratch>/sessions/<128 random bits>`, mode 0700, or 0777 when `shared` with an
+    /// interpreter container's uid (the worker's uid cannot give it away; the name is the secret,
+    /// and the container holds one session's processes at a time). The directory is made through
+    /// a handle on `sessions/` opened without following links and checked to be the worker's:
+    /// code under another uid can rename entries of the scratch volume, never make the worker
+    /// create a directory where it can list it.
     pub fn create(scratch: &Path, shared: bool) -> Result<WorkDir> {
-        let name: [u8; 16] = rand::rng().random();
+        let name = hex::encode(rand::rng().random::<[u8; 16]>());
         let sessions = scratch.join(SESSIONS_DIR);
-        let path = sessions.join(hex::encode(name));
+        let path = sessions.join(&name);
         let io = |what: &Path| {
             let what = what.display().to_string();
             move |source| Error::Scratch {
@@ -39,13 +42,19 @@ impl WorkDir {
                 source,
             }
         };
-        std::fs::create_dir_all(&sessions).map_err(io(&sessions))?;
-        std::fs::set_permissions(&sessions, std::fs::Permissions::from_mode(0o711))
-            .map_err(io(&sessions))?;
-        std::fs::create_dir(&path).map_err(io(&path))?;
+        std::fs::create_dir_all(scratch).map_err(io(scratch))?;
+        let folder = match own_folder(&sessions) {
+            Ok(folder) => folder,
+            Err(_) => {
+                // Moved aside, not trusted: the next reset's sweep removes it.
+                let aside = scratch.join(format!("{SESSIONS_DIR}.replaced-{name}"));
+                tracing::warn!(folder = %sessions.display(), "the working directories' folder was replaced; setting it aside");
+                std::fs::rename(&sessions, &aside).map_err(io(&sessions))?;
+                own_folder(&sessions).map_err(io(&sessions))?
+            }
+        };
         let mode = if shared { 0o777 } else { 0o700 };
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-            .map_err(io(&path))?;
+        make_dir_in(&folder, &name, mode).map_err(io(&path))?;
         Ok(WorkDir {
             path,
             remover: None,
@@ -78,6 +87,55 @@ impl Drop for WorkDir {
             Err(_) => remove(),
         }
     }
+}
+
+/// `dir` (made when missing), opened without following a link, when it is a directory of the
+/// worker's uid; made mode 0711 (others may enter, not list or add).
+fn own_folder(dir: &Path) -> std::io::Result<std::fs::File> {
+    match std::fs::create_dir(dir) {
+        Err(error) if error.kind() != std::io::ErrorKind::AlreadyExists => return Err(error),
+        _ => {}
+    }
+    open_own_folder(dir)
+}
+
+fn open_own_folder(dir: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let folder = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dir)?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if folder.metadata()?.uid() != unsafe { libc::geteuid() } {
+        return Err(std::io::Error::other(
+            "it belongs to another user: something replaced the worker's folder",
+        ));
+    }
+    folder.set_permissions(std::fs::Permissions::from_mode(0o711))?;
+    Ok(folder)
+}
+
+/// Makes `name` in `folder` (through the handle, wherever the folder is now) with `mode`.
+fn make_dir_in(folder: &std::fs::File, name: &str, mode: u32) -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let name = std::ffi::CString::new(name)?;
+    // SAFETY: mkdirat and openat read a NUL-terminated name relative to a directory fd we hold.
+    let dir = unsafe {
+        if libc::mkdirat(folder.as_raw_fd(), name.as_ptr(), 0o700) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let fd = libc::openat(
+            folder.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        std::fs::File::from_raw_fd(fd)
+    };
+    // Not through mkdirat's mode, which the umask narrows.
+    dir.set_permissions(std::fs::Permissions::from_mode(mode))
 }
 
 /// Tries for this long (times [`REMOVE_RETRY`]) while a fork server removes its part.

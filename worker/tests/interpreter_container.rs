@@ -162,8 +162,12 @@ async fn heartbeats_count_the_interpreter_containers_memory_and_cpu() {
             ("CAPSULE_HEARTBEAT_INTERVAL_SECONDS", "1"),
         ])
         .await;
-    worker.run("sum(i * i for i in range(3_000_000))").await;
-    let counted = |h: &Heartbeat| h.rss_bytes > h.worker_rss_bytes + (10 << 20) && h.cpu_millis > 0;
+    // About two seconds of the interpreter's CPU, far beyond what an idle worker uses.
+    worker
+        .run("import time\nend = time.process_time() + 2\nwhile time.process_time() < end: pass")
+        .await;
+    let counted =
+        |h: &Heartbeat| h.rss_bytes > h.worker_rss_bytes + (10 << 20) && h.cpu_millis >= 1800;
     wait_until(
         "a heartbeat with the container's RSS (two interpreters, a fork server) and CPU",
         || heartbeats.lock().unwrap().iter().any(counted),
@@ -231,6 +235,77 @@ async fn a_reset_forks_a_fresh_interpreter_and_removes_what_the_session_left_any
         || !left_in_scratch.exists() && !left_in_shm.exists(),
     )
     .await;
+}
+
+/// A chain of processes deeper than any round-by-round sweep reaches, the top one in a session of
+/// its own, the deepest appending to a file; and the scratch volume's `sessions/` folder renamed
+/// away with a folder of the session's own in its place.
+const DIG_IN: &str = r#"
+import os, time
+def chain(depth):
+    if depth == 0:
+        while True:
+            with open(BEACON, "a") as f:
+                f.write(".")
+            time.sleep(0.02)
+    if os.fork() == 0:
+        chain(depth - 1)
+    os.wait()
+if os.fork() == 0:
+    os.setsid()
+    chain(40)
+time.sleep(0.5)
+scratch = os.path.dirname(os.path.dirname(os.getcwd()))
+os.rename(os.path.join(scratch, "sessions"), os.path.join(scratch, "moved"))
+os.mkdir(os.path.join(scratch, "sessions"), 0o777)
+os.path.getsize(BEACON) > 0
+"#;
+
+#[tokio::test]
+async fn a_reset_ends_every_process_of_the_session_and_no_folder_of_its_own_receives_the_next() {
+    let pod = Pod::new();
+    let _container = pod.start_interpreter_container();
+    let worker = pod.start_worker().await;
+    let beacon = pod.dir.path().join("beacon");
+    std::fs::write(&beacon, b"").unwrap();
+    std::fs::set_permissions(&beacon, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let code = DIG_IN.replace("BEACON", &format!("{:?}", beacon.display().to_string()));
+    assert_eq!(eval(&worker, &code).await, "True", "the chain runs");
+    worker.release_with_reset().await;
+    worker.bind().await;
+    let size = std::fs::metadata(&beacon).unwrap().len();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        std::fs::metadata(&beacon).unwrap().len(),
+        size,
+        "every process of the ended session is gone before the next one runs"
+    );
+    let seen = eval(
+        &worker,
+        "import os\n(os.stat(os.path.dirname(os.getcwd())).st_uid, os.getcwd().startswith(SCRATCH + '/sessions/'))"
+            .replace("SCRATCH", &format!("{:?}", pod.path("scratch")))
+            .as_str(),
+    )
+    .await;
+    assert!(
+        seen.starts_with(&format!("({WORKER_UID}, ")),
+        "the next session's directory is in a folder of the worker's, not the session's: {seen}"
+    );
+    use std::os::unix::fs::MetadataExt;
+    let owner = |path: &std::path::Path| std::fs::metadata(path).map(|m| m.uid()).ok();
+    let scratch = PathBuf::from(pod.path("scratch"));
+    assert_eq!(owner(&scratch.join("sessions")), Some(WORKER_UID));
+    for entry in std::fs::read_dir(&scratch).unwrap().flatten() {
+        if owner(&entry.path()) == Some(INTERPRETER_UID) && entry.path().is_dir() {
+            let made = std::fs::read_dir(entry.path()).unwrap().count();
+            assert_eq!(
+                made,
+                0,
+                "nothing was made in the planted {:?}",
+                entry.path()
+            );
+        }
+    }
 }
 
 #[tokio::test]

@@ -3,12 +3,15 @@
 //! checkpoints). See docs/checkpoints.md.
 
 use capsule_crds::{CapsulePool, CheckpointStore, CHECKPOINT_VOLUME_MOUNT};
-use k8s_openapi::api::core::v1::{EnvVar, PersistentVolumeClaimVolumeSource, Volume, VolumeMount};
+use k8s_openapi::api::core::v1::{
+    EmptyDirVolumeSource, EnvVar, PersistentVolumeClaimVolumeSource, Volume, VolumeMount,
+};
 
-use super::pod_security::SCRATCH_DIR;
 use super::worker_pod::env::env;
 
 const VOLUME_NAME: &str = "capsule-checkpoints";
+/// The `Worker` store: an emptyDir in the worker container alone, gone with the pod.
+const WORKER_STORE_DIR: &str = "/var/run/capsule-checkpoints";
 
 /// The worker's checkpoint settings and, for a `Volume` store, the pod volume and its mount.
 pub struct CheckpointAccess {
@@ -36,9 +39,22 @@ pub fn access(pool: &CapsulePool) -> CheckpointAccess {
             };
             (CHECKPOINT_VOLUME_MOUNT.to_string(), Some((volume, mount)))
         }
-        // A Volume store without a claim is refused at admission; the scratch volume is the
-        // fallback of a pool stored before that rule.
-        _ => (format!("{SCRATCH_DIR}/checkpoints"), None),
+        // A Volume store without a claim is refused at admission; the worker's own emptyDir is
+        // the fallback of a pool stored before that rule. Not the scratch volume: the interpreter
+        // container mounts that one, and session code could move or delete the store there.
+        _ => {
+            let volume = Volume {
+                name: VOLUME_NAME.into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Default::default()
+            };
+            let mount = VolumeMount {
+                name: VOLUME_NAME.into(),
+                mount_path: WORKER_STORE_DIR.into(),
+                ..Default::default()
+            };
+            (WORKER_STORE_DIR.to_string(), Some((volume, mount)))
+        }
     };
     let mut vars = vec![
         env("CAPSULE_CHECKPOINT_DIR", dir),
@@ -89,19 +105,20 @@ mod tests {
     }
 
     #[test]
-    fn a_default_pool_keeps_checkpoints_in_the_scratch_volume_without_automatic_ones() {
+    fn a_default_pool_keeps_checkpoints_in_a_volume_of_the_worker_alone_without_automatic_ones() {
         let access = access(&pool(|_| {}));
         assert_eq!(
             value(&access, "CAPSULE_CHECKPOINT_DIR"),
-            Some("/var/run/capsule-scratch/checkpoints")
+            Some("/var/run/capsule-checkpoints")
         );
+        let (volume, mount) = access.volume.as_ref().expect("an emptyDir of its own");
+        assert!(volume.empty_dir.is_some() && mount.mount_path == "/var/run/capsule-checkpoints");
         assert_eq!(
             value(&access, "CAPSULE_CHECKPOINT_MAX_BYTES"),
             Some("268435456")
         );
         assert_eq!(value(&access, "CAPSULE_CHECKPOINT_KEEP"), Some("3"));
         assert!(value(&access, "CAPSULE_CHECKPOINT_AFTER_MS").is_none());
-        assert!(access.volume.is_none());
         assert!(!sessions_migrate(&pool(|_| {})));
     }
 

@@ -45,10 +45,11 @@ impl Saved {
 fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>> {
     let io = |e| Error::CheckpointFailed(format!("reading the driver's checkpoint file: {e}"));
     // Session threads run beside the save: a symlink planted in place of the file (to a file only
-    // the non-dumpable worker may read, such as its own /proc entries) is refused, not followed.
+    // the non-dumpable worker may read, such as its own /proc entries) is refused, not followed,
+    // and a FIFO does not block the open (it is then refused as not a file).
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .map_err(io)?;
     let metadata = file.metadata().map_err(io)?;

@@ -38,6 +38,16 @@ impl ZygoteLink {
         self.open.store(false, Relaxed);
     }
 
+    /// Ends the connection both ways. A fork server in its own container reads end-of-file and
+    /// exits, and as PID 1 takes every process of its container with it.
+    pub(super) fn shut_down(&self) {
+        self.close();
+        // SAFETY: shutdown only changes the state of a socket this link keeps open.
+        unsafe {
+            libc::shutdown(self.control.as_raw_fd(), libc::SHUT_RDWR);
+        }
+    }
+
     pub fn is_remote(&self) -> bool {
         self.remote
     }
@@ -72,8 +82,14 @@ impl ProcessGroup {
     /// uid and pid namespace), else by its fork server, which forked it.
     pub fn kill(&self) {
         if self.link.remote {
-            self.link
+            let asked = self
+                .link
                 .notify(&serde_json::json!({"op": "kill", "pid": self.pid}));
+            if !asked && self.link.is_open() {
+                // A kill that cannot be delivered ends the container instead.
+                tracing::warn!("could not ask the fork server to kill; ending its connection");
+                self.link.shut_down();
+            }
         } else if let Ok(pid) = i32::try_from(self.pid) {
             // SAFETY: killpg only sends a signal; a group that is already gone gives ESRCH.
             unsafe {

@@ -74,6 +74,8 @@ pub struct ForkServer {
     current: Mutex<Option<ZygoteLink>>,
     pid: AtomicU32,
     usage: Arc<RemoteUsage>,
+    /// A connected fork server was given up: see [`ABANDONED`].
+    abandoned: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -86,11 +88,19 @@ enum Origin {
     Unusable(String),
 }
 
+/// Why no further fork server is served after one that failed while still connected: its
+/// container may still hold session code, which could connect next.
+const ABANDONED: &str = "the interpreter container's fork server failed while still connected; \
+     this worker serves no other connection and must be replaced";
+
 /// Memory and CPU of the interpreter container, as its fork server last reported them.
 #[derive(Debug, Default)]
 struct RemoteUsage {
     rss_bytes: AtomicU64,
     cpu_ticks: AtomicU64,
+    /// A request is unanswered: no second one, so requests never fill the fork server's queue
+    /// ahead of a kill.
+    asked: AtomicBool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,6 +121,7 @@ enum ZygoteMessage {
         rss_bytes: u64,
         cpu_ticks: u64,
     },
+    Swept,
 }
 
 #[derive(Debug)]
@@ -120,7 +131,11 @@ enum Reply {
         exit: oneshot::Receiver<Option<i32>>,
     },
     Refused(String),
+    Swept,
 }
+
+/// How long a reset waits for the fork server to say the ended session's processes are gone.
+const SWEEP_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 struct Zygote {
@@ -157,6 +172,7 @@ impl ForkServer {
             current: Mutex::new(None),
             pid: AtomicU32::new(0),
             usage: Arc::default(),
+            abandoned: AtomicBool::new(false),
         }
     }
 
@@ -186,7 +202,11 @@ impl ForkServer {
         }
         let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(link) = current.as_ref() {
-            link.notify(&serde_json::json!({"op": "usage"}));
+            if !self.usage.asked.swap(true, Relaxed)
+                && !link.notify(&serde_json::json!({"op": "usage"}))
+            {
+                self.usage.asked.store(false, Relaxed);
+            }
         }
         Some((
             self.usage.rss_bytes.load(Relaxed),
@@ -208,6 +228,13 @@ impl ForkServer {
                 Err(error) => {
                     tracing::warn!(%error, "the fork server failed; taking a new one");
                     if let Some(mut failed) = zygote.take() {
+                        // Refused or silent, it still runs: a gone one (a send that failed, its
+                        // replies ended) took its container with it.
+                        let alive =
+                            matches!(error, Error::InterpreterTimeout | Error::ForkRefused(_));
+                        if self.is_remote() && alive {
+                            self.abandoned.store(true, Relaxed);
+                        }
                         failed.stop();
                     }
                     self.pid.store(0, Relaxed);
@@ -219,6 +246,9 @@ impl ForkServer {
     }
 
     async fn next_zygote(&self, dir: &Path) -> Result<Zygote> {
+        if self.abandoned.load(Relaxed) {
+            return Err(Error::Io(io::Error::other(ABANDONED)));
+        }
         let zygote = match &self.origin {
             Origin::Spawned { python } => {
                 let started = Zygote::spawn(python, dir, self.usage.clone())?;
@@ -239,27 +269,34 @@ impl ForkServer {
         Ok(zygote)
     }
 
-    /// After a reset killed the old interpreter: has the zygote kill, over the next second, every
-    /// process the ended session left outside its process group (adopted by the zygote as
-    /// subreaper, started before now), then remove what it left in `scratch` outside the working
-    /// directories (and, in a container of its own, in `/dev/shm`). Best effort: a zygote that is
-    /// gone has nothing to sweep.
+    /// After a reset killed the old interpreter: has the zygote kill what the ended session left
+    /// running outside its process group, and waits until it says so (see `_Sweep` in
+    /// zygote.py). In a container of its own the fork server ends every process of the session
+    /// at once and removes what it left in `scratch` and `/dev/shm`; a fork server under the
+    /// worker's uid leaves the scratch volume alone (the worker's files are there too). Best
+    /// effort: a zygote that is gone has nothing to sweep.
     pub async fn sweep(&self, scratch: &Path) {
         let mut zygote = self.zygote.lock().await;
         let Some(running) = zygote.as_mut() else {
             return;
         };
-        if !running.has_exited() {
-            let request = serde_json::json!({
-                "op": "sweep",
-                "scratch": scratch,
-                "keep": crate::workdir::SESSIONS_DIR,
-            });
-            let request = request.to_string();
-            if let Err(error) = send_with_fds(&running.link.control, request.as_bytes(), &[]).await
-            {
-                tracing::warn!(%error, "could not ask the fork server to sweep");
-            }
+        if running.has_exited() {
+            return;
+        }
+        let mut request = serde_json::json!({"op": "sweep"});
+        if self.is_remote() {
+            request["scratch"] = serde_json::json!(scratch);
+            request["keep"] = serde_json::json!(crate::workdir::SESSIONS_DIR);
+        }
+        let request = request.to_string();
+        if let Err(error) = send_with_fds(&running.link.control, request.as_bytes(), &[]).await {
+            tracing::warn!(%error, "could not ask the fork server to sweep");
+            return;
+        }
+        match tokio::time::timeout(SWEEP_TIMEOUT, running.replies.recv()).await {
+            Ok(Some(Reply::Swept)) => {}
+            Ok(other) => tracing::warn!(?other, "unexpected answer to a sweep"),
+            Err(_) => tracing::warn!("the fork server did not finish its sweep in time"),
         }
     }
 }
@@ -326,7 +363,7 @@ impl Zygote {
     }
 
     fn stop(&mut self) {
-        self.link.close();
+        self.link.shut_down();
         if let Some(process) = self.process.as_mut() {
             let _ = process.start_kill();
         }
@@ -345,7 +382,17 @@ impl Zygote {
         send_with_fds(&self.link.control, request.as_bytes(), &fds).await?;
         // The zygote holds its own copies now; ours would keep the child's pipes open.
         drop((stdin_theirs, stdout_theirs, stderr_theirs));
-        match tokio::time::timeout(FORK_TIMEOUT, self.replies.recv()).await {
+        let reply = tokio::time::timeout(FORK_TIMEOUT, async {
+            loop {
+                // A sweep's answer that came after its wait gave up belongs to no fork.
+                match self.replies.recv().await {
+                    Some(Reply::Swept) => continue,
+                    other => return other,
+                }
+            }
+        })
+        .await;
+        match reply {
             Ok(Some(Reply::Forked { pid, exit })) => Ok(Forked {
                 group: ProcessGroup {
                     pid,
@@ -356,10 +403,8 @@ impl Zygote {
                 stderr: pipe::Receiver::from_owned_fd(stderr)?,
                 exit,
             }),
-            Ok(Some(Reply::Refused(reason))) => Err(Error::Io(io::Error::other(format!(
-                "the fork server refused: {reason}"
-            )))),
-            Ok(None) => Err(Error::InterpreterGone),
+            Ok(Some(Reply::Refused(reason))) => Err(Error::ForkRefused(reason)),
+            Ok(Some(Reply::Swept)) | Ok(None) => Err(Error::InterpreterGone),
             Err(_) => Err(Error::InterpreterTimeout),
         }
     }
@@ -391,6 +436,7 @@ async fn read_replies(
                 Reply::Forked { pid, exit }
             }
             Ok(ZygoteMessage::Refused { reason }) => Reply::Refused(reason),
+            Ok(ZygoteMessage::Swept) => Reply::Swept,
             Ok(ZygoteMessage::Exited { pid, code }) => {
                 let waiter = exits.lock().unwrap_or_else(|p| p.into_inner()).remove(&pid);
                 if let Some(waiter) = waiter {
@@ -404,6 +450,7 @@ async fn read_replies(
             }) => {
                 usage.rss_bytes.store(rss_bytes, Relaxed);
                 usage.cpu_ticks.store(cpu_ticks, Relaxed);
+                usage.asked.store(false, Relaxed);
                 continue;
             }
             Err(error) => {
@@ -416,6 +463,7 @@ async fn read_replies(
         }
     }
     link.close();
+    usage.asked.store(false, Relaxed);
     if let Some(served) = served {
         served.store(false, Relaxed);
     }

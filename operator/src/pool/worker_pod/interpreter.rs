@@ -50,7 +50,15 @@ pub(super) fn own_interpreter(
             .resources
             .clone()
             .or_else(|| template.resources.clone()),
-        volume_mounts: Some(vec![fork_mount.clone(), scratch_mount.clone()]),
+        // Read-only: it connects to the socket (which a read-only mount allows), and session code
+        // cannot replace or remove it.
+        volume_mounts: Some(vec![
+            VolumeMount {
+                read_only: Some(true),
+                ..fork_mount.clone()
+            },
+            scratch_mount.clone(),
+        ]),
         // The image's working directory belongs to the worker's user; the scratch volume is
         // writable by any uid, as the fork server's directory is in the worker container.
         working_dir: Some(pod_security::SCRATCH_DIR.into()),
