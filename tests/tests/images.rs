@@ -201,13 +201,14 @@ fn worker_runs_code() {
         .unwrap();
     assert_eq!(bind.status(), 204, "bind: {:?}", bind.text());
     assert_eq!(execute(&base, "1+1"), "2");
-    // The interpreter runs as the image's user, in a folder of the image's scratch directory.
+    // The interpreter runs as the image's user, in a folder of the image's scratch directory's
+    // `sessions/`.
     // (/var/run is a link to /run in Debian, so the folder is compared resolved; the worker keeps
     // CAPSULE_* variables out of the interpreter, so the path is written out.)
     let whoami = execute(
         &base,
         "import os\n(os.getuid(), os.getgid(), \
-         os.path.dirname(os.getcwd()) == os.path.realpath('/var/run/capsule-scratch'))",
+         os.path.dirname(os.getcwd()) == os.path.realpath('/var/run/capsule-scratch/sessions'))",
     );
     assert_eq!(whoami, "(65532, 65532, True)");
 }
