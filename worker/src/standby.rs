@@ -75,9 +75,7 @@ impl Standby {
             self.protected = Some(watch_protected);
             self.next = Some(tokio::spawn(async move {
                 let warmed = start_until_ready(&runtime, Some(&protected)).await;
-                runtime
-                    .standby_pid
-                    .store(warmed.interpreter.pid.unwrap_or(0), Relaxed);
+                runtime.standby_pid.store(warmed.interpreter.pid(), Relaxed);
                 warmed
             }));
         }
@@ -132,13 +130,11 @@ async fn activate(runtime: &Runtime, warmed: Warmed) -> Interpreter {
         .lock()
         .unwrap_or_else(|p| p.into_inner()) = python_version;
     runtime.stats.namespace_size.store(namespace_size, Relaxed);
-    runtime
-        .interpreter_pid
-        .store(interpreter.pid.unwrap_or(0), Relaxed);
+    runtime.interpreter_pid.store(interpreter.pid(), Relaxed);
     if !runtime.ready.swap(true, Relaxed) {
         runtime.became_ready.notify_one();
     }
-    tracing::info!(pid = interpreter.pid, python = %runtime.python_version(), "interpreter ready");
+    tracing::info!(pid = interpreter.pid(), python = %runtime.python_version(), "interpreter ready");
     interpreter
 }
 

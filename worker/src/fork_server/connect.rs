@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::socket::connect_to;
-use super::{DRIVER_SOURCE, ZYGOTE_SOURCE};
+use super::zygote_command;
 
 /// Set in the interpreter container: `capsule-worker` then runs as its fork server, without the
 /// `fork-server` argument, so any image map or entrypoint that runs the worker runs it too.
@@ -51,18 +51,7 @@ pub fn run(args: &ForkServerArgs) -> String {
         return format!("dup2: {}", std::io::Error::last_os_error());
     }
     drop(connection);
-    let mut command = std::process::Command::new(&args.python);
-    command
-        .arg("-c")
-        .arg(ZYGOTE_SOURCE)
-        .arg(DRIVER_SOURCE)
-        .env("PYTHONUNBUFFERED", "1");
-    for (name, _) in std::env::vars_os() {
-        let name_text = name.to_string_lossy();
-        if name_text.starts_with("CAPSULE_") || name_text == "KUBECONFIG" {
-            command.env_remove(name);
-        }
-    }
+    let mut command = zygote_command(&args.python);
     let error = command.exec();
     format!("cannot run {}: {error}", args.python)
 }

@@ -48,10 +48,6 @@ impl ZygoteLink {
         }
     }
 
-    pub fn is_remote(&self) -> bool {
-        self.remote
-    }
-
     /// Sends a message without waiting; false when the fork server is gone or cannot take it now.
     pub fn notify(&self, message: &serde_json::Value) -> bool {
         self.is_open()

@@ -11,7 +11,7 @@
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,8 +30,6 @@ pub struct Connections {
     pending: tokio::sync::Mutex<mpsc::Receiver<OwnedFd>>,
     /// A connection is being served; others are refused meanwhile.
     pub(super) serving: Arc<AtomicBool>,
-    /// Connections refused because another was being served (or too many were waiting).
-    pub refused: Arc<AtomicU64>,
 }
 
 impl Connections {
@@ -45,14 +43,12 @@ impl Connections {
             unsafe { AsyncFd::register(listen_at(path)?) }.map_err(std::io::Error::from)?;
         let (tx, pending) = mpsc::channel(PENDING_CAPACITY);
         let serving = Arc::new(AtomicBool::new(false));
-        let refused = Arc::new(AtomicU64::new(0));
-        tokio::spawn(accept_loop(listener, tx, serving.clone(), refused.clone()));
+        tokio::spawn(accept_loop(listener, tx, serving.clone()));
         tracing::info!(path = %path.display(), "waiting for the interpreter container's fork server");
         Ok(Connections {
             path: path.to_owned(),
             pending: tokio::sync::Mutex::new(pending),
             serving,
-            refused,
         })
     }
 
@@ -80,7 +76,6 @@ async fn accept_loop(
     listener: AsyncFd<OwnedFd>,
     pending: mpsc::Sender<OwnedFd>,
     serving: Arc<AtomicBool>,
-    refused: Arc<AtomicU64>,
 ) {
     loop {
         let connection = match accept(&listener).await {
@@ -91,7 +86,6 @@ async fn accept_loop(
             }
         };
         if serving.load(Relaxed) || pending.try_send(connection).is_err() {
-            refused.fetch_add(1, Relaxed);
             tracing::warn!("refused a fork server connection: another one is being served");
         }
     }

@@ -42,6 +42,25 @@ pub const ZYGOTE_SOURCE: &str = include_str!("../../zygote.py");
 /// The driver each forked interpreter runs.
 pub const DRIVER_SOURCE: &str = include_str!("../../driver.py");
 
+/// Python running the zygote with the driver's source, without the worker's settings
+/// (`CAPSULE_*`, `KUBECONFIG`) in its environment: the command both ways of having a fork server
+/// start.
+pub(crate) fn zygote_command(python: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(python);
+    command
+        .arg("-c")
+        .arg(ZYGOTE_SOURCE)
+        .arg(DRIVER_SOURCE)
+        .env("PYTHONUNBUFFERED", "1");
+    for (name, _) in std::env::vars_os() {
+        let name_text = name.to_string_lossy();
+        if name_text.starts_with("CAPSULE_") || name_text == "KUBECONFIG" {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
 /// How long a fork server may take to answer a fork (its first answer includes its start), and
 /// how long the worker waits for an interpreter container's fork server to connect.
 const FORK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -186,14 +205,6 @@ impl ForkServer {
         !matches!(self.origin, Origin::Spawned { .. })
     }
 
-    /// Connections refused while another fork server connection was served.
-    pub fn refused_connections(&self) -> u64 {
-        match &self.origin {
-            Origin::Connecting(connections) => connections.refused.load(Relaxed),
-            _ => 0,
-        }
-    }
-
     /// The interpreter container's RSS and CPU ticks as last reported, and asks for a new report
     /// (read at the next call). `None` when the interpreters are the worker's own processes.
     pub fn remote_usage(&self) -> Option<(u64, u64)> {
@@ -304,24 +315,14 @@ impl ForkServer {
 impl Zygote {
     fn spawn(python: &str, dir: &Path, usage: Arc<RemoteUsage>) -> Result<Zygote> {
         let (ours, theirs) = seqpacket_pair()?;
-        let mut command = Command::new(python);
+        let mut command = Command::from(zygote_command(python));
         command
-            .arg("-c")
-            .arg(ZYGOTE_SOURCE)
-            .arg(DRIVER_SOURCE)
             // The scratch directory, not a session's: the zygote outlives every session directory.
             .current_dir(dir.parent().unwrap_or(dir))
-            .env("PYTHONUNBUFFERED", "1")
             .stdin(Stdio::from(theirs))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        for (name, _) in std::env::vars_os() {
-            let name_text = name.to_string_lossy();
-            if name_text.starts_with("CAPSULE_") || name_text == "KUBECONFIG" {
-                command.env_remove(name);
-            }
-        }
         let mut process = command.spawn().map_err(|source| Error::InterpreterSpawn {
             program: python.to_owned(),
             source,

@@ -40,8 +40,8 @@ const EXIT_WAIT: Duration = Duration::from_secs(2);
 /// A running interpreter.
 #[derive(Debug)]
 pub struct Interpreter {
-    pub pid: Option<u32>,
-    /// How its process group is killed and its directories removed.
+    /// Its pid (in the fork server's PID namespace), how its process group is killed and its
+    /// directories removed.
     group: ProcessGroup,
     pub events: mpsc::Receiver<DriverEvent>,
     /// Its exit code, reported by the fork server; `None` once received.
@@ -67,13 +67,17 @@ impl Interpreter {
         let (tx, events) = mpsc::channel(DRIVER_EVENT_CAPACITY);
         tokio::spawn(read_frames(forked.stdout, tx, checkpoints));
         Ok(Interpreter {
-            pid: Some(forked.group.pid),
             group: forked.group,
             events,
             exit: Some(forked.exit),
             stdin: Some(forked.stdin),
             workdirs: vec![workdir],
         })
+    }
+
+    /// Its pid, in the fork server's PID namespace.
+    pub fn pid(&self) -> u32 {
+        self.group.pid
     }
 
     /// Its session working directory (the last one made), where checkpoint files are handed over.
