@@ -248,13 +248,14 @@ def _remove_left_behind(scratch, keep):
 def _end_the_rest():
     """As its container's PID 1: SIGKILL to every process of the container but this one, its
     removers and the groups of the interpreters still serving or waiting (the standby). Each scan
-    sees the whole namespace, however deep a chain of processes, until one finds nothing."""
+    sees the whole namespace, however deep a chain of processes, until one finds nothing but
+    zombies, which the main loop reaps."""
     spared = interpreters - doomed
     me = os.getpid()
     for _ in range(50):
         victims = []
         for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) in (me,) or int(entry) in removers:
+            if not entry.isdigit() or int(entry) == me or int(entry) in removers:
                 continue
             fields = _stat_fields(entry)
             if fields and fields[0] != "Z" and int(fields[2]) not in spared:
@@ -265,18 +266,6 @@ def _end_the_rest():
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
-                pass
-        _reap_quietly()
-
-
-def _reap_quietly():
-    """Reaps the killed (this process adopts them all as PID 1); interpreters are reported by the
-    main loop's next reap, so only other children are taken here."""
-    for pid in _children():
-        if pid not in interpreters:
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
                 pass
 
 
