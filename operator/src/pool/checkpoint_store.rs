@@ -3,10 +3,9 @@
 //! checkpoints). See docs/checkpoints.md.
 
 use capsule_crds::{CapsulePool, CheckpointStore, CHECKPOINT_VOLUME_MOUNT};
-use k8s_openapi::api::core::v1::{
-    EmptyDirVolumeSource, EnvVar, PersistentVolumeClaimVolumeSource, Volume, VolumeMount,
-};
+use k8s_openapi::api::core::v1::{EnvVar, PersistentVolumeClaimVolumeSource, Volume, VolumeMount};
 
+use super::pod_security::empty_dir;
 use super::worker_pod::env::env;
 
 const VOLUME_NAME: &str = "capsule-checkpoints";
@@ -43,16 +42,7 @@ pub fn access(pool: &CapsulePool) -> CheckpointAccess {
         // the fallback of a pool stored before that rule. Not the scratch volume: the interpreter
         // container mounts that one, and session code could move or delete the store there.
         _ => {
-            let volume = Volume {
-                name: VOLUME_NAME.into(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
-                ..Default::default()
-            };
-            let mount = VolumeMount {
-                name: VOLUME_NAME.into(),
-                mount_path: WORKER_STORE_DIR.into(),
-                ..Default::default()
-            };
+            let (volume, mount) = empty_dir(VOLUME_NAME, WORKER_STORE_DIR, None);
             (WORKER_STORE_DIR.to_string(), Some((volume, mount)))
         }
     };

@@ -58,14 +58,23 @@ pub fn container_security_context(template: &WorkerTemplate) -> SecurityContext 
 
 /// The worker container's scratch volume (the root filesystem is read-only).
 pub fn scratch_volume() -> (Volume, VolumeMount) {
+    empty_dir(SCRATCH_VOLUME, SCRATCH_DIR, None)
+}
+
+/// An emptyDir `name` (on `medium`, e.g. `Memory`; default: the node's disk) and its mount at
+/// `path`.
+pub fn empty_dir(name: &str, path: &str, medium: Option<&str>) -> (Volume, VolumeMount) {
     let volume = Volume {
-        name: SCRATCH_VOLUME.into(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: medium.map(Into::into),
+            size_limit: None,
+        }),
         ..Default::default()
     };
     let mount = VolumeMount {
-        name: SCRATCH_VOLUME.into(),
-        mount_path: SCRATCH_DIR.into(),
+        name: name.into(),
+        mount_path: path.into(),
         ..Default::default()
     };
     (volume, mount)

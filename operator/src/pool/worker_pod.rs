@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 
 use capsule_crds::{CapsulePool, ImagePullPolicy, WorkerTemplate};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, Pod, PodSpec, Probe,
-    Volume, VolumeMount,
+    Container, ContainerPort, EnvVar, HTTPGetAction, Pod, PodSpec, Probe, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -146,25 +145,7 @@ fn metadata(pool: &CapsulePool, pod_name: &str) -> ObjectMeta {
 
 /// The in-memory emptyDir the worker and the sidecar share for the trace socket.
 fn run_volume() -> (Volume, VolumeMount) {
-    socket_volume(RUN_VOLUME, RUN_DIR)
-}
-
-/// An in-memory emptyDir `name`, for a socket two containers share, and its mount at `path`.
-fn socket_volume(name: &str, path: &str) -> (Volume, VolumeMount) {
-    let volume = Volume {
-        name: name.into(),
-        empty_dir: Some(EmptyDirVolumeSource {
-            medium: Some("Memory".into()),
-            size_limit: None,
-        }),
-        ..Default::default()
-    };
-    let mount = VolumeMount {
-        name: name.into(),
-        mount_path: path.into(),
-        ..Default::default()
-    };
-    (volume, mount)
+    pod_security::empty_dir(RUN_VOLUME, RUN_DIR, Some("Memory"))
 }
 
 fn tcp_port(name: &str, port: i32) -> Option<Vec<ContainerPort>> {

@@ -7,7 +7,7 @@
 use capsule_crds::{InterpreterPlacement, WorkerTemplate};
 use k8s_openapi::api::core::v1::{Container, EnvVar, Volume, VolumeMount};
 
-use super::{env::env, pull_policy, socket_volume};
+use super::{env::env, pull_policy};
 use crate::pool::pod_security;
 
 pub(in crate::pool) const INTERPRETER_CONTAINER: &str = "interpreter";
@@ -32,7 +32,7 @@ pub(super) fn own_interpreter(
     if template.interpreter.placement != InterpreterPlacement::OwnContainer {
         return None;
     }
-    let (volume, fork_mount) = socket_volume(FORK_VOLUME, FORK_DIR);
+    let (volume, fork_mount) = pod_security::empty_dir(FORK_VOLUME, FORK_DIR, Some("Memory"));
     let mut security = pod_security::container_security_context(template);
     security.run_as_user = Some(template.interpreter.run_as_user);
     security.run_as_group = Some(template.interpreter.run_as_user);
