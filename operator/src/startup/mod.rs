@@ -40,7 +40,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         election.leadership.clone(),
         started.leader_gauge,
     ));
-    let caches_synced = started.caches_synced;
+    let watches = started.watches;
     let ingest = servers::ingest_state(
         &ctx,
         ingest_limits,
@@ -53,7 +53,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     health.set_running(true);
     if !election
-        .wait_to_lead(&client, &caches_synced, &health, &shutdown)
+        .wait_to_lead(&client, &watches.caches_synced, &health, &shutdown)
         .await
     {
         tracing::info!("stopped while following");
@@ -62,11 +62,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         server.await??;
         return Ok(());
     }
-    let watches = Watches {
-        namespace: args.namespace,
-        session_events: started.session_events,
-        caches_synced,
-    };
     run_controllers(ctx, watches, &shutdown, &election).await;
     health.set_running(false);
     shutdown.cancel();
@@ -80,16 +75,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 struct Started {
     ctx: Arc<Context>,
     leader_gauge: Gauge,
-    /// The session cache's events, which the pool controller drives once this replica leads.
-    session_events: BoxStream<'static, kube::runtime::watcher::Result<CapsuleSession>>,
-    /// The relay's caches synced (they run from start-up on, leader or not).
-    caches_synced: CachesSynced,
+    watches: Watches,
 }
 
 /// The watches the controllers run on.
 struct Watches {
     namespace: Option<String>,
+    /// The session cache's events, which the pool controller drives once this replica leads.
     session_events: BoxStream<'static, kube::runtime::watcher::Result<CapsuleSession>>,
+    /// The relay's caches synced (they run from start-up on, leader or not).
     caches_synced: CachesSynced,
 }
 
@@ -114,8 +108,11 @@ async fn context(
     Ok(Started {
         ctx: Arc::new(ctx),
         leader_gauge,
-        session_events,
-        caches_synced: caches_synced.boxed().shared(),
+        watches: Watches {
+            namespace,
+            session_events,
+            caches_synced: caches_synced.boxed().shared(),
+        },
     })
 }
 
