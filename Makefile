@@ -68,10 +68,11 @@ bench: tools
 	target/release/capsule-devcluster-bench --output target/bench/devcluster.json
 	target/release/capsule-operator-bench --json target/bench/operator-ingest.json
 	target/release/capsule-acquire-bench --json target/bench/acquire.json
+	target/release/capsule-scale-bench --json target/bench/scale.json
 	target/release/capsule-gateway-bench --json target/bench/gateway.json
 	CAPSULE_BIN_DIR=$(CURDIR)/target/release $(TOOLS)/venv/bin/python clients/python/bench/kernel_start.py --json target/bench/kernel.json
 	@echo
-	python3 scripts/bench-table.py --out target/bench/all.json target/bench/worker.json target/bench/sidecar.json target/bench/devcluster.json target/bench/operator-ingest.json target/bench/acquire.json target/bench/gateway.json target/bench/kernel.json
+	python3 scripts/bench-table.py --out target/bench/all.json target/bench/worker.json target/bench/sidecar.json target/bench/devcluster.json target/bench/operator-ingest.json target/bench/acquire.json target/bench/scale.json target/bench/gateway.json target/bench/kernel.json
 
 ## images: the operator, worker, sidecar and gateway images (docker/README.md). Default: buildah, from the
 ## release binaries built here and Debian bases made from Debian packages (no registry needed);

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use capsule_crds::CapsuleSession;
+use capsule_crds::{CapsulePool, CapsuleSession};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 
@@ -35,12 +36,17 @@ pub struct Context {
     /// look up the sessions their workers are bound to. `None` only where no cache runs (API-call
     /// tests), and then every read goes to the API server.
     pub sessions: Option<WatchCache<CapsuleSession>>,
+    /// The pools, which the pool controller drives; sessions read their pool from it (`None` as
+    /// `sessions`).
+    pub pools: Option<WatchCache<CapsulePool>>,
     /// Workers this process is taking for a session right now.
     pub claims: WorkerClaims,
     /// Pools whose waiting sessions heartbeat ingest asks to look again.
     pub wakeups: Arc<PoolWakeups>,
     /// Pool tokens and pod facts from the relay's watch caches (`None` as `sessions`).
     pub directory: Option<Arc<dyn Directory>>,
+    /// The pools' NetworkPolicies, which the pool controller drives (`None` as `sessions`).
+    pub network_policies: Option<WatchCache<NetworkPolicy>>,
     /// Client for calls to workers (session bind and release).
     pub http: reqwest::Client,
     /// When this process started: a worker never heard from is not stale before the operator
@@ -84,9 +90,11 @@ impl Context {
             health,
             index: Arc::new(WorkerIndex::default()),
             sessions: None,
+            pools: None,
             claims: WorkerClaims::default(),
             wakeups: Arc::default(),
             directory: None,
+            network_policies: None,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
                 .build()
@@ -98,15 +106,21 @@ impl Context {
     }
 
     /// The context with its watch caches, complete before any controller starts.
-    pub fn with_caches(
-        self,
-        sessions: WatchCache<CapsuleSession>,
-        directory: Arc<dyn Directory>,
-    ) -> Self {
+    pub fn with_caches(self, caches: WatchCaches) -> Self {
         Self {
-            sessions: Some(sessions),
-            directory: Some(directory),
+            sessions: Some(caches.sessions),
+            pools: Some(caches.pools),
+            directory: Some(caches.directory),
+            network_policies: Some(caches.network_policies),
             ..self
         }
     }
+}
+
+/// The watch caches the controllers read, made at start-up.
+pub struct WatchCaches {
+    pub sessions: WatchCache<CapsuleSession>,
+    pub pools: WatchCache<CapsulePool>,
+    pub directory: Arc<dyn Directory>,
+    pub network_policies: WatchCache<NetworkPolicy>,
 }

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use capsule_crds::{CapsulePool, PoolCounters};
+use k8s_openapi::api::core::v1::Pod;
 
 use crate::context::PoolKey;
 
@@ -37,6 +38,14 @@ pub struct PoolState {
     pub surplus_hold: crate::pool::scale_down::SurplusHold,
     /// Set while the pool's warm-up code keeps raising.
     pub warmup_failing: Option<crate::pool::warmup_failing::WarmupFailing>,
+    /// Writes to the pool's pods its pod cache may not show yet (both controllers record theirs).
+    pub pod_writes: crate::pool::expectations::PodExpectations,
+}
+
+/// Whether a failed write may still have been applied: the server did not answer with a refusal
+/// (a timeout, a dropped connection, a server error).
+fn outcome_unknown(error: &kube::Error) -> bool {
+    !matches!(error, kube::Error::Api(status) if status.code < 500)
 }
 
 /// How many recent acquisition latencies a pool keeps for its status quantiles.
@@ -132,6 +141,27 @@ impl PoolLedger {
                 s.counters.hits += 1;
             }
             s.record_latency(acquired.latency_ms);
+        });
+    }
+
+    /// The outcome of a create or patch of one of the pool's pods, for the pool's cache reads.
+    pub fn record_pod_write(&self, key: &PoolKey, written: &Result<Pod, kube::Error>) {
+        let now = Instant::now();
+        self.with(key, None, |s| match written {
+            Ok(pod) => s.pod_writes.written(pod, now),
+            Err(error) if outcome_unknown(error) => s.pod_writes.write_failed(),
+            Err(_) => {}
+        });
+    }
+
+    /// The outcome of a delete of one of the pool's pods, for the pool's cache reads.
+    pub fn record_pod_delete<T>(&self, key: &PoolKey, pod: &str, deleted: &Result<T, kube::Error>) {
+        let now = Instant::now();
+        self.with(key, None, |s| match deleted {
+            Ok(_) => s.pod_writes.deleted(pod, now),
+            Err(kube::Error::Api(status)) if status.code == 404 => s.pod_writes.deleted(pod, now),
+            Err(error) if outcome_unknown(error) => s.pod_writes.write_failed(),
+            Err(_) => {}
         });
     }
 

@@ -12,8 +12,12 @@ use capsule_crds::CapsulePool;
 use capsule_operator::config::OperatorConfig;
 use capsule_operator::context::Context;
 use capsule_operator::pool::{self, network_policy};
+use capsule_operator::watch_cache::reflect;
 use fake_api::{list, not_found, Call};
+use futures::StreamExt;
 use http::{Method, StatusCode};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::runtime::watcher;
 use serde_json::{json, Value};
 
 const NS: &str = "default";
@@ -119,6 +123,24 @@ fn harness(stored: Option<Value>) -> Harness {
 }
 
 impl Harness {
+    /// Gives the pool controller a NetworkPolicy cache that has listed `shown`, as its watch would.
+    async fn policy_cache(&mut self, shown: Option<Value>) {
+        let (events, rx) = futures::channel::mpsc::unbounded();
+        let (cache, touched) = reflect::<NetworkPolicy>(rx);
+        tokio::spawn(touched.for_each(|_| async {}));
+        let listed = shown.map(|p| serde_json::from_value(p).unwrap());
+        let init = std::iter::once(watcher::Event::Init)
+            .chain(listed.map(watcher::Event::InitApply))
+            .chain(std::iter::once(watcher::Event::InitDone));
+        for event in init {
+            events.unbounded_send(Ok(event)).unwrap();
+        }
+        assert!(cache.listed().await);
+        std::mem::forget(events);
+        let ctx = Arc::get_mut(&mut self.ctx).expect("no pass has started yet");
+        ctx.network_policies = Some(cache);
+    }
+
     async fn reconcile(&self, pool: CapsulePool) {
         pool::reconcile(Arc::new(pool), self.ctx.clone())
             .await
@@ -276,4 +298,46 @@ async fn disabling_leaves_a_policy_of_the_same_name_the_operator_did_not_make() 
     let get = format!("GET {POLICY_P}");
     assert_eq!(h.lines(), [GET_SECRET, &get, LIST_PODS, WRITE_STATUS]);
     assert!(h.stored.lock().unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_policy_the_cache_shows_as_it_should_be_costs_no_read() {
+    let p = pool(json!(null));
+    let mut h = harness(Some(stored(&p)));
+    h.policy_cache(Some(stored(&p))).await;
+    h.reconcile(p).await;
+    assert_eq!(h.lines(), [GET_SECRET, LIST_PODS, WRITE_STATUS]);
+}
+
+#[tokio::test]
+async fn a_policy_the_cache_lacks_or_shows_drifted_is_read_fresh() {
+    let p = pool(json!(null));
+    let mut h = harness(Some(stored(&p)));
+    h.policy_cache(None).await;
+    h.reconcile(p.clone()).await;
+    let get = format!("GET {POLICY_P}");
+    assert_eq!(
+        h.lines(),
+        [GET_SECRET, &get, LIST_PODS, WRITE_STATUS],
+        "the cache may lag a create: read before creating"
+    );
+
+    let mut drifted = stored(&p);
+    drifted["spec"]["ingress"] = json!([]);
+    let mut h = harness(Some(drifted.clone()));
+    h.policy_cache(Some(drifted)).await;
+    h.reconcile(p).await;
+    let replace = format!("PUT {POLICY_P}");
+    assert_eq!(
+        h.lines(),
+        [GET_SECRET, &get, &replace, LIST_PODS, WRITE_STATUS]
+    );
+}
+
+#[tokio::test]
+async fn a_disabled_policy_the_cache_shows_absent_costs_no_read() {
+    let mut h = harness(None);
+    h.policy_cache(None).await;
+    h.reconcile(pool(json!({"enabled": false}))).await;
+    assert_eq!(h.lines(), [GET_SECRET, LIST_PODS, WRITE_STATUS]);
 }

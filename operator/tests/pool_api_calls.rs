@@ -11,11 +11,13 @@ use capsule_crds::{CapsulePool, CapsulePoolStatus};
 use capsule_operator::config::OperatorConfig;
 use capsule_operator::context::Context;
 use capsule_operator::pool::{self, worker_pod};
+use capsule_operator::relay::directory::{Directory, PodFacts};
 use capsule_operator::watch_cache::reflect;
 use capsule_protocol::auth::worker_credential;
 use fake_api::{list, not_found, Call};
 use futures::StreamExt;
 use http::{Method, StatusCode};
+use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 
@@ -144,6 +146,7 @@ fn harness(pods: Vec<Value>, secret_exists: bool) -> Harness {
             (&Method::POST, "/api/v1/namespaces/default/pods") => {
                 let mut pod = call.body.clone();
                 pod["metadata"]["uid"] = json!("uid-created");
+                pod["metadata"]["resourceVersion"] = json!("100");
                 (StatusCode::CREATED, pod)
             }
             (&Method::DELETE, _) if p.starts_with("/api/v1/namespaces/default/pods/") => (
@@ -203,6 +206,17 @@ impl Harness {
         let ctx = Arc::get_mut(&mut self.ctx).expect("no pass has started yet");
         ctx.sessions = Some(cache);
         events
+    }
+
+    /// Gives the pool controller a pod cache that shows what the returned cell holds (`None`: it
+    /// has not listed yet) and has the pool's key.
+    fn pod_cache(&mut self) -> Arc<Mutex<Option<Vec<Value>>>> {
+        let shown = Arc::new(Mutex::new(None));
+        let ctx = Arc::get_mut(&mut self.ctx).expect("no pass has started yet");
+        ctx.directory = Some(Arc::new(PodCache {
+            shown: shown.clone(),
+        }));
+        shown
     }
 
     /// The calls other than Event writes and NetworkPolicy calls, which are asserted separately.
@@ -267,6 +281,29 @@ impl Harness {
         );
         assert!(patch.query.contains("force=true"), "{}", patch.query);
         serde_json::from_value(patch.body["status"].clone()).unwrap()
+    }
+}
+
+/// The relay's pod cache as the pool controller reads it.
+struct PodCache {
+    shown: Arc<Mutex<Option<Vec<Value>>>>,
+}
+
+impl Directory for PodCache {
+    fn pool_key(&self, _: &str, _: &str) -> Option<String> {
+        Some("tok".into())
+    }
+    fn pod(&self, _: &str, _: &str) -> Option<PodFacts> {
+        None
+    }
+    fn pool_pods(&self, _: &str, _: &str) -> Option<Vec<Pod>> {
+        let shown = self.shown.lock().unwrap().clone()?;
+        Some(
+            shown
+                .into_iter()
+                .map(|p| serde_json::from_value(p).unwrap())
+                .collect(),
+        )
     }
 }
 
@@ -1142,4 +1179,103 @@ async fn idle_workers_past_max_rss_bytes_or_max_age_seconds_are_recycled_and_bou
         "over maxRssBytes, and past maxAgeSeconds; the bound one finishes its session"
     );
     assert_eq!(h.status_written().pool.unwrap().workers_recycled, 2);
+}
+
+#[tokio::test]
+async fn a_pool_at_rest_plans_from_the_pod_cache_and_reads_nothing() {
+    let p = pool(sound_spec(2, 5), None);
+    let pods = vec![worker(&p, "p-one", "idle"), worker(&p, "p-two", "idle")];
+    let mut h = harness(pods.clone(), true);
+    let cache = h.pod_cache();
+    h.reconcile(p).await.unwrap();
+    assert_eq!(
+        h.lines(),
+        [LIST_PODS, WRITE_STATUS],
+        "a cache that has not listed yet is not read"
+    );
+    let written = h.status_written();
+    h.calls.lock().unwrap().clear();
+    *cache.lock().unwrap() = Some(pods);
+    h.reconcile(pool(sound_spec(2, 5), Some(written)))
+        .await
+        .unwrap();
+    assert_eq!(h.lines(), Vec::<String>::new(), "no read, no write");
+}
+
+#[tokio::test]
+async fn after_creating_a_worker_a_pool_lists_fresh_until_its_cache_shows_the_worker() {
+    let p = pool(sound_spec(1, 5), None);
+    let mut h = harness(vec![], true);
+    let cache = h.pod_cache();
+    *cache.lock().unwrap() = Some(vec![]);
+    h.reconcile(p.clone()).await.unwrap();
+    assert_eq!(
+        h.lines(),
+        [
+            CREATE_CREDENTIAL,
+            CREATE_POD,
+            HAND_CREDENTIAL_TO_POD,
+            WRITE_STATUS
+        ],
+        "an empty cache with nothing written is trusted"
+    );
+    let created = h
+        .api_calls()
+        .into_iter()
+        .find(|c| c.line() == CREATE_POD)
+        .unwrap()
+        .body;
+    let mut stored = created;
+    stored["metadata"]["uid"] = json!("uid-created");
+    stored["metadata"]["resourceVersion"] = json!("100");
+    h.pods.lock().unwrap().push(stored.clone());
+
+    // The cache has not seen the new pod: a fresh list finds it, and nothing is created twice.
+    h.calls.lock().unwrap().clear();
+    h.reconcile(p.clone()).await.unwrap();
+    let lines = h.lines();
+    assert_eq!(lines.first().map(String::as_str), Some(LIST_PODS));
+    assert!(!lines.contains(&CREATE_POD.to_string()), "{lines:?}");
+
+    // Once the cache shows it at the version the create returned (or later), no more lists.
+    stored["metadata"]["resourceVersion"] = json!("101");
+    *cache.lock().unwrap() = Some(vec![stored]);
+    h.calls.lock().unwrap().clear();
+    h.reconcile(p).await.unwrap();
+    let lines = h.lines();
+    assert!(!lines.contains(&LIST_PODS.to_string()), "{lines:?}");
+    assert!(!lines.contains(&CREATE_POD.to_string()), "{lines:?}");
+}
+
+#[tokio::test]
+async fn after_deleting_a_worker_a_pool_lists_fresh_until_its_cache_shows_it_gone() {
+    let p = pool(sound_spec(1, 5), None);
+    let failed = worker(&p, "p-failed", "failed");
+    let idle = worker(&p, "p-idle", "idle");
+    let mut h = harness(vec![failed.clone(), idle.clone()], true);
+    let cache = h.pod_cache();
+    *cache.lock().unwrap() = Some(vec![failed.clone(), idle.clone()]);
+    h.reconcile(p.clone()).await.unwrap();
+    let delete = "DELETE /api/v1/namespaces/default/pods/p-failed".to_string();
+    assert!(h.lines().contains(&delete), "{:?}", h.lines());
+    h.pods.lock().unwrap().retain(|pod| pod != &failed);
+
+    h.calls.lock().unwrap().clear();
+    h.reconcile(p.clone()).await.unwrap();
+    let lines = h.lines();
+    assert_eq!(
+        lines.first().map(String::as_str),
+        Some(LIST_PODS),
+        "the cache still shows the deleted pod"
+    );
+    assert!(!lines.contains(&delete), "{lines:?}");
+
+    *cache.lock().unwrap() = Some(vec![idle]);
+    h.calls.lock().unwrap().clear();
+    h.reconcile(p).await.unwrap();
+    assert!(
+        !h.lines().contains(&LIST_PODS.to_string()),
+        "{:?}",
+        h.lines()
+    );
 }

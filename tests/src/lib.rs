@@ -184,6 +184,29 @@ impl DevCluster {
     /// Like [`DevCluster::start`], with more `capsule-devcluster serve` arguments (e.g.
     /// `--image-root`, whose entries win over the default image maps).
     pub fn start_with_args(state_dir: &Path, extra_args: &[String]) -> DevCluster {
+        Self::start_configured(state_dir, extra_args, None)
+    }
+
+    /// Like [`DevCluster::start`], logging every API request it serves (see
+    /// [`DevCluster::requests`]).
+    pub fn start_logging_requests(state_dir: &Path) -> DevCluster {
+        Self::start_configured(state_dir, &[], Some(REQUEST_LOG_FILTER))
+    }
+
+    /// The API requests served so far, in order, when started with
+    /// [`DevCluster::start_logging_requests`].
+    pub fn requests(&self) -> Vec<ApiRequest> {
+        let log = std::fs::read_to_string(self.state_dir.join("devcluster.log")).unwrap();
+        log.lines().filter_map(ApiRequest::parse).collect()
+    }
+
+    /// Starts it with more `serve` arguments and, when given, its `RUST_LOG`
+    /// ([`REQUEST_LOG_FILTER`] logs every request).
+    pub fn start_configured(
+        state_dir: &Path,
+        extra_args: &[String],
+        rust_log: Option<&str>,
+    ) -> DevCluster {
         let worker = reachable_bin(state_dir, "capsule-worker");
         let sidecar = reachable_bin(state_dir, "capsule-sidecar");
         let mut command = Command::new(bin("capsule-devcluster"));
@@ -196,6 +219,9 @@ impl DevCluster {
             .arg("--image-map")
             .arg(format!("capsule-sidecar:*={}", sidecar.display()));
         command.args(extra_args);
+        if let Some(filter) = rust_log {
+            command.env("RUST_LOG", filter);
+        }
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::from(
@@ -282,6 +308,61 @@ impl DevCluster {
 }
 
 /// How to run one `capsule-operator run` process against the devcluster.
+/// The devcluster's `RUST_LOG` that logs every API request it serves.
+pub const REQUEST_LOG_FILTER: &str = "info,capsule_devcluster::api=debug";
+
+/// `line` without the terminal colour codes tracing writes even to a file.
+fn without_colours(line: &str) -> String {
+    let mut plain = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(at) = rest.find('\x1b') {
+        plain.push_str(&rest[..at]);
+        rest = match rest[at..].find('m') {
+            Some(end) => &rest[at + end + 1..],
+            None => "",
+        };
+    }
+    plain.push_str(rest);
+    plain
+}
+
+/// One request in the devcluster's request log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiRequest {
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    pub agent: String,
+}
+
+impl ApiRequest {
+    fn parse(line: &str) -> Option<ApiRequest> {
+        let line = without_colours(line);
+        let fields = line.split_once(" request ")?.1;
+        let field = |key: &str| {
+            fields
+                .split(' ')
+                .find_map(|w| w.strip_prefix(key))
+                .map(str::to_string)
+        };
+        Some(ApiRequest {
+            method: field("method=")?,
+            uri: field("uri=")?,
+            agent: field("agent=").unwrap_or_default(),
+        })
+    }
+
+    /// A watch, which stays open rather than reading once.
+    pub fn is_watch(&self) -> bool {
+        self.uri.contains("watch=true") || self.uri.contains("watch=1")
+    }
+
+    /// A request of the operator (by its User-Agent) other than a watch.
+    pub fn is_operator_call(&self) -> bool {
+        self.agent.starts_with("capsule-operator/") && !self.is_watch()
+    }
+}
+
 pub struct OperatorRun {
     /// Port of its HTTP server on 127.0.0.1.
     pub port: u16,

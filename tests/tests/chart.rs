@@ -289,8 +289,8 @@ fn template_with_defaults() {
     assert_eq!(rule(role, "events.k8s.io", "events"), ["create", "patch"]);
     assert_eq!(
         rule(role, "networking.k8s.io", "networkpolicies"),
-        ["get", "create", "update", "delete"],
-        "each pool's NetworkPolicy, read by name: no list or watch"
+        ["get", "list", "watch", "create", "update", "delete"],
+        "each pool's NetworkPolicy, watched so a pool at rest reads nothing"
     );
     assert!(rule(role, "capsule.dev", "capsulepools/status").contains(&"patch"));
     assert!(rule(role, "capsule.dev", "capsulesessions/finalizers").contains(&"update"));

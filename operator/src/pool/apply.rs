@@ -53,10 +53,13 @@ async fn delete_workers(
 ) -> Result<()> {
     let api: Api<Pod> = pass.api();
     for (pod_name, reason) in deletes {
-        match api
+        let outcome = api
             .delete(pod_name, &unchanged_since_listed(seen.pods, pod_name))
-            .await
-        {
+            .await;
+        pass.ctx
+            .ledger
+            .record_pod_delete(&pass.key, pod_name, &outcome);
+        match outcome {
             Ok(_) => deleted(pass, seen, pod_name, *reason).await,
             Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
             Err(e) => return Err(e.into()),
@@ -65,8 +68,9 @@ async fn delete_workers(
     Ok(())
 }
 
-/// The resourceVersion makes the delete a compare-and-swap against the session controller:
-/// a worker bound since the list (its label patch changed the version) is not deleted.
+/// The resourceVersion makes the delete a compare-and-swap against the session controller and
+/// against a stale cache: a worker bound since it was read (its label patch changed the version)
+/// is not deleted.
 fn unchanged_since_listed(pods: &[Pod], pod_name: &str) -> DeleteParams {
     let listed_pod = pods.iter().find(|p| p.name_any() == pod_name);
     DeleteParams {
@@ -147,7 +151,10 @@ async fn create_workers(pass: &Pass<'_>, count: usize, pool_key: &str) -> (usize
     let mut created = 0usize;
     let mut failure = None;
     for _ in 0..count {
-        match new_worker::create(&pods, &secrets, pass.pool, pool_key, &pass.ctx.config).await {
+        let outcome =
+            new_worker::create(&pods, &secrets, pass.pool, pool_key, &pass.ctx.config).await;
+        pass.ctx.ledger.record_pod_write(&pass.key, &outcome);
+        match outcome {
             Ok(pod) => {
                 created += 1;
                 let message = format!("created worker {}", pod.name_any());

@@ -4,10 +4,12 @@
 use std::sync::Arc;
 
 use capsule_crds::{CapsulePool, CapsuleSession};
+use futures::stream::BoxStream;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::controller::Controller;
-use kube::runtime::watcher;
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, ResourceExt};
 use tracing::warn;
 
@@ -16,7 +18,7 @@ use super::waiting_sessions::waits_for_new_worker;
 use super::{error_policy, forget, reconcile};
 use crate::context::Context;
 use crate::labels;
-use crate::watch_cache::reflect;
+use crate::watch_cache::{reflect, WatchCache};
 
 /// Session changes the pool controller has not taken yet; a full buffer pauses the session watch.
 const SESSION_TRIGGER_BUFFER: usize = 256;
@@ -28,8 +30,7 @@ async fn forward_sessions(
     mut trigger: futures::channel::mpsc::Sender<CapsuleSession>,
 ) {
     use futures::SinkExt;
-    use kube::runtime::WatchStreamExt;
-    let mut events = std::pin::pin!(events.default_backoff());
+    let mut events = std::pin::pin!(events);
     while let Some(event) = events.next().await {
         match event {
             Ok(session) => {
@@ -42,51 +43,82 @@ async fn forward_sessions(
     }
 }
 
-/// The session watch: its cache goes into the [`Context`], its events to [`run`].
-pub fn session_watch(
-    client: kube::Client,
-    namespace: Option<&str>,
-) -> (
-    crate::watch_cache::WatchCache<CapsuleSession>,
-    futures::stream::BoxStream<'static, watcher::Result<CapsuleSession>>,
-) {
-    let sessions: Api<CapsuleSession> = match namespace {
+/// A watch whose cache goes into the [`Context`] and whose events go to [`run`] (in [`Triggers`]),
+/// which drives it: it costs nothing until this replica leads.
+pub type Watch<K> = (WatchCache<K>, BoxStream<'static, watcher::Result<K>>);
+
+fn watch<K>(client: kube::Client, namespace: Option<&str>, config: watcher::Config) -> Watch<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Default + Send + Sync,
+{
+    let api: Api<K> = match namespace {
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),
     };
-    let (cache, events) = reflect(watcher(sessions, watcher::Config::default()));
+    let (cache, events) = reflect(watcher(api, config).default_backoff());
     (cache, events.boxed())
 }
 
+/// The pool watch: it wakes the pool controller, and sessions read their pool from its cache.
+pub fn pool_watch(client: kube::Client, namespace: Option<&str>) -> Watch<CapsulePool> {
+    watch(client, namespace, watcher::Config::default())
+}
+
+/// The session watch: pools count the sessions waiting on them from its cache.
+pub fn session_watch(client: kube::Client, namespace: Option<&str>) -> Watch<CapsuleSession> {
+    watch(client, namespace, watcher::Config::default())
+}
+
+/// The watch of the pools' NetworkPolicies: a pass reads its pool's from the cache, and a change
+/// made by anyone else wakes the pool to put it back.
+pub fn network_policy_watch(client: kube::Client, namespace: Option<&str>) -> Watch<NetworkPolicy> {
+    let managed = format!("{}={}", labels::MANAGED_BY, labels::MANAGER);
+    watch(
+        client,
+        namespace,
+        watcher::Config::default().labels(&managed),
+    )
+}
+
+/// What wakes a pool besides its own changes, each from a cache in the [`Context`]: the session
+/// cache's changes (see [`session_watch`]) and the pod cache's, so a pass woken by a change reads
+/// at least that change from the cache.
+pub struct Triggers {
+    /// The pool cache's changes.
+    pub pools: BoxStream<'static, watcher::Result<CapsulePool>>,
+    pub sessions: BoxStream<'static, watcher::Result<CapsuleSession>>,
+    pub pods: BoxStream<'static, Pod>,
+    pub network_policies: BoxStream<'static, watcher::Result<NetworkPolicy>>,
+}
+
 /// Runs the pool controller until `shutdown` resolves. Marks readiness once its watches synced.
-/// `session_events` are those of the context's session cache (see [`session_watch`]).
 pub async fn run(
     ctx: Arc<Context>,
-    namespace: Option<String>,
-    session_events: futures::stream::BoxStream<'static, watcher::Result<CapsuleSession>>,
+    triggers: Triggers,
     caches_synced: impl std::future::Future<Output = ()> + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.client.clone();
-    let (pools, pods): (Api<CapsulePool>, Api<Pod>) = match &namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client, ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client)),
-    };
-    let pod_watch =
-        watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
-    let (pool_cache, pool_events) = reflect(watcher(pools, watcher::Config::default()));
+    let pool_cache = ctx
+        .pools
+        .clone()
+        .expect("start-up gives the pool controller its pool cache");
     // The pool counts waiting sessions from the same watch that wakes it: a session that missed
     // is in the cache before its event starts the pass that creates the worker it waits for.
     // Driven by its own task with its own backoff: an error on the pool or pod watch pauses the
     // controller's triggers, and must not pause the cache the pool counts waiting sessions from.
     let (session_tx, session_rx) = futures::channel::mpsc::channel(SESSION_TRIGGER_BUFFER);
-    tokio::spawn(forward_sessions(session_events, session_tx));
-    let pool_events = spec_changes(pool_events, pool_cache.store().clone());
+    tokio::spawn(forward_sessions(triggers.sessions, session_tx));
+    let pool_events = spec_changes(triggers.pools, pool_cache.store().clone());
     let controller = Controller::for_stream(pool_events, pool_cache.store().clone())
-        .owns(pods, pod_watch)
+        .owns_stream(triggers.pods.map(Ok))
+        .owns_stream(triggers.network_policies)
         .watches_stream(session_rx.map(Ok), |session| {
             waits_for_new_worker(&session)
                 .then(|| {

@@ -6,6 +6,7 @@ pub mod checkpoint_store;
 mod controller;
 mod counters;
 mod events;
+pub mod expectations;
 pub mod network_policy;
 pub mod new_worker;
 mod observe;
@@ -28,7 +29,7 @@ mod waiting_sessions;
 pub mod warmup_failing;
 pub mod worker_pod;
 
-pub use controller::{run, session_watch};
+pub use controller::{network_policy_watch, pool_watch, run, session_watch, Triggers, Watch};
 pub use waiting_sessions::waits_for_new_worker;
 
 use std::sync::Arc;
@@ -114,7 +115,8 @@ async fn ensure_pool_objects(pass: &Pass<'_>) -> Result<Option<String>> {
         Some(key) => key,
         None => token::ensure(&pass.api(), pass.pool).await?,
     };
-    network_policy::ensure(&pass.api(), pass.pool, &pass.ctx.config).await?;
+    let cached = pass.ctx.network_policies.as_ref();
+    network_policy::ensure(&pass.api(), pass.pool, &pass.ctx.config, cached).await?;
     Ok(Some(key))
 }
 

@@ -14,12 +14,14 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{DeleteParams, PostParams, Preconditions};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crate::config::OperatorConfig;
 use crate::error::Result;
 use crate::labels;
+use crate::watch_cache::WatchCache;
 
 /// The label every namespace carries with its own name (set by the API server since 1.21).
 const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
@@ -175,16 +177,40 @@ fn up_to_date(stored: &NetworkPolicy, built: &NetworkPolicy) -> bool {
         && stored.metadata.owner_references == built.metadata.owner_references
 }
 
+/// Whether a copy of the pool's policy (`None`: there is none) needs nothing done: the pool's own
+/// and up to date, or absent while the pool disables it.
+fn settled(stored: Option<&NetworkPolicy>, pool: &CapsulePool, config: &OperatorConfig) -> bool {
+    let enabled = pool.spec.network_policy.enabled;
+    match stored {
+        None => !enabled,
+        Some(stored) => {
+            enabled
+                && controller_uid(stored) == pool.uid().as_deref()
+                && up_to_date(stored, &build(pool, config))
+        }
+    }
+}
+
 /// Keeps the pool's NetworkPolicy as `spec.networkPolicy` says: created when missing, replaced
 /// when it drifted (a policy of that name that no one controls is adopted), deleted when the pool
 /// disables it. A policy controlled by another object (an older pool of the same name, until the
 /// garbage collector removes it) is left alone.
+///
+/// `cached` is the operator's watch cache of its NetworkPolicies: when it shows the policy as it
+/// should be (or rightly absent) nothing is read; otherwise the policy is read fresh.
 pub async fn ensure(
     api: &Api<NetworkPolicy>,
     pool: &CapsulePool,
     config: &OperatorConfig,
+    cached: Option<&WatchCache<NetworkPolicy>>,
 ) -> Result<()> {
     let name = labels::pool_network_policy(&pool.name_any());
+    if let Some(cache) = cached.filter(|cache| cache.is_listed()) {
+        let key = ObjectRef::new(&name).within(&pool.namespace().unwrap_or_default());
+        if settled(cache.store().get(&key).as_deref(), pool, config) {
+            return Ok(());
+        }
+    }
     let uid = pool.uid().unwrap_or_default();
     let Some(stored) = api.get_opt(&name).await? else {
         if !pool.spec.network_policy.enabled {
@@ -279,6 +305,25 @@ mod tests {
 
     fn as_json(policy: &NetworkPolicy) -> Value {
         serde_json::to_value(policy).unwrap()
+    }
+
+    #[test]
+    fn a_cached_copy_settles_the_pass_only_when_it_is_the_pools_own_and_up_to_date() {
+        let (on, off) = (pool(Value::Null), pool(json!({"enabled": false})));
+        let built = build(&on, &config());
+        assert!(settled(Some(&built), &on, &config()));
+        assert!(!settled(None, &on, &config()), "missing: create it");
+        assert!(settled(None, &off, &config()), "rightly absent");
+        assert!(
+            !settled(Some(&built), &off, &config()),
+            "disabled: delete it"
+        );
+        let mut drifted = built.clone();
+        drifted.spec.as_mut().unwrap().ingress = None;
+        assert!(!settled(Some(&drifted), &on, &config()));
+        let mut unowned = built;
+        unowned.metadata.owner_references = None;
+        assert!(!settled(Some(&unowned), &on, &config()), "adopt it");
     }
 
     #[test]

@@ -1,10 +1,9 @@
-//! The observe step: the pool's pods as the API server lists them (adopting orphans), each one's
+//! The observe step: the pool's pods from the cache or a fresh list (adopting orphans), each one's
 //! heartbeat record from the relay's index, and what phase each worker is in.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use capsule_crds::CapsulePool;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -53,14 +52,14 @@ pub(super) async fn session_cache_ready(ctx: &Context) -> bool {
     }
 }
 
-/// The pool's pods, read fresh from the API server (not a cache) so a pod it just created is never
-/// created twice.
+/// The pool's pods: from the pod cache when it shows every write this process made to them (so a
+/// pod just created is never created twice), else read fresh from the API server.
 pub(super) async fn pods(pass: &Pass<'_>) -> Result<Vec<Pod>> {
     let api: Api<Pod> = pass.api();
-    let listed = api
-        .list(&ListParams::default().labels(&labels::pool_selector(pass.name())))
-        .await?
-        .items;
+    let listed = match cached_pods(pass) {
+        Some(cached) => cached,
+        None => fresh_pods(pass, &api).await?,
+    };
     let uid = pass.pool.uid().unwrap_or_default();
     let mut pods = Vec::with_capacity(listed.len());
     for pod in listed {
@@ -68,29 +67,54 @@ pub(super) async fn pods(pass: &Pass<'_>) -> Result<Vec<Pod>> {
             Some(owner) if owner == uid => pods.push(pod),
             // An older pool of the same name owns it; the garbage collector removes it.
             Some(_) => {}
-            None => pods.push(adopt(&api, pass.pool, pod).await?),
+            None => pods.push(adopt(pass, &api, pod).await?),
         }
     }
     Ok(pods)
 }
 
+/// The pool's pods in the cache, if it is listed and shows every write to them.
+fn cached_pods(pass: &Pass<'_>) -> Option<Vec<Pod>> {
+    let cached = pass
+        .ctx
+        .directory
+        .as_ref()?
+        .pool_pods(pass.namespace(), pass.name())?;
+    let now = Instant::now();
+    pass.with_state(|s| s.pod_writes.met_by(&cached, now))
+        .then_some(cached)
+}
+
+async fn fresh_pods(pass: &Pass<'_>, api: &Api<Pod>) -> Result<Vec<Pod>> {
+    let listed = api
+        .list(&ListParams::default().labels(&labels::pool_selector(pass.name())))
+        .await?
+        .items;
+    let now = Instant::now();
+    pass.with_state(|s| s.pod_writes.rebase(&listed, now));
+    Ok(listed)
+}
+
 /// Takes ownership of a pod that carries the pool's label but no controller (for example one whose
 /// owner reference was stripped), the way a ReplicaSet adopts its pods.
-async fn adopt(pods: &Api<Pod>, pool: &CapsulePool, pod: Pod) -> Result<Pod> {
-    let owner: OwnerReference = pool
+async fn adopt(pass: &Pass<'_>, pods: &Api<Pod>, pod: Pod) -> Result<Pod> {
+    let owner: OwnerReference = pass
+        .pool
         .controller_owner_ref(&())
         .expect("a stored pool has a uid");
     let mut owners = pod.metadata.owner_references.clone().unwrap_or_default();
     owners.push(owner);
     let patch = json!({"metadata": {"ownerReferences": owners, "uid": pod.uid()}});
     info!(pod = %pod.name_any(), "adopting orphaned worker");
-    Ok(pods
+    let adopted = pods
         .patch(
             &pod.name_any(),
             &PatchParams::default(),
             &Patch::Merge(&patch),
         )
-        .await?)
+        .await;
+    pass.ctx.ledger.record_pod_write(&pass.key, &adopted);
+    Ok(adopted?)
 }
 
 /// Classifies the pods from their heartbeat records, and retires the records of pods gone.

@@ -1,9 +1,10 @@
-//! Watch caches of the operator's own Secrets and worker pods, which heartbeat ingest reads.
+//! Watch caches of the operator's own Secrets and worker pods, which heartbeat ingest reads and
+//! the controllers plan from; the pod watch also wakes both controllers.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use futures::StreamExt;
+use futures::channel::mpsc;
+use futures::{FutureExt, SinkExt, Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Api, Client};
@@ -11,17 +12,49 @@ use tokio_util::sync::CancellationToken;
 
 use super::directory::{Directory, StoreDirectory};
 use crate::labels;
+use crate::watch_cache::reflect;
 
-/// Starts the caches; returns the directory over them and a future that resolves once both have
-/// listed everything once.
-pub fn start(
-    client: Client,
-    namespace: Option<String>,
-    shutdown: CancellationToken,
-) -> (
-    Arc<dyn Directory>,
-    impl std::future::Future<Output = ()> + Send + 'static,
-) {
+/// Pod changes a controller has not taken yet; a full buffer pauses the pod watch.
+const POD_TRIGGER_BUFFER: usize = 1024;
+
+/// Hands the pod watch's changes to the controllers while they run (this replica leads).
+/// Without one they are not kept: a controller that starts passes over every object anyway.
+#[derive(Clone, Default)]
+pub struct PodTriggers {
+    subscribers: Arc<Mutex<Vec<mpsc::Sender<Pod>>>>,
+}
+
+impl PodTriggers {
+    /// The pod changes from now on, each in the cache before it is yielded.
+    pub fn subscribe(&self) -> impl Stream<Item = Pod> + Send + 'static {
+        let (tx, rx) = mpsc::channel(POD_TRIGGER_BUFFER);
+        self.subscribers.lock().expect("pod triggers").push(tx);
+        rx
+    }
+
+    async fn forward(&self, pod: Pod) {
+        let subscribers = self.subscribers.lock().expect("pod triggers").clone();
+        let mut gone = false;
+        for mut tx in subscribers {
+            gone |= tx.send(pod.clone()).await.is_err();
+        }
+        if gone {
+            let mut subscribers = self.subscribers.lock().expect("pod triggers");
+            subscribers.retain(|tx| !tx.is_closed());
+        }
+    }
+}
+
+/// The relay's caches as start-up hands them on.
+pub struct Caches {
+    pub directory: Arc<dyn Directory>,
+    /// Resolves once both caches have listed everything once.
+    pub synced: futures::future::BoxFuture<'static, ()>,
+    pub pod_triggers: PodTriggers,
+}
+
+/// Starts the caches; they run until `shutdown`.
+pub fn start(client: Client, namespace: Option<String>, shutdown: CancellationToken) -> Caches {
     let selector = format!("{}={}", labels::MANAGED_BY, labels::MANAGER);
     let config = watcher::Config::default().labels(&selector);
     let (secrets_api, pods_api): (Api<Secret>, Api<Pod>) = match &namespace {
@@ -32,15 +65,22 @@ pub fn start(
         None => (Api::all(client.clone()), Api::all(client)),
     };
     let (secrets, secrets_writer) = reflector::store();
-    let (pods, pods_writer) = reflector::store();
     let secret_stream = watcher(secrets_api, config.clone())
         .default_backoff()
         .reflect(secrets_writer)
         .for_each(|_| futures::future::ready(()));
-    let pod_stream = watcher(pods_api, config)
-        .default_backoff()
-        .reflect(pods_writer)
-        .for_each(|_| futures::future::ready(()));
+    let (pods, touched_pods) = reflect(watcher(pods_api, config).default_backoff());
+    let pod_triggers = PodTriggers::default();
+    let triggers = pod_triggers.clone();
+    let pod_stream = touched_pods.for_each(move |touched| {
+        let triggers = triggers.clone();
+        async move {
+            match touched {
+                Ok(pod) => triggers.forward(pod).await,
+                Err(error) => tracing::warn!(%error, "pod watch failed; retrying"),
+            }
+        }
+    });
     let stop = shutdown.clone();
     tokio::spawn(async move {
         tokio::select! { _ = secret_stream => {}, _ = stop.cancelled() => {} }
@@ -49,21 +89,16 @@ pub fn start(
         tokio::select! { _ = pod_stream => {}, _ = shutdown.cancelled() => {} }
     });
     let (secrets_ready, pods_ready) = (secrets.clone(), pods.clone());
-    let pods_listed = Arc::new(AtomicBool::new(false));
-    let listed = pods_listed.clone();
-    // The store's own readiness keeps one waker: only this future waits on it, and the flag tells
-    // every reader.
+    // The store's own readiness keeps one waker: only this future waits on it.
     let synced = async move {
         let _ = secrets_ready.wait_until_ready().await;
         tracing::debug!("secret cache synced");
-        let _ = pods_ready.wait_until_ready().await;
-        listed.store(true, Ordering::Release);
+        pods_ready.listed().await;
         tracing::debug!("pod cache synced");
     };
-    let directory = StoreDirectory {
-        secrets,
-        pods,
-        pods_listed,
-    };
-    (Arc::new(directory), synced)
+    Caches {
+        directory: Arc::new(StoreDirectory { secrets, pods }),
+        synced: synced.boxed(),
+        pod_triggers,
+    }
 }

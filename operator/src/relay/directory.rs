@@ -1,9 +1,6 @@
 //! What heartbeat ingest needs to know about the cluster, answered from watch caches so a heartbeat
 //! never costs an API call.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
 use capsule_protocol::auth::worker_credential;
 use capsule_protocol::heartbeat::SessionBinding;
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -11,6 +8,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::ResourceExt;
 
 use crate::labels;
+use crate::watch_cache::WatchCache;
 
 /// What the operator knows of one pod.
 #[derive(Clone, Debug, PartialEq)]
@@ -47,6 +45,10 @@ pub trait Directory: Send + Sync {
     fn pod(&self, namespace: &str, pod: &str) -> Option<PodFacts>;
     /// The pool's pods as the cache holds them; `None` until the cache has listed once.
     fn pool_pods(&self, _namespace: &str, _pool: &str) -> Option<Vec<Pod>> {
+        None
+    }
+    /// One pod as the cache holds it.
+    fn cached_pod(&self, _namespace: &str, _pod: &str) -> Option<Pod> {
         None
     }
 }
@@ -113,9 +115,7 @@ pub fn secret_token(secret: &Secret) -> Option<String> {
 /// The directory over the operator's watch caches of its Secrets and pods.
 pub struct StoreDirectory {
     pub secrets: Store<Secret>,
-    pub pods: Store<Pod>,
-    /// Set once the pod cache has listed once.
-    pub pods_listed: Arc<AtomicBool>,
+    pub pods: WatchCache<Pod>,
 }
 
 impl Directory for StoreDirectory {
@@ -126,18 +126,23 @@ impl Directory for StoreDirectory {
 
     fn pod(&self, namespace: &str, pod: &str) -> Option<PodFacts> {
         let key = ObjectRef::new(pod).within(namespace);
-        self.pods.get(&key).map(|p| pod_facts(&p))
+        self.pods.store().get(&key).map(|p| pod_facts(&p))
+    }
+
+    fn cached_pod(&self, namespace: &str, pod: &str) -> Option<Pod> {
+        let key = ObjectRef::new(pod).within(namespace);
+        self.pods.store().get(&key).map(|p| p.as_ref().clone())
     }
 
     fn pool_pods(&self, namespace: &str, pool: &str) -> Option<Vec<Pod>> {
-        if !self.pods_listed.load(Ordering::Acquire) {
+        if !self.pods.is_listed() {
             return None;
         }
         let of_pool = |p: &Pod| {
             p.namespace().as_deref() == Some(namespace)
                 && p.labels().get(labels::POOL).map(String::as_str) == Some(pool)
         };
-        let pods = self.pods.state().into_iter().filter(|p| of_pool(p));
+        let pods = self.pods.store().state().into_iter().filter(|p| of_pool(p));
         Some(pods.map(|p| p.as_ref().clone()).collect())
     }
 }

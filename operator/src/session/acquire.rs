@@ -93,7 +93,6 @@ async fn observe(
     first_pass: bool,
 ) -> Result<Option<Observed>> {
     let pool_name = &session.spec.pool;
-    let pools: Api<CapsulePool> = Api::namespaced(ctx.client.clone(), ns);
     let finalizer = async {
         match add_finalizer {
             Some(patch) => patch.await.map(Some),
@@ -116,7 +115,7 @@ async fn observe(
     };
     let (finalizer, pool, listed, token) = tokio::join!(
         finalizer,
-        pools.get_opt(pool_name),
+        super::pool_of(ctx, ns, pool_name),
         listed,
         ensure_token(ctx, session, ns, first_pass),
     );
@@ -234,13 +233,13 @@ async fn take_worker(
         .into_iter()
         .filter(|p| ctx.claims.try_claim(ns, &p.name_any(), &uid, now));
     for pod in unclaimed {
-        let mut attempt = label(&pods, session, pod, token_hash).await?;
+        let mut attempt = label(ctx, &pods, session, pod, token_hash).await?;
         if attempt.is_none() {
             // A 409 from a copy the cache had not updated yet, or another session won: a fresh
             // read tells which.
             attempt = match pods.get_opt(&pod.name_any()).await? {
                 Some(fresh) if still_free(ctx, ns, &fresh) => {
-                    label(&pods, session, &fresh, token_hash).await?
+                    label(ctx, &pods, session, &fresh, token_hash).await?
                 }
                 _ => None,
             };
@@ -256,6 +255,7 @@ async fn take_worker(
 
 /// The compare-and-swap that takes `pod` for the session; `None` on a conflict.
 async fn label(
+    ctx: &Context,
     pods: &Api<Pod>,
     session: &CapsuleSession,
     pod: &Pod,
@@ -270,10 +270,15 @@ async fn label(
         },
     }});
     let params = PatchParams::default();
-    match pods
+    let outcome = pods
         .patch(&pod.name_any(), &params, &Patch::Merge(&patch))
-        .await
-    {
+        .await;
+    let key = (
+        pod.namespace().unwrap_or_default(),
+        session.spec.pool.clone(),
+    );
+    ctx.ledger.record_pod_write(&key, &outcome);
+    match outcome {
         Ok(bound) => Ok(Some(bound)),
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(None),
         Err(e) => Err(e.into()),

@@ -26,10 +26,8 @@ pub(super) async fn check_bound(
     ns: &str,
 ) -> Result<Action> {
     let worker = bound_worker(session);
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let pod = pods.get_opt(&worker).await?;
-    let pools: Api<CapsulePool> = Api::namespaced(ctx.client.clone(), ns);
-    let pool = pools.get_opt(&session.spec.pool).await?;
+    let pod = bound_pod(ctx, ns, &worker, &session.name_any()).await?;
+    let pool = super::pool_of(ctx, ns, &session.spec.pool).await?;
     // One read of the worker's record serves staleness, restarts, the idle timeout and the view.
     let record = ctx.index.get(ns, &worker);
     let now = Instant::now();
@@ -44,6 +42,26 @@ pub(super) async fn check_bound(
         refresh_info(ctx, session, record).await?;
     }
     Ok(Action::requeue(BOUND_CHECK))
+}
+
+/// The worker from the pod cache when the cache shows it serving this session; otherwise read,
+/// since a cache behind the binding must not pass for a lost worker.
+async fn bound_pod(ctx: &Context, ns: &str, worker: &str, session: &str) -> Result<Option<Pod>> {
+    let cached = ctx
+        .directory
+        .as_ref()
+        .and_then(|d| d.cached_pod(ns, worker));
+    let serving = |pod: &Pod| {
+        pod.labels().get(labels::SESSION).map(String::as_str) == Some(session)
+            && pod.metadata.deletion_timestamp.is_none()
+    };
+    match cached {
+        Some(pod) if serving(&pod) => Ok(Some(pod)),
+        _ => {
+            let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+            Ok(pods.get_opt(worker).await?)
+        }
+    }
 }
 
 fn bound_worker(session: &CapsuleSession) -> String {

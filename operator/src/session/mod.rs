@@ -23,7 +23,8 @@ mod worker;
 use std::sync::Arc;
 use std::time::Duration;
 
-use capsule_crds::{CapsuleSession, SessionPhase};
+use capsule_crds::{CapsulePool, CapsuleSession, SessionPhase};
+use futures::stream::BoxStream;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::{Action, Controller};
@@ -92,6 +93,17 @@ pub fn error_policy(_session: Arc<CapsuleSession>, error: &Error, ctx: Arc<Conte
     Action::requeue(backoff(1))
 }
 
+/// The session's pool from the pool cache; read through the API when the cache lacks it (not
+/// listed yet, or behind a pool just created).
+async fn pool_of(ctx: &Context, ns: &str, name: &str) -> Result<Option<CapsulePool>> {
+    let key = ObjectRef::new(name).within(ns);
+    if let Some(pool) = ctx.pools.as_ref().and_then(|c| c.store().get(&key)) {
+        return Ok(Some(pool.as_ref().clone()));
+    }
+    let pools: Api<CapsulePool> = Api::namespaced(ctx.client.clone(), ns);
+    Ok(pools.get_opt(name).await?)
+}
+
 /// The sessions of `pool` still waiting for a worker.
 fn waiting_on(
     sessions: &Store<CapsuleSession>,
@@ -111,19 +123,17 @@ fn waiting_on(
         .collect()
 }
 
-/// Runs the session controller until `shutdown` resolves.
+/// Runs the session controller until `shutdown` resolves. `pods` are the pod cache's changes.
 pub async fn run(
     ctx: Arc<Context>,
     namespace: Option<String>,
+    pods: BoxStream<'static, Pod>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let (sessions, pods): (Api<CapsuleSession>, Api<Pod>) = match &namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client, ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client)),
+    let sessions: Api<CapsuleSession> = match &namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
     };
     let controller = Controller::new(sessions, watcher::Config::default());
     let store = controller.store();
@@ -133,10 +143,8 @@ pub async fn run(
     let announced = ctx.wakeups.clone().stream().flat_map(move |(ns, pool)| {
         futures::stream::iter(waiting_on(&announced_store, Some(ns), Some(&pool)))
     });
-    let pod_watch =
-        watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
     controller
-        .watches(pods, pod_watch, move |pod: Pod| {
+        .watches_stream(pods.map(Ok), move |pod: Pod| {
             waiting_on(&store, pod.namespace(), pod.labels().get(labels::POOL))
         })
         .reconcile_on(announced)

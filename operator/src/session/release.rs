@@ -14,7 +14,7 @@ use tracing::info;
 use super::pool_labels;
 use super::status::event;
 use super::worker::{endpoint, heartbeat_view_agrees, worker_token};
-use crate::context::Context;
+use crate::context::{Context, PoolKey};
 use crate::error::Result;
 use crate::labels;
 use crate::pool::plan;
@@ -25,20 +25,20 @@ pub(super) async fn release(ctx: &Context, session: &CapsuleSession, ns: &str) -
     if bound.is_empty() {
         return Ok(());
     }
-    let pools: Api<CapsulePool> = Api::namespaced(ctx.client.clone(), ns);
-    let pool = pools.get_opt(&session.spec.pool).await?;
+    let pool = super::pool_of(ctx, ns, &session.spec.pool).await?;
     let action = pool
         .as_ref()
         .map(|p| p.spec.recycle.on_release)
         .unwrap_or(ReleaseAction::Replace);
+    let key = (ns.to_string(), session.spec.pool.clone());
     for pod in bound {
         let pod_name = pod.name_any();
         ctx.claims.release(ns, &pod_name);
         let reset = action == ReleaseAction::Reset
-            && revoke(ctx, ns, &pods, &pod_name).await?
+            && revoke(ctx, &key, &pods, &pod_name).await?
             && reset_worker(ctx, session, ns, &pod).await;
         if reset {
-            return_to_pool(&pods, &pod_name).await?;
+            return_to_pool(ctx, &key, &pods, &pod_name).await?;
         } else if !replace(ctx, session, ns, &pods, pool.as_ref(), &pod_name).await? {
             continue;
         }
@@ -63,17 +63,18 @@ async fn bound_workers(pods: &Api<Pod>, session_name: &str) -> Result<Vec<Pod>> 
 /// Takes the token's hash off the worker, which ends the binding in heartbeat replies, while the
 /// session label keeps other sessions away; true once heartbeat ingest's view shows it, so no reply
 /// can bind the session again after the reset below.
-async fn revoke(ctx: &Context, ns: &str, pods: &Api<Pod>, pod_name: &str) -> Result<bool> {
+async fn revoke(ctx: &Context, key: &PoolKey, pods: &Api<Pod>, pod_name: &str) -> Result<bool> {
     let patch = json!({"metadata": {"annotations": {labels::SESSION_TOKEN_SHA256: null}}});
-    match pods
+    let outcome = pods
         .patch(pod_name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
+        .await;
+    ctx.ledger.record_pod_write(key, &outcome);
+    match outcome {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 404 => return Ok(false),
         Err(e) => return Err(e.into()),
     }
-    Ok(heartbeat_view_agrees(ctx, ns, pod_name, None).await)
+    Ok(heartbeat_view_agrees(ctx, &key.0, pod_name, None).await)
 }
 
 /// Asks the worker to wipe the session's state; false when it cannot be reached or refuses.
@@ -91,13 +92,21 @@ async fn reset_worker(ctx: &Context, session: &CapsuleSession, ns: &str, pod: &P
 }
 
 /// Unlabels a reset worker, which makes it idle again.
-async fn return_to_pool(pods: &Api<Pod>, pod_name: &str) -> Result<()> {
+async fn return_to_pool(
+    ctx: &Context,
+    key: &PoolKey,
+    pods: &Api<Pod>,
+    pod_name: &str,
+) -> Result<()> {
     let patch = json!({"metadata": {
         "labels": {labels::SESSION: null},
         "annotations": {labels::SESSION_TOKEN_SHA256: null, labels::SESSION_UID: null},
     }});
-    pods.patch(pod_name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
+    let outcome = pods
+        .patch(pod_name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await;
+    ctx.ledger.record_pod_write(key, &outcome);
+    outcome?;
     info!(worker = %pod_name, "released worker (reset)");
     Ok(())
 }
@@ -112,12 +121,14 @@ async fn replace(
     pool: Option<&CapsulePool>,
     pod_name: &str,
 ) -> Result<bool> {
-    match pods.delete(pod_name, &DeleteParams::default()).await {
+    let key = (ns.to_string(), session.spec.pool.clone());
+    let outcome = pods.delete(pod_name, &DeleteParams::default()).await;
+    ctx.ledger.record_pod_delete(&key, pod_name, &outcome);
+    match outcome {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 404 => return Ok(false),
         Err(e) => return Err(e.into()),
     }
-    let key = (ns.to_string(), session.spec.pool.clone());
     ctx.ledger.count_released_worker(&key, pool);
     ctx.metrics.removed(
         &pool_labels(ns, &session.spec.pool),

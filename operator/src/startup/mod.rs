@@ -7,11 +7,12 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-use capsule_crds::CapsuleSession;
+use capsule_crds::{CapsulePool, CapsuleSession};
 use futures::stream::BoxStream;
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 
-use crate::context::Context;
+use crate::context::{Context, WatchCaches};
 use crate::health::Health;
 use crate::leader;
 use crate::metrics::Metrics;
@@ -83,8 +84,14 @@ struct Watches {
     namespace: Option<String>,
     /// The session cache's events, which the pool controller drives once this replica leads.
     session_events: BoxStream<'static, kube::runtime::watcher::Result<CapsuleSession>>,
+    /// The pool cache's events, which the pool controller drives once this replica leads.
+    pool_events: BoxStream<'static, kube::runtime::watcher::Result<CapsulePool>>,
+    /// The NetworkPolicy cache's events, which the pool controller drives once this replica leads.
+    policy_events: BoxStream<'static, kube::runtime::watcher::Result<NetworkPolicy>>,
     /// The relay's caches synced (they run from start-up on, leader or not).
     caches_synced: CachesSynced,
+    /// The pod cache's changes, which wake the pool controller once this replica leads.
+    pod_triggers: relay::caches::PodTriggers,
 }
 
 /// The controllers' shared context on a new API client, its watch caches started; its metrics
@@ -94,26 +101,48 @@ async fn context(
     registry: &mut Registry,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Started> {
-    let client = kube::Client::try_default().await?;
+    let client = api_client().await?;
     capsule_telemetry::register(registry);
     let metrics = Arc::new(Metrics::register(registry));
     let leader_gauge = leader::register_gauge(registry);
     let health = Arc::new(Health::default());
     let namespace = args.namespace.clone();
-    let (directory, caches_synced) =
-        relay::caches::start(client.clone(), namespace.clone(), shutdown.clone());
+    let caches = relay::caches::start(client.clone(), namespace.clone(), shutdown.clone());
     let (sessions, session_events) = pool::session_watch(client.clone(), namespace.as_deref());
-    let ctx = Context::new(client, metrics, args.operator_config(), health)
-        .with_caches(sessions, directory);
+    let (pools, pool_events) = pool::pool_watch(client.clone(), namespace.as_deref());
+    let (policies, policy_events) =
+        pool::network_policy_watch(client.clone(), namespace.as_deref());
+    let ctx =
+        Context::new(client, metrics, args.operator_config(), health).with_caches(WatchCaches {
+            sessions,
+            pools,
+            directory: caches.directory,
+            network_policies: policies,
+        });
     Ok(Started {
         ctx: Arc::new(ctx),
         leader_gauge,
         watches: Watches {
             namespace,
             session_events,
-            caches_synced: caches_synced.boxed().shared(),
+            pool_events,
+            policy_events,
+            caches_synced: caches.synced.shared(),
+            pod_triggers: caches.pod_triggers,
         },
     })
+}
+
+/// The API client from the environment (in-cluster, else kubeconfig), naming the operator and its
+/// version in every request's User-Agent, as API server audit logs show it.
+async fn api_client() -> anyhow::Result<kube::Client> {
+    let mut config = kube::Config::infer().await?;
+    let agent = concat!("capsule-operator/", env!("CARGO_PKG_VERSION"));
+    config.headers.push((
+        axum::http::header::USER_AGENT,
+        axum::http::HeaderValue::from_static(agent),
+    ));
+    Ok(kube::Client::try_from(config)?)
 }
 
 /// Runs both controllers until one of them stops; exits the process if the lease is lost.
@@ -127,14 +156,19 @@ async fn run_controllers(
     let namespace = watches.namespace;
     let pools = pool::run(
         ctx.clone(),
-        namespace.clone(),
-        watches.session_events,
+        pool::Triggers {
+            pools: watches.pool_events,
+            sessions: watches.session_events,
+            pods: watches.pod_triggers.subscribe().boxed(),
+            network_policies: watches.policy_events,
+        },
         watches.caches_synced,
         async move { stop_pools.cancelled().await },
     );
     let sessions = session::run(
         ctx,
         namespace,
+        watches.pod_triggers.subscribe().boxed(),
         async move { stop_sessions.cancelled().await },
     );
     // Either loop ending is the operator ending: liveness fails and the process exits.

@@ -12,13 +12,14 @@
 //! warm hit, each measured under the load of the others.
 //!
 //! It also counts the operator's pool status writes during a steady period with heartbeating
-//! workers (`capsule_pool_status_writes_total`), as writes per pool per minute.
+//! workers (`capsule_pool_status_writes_total`), as writes per pool per minute, and its API
+//! requests (watches aside, from the devcluster's request log) per pool per minute at rest and per
+//! session in the burst, its release included.
 //!
 //! Usage: `capsule-acquire-bench [--warm 3] [--hits 30] [--misses 5] [--burst 50] [--steady-seconds 60]
 //! [--status-interval-seconds 10] [--gap-ms 250] [--json PATH]`. For profiling:
-//! `CAPSULE_BENCH_OPERATOR_LOG` sets the operator's `RUST_LOG` (default `warn`), `RUST_LOG` the
-//! devcluster's (`capsule_devcluster::api=debug` logs every request with its duration), and
-//! `CAPSULE_BENCH_KEEP=1` keeps the state directory with both logs. Binaries come from this executable's directory
+//! `CAPSULE_BENCH_OPERATOR_LOG` sets the operator's `RUST_LOG` (default `warn`); the devcluster logs
+//! every request with its duration; `CAPSULE_BENCH_KEEP=1` keeps the state directory with both logs. Binaries come from this executable's directory
 //! (build them with `cargo build -p capsule-operator -p capsule-worker -p capsule-sidecar
 //! -p capsule-devcluster --bins`); kubectl is not needed.
 
@@ -102,7 +103,7 @@ fn main() -> BenchResult<()> {
     let state = std::env::temp_dir().join(format!("capsule-acquire-bench-{}", std::process::id()));
     std::fs::create_dir_all(&state)?;
     use_real_python(&state)?;
-    let cluster = DevCluster::start(&state);
+    let cluster = DevCluster::start_logging_requests(&state);
     let port = free_port();
     let mut operator = start_operator(
         &cluster,

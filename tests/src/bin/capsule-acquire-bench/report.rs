@@ -82,11 +82,20 @@ pub fn print_table(figures: &serde_json::Value) {
             ratio.as_f64().unwrap_or(f64::NAN)
         );
     }
+    let figure = |key: &str| figures[key].as_f64().unwrap_or(f64::NAN);
     println!(
         "status writes per pool per minute (steady, status interval {} s): {:.1}",
         figures["status_interval_seconds"],
-        figures["status_writes_per_pool_per_minute"]
-            .as_f64()
-            .unwrap_or(f64::NAN)
+        figure("status_writes_per_pool_per_minute")
+    );
+    println!(
+        "API requests per pool per minute at rest: {:.1} reads, {:.1} writes",
+        figure("api_reads_per_pool_per_minute_at_rest"),
+        figure("api_writes_per_pool_per_minute_at_rest")
+    );
+    println!(
+        "API requests per session in the burst (release included): {:.1} reads, {:.1} writes",
+        figure("api_reads_per_session_in_burst"),
+        figure("api_writes_per_session_in_burst")
     );
 }
