@@ -12,7 +12,7 @@ use super::observe::Seen;
 use super::plan::Plan;
 use super::restored_totals::{self, RestoredTotals};
 use super::warmup_failing::WarmupFailing;
-use super::{relay_metrics, status, status_write, Pass};
+use super::{status, status_write, Pass};
 use crate::error::Result;
 use crate::relay::index::PoolTotals;
 
@@ -38,7 +38,10 @@ pub(super) async fn report(
     };
     let new_status = status::build(pass.pool, &observation, Timestamp::now());
     publish_pool_metrics(pass, seen, &new_status);
-    relay_metrics::publish(pass, &totals, &seen.records, seen.now);
+    let per_worker = pass.pool.spec.metrics.per_worker;
+    pass.ctx
+        .index
+        .publish(pass.namespace(), pass.name(), &totals, per_worker);
     status_write::write_when_due(pass, &new_status, seen.now).await
 }
 

@@ -105,6 +105,7 @@ async fn context(
     let (sessions, session_events) = pool::session_watch(client.clone(), namespace.as_deref());
     let ctx = Context::new(client, metrics, args.operator_config(), health)
         .with_caches(sessions, directory);
+    relay::metrics::RelayMetrics::register(registry, ctx.index.clone());
     Ok(Started {
         ctx: Arc::new(ctx),
         leader_gauge,
