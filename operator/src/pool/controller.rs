@@ -16,7 +16,7 @@ use super::waiting_sessions::waits_for_new_worker;
 use super::{error_policy, forget, reconcile};
 use crate::context::Context;
 use crate::labels;
-use crate::watch_cache::reflect;
+use crate::watch_cache::{reflect, scoped_api};
 
 /// Session changes the pool controller has not taken yet; a full buffer pauses the session watch.
 const SESSION_TRIGGER_BUFFER: usize = 256;
@@ -50,10 +50,7 @@ pub fn session_watch(
     crate::watch_cache::WatchCache<CapsuleSession>,
     futures::stream::BoxStream<'static, watcher::Result<CapsuleSession>>,
 ) {
-    let sessions: Api<CapsuleSession> = match namespace {
-        Some(ns) => Api::namespaced(client, ns),
-        None => Api::all(client),
-    };
+    let sessions: Api<CapsuleSession> = scoped_api(client, namespace);
     let (cache, events) = reflect(watcher(sessions, watcher::Config::default()));
     (cache, events.boxed())
 }
@@ -68,13 +65,8 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let (pools, pods): (Api<CapsulePool>, Api<Pod>) = match &namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client, ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client)),
-    };
+    let pools: Api<CapsulePool> = scoped_api(client.clone(), namespace.as_deref());
+    let pods: Api<Pod> = scoped_api(client, namespace.as_deref());
     let pod_watch =
         watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
     let (pool_cache, pool_events) = reflect(watcher(pools, watcher::Config::default()));

@@ -10,7 +10,7 @@ use super::apply::Applied;
 use super::counters::count_pass;
 use super::observe::Seen;
 use super::plan::Plan;
-use super::restored_totals::{self, RestoredTotals};
+use super::restored_totals::RestoredTotals;
 use super::warmup_failing::WarmupFailing;
 use super::{status, status_write, Pass};
 use crate::error::Result;
@@ -65,7 +65,7 @@ fn relayed_totals(pass: &Pass<'_>, seen: &Seen<'_>) -> PoolTotals {
     pass.with_state(|s| {
         if s.restored_totals == RestoredTotals::Unseen {
             s.restored_totals =
-                RestoredTotals::Pending(restored_totals::from_status(pass.pool.status.as_ref()));
+                RestoredTotals::Pending(status::totals_from_status(pass.pool.status.as_ref()));
         }
         s.restored_totals.apply(&relayed, all_reported)
     })

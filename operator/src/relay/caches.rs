@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::directory::{Directory, StoreDirectory};
 use crate::labels;
+use crate::watch_cache::scoped_api;
 
 /// Starts the caches; returns the directory over them and a future that resolves once both have
 /// listed everything once.
@@ -24,13 +25,8 @@ pub fn start(
 ) {
     let selector = format!("{}={}", labels::MANAGED_BY, labels::MANAGER);
     let config = watcher::Config::default().labels(&selector);
-    let (secrets_api, pods_api): (Api<Secret>, Api<Pod>) = match &namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client, ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client)),
-    };
+    let secrets_api: Api<Secret> = scoped_api(client.clone(), namespace.as_deref());
+    let pods_api: Api<Pod> = scoped_api(client, namespace.as_deref());
     let (secrets, secrets_writer) = reflector::store();
     let (pods, pods_writer) = reflector::store();
     let secret_stream = watcher(secrets_api, config.clone())
