@@ -373,6 +373,11 @@ pub fn table(
             json!({"cells": cells, "object": row_object(object, include_object)})
         })
         .collect();
+    table_object(resource_version, columns, rows)
+}
+
+/// The `meta.k8s.io/v1` Table holding `columns` and `rows`.
+fn table_object(resource_version: &str, columns: Vec<Value>, rows: Vec<Value>) -> Value {
     json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
@@ -453,13 +458,7 @@ fn event_table(
             json!({"cells": cells, "object": row_object(e, include_object)})
         })
         .collect();
-    json!({
-        "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": {"resourceVersion": resource_version},
-        "columnDefinitions": columns,
-        "rows": rows,
-    })
+    table_object(resource_version, columns, rows)
 }
 
 #[cfg(test)]
