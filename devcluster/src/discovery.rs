@@ -140,12 +140,7 @@ pub fn resource_list(state: &State, group: &str, version: &str) -> Option<Value>
             "kind": r.kind,
             "verbs": r.verbs,
         });
-        if !r.short_names.is_empty() {
-            entry["shortNames"] = json!(r.short_names);
-        }
-        if !r.categories.is_empty() {
-            entry["categories"] = json!(r.categories);
-        }
+        add_names(&mut entry, r);
         entries.push(entry);
         for sub in &r.subresources {
             let (g, v, kind, verbs) = subresource_shape(r, sub);
@@ -167,6 +162,16 @@ pub fn resource_list(state: &State, group: &str, version: &str) -> Option<Value>
     )
 }
 
+/// The resource's short names and categories, where it has any (discovery leaves empty ones out).
+fn add_names(entry: &mut Value, r: &ResourceInfo) {
+    if !r.short_names.is_empty() {
+        entry["shortNames"] = json!(r.short_names);
+    }
+    if !r.categories.is_empty() {
+        entry["categories"] = json!(r.categories);
+    }
+}
+
 fn aggregated_resource(r: &ResourceInfo) -> Value {
     let mut entry = json!({
         "resource": r.plural,
@@ -175,12 +180,7 @@ fn aggregated_resource(r: &ResourceInfo) -> Value {
         "singularResource": r.singular,
         "verbs": r.verbs,
     });
-    if !r.short_names.is_empty() {
-        entry["shortNames"] = json!(r.short_names);
-    }
-    if !r.categories.is_empty() {
-        entry["categories"] = json!(r.categories);
-    }
+    add_names(&mut entry, r);
     let subresources: Vec<Value> = r
         .subresources
         .iter()

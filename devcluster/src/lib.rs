@@ -20,6 +20,7 @@ pub mod error;
 pub mod events;
 pub mod gc;
 pub mod handlers;
+mod json;
 pub mod managed_fields;
 pub mod openapi;
 pub mod patch;

@@ -418,7 +418,6 @@ pub fn apply(
     let config_part = tracked_part(config, scope);
     let applied = leaves(&config_part);
     let live_part = tracked_part(live, scope);
-
     let mut conflicts: Vec<(String, Option<String>, FieldPath)> = Vec::new();
     for entry in entries.iter().filter(|e| in_scope(e, scope)) {
         if entry.manager == manager && entry.operation == "Apply" {
@@ -498,96 +497,4 @@ fn conflict_error(conflicts: &[(String, Option<String>, FieldPath)]) -> Error {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const NOW: &str = "2026-01-01T00:00:00Z";
-    const MAIN: Scope = Scope::Main {
-        status_is_separate: true,
-    };
-
-    #[test]
-    fn fields_v1_round_trips() {
-        let object = json!({"spec": {"replicas": 1, "containers": [{"name": "a", "image": "x"}]}});
-        let set = leaves(&object);
-        assert_eq!(from_fields_v1(&to_fields_v1(&set)), set);
-    }
-
-    #[test]
-    fn apply_conflicts_between_managers_unless_forced() {
-        let live = json!({"metadata": {"name": "x"}});
-        let a = apply(
-            &live,
-            &json!({"spec": {"replicas": 1}}),
-            "a",
-            false,
-            MAIN,
-            "v1",
-            NOW,
-        )
-        .unwrap();
-        let err = apply(
-            &a,
-            &json!({"spec": {"replicas": 2}}),
-            "b",
-            false,
-            MAIN,
-            "v1",
-            NOW,
-        )
-        .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "Apply failed with 1 conflict: conflict with \"a\": .spec.replicas"
-        );
-        let same = apply(
-            &a,
-            &json!({"spec": {"replicas": 1}}),
-            "b",
-            false,
-            MAIN,
-            "v1",
-            NOW,
-        )
-        .unwrap();
-        assert_eq!(read_entries(&same).len(), 2);
-        let forced = apply(
-            &a,
-            &json!({"spec": {"replicas": 2}}),
-            "b",
-            true,
-            MAIN,
-            "v1",
-            NOW,
-        )
-        .unwrap();
-        assert_eq!(forced["spec"]["replicas"], 2);
-        assert_eq!(read_entries(&forced).len(), 1);
-    }
-
-    #[test]
-    fn apply_removes_fields_the_manager_stopped_applying() {
-        let live = json!({"metadata": {"name": "x"}});
-        let first = apply(
-            &live,
-            &json!({"spec": {"a": 1, "b": 2}}),
-            "m",
-            false,
-            MAIN,
-            "v1",
-            NOW,
-        )
-        .unwrap();
-        let second = apply(
-            &first,
-            &json!({"spec": {"a": 1}}),
-            "m",
-            false,
-            MAIN,
-            "v1",
-            NOW,
-        )
-        .unwrap();
-        assert_eq!(second["spec"], json!({"a": 1}));
-    }
-}
+mod tests;

@@ -55,6 +55,15 @@ impl ResourceInfo {
         }
     }
 
+    /// `name.group`, or `name` alone for the core group.
+    fn group_qualified(&self, name: &str) -> String {
+        if self.group.is_empty() {
+            name.to_string()
+        } else {
+            format!("{name}.{}", self.group)
+        }
+    }
+
     /// The key all versions of this resource share in the store (both Event APIs share one).
     pub fn storage_key(&self) -> String {
         if self.group == "events.k8s.io" && self.plural == "events" {
@@ -65,19 +74,11 @@ impl ResourceInfo {
 
     /// `pods`, `deployments.apps`: the name the real server uses in messages.
     pub fn qualified_resource(&self) -> String {
-        if self.group.is_empty() {
-            self.plural.clone()
-        } else {
-            format!("{}.{}", self.plural, self.group)
-        }
+        self.group_qualified(&self.plural)
     }
 
     pub fn qualified_kind(&self) -> String {
-        if self.group.is_empty() {
-            self.kind.clone()
-        } else {
-            format!("{}.{}", self.kind, self.group)
-        }
+        self.group_qualified(&self.kind)
     }
 
     pub fn has_subresource(&self, name: &str) -> bool {

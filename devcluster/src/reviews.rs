@@ -19,14 +19,7 @@ fn user_info(user: &User) -> Value {
 /// A TokenReview's status: who the token belongs to, if it is valid for the audiences asked.
 fn token_review(state: &State, review: &Value) -> Value {
     let token = review["spec"]["token"].as_str().unwrap_or_default();
-    let wanted: Vec<String> = review["spec"]["audiences"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let wanted: Vec<String> = crate::json::strings(&review["spec"]["audiences"]);
     match state.tokens.authenticate(token) {
         Some(issued) => {
             // A token for named audiences is only good for those audiences.
@@ -60,14 +53,7 @@ fn access_review(
         _ => User {
             name: spec["user"].as_str().unwrap_or_default().into(),
             uid: spec["uid"].as_str().unwrap_or_default().into(),
-            groups: spec["groups"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            groups: crate::json::strings(&spec["groups"]),
         },
     };
     let attrs = &spec["resourceAttributes"];

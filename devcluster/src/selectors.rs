@@ -100,14 +100,7 @@ impl LabelSelector {
         if let Some(expressions) = selector["matchExpressions"].as_array() {
             for e in expressions {
                 let key = e["key"].as_str().unwrap_or_default().to_string();
-                let values: Vec<String> = e["values"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|v| v.as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let values: Vec<String> = crate::json::strings(&e["values"]);
                 requirements.push(match e["operator"].as_str() {
                     Some("In") => Requirement::In(key, values),
                     Some("NotIn") => Requirement::NotIn(key, values),

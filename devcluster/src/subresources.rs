@@ -341,29 +341,15 @@ pub fn token(shared: &Arc<Shared>, ctx: &Ctx, namespace: &str, name: &str) -> Re
             )],
         ));
     }
-    let audiences: Vec<String> = body["spec"]["audiences"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let audiences: Vec<String> = crate::json::strings(&body["spec"]["audiences"]);
     let bound = body["spec"]["boundObjectRef"].as_object().map(|b| {
-        (
-            b.get("kind")
+        let field = |key| {
+            b.get(key)
                 .and_then(Value::as_str)
                 .unwrap_or_default()
-                .to_string(),
-            b.get("name")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-            b.get("uid")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-        )
+                .to_string()
+        };
+        (field("kind"), field("name"), field("uid"))
     });
     let sa_uid = sa["metadata"]["uid"]
         .as_str()

@@ -12,31 +12,28 @@ pub fn human_duration(seconds: i64) -> String {
     if s < 120 {
         format!("{s}s")
     } else if m < 10 {
-        if s % 60 == 0 {
-            format!("{m}m")
-        } else {
-            format!("{m}m{}s", s % 60)
-        }
+        two_units(m, 'm', s % 60, 's')
     } else if h < 3 {
         format!("{m}m")
     } else if h < 8 {
-        if m % 60 == 0 {
-            format!("{h}h")
-        } else {
-            format!("{h}h{}m", m % 60)
-        }
+        two_units(h, 'h', m % 60, 'm')
     } else if h < 48 {
         format!("{h}h")
     } else if h < 24 * 8 {
-        if h % 24 == 0 {
-            format!("{d}d")
-        } else {
-            format!("{d}d{}h", h % 24)
-        }
+        two_units(d, 'd', h % 24, 'h')
     } else if h < 24 * 365 * 2 {
         format!("{d}d")
     } else {
         format!("{}y", d / 365)
+    }
+}
+
+/// `3m20s`, or `3m` when the smaller unit is zero.
+fn two_units(large: i64, large_unit: char, small: i64, small_unit: char) -> String {
+    if small == 0 {
+        format!("{large}{large_unit}")
+    } else {
+        format!("{large}{large_unit}{small}{small_unit}")
     }
 }
 
@@ -376,6 +373,11 @@ pub fn table(
             json!({"cells": cells, "object": row_object(object, include_object)})
         })
         .collect();
+    table_object(resource_version, columns, rows)
+}
+
+/// The `meta.k8s.io/v1` Table holding `columns` and `rows`.
+fn table_object(resource_version: &str, columns: Vec<Value>, rows: Vec<Value>) -> Value {
     json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
@@ -456,13 +458,7 @@ fn event_table(
             json!({"cells": cells, "object": row_object(e, include_object)})
         })
         .collect();
-    json!({
-        "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": {"resourceVersion": resource_version},
-        "columnDefinitions": columns,
-        "rows": rows,
-    })
+    table_object(resource_version, columns, rows)
 }
 
 #[cfg(test)]

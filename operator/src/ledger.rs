@@ -28,8 +28,6 @@ pub struct PoolState {
     pub latencies_ms: VecDeque<i64>,
     /// Worker process restarts already added to `counters.workers_restarted`.
     pub restarts_seen: u64,
-    /// Pods with per-worker series exported, to remove them when they go.
-    pub per_worker_series: BTreeSet<String>,
     /// When status was last written (or the pool first seen by this process).
     pub last_status_write: Option<Instant>,
     /// Relayed totals restored from the pool's status, so they survive an operator restart.

@@ -14,6 +14,18 @@ use kube::runtime::watcher;
 use kube::Resource;
 use tokio::sync::watch;
 
+/// The API of `K` the operator watches: in its one namespace, or in all of them.
+pub fn scoped_api<K>(client: kube::Client, namespace: Option<&str>) -> kube::Api<K>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => kube::Api::namespaced(client, ns),
+        None => kube::Api::all(client),
+    }
+}
+
 /// A store and whether its watch has listed everything once.
 #[derive(Clone)]
 pub struct WatchCache<K>

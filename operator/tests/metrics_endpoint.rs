@@ -14,6 +14,8 @@ use capsule_operator::metrics::{
     ControllerLabels, ControllerName, Metrics, PoolLabels, TraceLabels,
 };
 use capsule_operator::pool::plan::RemovalReason;
+use capsule_operator::relay::index::{Counters, PoolTotals, WorkerIndex};
+use capsule_operator::relay::metrics::RelayMetrics;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
@@ -29,10 +31,20 @@ fn tool(name: &str) -> PathBuf {
     path
 }
 
-async fn serve(health: Arc<Health>) -> (String, Arc<Metrics>, CancellationToken) {
+/// The operator's metrics and the relay index they read, served on a free port.
+struct Served {
+    url: String,
+    metrics: Arc<Metrics>,
+    index: Arc<WorkerIndex>,
+    stop: CancellationToken,
+}
+
+async fn serve(health: Arc<Health>) -> Served {
     let mut registry = Registry::default();
     capsule_telemetry::register(&mut registry);
     let metrics = Arc::new(Metrics::register(&mut registry));
+    let index = Arc::new(WorkerIndex::default());
+    RelayMetrics::register(&mut registry, index.clone());
     let listener = http::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
@@ -41,12 +53,22 @@ async fn serve(health: Arc<Health>) -> (String, Arc<Metrics>, CancellationToken)
         health,
     };
     tokio::spawn(http::serve(listener, state, stop.clone()));
-    (url, metrics, stop)
+    Served {
+        url,
+        metrics,
+        index,
+        stop,
+    }
 }
 
 #[tokio::test]
 async fn metrics_pass_promtool_check() {
-    let (url, metrics, stop) = serve(Arc::new(Health::default())).await;
+    let Served {
+        url,
+        metrics,
+        index,
+        stop,
+    } = serve(Arc::new(Health::default())).await;
     // Populate every family so promtool sees each series type.
     let pool = PoolLabels {
         namespace: "default".into(),
@@ -74,7 +96,15 @@ async fn metrics_pass_promtool_check() {
     metrics.workers_created.get_or_create(&pool).inc_by(3);
     metrics.removed(&pool, RemovalReason::ScaleDown);
     metrics.status_writes.get_or_create(&pool).inc();
-    metrics.cpu_seconds.get_or_create(&pool).inc_by(1.5);
+    let cpu = Counters {
+        cpu_millis: 1500,
+        ..Default::default()
+    };
+    let totals = PoolTotals {
+        counters: cpu,
+        ..Default::default()
+    };
+    index.publish("default", "p", &totals, false);
 
     // A scraper that asks for OpenMetrics gets the exemplars.
     let response = reqwest::Client::new()
@@ -153,6 +183,7 @@ async fn metrics_pass_promtool_check() {
 
     // Deleting a pool removes its series, so label sets stay bounded by live pools.
     metrics.forget_pool(&pool);
+    index.forget_pool("default", "p");
     let body = reqwest::get(format!("{url}/metrics"))
         .await
         .unwrap()
@@ -169,7 +200,7 @@ async fn metrics_pass_promtool_check() {
 #[tokio::test]
 async fn health_follows_the_controller() {
     let health = Arc::new(Health::default());
-    let (url, _metrics, stop) = serve(health.clone()).await;
+    let Served { url, stop, .. } = serve(health.clone()).await;
     let status = |path: &'static str| {
         let url = url.clone();
         async move {

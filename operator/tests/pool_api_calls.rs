@@ -1110,8 +1110,7 @@ async fn every_counter_a_worker_reports_reaches_pool_status_and_prometheus() {
 
     let status = serde_json::to_value(h.status_written()).unwrap();
     assert_eq!(status["pythonVersions"], json!(["3.11.2"]));
-    let mut metrics = String::new();
-    prometheus_client::encoding::text::encode(&mut metrics, &h.registry).unwrap();
+    let metrics = scrape(&h);
     for (stat, path, family) in homes::HOMES {
         let mut node = &status;
         for part in path.split('.') {
@@ -1135,6 +1134,50 @@ async fn every_counter_a_worker_reports_reaches_pool_status_and_prometheus() {
             "{stat}: no nonzero series of {family} in:\n{metrics}"
         );
     }
+}
+
+/// The registry's text exposition, one series a line.
+fn scrape(h: &Harness) -> String {
+    let mut metrics = String::new();
+    prometheus_client::encoding::text::encode(&mut metrics, &h.registry).unwrap();
+    metrics
+}
+
+#[tokio::test]
+async fn per_worker_series_follow_spec_metrics_per_worker_and_go_with_the_pool() {
+    let mut spec = sound_spec(1, 5);
+    spec["metrics"] = json!({"perWorker": true});
+    let p = pool(spec, None);
+    let h = harness(vec![worker(&p, "p-busy", "idle")], true);
+    let mut hb = busy_heartbeat("p-busy");
+    hb.rss_bytes = 4242;
+    h.ctx.index.record(&hb, false, std::time::Instant::now());
+    h.reconcile(p).await.unwrap();
+
+    let metrics = scrape(&h);
+    for series in [
+        "capsule_worker_rss_bytes{namespace=\"default\",pool=\"p\",pod=\"p-busy\"} 4242",
+        "capsule_pool_rss_bytes{namespace=\"default\",pool=\"p\"} 4242",
+        "capsule_pool_executions_total{namespace=\"default\",pool=\"p\",outcome=\"ok\"} 101",
+        "# TYPE capsule_worker_heartbeat_age_seconds gauge",
+        "# HELP capsule_pool_cpu_seconds CPU time of the pool's workers and interpreters, across interpreter resets",
+    ] {
+        assert!(metrics.contains(series), "missing {series} in:\n{metrics}");
+    }
+
+    // What the pool controller does for a deleted pool (pool::forget).
+    h.ctx.index.forget_pool("default", "p");
+    h.ctx
+        .metrics
+        .forget_pool(&capsule_operator::metrics::PoolLabels {
+            namespace: "default".into(),
+            pool: "p".into(),
+        });
+    let metrics = scrape(&h);
+    assert!(
+        !metrics.contains("pool=\"p\""),
+        "series of a forgotten pool remain:\n{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -211,10 +211,11 @@ pub struct CancelReply {
     pub status: String,
 }
 
-/// Reply of `GET /v1/checkpoint`: metadata about the namespace, never values.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What the interpreter namespace holds, in counts: the part the checkpoint reply, the namespace
+/// listing and the driver's report share.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Checkpoint {
+pub struct NamespaceCounts {
     /// User names (not starting with `__`).
     pub names: u64,
     pub functions: u64,
@@ -224,6 +225,14 @@ pub struct Checkpoint {
     pub estimated_bytes: u64,
     /// Names that could not be pickled (their in-memory size is counted instead).
     pub unpicklable: u64,
+}
+
+/// Reply of `GET /v1/checkpoint`: metadata about the namespace, never values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Checkpoint {
+    #[serde(flatten)]
+    pub counts: NamespaceCounts,
     /// RFC 3339.
     pub taken_at: String,
     /// Caller metadata from the query string, echoed back.
@@ -255,12 +264,8 @@ pub struct NamespaceEntry {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NamespaceListing {
-    pub names: u64,
-    pub functions: u64,
-    pub classes: u64,
-    pub modules: u64,
-    pub estimated_bytes: u64,
-    pub unpicklable: u64,
+    #[serde(flatten)]
+    pub counts: NamespaceCounts,
     /// At most [`MAX_NAMESPACE_ENTRIES`], largest first.
     pub entries: Vec<NamespaceEntry>,
     /// Whether names were left out of `entries` by the bound.

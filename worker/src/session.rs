@@ -1,6 +1,6 @@
 //! Which session owns this worker, and bearer-token checks in constant time.
 
-use std::sync::RwLock;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::checkpoint::seal::SealKey;
 use crate::checkpoint::store::Scope;
@@ -125,7 +125,7 @@ impl SessionStore {
         if binding.session.is_empty() {
             return Err("session must not be empty".to_owned());
         }
-        let mut slot = self.slot.write().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self.slot_mut();
         if !precondition.holds(&slot) {
             return Ok(false);
         }
@@ -154,7 +154,7 @@ impl SessionStore {
 
     /// Releases the binding when `precondition` holds; returns the session that held the worker.
     pub fn release_if(&self, precondition: Precondition) -> Option<String> {
-        let mut slot = self.slot.write().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self.slot_mut();
         if !precondition.holds(&slot) {
             return None;
         }
@@ -169,26 +169,16 @@ impl SessionStore {
 
     /// How many times the binding changed; a [`Precondition::Unchanged`] names one count.
     pub fn changes(&self) -> u64 {
-        self.slot.read().unwrap_or_else(|p| p.into_inner()).changes
+        self.slot().changes
     }
 
     pub fn current(&self) -> Option<SessionBinding> {
-        self.slot
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .bound
-            .as_ref()
-            .map(|b| b.binding.clone())
+        self.slot().bound.as_ref().map(|b| b.binding.clone())
     }
 
     /// The bound session's checkpoint scope and key.
     pub fn checkpoint_identity(&self) -> Option<CheckpointIdentity> {
-        self.slot
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .bound
-            .as_ref()
-            .map(|b| b.checkpoint.clone())
+        self.slot().bound.as_ref().map(|b| b.checkpoint.clone())
     }
 
     pub fn session_name(&self) -> Option<String> {
@@ -197,7 +187,7 @@ impl SessionStore {
 
     /// Checks a session bearer token against the bound session.
     pub fn check_session_token(&self, token: &str) -> SessionAuth {
-        let slot = self.slot.read().unwrap_or_else(|p| p.into_inner());
+        let slot = self.slot();
         match slot.bound.as_ref() {
             None => SessionAuth::NoSession,
             Some(bound) if token_matches_sha256(token, &bound.token_sha256) => {
@@ -205,6 +195,15 @@ impl SessionStore {
             }
             Some(_) => SessionAuth::WrongToken,
         }
+    }
+
+    /// The binding slot, whether or not a holder panicked (poisoning is ignored).
+    fn slot(&self) -> RwLockReadGuard<'_, Slot> {
+        self.slot.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn slot_mut(&self) -> RwLockWriteGuard<'_, Slot> {
+        self.slot.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Checks the worker credential; false when no worker credential is configured.

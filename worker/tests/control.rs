@@ -137,11 +137,11 @@ async fn checkpoint_reports_metadata_never_values() {
     let text = response.text().await.unwrap();
     assert!(!text.contains("SUPERSECRETVALUE"), "{text}");
     let checkpoint: Checkpoint = serde_json::from_str(&text).unwrap();
-    assert_eq!(checkpoint.names, 5);
-    assert_eq!(checkpoint.functions, 1);
-    assert_eq!(checkpoint.classes, 1);
-    assert_eq!(checkpoint.modules, 1);
-    assert!(checkpoint.estimated_bytes >= 160, "{checkpoint:?}");
+    assert_eq!(checkpoint.counts.names, 5);
+    assert_eq!(checkpoint.counts.functions, 1);
+    assert_eq!(checkpoint.counts.classes, 1);
+    assert_eq!(checkpoint.counts.modules, 1);
+    assert!(checkpoint.counts.estimated_bytes >= 160, "{checkpoint:?}");
     assert_eq!(checkpoint.metadata["label"], "nightly");
     assert_eq!(checkpoint.metadata["owner"], "team-a");
 }

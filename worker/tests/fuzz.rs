@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use capsule_protocol::execute::{
-    ExecuteRequest, InputReply, NamespaceEntry, PromiseReject, PromiseResolve, Transaction,
-    MAX_METADATA_ENTRIES, MAX_NAMESPACE_ENTRIES, MAX_NAMESPACE_NAME_BYTES,
+    ExecuteRequest, InputReply, NamespaceCounts, NamespaceEntry, PromiseReject, PromiseResolve,
+    Transaction, MAX_METADATA_ENTRIES, MAX_NAMESPACE_ENTRIES, MAX_NAMESPACE_NAME_BYTES,
     MAX_NAMESPACE_TYPE_BYTES,
 };
 use capsule_protocol::frame::{self, FrameError, FRAME_HEADER_BYTES, MAX_FRAME_BYTES};
@@ -374,12 +374,10 @@ proptest! {
         names in any::<u64>(),
     ) {
         let frame = CheckpointFrame {
-            names,
-            functions: 0,
-            classes: 0,
-            modules: 0,
-            estimated_bytes: 0,
-            unpicklable: 0,
+            counts: NamespaceCounts {
+                names,
+                ..Default::default()
+            },
             entries: entries
                 .iter()
                 .map(|(name, type_name, size)| NamespaceEntry {

@@ -43,7 +43,7 @@ async fn lists_names_types_and_sizes_never_values() {
     assert!(!text.contains("SUPERSECRETVALUE"), "values never listed");
     assert!(!text.contains("non-str key"));
     let listing: NamespaceListing = serde_json::from_str(&text).unwrap();
-    assert_eq!(listing.names, 6, "{listing:?}");
+    assert_eq!(listing.counts.names, 6, "{listing:?}");
     assert_eq!(listing.entries.len(), 6);
     assert!(!listing.truncated);
     // Largest first: the 16 kB string leads.
@@ -76,7 +76,7 @@ async fn the_listing_is_bounded() {
         .run("for i in range(1500):\n    globals()['name_%d' % i] = i")
         .await;
     let listing: NamespaceListing = listing(&worker, WORKER_TOKEN).await.json().await.unwrap();
-    assert_eq!(listing.names, 1501, "the loop variable counts too");
+    assert_eq!(listing.counts.names, 1501, "the loop variable counts too");
     assert_eq!(listing.entries.len(), MAX_NAMESPACE_ENTRIES);
     assert!(listing.truncated);
 }

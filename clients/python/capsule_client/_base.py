@@ -54,22 +54,34 @@ class SessionBase:
         plain = self.route.unreachable(exc)
         if self.route.via_gateway:
             return plain
-        try:
-            classify(self.kube.get_session(self.namespace, self.name), self.name, self.pool)
-        except errors.CapsuleError as e:
-            return e
-        return plain
+        told = self._status_error()
+        return plain if told is None else told
 
     def refine_reply(self, err: errors.CapsuleError) -> errors.CapsuleError:
         """A gateway's `sessionNotBound` / `workerUnreachable` or a worker's `noSession`: the
         session's status says why (WorkerLost, Failed, being deleted) once the operator saw it."""
         if not isinstance(err, (errors.SessionNotBound, errors.WorkerUnreachable)):
             return err
+        told = self._status_error()
+        return err if told is None else told
+
+    def _status_error(self) -> Optional[errors.CapsuleError]:
+        """The error the session's status tells of, if any."""
         try:
             classify(self.kube.get_session(self.namespace, self.name), self.name, self.pool)
         except errors.CapsuleError as e:
             return e
-        return err
+        return None
+
+    def lost_mid_run(self, exc: Exception) -> errors.WorkerLost:
+        """The connection dropped before the stream's final event."""
+        return errors.WorkerLost(
+            f"{self.where}: the connection to the worker dropped mid-run ({type(exc).__name__}: {exc})"
+        )
+
+    def lost_stream(self) -> errors.WorkerLost:
+        """The stream ended without its final event."""
+        return errors.WorkerLost(f"{self.where}: the stream ended without a final event (worker lost?)")
 
     @staticmethod
     def execute_body(code: str, timeout: Optional[float], transaction: Optional[str] = None) -> Dict[str, Any]:

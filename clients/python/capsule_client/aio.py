@@ -124,13 +124,11 @@ class AsyncSession(SessionBase):
             raise await asyncio.to_thread(self.refine_unreachable, e) from None
         except httpx.TransportError as e:
             if not reader.final:
-                raise errors.WorkerLost(
-                    f"{self.where}: the connection to the worker dropped mid-run ({type(e).__name__}: {e})"
-                ) from None
+                raise self.lost_mid_run(e) from None
         finally:
             self.current = None
         if not reader.final:
-            raise errors.WorkerLost(f"{self.where}: the stream ended without a final event (worker lost?)")
+            raise self.lost_stream()
 
     async def send_input(self, execution_id: str, input_id: str, value: str) -> None:
         body = self.input_body(Event("inputRequest", execution_id, {"inputId": input_id}), value)

@@ -79,33 +79,20 @@ pub fn patch_object(
         let manager = apply_manager(ctx, &body, name)?;
         let now = crate::cluster::now_rfc3339();
         let force = ctx.flag("force");
+        let api_version = info.api_version();
+        let apply = |onto: &Value| {
+            managed_fields::apply(onto, &body, manager, force, scope, &api_version, &now)
+        };
         return match state.get(info, namespace, name) {
             Ok(live) => {
-                let live = present(info, &live);
-                let applied = managed_fields::apply(
-                    &live,
-                    &body,
-                    manager,
-                    force,
-                    scope,
-                    &info.api_version(),
-                    &now,
-                )?;
+                let applied = apply(&present(info, &live))?;
                 let written =
                     state.update(info, namespace, name, applied, scope, &options, warnings)?;
                 Ok((written, false))
             }
             Err(Error::NotFound { .. }) if scope != Scope::Status => {
                 let base = apply_base(info, namespace, name);
-                let mut applied = managed_fields::apply(
-                    &base,
-                    &body,
-                    manager,
-                    force,
-                    scope,
-                    &info.api_version(),
-                    &now,
-                )?;
+                let mut applied = apply(&base)?;
                 if let (
                     Some(status),
                     Scope::Main {

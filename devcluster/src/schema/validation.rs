@@ -217,15 +217,7 @@ fn array_causes(items: &[Value], schema: &Value, path: &str, causes: &mut Vec<Ca
             ));
         }
     }
-    if let Some(max) = schema["maxItems"].as_u64() {
-        if items.len() as u64 > max {
-            causes.push((
-                path.into(),
-                "FieldValueTooMany".into(),
-                format!("Too many: {}: must have at most {max} items", items.len()),
-            ));
-        }
-    }
+    too_many(items.len(), schema["maxItems"].as_u64(), path, causes);
     if schema["uniqueItems"].as_bool() == Some(true)
         || schema["x-kubernetes-list-type"].as_str() == Some("set")
     {
@@ -238,6 +230,17 @@ fn array_causes(items: &[Value], schema: &Value, path: &str, causes: &mut Vec<Ca
                 ));
             }
         }
+    }
+}
+
+/// `maxItems` or `maxProperties`: more than `max` entries is `FieldValueTooMany`.
+fn too_many(count: usize, max: Option<u64>, path: &str, causes: &mut Vec<Cause>) {
+    if let Some(max) = max.filter(|max| count as u64 > *max) {
+        causes.push((
+            path.into(),
+            "FieldValueTooMany".into(),
+            format!("Too many: {count}: must have at most {max} items"),
+        ));
     }
 }
 
@@ -259,15 +262,7 @@ fn object_causes(
             }
         }
     }
-    if let Some(max) = schema["maxProperties"].as_u64() {
-        if map.len() as u64 > max {
-            causes.push((
-                path.into(),
-                "FieldValueTooMany".into(),
-                format!("Too many: {}: must have at most {max} items", map.len()),
-            ));
-        }
-    }
+    too_many(map.len(), schema["maxProperties"].as_u64(), path, causes);
 }
 
 fn validate_items(

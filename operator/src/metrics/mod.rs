@@ -4,10 +4,7 @@
 
 mod buckets;
 mod labels;
-mod raise;
 mod table;
-
-use std::sync::atomic::AtomicU64;
 
 use capsule_crds::WorkerPhase;
 use prometheus_client::metrics::counter::Counter;
@@ -22,11 +19,6 @@ use crate::pool::plan::RemovalReason;
 
 pub use buckets::{AcquisitionBuckets, DurationBuckets};
 pub use labels::*;
-pub(crate) use raise::raise_each;
-pub(crate) use raise::{raise_to, raise_to_f64};
-
-type GaugeF64 = Gauge<f64, AtomicU64>;
-
 table::metrics! {
     reconcile_runs: Family<ControllerLabels, Counter>,
         "reconcile_runs", "Reconciles run, by controller";
@@ -52,54 +44,6 @@ table::metrics! {
         "Worker pods deleted, by reason (failed, scale_down, outdated, stale, recycled, released)";
     status_writes: Family<PoolLabels, Counter>,
         "pool_status_writes", "Status writes to the API server";
-    rss_bytes: Family<PoolLabels, Gauge>,
-        "pool_rss_bytes", "Resident memory of the pool's workers and interpreters";
-    cpu_cores: Family<PoolLabels, GaugeF64>,
-        "pool_cpu_usage_cores", "CPU of the pool's workers and interpreters, in cores";
-    cpu_seconds: Family<PoolLabels, Counter<f64, AtomicU64>>,
-        "pool_cpu_seconds",
-        "CPU time of the pool's workers and interpreters, across interpreter resets";
-    namespace_names: Family<PoolLabels, Gauge>,
-        "pool_namespace_names", "Names defined in the pool's interpreter namespaces";
-    heartbeat_age: Family<PoolLabels, GaugeF64>,
-        "pool_heartbeat_age_seconds", "Age of the oldest last heartbeat among the pool's workers";
-    executions: Family<OutcomeLabels, Counter>,
-        "pool_executions", "Executions by outcome (ok, error, cancelled, timed_out)";
-    outputs: Family<OutputLabels, Counter>,
-        "pool_outputs", "Output chunks by result (enqueued, sent, dropped)";
-    output_queue_max_depth: Family<PoolLabels, Gauge>,
-        "pool_output_queue_max_depth", "Deepest output queue any worker of the pool reported";
-    drain_timeouts: Family<PoolLabels, Counter>,
-        "pool_output_drain_timeouts", "Executions that ended with OutputDrainTimeout";
-    promises_pending: Family<PoolLabels, Gauge>,
-        "pool_promises_pending", "Bridge promises pending now";
-    promises_high_water: Family<PoolLabels, Gauge>,
-        "pool_promises_high_water", "Most bridge promises pending at once on one worker";
-    promises: Family<PromiseLabels, Counter>,
-        "pool_promises",
-        "Bridge promises by event (created, resolved, rejected, timed_out, cancelled)";
-    worker_restarts: Family<PoolLabels, Counter>,
-        "pool_worker_restarts", "Worker processes that started again";
-    interpreter_restarts: Family<PoolLabels, Counter>,
-        "pool_interpreter_restarts",
-        "Interpreters that died and were restarted by their worker (a reset is not counted)";
-    cancels: Family<CancelLabels, Counter>,
-        "pool_cancels",
-        "Cancellations by kind (requested, effective, noop, interrupted, killed)";
-    execution_modes: Family<ModeLabels, Counter>,
-        "pool_execution_modes", "Executions by mode (plain, top_level_await, async_def)";
-    checkpoints: Family<OutputLabels, Counter>,
-        "pool_checkpoints",
-        "Session checkpoints of the pool's workers, by result (created, restored, failed)";
-    trace_events: Family<OutputLabels, Counter>,
-        "pool_trace_events",
-        "Trace events the workers handed to their sidecars, by result (sent, dropped)";
-    blocking_call_warnings: Family<PoolLabels, Counter>,
-        "pool_blocking_call_warnings",
-        "Executions whose async code contained a blocking call such as time.sleep";
-    transactions_rolled_back: Family<PoolLabels, Counter>,
-        "pool_transactions_rolled_back",
-        "Transactions (rollbackOnError) whose namespace was put back after an error";
     hits: Family<PoolLabels, Counter>,
         "pool_hits", "Sessions that got an idle worker at once";
     misses: Family<PoolLabels, Counter>,
@@ -118,15 +62,6 @@ table::metrics! {
         "pool_health_checks", "Health passes over the pool's workers";
     health_triggers: Family<PoolLabels, Counter>,
         "pool_health_triggers", "Workers found unhealthy (each counted once)";
-    worker_rss_bytes: Family<WorkerLabels, Gauge>,
-        "worker_rss_bytes",
-        "Resident memory of one worker (only for pools with spec.metrics.perWorker)";
-    worker_cpu_cores: Family<WorkerLabels, GaugeF64>,
-        "worker_cpu_usage_cores",
-        "CPU of one worker in cores (only for pools with spec.metrics.perWorker)";
-    worker_heartbeat_age: Family<WorkerLabels, GaugeF64>,
-        "worker_heartbeat_age_seconds",
-        "Age of one worker's last heartbeat (only for pools with spec.metrics.perWorker)";
 }
 
 impl Metrics {
@@ -160,15 +95,10 @@ impl Metrics {
     }
 
     /// The counters labelled by pool alone.
-    fn pool_counters(&self) -> [&Family<PoolLabels, Counter>; 14] {
+    fn pool_counters(&self) -> [&Family<PoolLabels, Counter>; 9] {
         [
             &self.workers_created,
             &self.status_writes,
-            &self.drain_timeouts,
-            &self.worker_restarts,
-            &self.interpreter_restarts,
-            &self.blocking_call_warnings,
-            &self.transactions_rolled_back,
             &self.hits,
             &self.misses,
             &self.acquisition_timeouts,
@@ -179,35 +109,16 @@ impl Metrics {
         ]
     }
 
-    /// Drops the per-worker series of one worker.
-    pub fn forget_worker(&self, worker: &WorkerLabels) {
-        self.worker_rss_bytes.remove(worker);
-        self.worker_cpu_cores.remove(worker);
-        self.worker_heartbeat_age.remove(worker);
-    }
-
-    /// Drops every series of a pool that no longer exists, so label sets stay bounded by live pools.
+    /// Drops every series of a pool that no longer exists, so label sets stay bounded by live pools
+    /// (the relay's series go with the pool's entry in the index).
     pub fn forget_pool(&self, pool: &PoolLabels) {
-        for family in [
-            &self.warm_target,
-            &self.max_workers,
-            &self.pool_ready,
-            &self.rss_bytes,
-            &self.namespace_names,
-            &self.output_queue_max_depth,
-            &self.promises_pending,
-            &self.promises_high_water,
-        ] {
-            family.remove(pool);
-        }
-        for family in [&self.cpu_cores, &self.heartbeat_age] {
+        for family in [&self.warm_target, &self.max_workers, &self.pool_ready] {
             family.remove(pool);
         }
         for family in self.pool_counters() {
             family.remove(pool);
         }
         self.acquisition.remove(pool);
-        self.cpu_seconds.remove(pool);
         forget_each(
             &self.workers,
             pool,
@@ -218,13 +129,6 @@ impl Metrics {
             pool,
             RemovalReason::ALL.map(RemovalReason::as_str),
         );
-        forget_each(&self.executions, pool, EXECUTION_OUTCOMES);
-        forget_each(&self.outputs, pool, OUTPUT_RESULTS);
-        forget_each(&self.promises, pool, PROMISE_EVENTS);
-        forget_each(&self.trace_events, pool, TRACE_RESULTS);
-        forget_each(&self.checkpoints, pool, CHECKPOINT_RESULTS);
-        forget_each(&self.cancels, pool, CANCEL_KINDS);
-        forget_each(&self.execution_modes, pool, EXECUTION_MODES);
     }
 }
 

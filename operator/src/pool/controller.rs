@@ -18,7 +18,7 @@ use super::waiting_sessions::waits_for_new_worker;
 use super::{error_policy, forget, reconcile};
 use crate::context::Context;
 use crate::labels;
-use crate::watch_cache::{reflect, WatchCache};
+use crate::watch_cache::{reflect, scoped_api, WatchCache};
 
 /// Session changes the pool controller has not taken yet; a full buffer pauses the session watch.
 const SESSION_TRIGGER_BUFFER: usize = 256;
@@ -58,10 +58,7 @@ where
         + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone + Default + Send + Sync,
 {
-    let api: Api<K> = match namespace {
-        Some(ns) => Api::namespaced(client, ns),
-        None => Api::all(client),
-    };
+    let api: Api<K> = scoped_api(client, namespace);
     let (cache, events) = reflect(watcher(api, config).default_backoff());
     (cache, events.boxed())
 }

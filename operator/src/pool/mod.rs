@@ -15,7 +15,6 @@ mod pass;
 pub mod plan;
 mod plan_step;
 pub mod pod_security;
-mod relay_metrics;
 mod report;
 pub mod restored_totals;
 pub mod scale_down;
@@ -145,15 +144,8 @@ fn next_action(
 /// Drops everything the operator keeps about a deleted pool: its state, its index entries and every
 /// Prometheus series, per-worker ones included.
 fn forget(ctx: &Context, key: &PoolKey) {
-    let labels = labels_of(key);
-    let per_worker = ctx
-        .ledger
-        .update(key, |s| std::mem::take(&mut s.per_worker_series));
-    for pod in per_worker {
-        ctx.metrics.forget_worker(&labels.worker(pod));
-    }
     ctx.ledger.forget(key);
-    ctx.metrics.forget_pool(&labels);
+    ctx.metrics.forget_pool(&labels_of(key));
     ctx.index.forget_pool(&key.0, &key.1);
 }
 

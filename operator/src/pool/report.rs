@@ -10,9 +10,9 @@ use super::apply::Applied;
 use super::counters::count_pass;
 use super::observe::Seen;
 use super::plan::Plan;
-use super::restored_totals::{self, RestoredTotals};
+use super::restored_totals::RestoredTotals;
 use super::warmup_failing::WarmupFailing;
-use super::{relay_metrics, status, status_write, Pass};
+use super::{status, status_write, Pass};
 use crate::error::Result;
 use crate::relay::index::PoolTotals;
 
@@ -38,7 +38,10 @@ pub(super) async fn report(
     };
     let new_status = status::build(pass.pool, &observation, Timestamp::now());
     publish_pool_metrics(pass, seen, &new_status);
-    relay_metrics::publish(pass, &totals, &seen.records, seen.now);
+    let per_worker = pass.pool.spec.metrics.per_worker;
+    pass.ctx
+        .index
+        .publish(pass.namespace(), pass.name(), &totals, per_worker);
     status_write::write_when_due(pass, &new_status, seen.now).await
 }
 
@@ -62,7 +65,7 @@ fn relayed_totals(pass: &Pass<'_>, seen: &Seen<'_>) -> PoolTotals {
     pass.with_state(|s| {
         if s.restored_totals == RestoredTotals::Unseen {
             s.restored_totals =
-                RestoredTotals::Pending(restored_totals::from_status(pass.pool.status.as_ref()));
+                RestoredTotals::Pending(status::totals_from_status(pass.pool.status.as_ref()));
         }
         s.restored_totals.apply(&relayed, all_reported)
     })

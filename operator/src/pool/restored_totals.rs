@@ -10,8 +10,6 @@
 //! the restart may be counted in the base and the worker both, or in neither, never twice over
 //! the restored value.
 
-use capsule_crds::CapsulePoolStatus;
-
 use crate::relay::index::PoolTotals;
 
 /// What one pool restored from its status, and whether the base is fixed yet.
@@ -24,63 +22,6 @@ pub enum RestoredTotals {
     Pending(PoolTotals),
     /// The departed workers' totals, added to the relay's sum.
     Base(PoolTotals),
-}
-
-/// The totals of a pool's last written status.
-pub fn from_status(status: Option<&CapsulePoolStatus>) -> PoolTotals {
-    let Some(status) = status else {
-        return PoolTotals::default();
-    };
-    let n = |v: i64| v.max(0) as u64;
-    let mut totals = PoolTotals::default();
-    if let Some(e) = &status.executions {
-        totals.counters.exec_ok = n(e.ok);
-        totals.counters.exec_error = n(e.error);
-        totals.counters.exec_cancelled = n(e.cancelled);
-        totals.counters.exec_timed_out = n(e.timed_out);
-        totals.counters.transactions_rolled_back = n(e.rolled_back);
-    }
-    if let Some(e) = &status.executor {
-        totals.counters.outputs_enqueued = n(e.outputs_enqueued);
-        totals.counters.outputs_sent = n(e.outputs_sent);
-        totals.counters.outputs_dropped = n(e.outputs_dropped);
-        totals.counters.drain_timeouts = n(e.drain_timeouts);
-        totals.max_queue_depth = n(e.max_queue_depth);
-    }
-    if let Some(b) = &status.bridge {
-        totals.counters.promises_created = n(b.created);
-        totals.counters.promises_resolved = n(b.resolved);
-        totals.counters.promises_rejected = n(b.rejected);
-        totals.counters.promises_timed_out = n(b.timeouts);
-        totals.counters.promises_cancelled = n(b.cancellations);
-        totals.promise_high_water = n(b.high_water);
-    }
-    if let Some(e) = &status.executor {
-        totals.counters.interpreter_restarts = n(e.interpreter_restarts);
-    }
-    if let Some(c) = &status.cancels {
-        totals.counters.cancels_requested = n(c.requested);
-        totals.counters.cancels_effective = n(c.effective);
-        totals.counters.cancels_noop = n(c.noop);
-        totals.counters.cancels_interrupted = n(c.interrupted);
-        totals.counters.cancels_killed = n(c.killed);
-    }
-    if let Some(t) = &status.trace {
-        totals.counters.trace_sent = n(t.sent);
-        totals.counters.trace_dropped = n(t.dropped);
-    }
-    if let Some(k) = &status.checkpoints {
-        totals.counters.checkpoints_created = n(k.created);
-        totals.counters.checkpoints_restored = n(k.restored);
-        totals.counters.checkpoint_failures = n(k.failed);
-    }
-    if let Some(m) = &status.modes {
-        totals.counters.mode_plain = n(m.plain);
-        totals.counters.mode_top_level_await = n(m.top_level_await);
-        totals.counters.mode_async_def = n(m.async_def);
-        totals.counters.blocking_call_warnings = n(m.blocking_call_warnings);
-    }
-    totals
 }
 
 impl RestoredTotals {

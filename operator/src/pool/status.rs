@@ -4,6 +4,8 @@ mod desired_conditions;
 mod relayed_totals;
 mod summaries;
 
+pub(super) use relayed_totals::totals_from_status;
+
 use std::collections::BTreeMap;
 
 use capsule_crds::{

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::directory::{Directory, StoreDirectory};
 use crate::labels;
-use crate::watch_cache::reflect;
+use crate::watch_cache::{reflect, scoped_api};
 
 /// Pod changes a controller has not taken yet; a full buffer pauses the pod watch.
 const POD_TRIGGER_BUFFER: usize = 1024;
@@ -57,13 +57,8 @@ pub struct Caches {
 pub fn start(client: Client, namespace: Option<String>, shutdown: CancellationToken) -> Caches {
     let selector = format!("{}={}", labels::MANAGED_BY, labels::MANAGER);
     let config = watcher::Config::default().labels(&selector);
-    let (secrets_api, pods_api): (Api<Secret>, Api<Pod>) = match &namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client, ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client)),
-    };
+    let secrets_api: Api<Secret> = scoped_api(client.clone(), namespace.as_deref());
+    let pods_api: Api<Pod> = scoped_api(client, namespace.as_deref());
     let (secrets, secrets_writer) = reflector::store();
     let secret_stream = watcher(secrets_api, config.clone())
         .default_backoff()

@@ -6,7 +6,7 @@
 //! counter reset; a worker that goes away has its totals folded into its pool's retired totals. So
 //! pool totals never go backwards while the operator runs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -14,112 +14,12 @@ use capsule_protocol::checkpoint::LastCheckpoint;
 use capsule_protocol::heartbeat::{Heartbeat, WarmupFailure, WorkerState};
 use k8s_openapi::jiff::Timestamp;
 
+pub use super::counters::Counters;
+
 /// Identity of a worker: namespace and pod name.
 pub type WorkerKey = (String, String);
 /// Identity of a pool: namespace and pool name.
 pub type PoolKey = (String, String);
-
-/// Declares [`Counters`] once: the struct and its field-by-field operations follow the list.
-macro_rules! counters {
-    ($($field:ident),* $(,)?) => {
-        /// Monotonic counters of one worker, summed the same way for a pool.
-        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-        pub struct Counters {
-            $(pub $field: u64,)*
-        }
-
-        impl Counters {
-            fn any_below(&self, earlier: &Counters) -> bool {
-                false $(|| self.$field < earlier.$field)*
-            }
-
-            pub fn add(&mut self, other: &Counters) {
-                $(self.$field += other.$field;)*
-            }
-
-            /// `f` applied field by field.
-            pub fn zip(&self, other: &Counters, f: impl Fn(u64, u64) -> u64) -> Counters {
-                Counters {
-                    $($field: f(self.$field, other.$field),)*
-                }
-            }
-        }
-    };
-}
-
-counters!(
-    exec_ok,
-    exec_error,
-    exec_cancelled,
-    exec_timed_out,
-    outputs_enqueued,
-    outputs_sent,
-    outputs_dropped,
-    drain_timeouts,
-    promises_created,
-    promises_resolved,
-    promises_rejected,
-    promises_timed_out,
-    promises_cancelled,
-    interpreter_restarts,
-    cancels_requested,
-    cancels_effective,
-    cancels_noop,
-    cancels_interrupted,
-    cancels_killed,
-    mode_plain,
-    mode_top_level_await,
-    mode_async_def,
-    blocking_call_warnings,
-    transactions_rolled_back,
-    trace_sent,
-    trace_dropped,
-    checkpoints_created,
-    checkpoints_restored,
-    checkpoint_failures,
-    cpu_millis,
-);
-
-impl Counters {
-    fn from_heartbeat(hb: &Heartbeat) -> Self {
-        Self {
-            exec_ok: hb.executions.ok,
-            exec_error: hb.executions.error,
-            exec_cancelled: hb.executions.cancelled,
-            exec_timed_out: hb.executions.timed_out,
-            outputs_enqueued: hb.executor.outputs_enqueued,
-            outputs_sent: hb.executor.outputs_sent,
-            outputs_dropped: hb.executor.outputs_dropped,
-            drain_timeouts: hb.executor.drain_timeouts,
-            promises_created: hb.bridge.created,
-            promises_resolved: hb.bridge.resolved,
-            promises_rejected: hb.bridge.rejected,
-            promises_timed_out: hb.bridge.timed_out,
-            promises_cancelled: hb.bridge.cancelled,
-            interpreter_restarts: hb.interpreter_restarts,
-            cancels_requested: hb.cancels.requested,
-            cancels_effective: hb.cancels.effective,
-            cancels_noop: hb.cancels.noop,
-            cancels_interrupted: hb.cancels.interrupted,
-            cancels_killed: hb.cancels.killed,
-            mode_plain: hb.modes.plain,
-            mode_top_level_await: hb.modes.top_level_await,
-            mode_async_def: hb.modes.async_def,
-            blocking_call_warnings: hb.blocking_call_warnings,
-            transactions_rolled_back: hb.transactions_rolled_back,
-            trace_sent: hb.trace.sent,
-            trace_dropped: hb.trace.dropped,
-            checkpoints_created: hb.checkpoints_created,
-            checkpoints_restored: hb.checkpoints_restored,
-            checkpoint_failures: hb.checkpoint_failures,
-            cpu_millis: hb.cpu_millis,
-        }
-    }
-
-    pub fn executions(&self) -> u64 {
-        self.exec_ok + self.exec_error + self.exec_cancelled + self.exec_timed_out
-    }
-}
 
 /// The Python version a heartbeat's capabilities name (empty while the first interpreter starts).
 fn python_version(hb: &Heartbeat) -> Option<String> {
@@ -287,13 +187,27 @@ pub enum Recorded {
     Stale,
 }
 
-#[derive(Default)]
+/// A pool as the pool controller last published it for its Prometheus series, with the records
+/// of its live workers.
+#[derive(Clone, Debug, Default)]
+pub struct PublishedPool {
+    /// Its totals, restored ones included; counters kept at their highest, as a Prometheus
+    /// counter only goes up.
+    pub totals: PoolTotals,
+    /// The pool asks for per-worker series (`spec.metrics.perWorker`).
+    pub per_worker: bool,
+    pub workers: Vec<(String, WorkerRecord)>,
+}
+
+#[derive(Debug, Default)]
 struct Inner {
     workers: HashMap<WorkerKey, WorkerRecord>,
     retired: HashMap<PoolKey, PoolTotals>,
+    /// Pools published for Prometheus (their `workers` left empty here), in a stable order.
+    published: BTreeMap<PoolKey, PublishedPool>,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct WorkerIndex {
     inner: Mutex<Inner>,
 }
@@ -370,9 +284,40 @@ impl WorkerIndex {
         inner
             .workers
             .retain(|(ns, _), rec| !(ns == namespace && rec.pool == pool));
-        inner
-            .retired
-            .remove(&(namespace.to_string(), pool.to_string()));
+        let key = (namespace.to_string(), pool.to_string());
+        inner.retired.remove(&key);
+        inner.published.remove(&key);
+    }
+
+    /// Publishes a pool's totals for its Prometheus series, which are served from here from then
+    /// on (until [`Self::forget_pool`]).
+    pub fn publish(&self, namespace: &str, pool: &str, totals: &PoolTotals, per_worker: bool) {
+        let mut inner = self.inner.lock().expect("worker index lock");
+        let key = (namespace.to_string(), pool.to_string());
+        let published = inner.published.entry(key).or_default();
+        let earlier = &published.totals;
+        published.totals = PoolTotals {
+            counters: earlier.counters.zip(&totals.counters, u64::max),
+            process_restarts: earlier.process_restarts.max(totals.process_restarts),
+            ..totals.clone()
+        };
+        published.per_worker = per_worker;
+    }
+
+    /// The published pools, each with its live workers' records, in a stable order.
+    pub fn published_pools(&self) -> Vec<(PoolKey, PublishedPool)> {
+        let inner = self.inner.lock().expect("worker index lock");
+        let mut pools = inner.published.clone();
+        for ((namespace, pod), record) in &inner.workers {
+            let key = (namespace.clone(), record.pool.clone());
+            if let Some(pool) = pools.get_mut(&key) {
+                pool.workers.push((pod.clone(), record.clone()));
+            }
+        }
+        for pool in pools.values_mut() {
+            pool.workers.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        pools.into_iter().collect()
     }
 
     /// Totals of a pool: its live workers plus those retired.

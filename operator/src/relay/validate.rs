@@ -81,44 +81,27 @@ pub fn check(hb: &Heartbeat) -> Result<(), Invalid> {
             )));
         }
     }
-    if let Some(session) = &hb.session {
-        if session.len() > MAX_NAME_BYTES {
-            return Err(Invalid(format!(
-                "session must be at most {MAX_NAME_BYTES} bytes"
-            )));
-        }
-    }
-    for (field, value) in [("sentAt", &hb.sent_at), ("startedAt", &hb.started_at)] {
-        if value.len() > MAX_TEXT_BYTES {
-            return Err(Invalid(format!(
-                "{field} must be an RFC 3339 time of at most {MAX_TEXT_BYTES} bytes"
-            )));
-        }
-    }
+    let session = hb.session.as_deref().unwrap_or_default();
+    at_most(MAX_NAME_BYTES, "", &[("session", session)])?;
+    let times = [
+        ("sentAt", hb.sent_at.as_str()),
+        ("startedAt", &hb.started_at),
+    ];
+    at_most(MAX_TEXT_BYTES, "an RFC 3339 time of ", &times)?;
     if let Some(caps) = &hb.capabilities {
-        for (field, value) in [
-            ("capabilities.workerVersion", &caps.worker_version),
+        let texts = [
+            ("capabilities.workerVersion", caps.worker_version.as_str()),
             ("capabilities.pythonVersion", &caps.python_version),
             ("capabilities.backpressure", &caps.backpressure),
-        ] {
-            if value.len() > MAX_TEXT_BYTES {
-                return Err(Invalid(format!(
-                    "{field} must be at most {MAX_TEXT_BYTES} bytes"
-                )));
-            }
-        }
+        ];
+        at_most(MAX_TEXT_BYTES, "", &texts)?;
     }
     if let Some(failure) = &hb.warmup_failure {
-        for (field, value) in [
-            ("warmupFailure.ename", &failure.ename),
+        let texts = [
+            ("warmupFailure.ename", failure.ename.as_str()),
             ("warmupFailure.evalue", &failure.evalue),
-        ] {
-            if value.len() > MAX_WARMUP_MESSAGE_BYTES {
-                return Err(Invalid(format!(
-                    "{field} must be at most {MAX_WARMUP_MESSAGE_BYTES} bytes"
-                )));
-            }
-        }
+        ];
+        at_most(MAX_WARMUP_MESSAGE_BYTES, "", &texts)?;
     }
     if !hb.cpu_percent.is_finite() || !(0.0..=MAX_CPU_PERCENT).contains(&hb.cpu_percent) {
         return Err(Invalid(format!(
@@ -126,6 +109,16 @@ pub fn check(hb: &Heartbeat) -> Result<(), Invalid> {
         )));
     }
     Ok(())
+}
+
+/// Refuses the first of `fields` longer than `max` bytes; `what` says what the field must be.
+fn at_most(max: usize, what: &str, fields: &[(&str, &str)]) -> Result<(), Invalid> {
+    match fields.iter().find(|(_, value)| value.len() > max) {
+        Some((field, _)) => Err(Invalid(format!(
+            "{field} must be {what}at most {max} bytes"
+        ))),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -38,6 +38,7 @@ use crate::error::{backoff, Error, Result};
 use crate::labels;
 use crate::metrics::{ControllerName, PoolLabels};
 use crate::reconcile_timer::ReconcileTimer;
+use crate::watch_cache::scoped_api;
 use pending::{forget_pending, note_pending};
 
 /// How often a waiting session looks for a worker again (a new worker turning Ready also wakes it).
@@ -131,10 +132,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let sessions: Api<CapsuleSession> = match &namespace {
-        Some(ns) => Api::namespaced(client, ns),
-        None => Api::all(client),
-    };
+    let sessions: Api<CapsuleSession> = scoped_api(client, namespace.as_deref());
     let controller = Controller::new(sessions, watcher::Config::default());
     let store = controller.store();
     let announced_store = store.clone();

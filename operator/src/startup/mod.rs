@@ -119,6 +119,7 @@ async fn context(
             directory: caches.directory,
             network_policies: policies,
         });
+    relay::metrics::RelayMetrics::register(registry, ctx.index.clone());
     Ok(Started {
         ctx: Arc::new(ctx),
         leader_gauge,

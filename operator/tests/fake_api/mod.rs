@@ -91,6 +91,7 @@ pub fn context_and_registry(
         capsule_operator::config::OperatorConfig::default(),
         Arc::new(capsule_operator::health::Health::default()),
     ));
+    capsule_operator::relay::metrics::RelayMetrics::register(&mut registry, ctx.index.clone());
     (ctx, calls, registry)
 }
 

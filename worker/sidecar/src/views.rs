@@ -156,12 +156,12 @@ impl Sources {
             })
             .collect();
         Ok(json!({
-            "names": listing.names,
-            "functions": listing.functions,
-            "classes": listing.classes,
-            "modules": listing.modules,
-            "estimatedBytes": listing.estimated_bytes,
-            "unpicklable": listing.unpicklable,
+            "names": listing.counts.names,
+            "functions": listing.counts.functions,
+            "classes": listing.counts.classes,
+            "modules": listing.counts.modules,
+            "estimatedBytes": listing.counts.estimated_bytes,
+            "unpicklable": listing.counts.unpicklable,
             "entries": entries,
             "truncated": listing.truncated || listing.entries.len() > MAX_NAMESPACE_ENTRIES,
             "takenAt": listing.taken_at,

@@ -8,14 +8,13 @@ use crate::runtime::Runtime;
 use crate::session::SessionAuth;
 use capsule_protocol::auth::bearer_header;
 
+/// A 401 `unauthorized`: the token is missing or not one this call accepts.
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+}
+
 fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
-    bearer_header(headers).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing `Authorization: Bearer <token>`",
-        )
-    })
+    bearer_header(headers).ok_or_else(|| unauthorized("missing `Authorization: Bearer <token>`"))
 }
 
 pub(crate) fn require_session(runtime: &Runtime, headers: &HeaderMap) -> ApiResult<()> {
@@ -27,9 +26,7 @@ pub(crate) fn require_session(runtime: &Runtime, headers: &HeaderMap) -> ApiResu
             "noSession",
             "no session holds this worker; it refuses executions until the operator binds one",
         )),
-        SessionAuth::WrongToken => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
+        SessionAuth::WrongToken => Err(unauthorized(
             "the bearer token is not the token of the session bound to this worker",
         )),
     }
@@ -40,9 +37,7 @@ pub(super) fn require_worker_credential(runtime: &Runtime, headers: &HeaderMap) 
     if runtime.session.check_worker_token(token) {
         Ok(())
     } else {
-        Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
+        Err(unauthorized(
             "the bearer token is not this worker's credential",
         ))
     }
@@ -55,9 +50,7 @@ pub(crate) fn require_session_or_worker(runtime: &Runtime, headers: &HeaderMap) 
     {
         Ok(())
     } else {
-        Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
+        Err(unauthorized(
             "the bearer token is neither the worker credential nor the bound session's token",
         ))
     }

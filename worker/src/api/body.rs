@@ -4,9 +4,10 @@
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::Query;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
+use super::auth::require_session;
 use super::error::{ApiError, ApiResult};
 use crate::runtime::Runtime;
 use capsule_protocol::execute::{ExecuteRequest, MAX_METADATA_ENTRIES};
@@ -59,6 +60,16 @@ pub(super) fn read_body(
             ApiError::new(rejection.status(), "badBody", rejection.body_text())
         }
     })
+}
+
+/// The body of a call only the bound session may make: its token is checked first.
+pub(super) fn session_body<T: DeserializeOwned>(
+    runtime: &Runtime,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<T> {
+    require_session(runtime, headers)?;
+    parse_body(runtime, body)
 }
 
 pub(super) fn parse_body<T: DeserializeOwned>(

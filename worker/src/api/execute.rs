@@ -13,7 +13,7 @@ use axum::response::Response;
 use axum::Json;
 
 use super::auth::require_session;
-use super::body::{decode_execute_request, parse_body, read_body};
+use super::body::{decode_execute_request, read_body, session_body};
 use super::error::{submit_error, ApiError, ApiResult};
 use crate::output_queue::OutputQueue;
 use crate::runtime::Runtime;
@@ -131,8 +131,7 @@ pub(super) async fn answer_input(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<StatusCode> {
-    require_session(&runtime, &headers)?;
-    let reply: InputReply = parse_body(&runtime, body)?;
+    let reply: InputReply = session_body(&runtime, &headers, body)?;
     runtime
         .bridge
         .answer_input(&id, &reply.input_id, reply.value)

@@ -65,12 +65,7 @@ pub(super) async fn checkpoint(
     check_metadata_entries(metadata.len())?;
     let frame = ask_driver(&runtime, false).await?;
     Ok(Json(Checkpoint {
-        names: frame.names,
-        functions: frame.functions,
-        classes: frame.classes,
-        modules: frame.modules,
-        estimated_bytes: frame.estimated_bytes,
-        unpicklable: frame.unpicklable,
+        counts: frame.counts,
         taken_at: jiff::Timestamp::now().to_string(),
         metadata,
     }))
@@ -96,16 +91,11 @@ pub fn bounded_listing(frame: CheckpointFrame) -> NamespaceListing {
         entry.name = truncate(&entry.name, MAX_NAMESPACE_NAME_BYTES);
         entry.type_name = truncate(&entry.type_name, MAX_NAMESPACE_TYPE_BYTES);
     }
-    if (entries.len() as u64) < frame.names {
+    if (entries.len() as u64) < frame.counts.names {
         truncated = true;
     }
     NamespaceListing {
-        names: frame.names,
-        functions: frame.functions,
-        classes: frame.classes,
-        modules: frame.modules,
-        estimated_bytes: frame.estimated_bytes,
-        unpicklable: frame.unpicklable,
+        counts: frame.counts,
         entries,
         truncated,
         taken_at: jiff::Timestamp::now().to_string(),

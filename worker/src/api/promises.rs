@@ -8,18 +8,22 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 
-use super::auth::require_session;
-use super::body::parse_body;
+use super::body::session_body;
 use super::error::{ApiError, ApiResult};
+use crate::bridge::SettleError;
 use crate::runtime::Runtime;
 use capsule_protocol::execute::{PromiseReject, PromiseResolve};
 
-fn no_promise() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "noSuchPromise",
-        "no pending promise with this id",
-    )
+/// 204 once settled; 404 when no promise with that id is pending.
+fn settled(result: Result<(), SettleError>) -> ApiResult<StatusCode> {
+    result.map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "noSuchPromise",
+            "no pending promise with this id",
+        )
+    })?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub(super) async fn resolve_promise(
@@ -28,14 +32,8 @@ pub(super) async fn resolve_promise(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<StatusCode> {
-    require_session(&runtime, &headers)?;
-    let resolve: PromiseResolve = parse_body(&runtime, body)?;
-    runtime
-        .bridge
-        .resolve(&id, resolve.value)
-        .await
-        .map_err(|_| no_promise())?;
-    Ok(StatusCode::NO_CONTENT)
+    let resolve: PromiseResolve = session_body(&runtime, &headers, body)?;
+    settled(runtime.bridge.resolve(&id, resolve.value).await)
 }
 
 pub(super) async fn reject_promise(
@@ -44,12 +42,6 @@ pub(super) async fn reject_promise(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<StatusCode> {
-    require_session(&runtime, &headers)?;
-    let reject: PromiseReject = parse_body(&runtime, body)?;
-    runtime
-        .bridge
-        .reject(&id, reject.reason)
-        .await
-        .map_err(|_| no_promise())?;
-    Ok(StatusCode::NO_CONTENT)
+    let reject: PromiseReject = session_body(&runtime, &headers, body)?;
+    settled(runtime.bridge.reject(&id, reject.reason).await)
 }

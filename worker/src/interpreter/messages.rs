@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use capsule_protocol::checkpoint::SkippedName;
-use capsule_protocol::execute::{ExecutionMode, NamespaceEntry, OutputStream};
+use capsule_protocol::execute::{ExecutionMode, NamespaceCounts, NamespaceEntry, OutputStream};
 
 /// Worker → driver frames.
 #[derive(Debug, Clone, Serialize)]
@@ -56,12 +56,8 @@ pub enum ToDriver<'a> {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckpointFrame {
-    pub names: u64,
-    pub functions: u64,
-    pub classes: u64,
-    pub modules: u64,
-    pub estimated_bytes: u64,
-    pub unpicklable: u64,
+    #[serde(flatten)]
+    pub counts: NamespaceCounts,
     /// Present when the request asked for names; bounded again by the worker.
     #[serde(default)]
     pub entries: Vec<NamespaceEntry>,

@@ -117,41 +117,31 @@ impl Rollout<'_> {
 
     /// Creates the ReplicaSet for the current template, as the next revision.
     async fn create_current(&self, owned: &[ReplicaSet]) -> Result<ReplicaSet> {
-        let (api, deployment, context, hash, new_target) = (
-            &self.api,
-            self.deployment,
-            self.context,
-            &self.hash,
-            self.new_target,
-        );
+        let (api, deployment, hash, new_target) =
+            (&self.api, self.deployment, &self.hash, self.new_target);
         let next_revision = owned.iter().map(revision).max().unwrap_or(0) + 1;
         let created = create_replica_set(api, deployment, hash, new_target, next_revision).await?;
-        context
-            .events
-            .record(
-                &reference_to(deployment),
-                false,
-                "ScalingReplicaSet",
-                &format!(
-                    "Scaled up replica set {} to {new_target}",
-                    created.name_any()
-                ),
-            )
-            .await;
+        let message = format!(
+            "Scaled up replica set {} to {new_target}",
+            created.name_any()
+        );
+        self.record_scaling(&message).await;
         Ok(created)
+    }
+
+    /// The `ScalingReplicaSet` event a real controller records on the Deployment.
+    async fn record_scaling(&self, message: &str) {
+        let deployment = reference_to(self.deployment);
+        (self.context.events)
+            .record(&deployment, false, "ScalingReplicaSet", message)
+            .await;
     }
 
     /// Scales the current ReplicaSet to its target and the old ones to zero (at once for
     /// Recreate, once the new one is fully available otherwise), then prunes the history.
     async fn scale_owned(&self, owned: &[ReplicaSet], history_limit: i32) -> Result<()> {
-        let (api, deployment, context, desired, new_target, recreate) = (
-            &self.api,
-            self.deployment,
-            self.context,
-            self.desired,
-            self.new_target,
-            self.recreate,
-        );
+        let (api, desired, new_target, recreate) =
+            (&self.api, self.desired, self.new_target, self.recreate);
         let is_current = |rs: &ReplicaSet| self.is_current(rs);
         let new_available = owned
             .iter()
@@ -168,15 +158,8 @@ impl Rollout<'_> {
             };
             if spec_replicas(replica_set) != target {
                 scale(api, replica_set, target).await?;
-                context
-                    .events
-                    .record(
-                        &reference_to(deployment),
-                        false,
-                        "ScalingReplicaSet",
-                        &format!("Scaled replica set {} to {target}", replica_set.name_any()),
-                    )
-                    .await;
+                let message = format!("Scaled replica set {} to {target}", replica_set.name_any());
+                self.record_scaling(&message).await;
             }
         }
         prune_history(api, owned, &self.hash, history_limit).await

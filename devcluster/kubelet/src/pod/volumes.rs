@@ -155,39 +155,25 @@ async fn fill_volume(
     };
     if let Some(source) = &volume.secret {
         let name = source.secret_name.clone().unwrap_or_default();
-        let optional = source.optional.unwrap_or(false);
         let data = objects.secret(&name).await?.cloned();
-        let data = match data {
-            Some(data) => data,
-            None if optional => BTreeMap::new(),
-            None => return Err(fail(format!("secret \"{name}\" not found"))),
+        let keys = ObjectKeys {
+            kind: "secret",
+            name: &name,
+            items: source.items.as_deref(),
+            default_mode: source.default_mode,
+            optional: source.optional.unwrap_or(false),
         };
-        write_items(
-            dir,
-            &data,
-            source.items.as_deref(),
-            source.default_mode,
-            optional,
-        )
-        .await
-        .map_err(fail)?;
+        keys.write(dir, data).await.map_err(fail)?;
     } else if let Some(source) = &volume.config_map {
-        let name = source.name.clone();
-        let optional = source.optional.unwrap_or(false);
-        let data = match objects.config_map(&name).await?.cloned() {
-            Some(data) => data,
-            None if optional => BTreeMap::new(),
-            None => return Err(fail(format!("configmap \"{name}\" not found"))),
+        let data = objects.config_map(&source.name).await?.cloned();
+        let keys = ObjectKeys {
+            kind: "configmap",
+            name: &source.name,
+            items: source.items.as_deref(),
+            default_mode: source.default_mode,
+            optional: source.optional.unwrap_or(false),
         };
-        write_items(
-            dir,
-            &data,
-            source.items.as_deref(),
-            source.default_mode,
-            optional,
-        )
-        .await
-        .map_err(fail)?;
+        keys.write(dir, data).await.map_err(fail)?;
     } else if let Some(source) = &volume.downward_api {
         write_downward(context, dir, source.items.as_deref(), source.default_mode)
             .await
@@ -226,39 +212,40 @@ async fn project(
     done: &mut Materialised,
 ) -> std::result::Result<(), String> {
     if let Some(source) = &projection.secret {
-        let optional = source.optional.unwrap_or(false);
-        match objects
+        let data = objects
             .secret(&source.name)
             .await
             .map_err(|e| e.to_string())?
-            .cloned()
-        {
-            Some(data) => {
-                write_items(dir, &data, source.items.as_deref(), default_mode, optional).await?
-            }
-            None if optional => {}
-            None => return Err(format!("secret \"{}\" not found", source.name)),
-        }
+            .cloned();
+        let keys = ObjectKeys {
+            kind: "secret",
+            name: &source.name,
+            items: source.items.as_deref(),
+            default_mode,
+            optional: source.optional.unwrap_or(false),
+        };
+        keys.write(dir, data).await?;
     }
     if let Some(source) = &projection.config_map {
-        let optional = source.optional.unwrap_or(false);
         let data = objects
             .config_map(&source.name)
             .await
             .map_err(|e| e.to_string())?
             .cloned();
-        match data {
-            Some(data) => {
-                write_items(dir, &data, source.items.as_deref(), default_mode, optional).await?
-            }
+        if data.is_none() && source.name == ROOT_CA_CONFIG_MAP {
             // No root CA ConfigMap in the devcluster: the CA the kubelet was given stands in.
-            None if source.name == ROOT_CA_CONFIG_MAP => {
-                if let Some(pem) = context.api_server_ca_pem {
-                    write_file(&dir.join("ca.crt"), pem.as_bytes(), default_mode).await?;
-                }
+            if let Some(pem) = context.api_server_ca_pem {
+                write_file(&dir.join("ca.crt"), pem.as_bytes(), default_mode).await?;
             }
-            None if optional => {}
-            None => return Err(format!("configmap \"{}\" not found", source.name)),
+        } else {
+            let keys = ObjectKeys {
+                kind: "configmap",
+                name: &source.name,
+                items: source.items.as_deref(),
+                default_mode,
+                optional: source.optional.unwrap_or(false),
+            };
+            keys.write(dir, data).await?;
         }
     }
     if let Some(source) = &projection.downward_api {
@@ -366,6 +353,32 @@ fn token_ownership(pod: &Pod, default_mode: Option<i32>) -> (Option<u32>, Option
     {
         Some(group) => (None, Some(group as u32), 0o640),
         None => (None, None, default_mode.unwrap_or(0o644)),
+    }
+}
+
+/// A Secret or ConfigMap volume: which object (`kind` as messages name it) and which of its keys
+/// go where.
+struct ObjectKeys<'a> {
+    kind: &'static str,
+    name: &'a str,
+    items: Option<&'a [KeyToPath]>,
+    default_mode: Option<i32>,
+    optional: bool,
+}
+
+impl ObjectKeys<'_> {
+    /// Writes the object's keys into `dir`; a missing object is empty when optional, else an error.
+    async fn write(
+        &self,
+        dir: &Path,
+        data: Option<BTreeMap<String, Vec<u8>>>,
+    ) -> std::result::Result<(), String> {
+        let data = match data {
+            Some(data) => data,
+            None if self.optional => BTreeMap::new(),
+            None => return Err(format!("{} \"{}\" not found", self.kind, self.name)),
+        };
+        write_items(dir, &data, self.items, self.default_mode, self.optional).await
     }
 }
 

@@ -89,7 +89,8 @@ async fn period(args: &Args, cluster: &DevCluster, pid: i32, pools: usize) -> Be
             .map(|(_, n)| n)
             .sum()
     };
-    let (reads, writes) = (total(true), total(false));
+    // An empty f64 sum is -0.0.
+    let (reads, writes) = (total(true) + 0.0, total(false) + 0.0);
     Ok(json!({
         "operator_cpu_cores": cpu / args.measure_seconds as f64,
         "operator_rss_mib": rss_bytes(pid)? as f64 / (1024.0 * 1024.0),

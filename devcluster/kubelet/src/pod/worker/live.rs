@@ -10,8 +10,8 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
 use super::super::status::Stage;
-use super::super::volumes::{write_token, TokenFile, VolumeContext};
-use super::{wait_for_stop, PodWorker, Prepared, StopRequest, HOST_IP};
+use super::super::volumes::{write_token, TokenFile};
+use super::{wait_for_stop, PodWorker, Prepared, StopRequest};
 use crate::error::Error;
 use crate::events::EventRecorder;
 use crate::runtime::{ContainerEvent, ContainerHandle, ContainerLaunch, RunState};
@@ -198,15 +198,8 @@ impl PodWorker {
     }
 
     async fn refresh_tokens(&self, files: &[TokenFile]) -> Option<Duration> {
-        let context = VolumeContext {
-            client: &self.shared.client,
-            pod: &self.pod,
-            pod_ip: &self.pod_ip,
-            host_ip: HOST_IP,
-            api_server_ca_pem: self.shared.options.api_server_ca_pem.as_deref(),
-            // Token refresh writes no claim.
-            claims_dir: std::path::Path::new(""),
-        };
+        // Token refresh writes no claim.
+        let context = self.volume_context(std::path::Path::new(""));
         let mut shortest: Option<Duration> = None;
         for file in files {
             match write_token(&context, &file.path, &file.projection, file.default_mode).await {

@@ -101,21 +101,26 @@ impl PodWorker {
             .state_dir
             .join("claims")
             .join(self.pod.namespace().unwrap_or_default());
-        let context = VolumeContext {
-            client: &self.shared.client,
-            pod: &self.pod,
-            pod_ip: &self.pod_ip,
-            host_ip: HOST_IP,
-            api_server_ca_pem: self.shared.options.api_server_ca_pem.as_deref(),
-            claims_dir: &claims_dir,
-        };
         materialise(
-            &context,
+            &self.volume_context(&claims_dir),
             objects,
             self.spec.volumes.as_deref().unwrap_or_default(),
             volumes_dir,
         )
         .await
+    }
+
+    /// What volumes are filled from: the pod, its address, the API server, and where the pod's
+    /// namespace keeps its claims.
+    pub(super) fn volume_context<'a>(&'a self, claims_dir: &'a Path) -> VolumeContext<'a> {
+        VolumeContext {
+            client: &self.shared.client,
+            pod: &self.pod,
+            pod_ip: &self.pod_ip,
+            host_ip: HOST_IP,
+            api_server_ca_pem: self.shared.options.api_server_ca_pem.as_deref(),
+            claims_dir,
+        }
     }
 
     /// The kubeconfig for containers run from local commands, and, when any container runs
