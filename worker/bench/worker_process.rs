@@ -15,6 +15,7 @@ pub(crate) const SESSION_TOKEN: &str = "bench-session-token";
 
 pub(crate) struct WorkerProcess {
     _child: tokio::process::Child,
+    pub(crate) pid: u32,
     pub(crate) base: String,
     pub(crate) client: reqwest::Client,
 }
@@ -50,6 +51,7 @@ pub(crate) async fn start_worker_with(args: &Args, env: &[(&str, &str)]) -> Work
                 bin.display()
             ))
         });
+    let pid = child.id().unwrap_or_default();
     let base = format!("http://{}", listen_address(&mut child).await);
     let client = reqwest::Client::builder()
         .tcp_nodelay(true)
@@ -59,6 +61,7 @@ pub(crate) async fn start_worker_with(args: &Args, env: &[(&str, &str)]) -> Work
     bind_session(&client, &base).await;
     WorkerProcess {
         _child: child,
+        pid,
         base,
         client,
     }
@@ -203,6 +206,55 @@ pub(crate) async fn execute_request(
         output,
         last.unwrap_or_else(|| fail("stream ended without a final event")),
     )
+}
+
+/// `GET /healthz`, the cheapest call through the same HTTP stack.
+pub(crate) async fn health(worker: &WorkerProcess) {
+    let response = worker
+        .client
+        .get(format!("{}/healthz", worker.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.bytes().await.unwrap();
+}
+
+/// CPU time in µs of `pid` and of every process below it (the fork server and the interpreters),
+/// summed over their threads from `/proc/*/task/*/schedstat` (nanoseconds, unlike the ticks of
+/// `/proc/*/stat`).
+pub(crate) fn cpu_micros(pid: u32) -> (f64, f64) {
+    let below: f64 = descendants(pid).into_iter().map(process_cpu_micros).sum();
+    (process_cpu_micros(pid), below)
+}
+
+fn process_cpu_micros(pid: u32) -> f64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten();
+    let nanos: u64 = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|line| line.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    nanos as f64 / 1000.0
+}
+
+fn descendants(pid: u32) -> Vec<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten();
+    let children: Vec<u32> = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect();
+    let below = children.iter().flat_map(|&child| descendants(child));
+    children.iter().copied().chain(below).collect()
 }
 
 pub(crate) async fn stats(worker: &WorkerProcess) -> WorkerStats {
