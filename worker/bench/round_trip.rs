@@ -111,7 +111,7 @@ pub(crate) struct WorkerDetail {
 }
 
 pub(crate) async fn bench(args: &Args) -> (Figures, WorkerDetail) {
-    let peer = TracePeer::start(args).await;
+    let peer = TracePeer::start().await;
     let worker = start_worker_with(args, &[("CAPSULE_TRACE_SOCKET", peer.socket_str())]).await;
     for _ in 0..args.warmup {
         execute(&worker, "1+1").await;

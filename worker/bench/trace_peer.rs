@@ -1,5 +1,5 @@
 //! The reader of the measured worker's trace socket, so the round trip is measured with tracing on:
-//! the real `capsule-sidecar` when it was built next to the worker (`make bench` builds it), else a
+//! the real `capsule-sidecar` when it was built next to this bench (`make bench` builds it), else a
 //! stand-in that reads and discards the frames (named in the report).
 
 use std::path::PathBuf;
@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use tokio::net::UnixListener;
 
-use super::worker_process::worker_bin;
-use super::{fail, Args};
+use super::fail;
 
 pub(crate) struct TracePeer {
     socket: PathBuf,
@@ -18,13 +17,16 @@ pub(crate) struct TracePeer {
 }
 
 impl TracePeer {
-    pub(crate) async fn start(args: &Args) -> TracePeer {
+    pub(crate) async fn start() -> TracePeer {
         let socket = std::env::temp_dir().join(format!(
             "capsule-worker-bench-{}.trace.sock",
             std::process::id()
         ));
         let _ = std::fs::remove_file(&socket);
-        let sidecar_bin = worker_bin(args).with_file_name("capsule-sidecar");
+        // Next to this bench, not to `--worker-bin`: an older worker is measured with the same peer.
+        let sidecar_bin = std::env::current_exe()
+            .unwrap_or_else(|e| fail(&format!("own path: {e}")))
+            .with_file_name("capsule-sidecar");
         let sidecar = if sidecar_bin.exists() {
             Some(start_sidecar(&sidecar_bin, &socket).await)
         } else {
