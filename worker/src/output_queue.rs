@@ -14,8 +14,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Backpressure;
+use crate::interpreter::JsonString;
 use crate::stats::Stats;
-use serde_json::value::RawValue;
 
 use capsule_protocol::execute::{EventBody, ExecutionEvent, OutputStream};
 
@@ -38,7 +38,7 @@ pub enum Queued {
     /// An output chunk whose text is still the driver's JSON string, passed through unparsed.
     RawOutput {
         stream: OutputStream,
-        text: Box<RawValue>,
+        text: JsonString,
     },
 }
 
@@ -324,7 +324,7 @@ mod tests {
     async fn raw_output_becomes_the_same_ndjson_as_a_parsed_event() {
         let raw = Queued::RawOutput {
             stream: OutputStream::Stderr,
-            text: RawValue::from_string(r#""a\n\"b\"""#.to_owned()).unwrap(),
+            text: JsonString::from_contents(br#"a\n\"b\""#).unwrap(),
         };
         let mut line = Vec::new();
         raw.write_ndjson("e1", &mut line);

@@ -54,6 +54,10 @@ pub(super) async fn execute(
         .executor
         .submit(&runtime, request, traceparent(&headers))
         .map_err(submit_error)?;
+    // The executor, woken by the submit, runs first: it hands the code to the interpreter and
+    // queues `started`, which then leaves with the headers and `accepted` in one write (one
+    // wake-up of the client instead of two, and the interpreter already at work meanwhile).
+    tokio::task::yield_now().await;
     Ok(event_stream(id, queue))
 }
 
