@@ -107,6 +107,12 @@ pub(crate) fn print_round_trips(report: &RoundTrips, args: &Args) {
         detail.trace_events_sent,
         detail.trace_events_dropped,
     );
+    for cpu in &detail.stdout_cpu {
+        println!(
+            "capsule-worker stdout {}: CPU ms per run: worker {:.1}, interpreter {:.1}, bench client {:.1}",
+            cpu.name, cpu.worker_ms_per_run, cpu.interpreter_ms_per_run, cpu.client_ms_per_run
+        );
+    }
 }
 
 fn print_resets(report: &Report, args: &Args) {

@@ -8,7 +8,7 @@ use capsule_protocol::execute::EventBody;
 use serde::Serialize;
 
 use super::trace_peer::TracePeer;
-use super::worker_process::{cpu_micros, health, WorkerProcess};
+use super::worker_process::{cpu_micros, health, own_cpu_micros, WorkerProcess};
 use super::{execute, percentile, start_worker_with, stats, Args};
 
 /// The stdout shapes every runtime is measured with, by name.
@@ -104,10 +104,24 @@ pub(crate) struct WorkerDetail {
     /// CPU per measured `1+1` round trip (user + system, from /proc; 10 ms ticks over many).
     pub(crate) worker_cpu_us_per_execute: f64,
     pub(crate) interpreter_cpu_us_per_execute: f64,
+    /// CPU per stdout run of each shape: what the throughput costs whatever the machine's load.
+    pub(crate) stdout_cpu: Vec<StdoutCpu>,
     /// Who read the trace socket: `capsule-sidecar` or the stand-in reader.
     pub(crate) trace_peer: &'static str,
     pub(crate) trace_events_sent: u64,
     pub(crate) trace_events_dropped: u64,
+}
+
+/// CPU ms per stdout run, by process: on 2 cores the three share them, so each one's cost bounds
+/// the throughput of all.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct StdoutCpu {
+    pub(crate) name: &'static str,
+    pub(crate) worker_ms_per_run: f64,
+    pub(crate) interpreter_ms_per_run: f64,
+    /// This bench's own HTTP client, reading and checking every line.
+    pub(crate) client_ms_per_run: f64,
 }
 
 pub(crate) async fn bench(args: &Args) -> (Figures, WorkerDetail) {
@@ -121,10 +135,12 @@ pub(crate) async fn bench(args: &Args) -> (Figures, WorkerDetail) {
     let (healthz_p50_ms, healthz_p99_ms) = health_round_trips(args, &worker).await;
     let dropped_before = stats(&worker).await.executor.outputs_dropped;
     let mut stdout = Vec::new();
+    let mut stdout_cpu = Vec::new();
     let mut all_output_received = true;
     for shape in StdoutShape::ALL {
         let (code, expected) = shape.code(args.throughput_bytes);
         let mut runs = Vec::new();
+        let (worker_before, client_before) = (cpu_micros(worker.pid), own_cpu_micros());
         for _ in 0..args.runs {
             let started = Instant::now();
             let (received, last) = execute(&worker, &code).await;
@@ -132,6 +148,14 @@ pub(crate) async fn bench(args: &Args) -> (Figures, WorkerDetail) {
             all_output_received &= received == expected && matches!(last, EventBody::Result { .. });
             runs.push(received as f64 / seconds / 1e6);
         }
+        let (worker_after, client_after) = (cpu_micros(worker.pid), own_cpu_micros());
+        let per_run = |after: f64, before: f64| (after - before) / args.runs.max(1) as f64 / 1000.0;
+        stdout_cpu.push(StdoutCpu {
+            name: shape.name(),
+            worker_ms_per_run: per_run(worker_after.0, worker_before.0),
+            interpreter_ms_per_run: per_run(worker_after.1, worker_before.1),
+            client_ms_per_run: per_run(client_after, client_before),
+        });
         stdout.push(Throughput::from_runs(shape.name(), runs));
     }
     let after = stats(&worker).await;
@@ -147,6 +171,7 @@ pub(crate) async fn bench(args: &Args) -> (Figures, WorkerDetail) {
         healthz_p99_ms,
         worker_cpu_us_per_execute: cpu.0,
         interpreter_cpu_us_per_execute: cpu.1,
+        stdout_cpu,
         trace_peer: peer.name(),
         trace_events_sent: after.trace.sent,
         trace_events_dropped: after.trace.dropped,

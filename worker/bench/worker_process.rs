@@ -240,6 +240,11 @@ pub(crate) fn cpu_micros(pid: u32) -> (f64, f64) {
     (process_cpu_micros(pid), below)
 }
 
+/// CPU time in µs of this bench process (its client's share of the machine).
+pub(crate) fn own_cpu_micros() -> f64 {
+    process_cpu_micros(std::process::id())
+}
+
 fn process_cpu_micros(pid: u32) -> f64 {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
         .into_iter()
