@@ -60,6 +60,16 @@ impl Queued {
         )
     }
 
+    /// About the bytes of this event's NDJSON line: enough for an output chunk's line, so a batch's
+    /// buffer is allocated once rather than regrown (and copied) by doubling.
+    pub fn ndjson_len_hint(&self, execution_id: &str) -> usize {
+        const FIELDS: usize = 96;
+        match self {
+            Queued::RawOutput { text, .. } => text.get().len() + execution_id.len() + FIELDS,
+            Queued::Event(_) => 2 * FIELDS,
+        }
+    }
+
     /// Appends this event as one NDJSON line.
     pub fn write_ndjson(&self, execution_id: &str, out: &mut Vec<u8>) {
         match self {
@@ -329,6 +339,10 @@ mod tests {
         let mut line = Vec::new();
         raw.write_ndjson("e1", &mut line);
         assert_eq!(line.last(), Some(&b'\n'));
+        assert!(
+            line.len() <= raw.ndjson_len_hint("e1"),
+            "the hint covers the line"
+        );
         let parsed: ExecutionEvent = serde_json::from_slice(&line).unwrap();
         assert_eq!(
             parsed,

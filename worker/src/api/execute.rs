@@ -85,7 +85,8 @@ fn event_stream(id: String, queue: Arc<OutputQueue>) -> Response {
         let execution_id = execution_id.clone();
         async move {
             let batch = guard.0.next_batch().await?;
-            let mut chunk = Vec::with_capacity(256);
+            let size = batch.iter().map(|e| e.ndjson_len_hint(&execution_id)).sum();
+            let mut chunk = Vec::with_capacity(size);
             for event in &batch {
                 event.write_ndjson(&execution_id, &mut chunk);
             }
