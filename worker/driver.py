@@ -99,11 +99,19 @@ def send(message):
 
 
 def _write_frame(*parts):
-    view = memoryview(b"".join((struct.pack(">I", sum(map(len, parts))),) + parts))
+    size = sum(map(len, parts))
+    header = struct.pack(">I", size)
     with _write_lock:
-        while view:
-            written = os.write(_frames_out_fd, view)
-            view = view[written:]
+        # One writev: the parts are not joined into a copy first (an output chunk is 64 KiB).
+        written = os.writev(_frames_out_fd, (header,) + parts)
+        if written < size + 4:
+            # Cut short (a signal while the pipe was full): the rest, whole, so no frame is cut.
+            view = memoryview(b"".join((header,) + parts))[written:]
+            while view:
+                view = view[os.write(_frames_out_fd, view):]
+
+
+_output_head = {}
 
 
 def _send_output(stream, data):
@@ -111,9 +119,17 @@ def _send_output(stream, data):
     # by C-speed byte replaces (json.dumps escapes one character at a time). Backslash, quote,
     # newline, tab and carriage return are escaped here; the worker escapes any other control
     # character and replaces invalid UTF-8, so the text reaches clients as valid JSON.
-    head = json.dumps(
-        {"type": "output", "id": state.current_id, "stream": stream}, separators=(",", ":")
-    )[:-1].encode()
+    key = (state.current_id, stream)
+    head = _output_head.get(key)
+    if head is None:
+        # The head is the same for every chunk of an execution's stream: encoded once.
+        _output_head.clear()
+        head = _output_head[key] = (
+            json.dumps({"type": "output", "id": state.current_id, "stream": stream}, separators=(",", ":"))[
+                :-1
+            ].encode()
+            + b',"text":"'
+        )
     escaped = (
         data.replace(b"\\", b"\\\\")
         .replace(b'"', b'\\"')
@@ -121,7 +137,7 @@ def _send_output(stream, data):
         .replace(b"\t", b"\\t")
         .replace(b"\r", b"\\r")
     )
-    _write_frame(head, b',"text":"', escaped, b'"}')
+    _write_frame(head, escaped, b'"}')
 
 
 class _Critical:
@@ -471,20 +487,25 @@ def _run_cell(source, transaction=False):
     filename = "<cell-%d>" % state.cell_counter
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     tree = ast.parse(source, filename, "exec")
-    has_async_def = any(isinstance(node, ast.AsyncFunctionDef) for node in ast.walk(tree))
+    # Walking the tree costs more than running a small cell: without the word "async" in the source
+    # there is no `async def` to find.
+    has_async_def = "async" in source and any(
+        isinstance(node, ast.AsyncFunctionDef) for node in ast.walk(tree)
+    )
     # The last expression's value is captured by rewriting it into an assignment, so the whole
     # cell compiles to one code object: with top-level await it runs as one coroutine.
     captures = bool(tree.body) and isinstance(tree.body[-1], ast.Expr)
     if captures:
         last = tree.body[-1]
-        tree.body[-1] = ast.copy_location(
-            ast.Assign(targets=[ast.Name(id=RESULT_NAME, ctx=ast.Store())], value=last.value), last
-        )
-        ast.fix_missing_locations(tree)
+        # Both new nodes get the expression's location (what fix_missing_locations would give them
+        # with a walk of the whole tree).
+        target = ast.copy_location(ast.Name(id=RESULT_NAME, ctx=ast.Store()), last)
+        tree.body[-1] = ast.copy_location(ast.Assign(targets=[target], value=last.value), last)
     code = compile(tree, filename, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
     awaits = bool(code.co_flags & inspect.CO_COROUTINE)
     mode = "topLevelAwait" if awaits else ("asyncDef" if has_async_def else "plain")
-    blocking = _blocking_calls(tree, awaits)
+    # Blocking calls are reported only where they stall the event loop: in async code.
+    blocking = _blocking_calls(tree, awaits) if awaits or has_async_def else []
     state.mode = mode
     state.blocking = blocking
     namespace.pop(RESULT_NAME, None)
@@ -997,7 +1018,8 @@ def checkpoint_load(request_id, path):
           "namesTotal": len(restored), "namespaceSize": namespace_size()})
 
 
-_commands = queue.Queue()
+# C-implemented: a command reaches the main thread without the Python-level locking of queue.Queue.
+_commands = queue.SimpleQueue()
 
 
 def _read_exactly(count):

@@ -3,7 +3,7 @@
 
 use std::process::Stdio;
 
-use super::round_trip::Figures;
+use super::round_trip::{Figures, StdoutShape, Throughput};
 use super::{fail, Args};
 
 const JUPYTER_SCRIPT: &str = include_str!("jupyter_bench.py");
@@ -29,7 +29,7 @@ pub(crate) async fn bench(args: &Args) -> Figures {
         .arg(JUPYTER_SCRIPT)
         .arg(args.iterations.to_string())
         .arg(args.warmup.to_string())
-        .arg(args.throughput_bytes.to_string())
+        .arg(shapes_json(args.throughput_bytes))
         .arg(args.runs.to_string())
         .stderr(Stdio::inherit())
         .output()
@@ -40,15 +40,34 @@ pub(crate) async fn bench(args: &Args) -> Figures {
     }
     let value: serde_json::Value = serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|e| fail(&format!("bad Jupyter bench output: {e}")));
+    let runs = &value["stdoutRunsMBps"];
     Figures {
         p50_ms: value["p50Ms"].as_f64().unwrap_or(f64::NAN),
         p99_ms: value["p99Ms"].as_f64().unwrap_or(f64::NAN),
-        throughput_mbps: value["throughputMBps"].as_f64().unwrap_or(f64::NAN),
-        throughput_runs_mbps: value["throughputRunsMBps"]
-            .as_array()
-            .map(|runs| runs.iter().filter_map(|v| v.as_f64()).collect())
-            .unwrap_or_default(),
+        stdout: StdoutShape::ALL
+            .iter()
+            .map(|shape| {
+                let shape_runs = runs[shape.name()]
+                    .as_array()
+                    .map(|runs| runs.iter().filter_map(|v| v.as_f64()).collect())
+                    .unwrap_or_default();
+                Throughput::from_runs(shape.name(), shape_runs)
+            })
+            .collect(),
         all_output_received: value["allOutputReceived"].as_bool().unwrap_or(false),
         outputs_dropped: 0,
     }
+}
+
+/// The stdout shapes for jupyter_bench.py: the same code capsule-worker runs.
+fn shapes_json(total: usize) -> String {
+    let shapes: serde_json::Map<String, serde_json::Value> = StdoutShape::ALL
+        .iter()
+        .map(|shape| {
+            let (code, bytes) = shape.code(total);
+            let entry = serde_json::json!({ "code": code, "bytes": bytes });
+            (shape.name().to_owned(), entry)
+        })
+        .collect();
+    serde_json::Value::Object(shapes).to_string()
 }

@@ -15,6 +15,7 @@ pub(crate) const SESSION_TOKEN: &str = "bench-session-token";
 
 pub(crate) struct WorkerProcess {
     _child: tokio::process::Child,
+    pub(crate) pid: u32,
     pub(crate) base: String,
     pub(crate) client: reqwest::Client,
 }
@@ -50,6 +51,7 @@ pub(crate) async fn start_worker_with(args: &Args, env: &[(&str, &str)]) -> Work
                 bin.display()
             ))
         });
+    let pid = child.id().unwrap_or_default();
     let base = format!("http://{}", listen_address(&mut child).await);
     let client = reqwest::Client::builder()
         .tcp_nodelay(true)
@@ -59,6 +61,7 @@ pub(crate) async fn start_worker_with(args: &Args, env: &[(&str, &str)]) -> Work
     bind_session(&client, &base).await;
     WorkerProcess {
         _child: child,
+        pid,
         base,
         client,
     }
@@ -121,30 +124,42 @@ struct LinePeek<'a> {
     text: Option<&'a serde_json::value::RawValue>,
 }
 
+/// Index of the first `byte` in `haystack`. Blocks are skipped with `contains`, which std runs as a
+/// memchr: the client must not cost more per byte than the worker it measures.
+fn find_byte(haystack: &[u8], byte: u8) -> Option<usize> {
+    let mut offset = 0;
+    for block in haystack.chunks(256) {
+        if block.contains(&byte) {
+            return block.iter().position(|b| *b == byte).map(|i| offset + i);
+        }
+        offset += block.len();
+    }
+    None
+}
+
 /// Decoded UTF-8 length of a JSON string literal (`raw` includes the quotes).
 fn unescaped_len(raw: &str) -> usize {
     let bytes = &raw.as_bytes()[1..raw.len() - 1];
-    let mut length = 0;
+    let mut length = bytes.len();
     let mut index = 0;
-    while index < bytes.len() {
-        if bytes[index] != b'\\' {
-            length += 1;
-            index += 1;
-        } else if bytes[index + 1] == b'u' {
-            let hex = &raw[index + 3..index + 7];
+    while let Some(found) = find_byte(&bytes[index..], b'\\') {
+        let at = index + found;
+        if bytes[at + 1] == b'u' {
+            let hex = &raw[at + 3..at + 7];
             let code = u32::from_str_radix(hex, 16).unwrap_or(0xFFFD);
             // A surrogate pair (two escapes) encodes one 4-byte character.
-            length += match code {
+            let decoded = match code {
                 0xD800..=0xDBFF => 4,
                 0xDC00..=0xDFFF => 0,
                 0..=0x7F => 1,
                 0x80..=0x7FF => 2,
                 _ => 3,
             };
-            index += 6;
+            length = length - 6 + decoded;
+            index = at + 6;
         } else {
-            length += 1;
-            index += 2;
+            length -= 1;
+            index = at + 2;
         }
     }
     length
@@ -180,7 +195,7 @@ pub(crate) async fn execute_request(
     while let Some(chunk) = response.chunk().await.unwrap() {
         buffer.extend_from_slice(&chunk);
         let mut start = 0;
-        while let Some(pos) = buffer[searched..].iter().position(|b| *b == b'\n') {
+        while let Some(pos) = find_byte(&buffer[searched..], b'\n') {
             let pos = searched + pos - start;
             searched = start + pos + 1;
             let line = &buffer[start..start + pos];
@@ -205,6 +220,60 @@ pub(crate) async fn execute_request(
     )
 }
 
+/// `GET /healthz`, the cheapest call through the same HTTP stack.
+pub(crate) async fn health(worker: &WorkerProcess) {
+    let response = worker
+        .client
+        .get(format!("{}/healthz", worker.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.bytes().await.unwrap();
+}
+
+/// CPU time in µs of `pid` and of every process below it (the fork server and the interpreters),
+/// summed over their threads from `/proc/*/task/*/schedstat` (nanoseconds, unlike the ticks of
+/// `/proc/*/stat`).
+pub(crate) fn cpu_micros(pid: u32) -> (f64, f64) {
+    let below: f64 = descendants(pid).into_iter().map(process_cpu_micros).sum();
+    (process_cpu_micros(pid), below)
+}
+
+/// CPU time in µs of this bench process (its client's share of the machine).
+pub(crate) fn own_cpu_micros() -> f64 {
+    process_cpu_micros(std::process::id())
+}
+
+fn process_cpu_micros(pid: u32) -> f64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten();
+    let nanos: u64 = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|line| line.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    nanos as f64 / 1000.0
+}
+
+fn descendants(pid: u32) -> Vec<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten();
+    let children: Vec<u32> = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect();
+    let below = children.iter().flat_map(|&child| descendants(child));
+    children.iter().copied().chain(below).collect()
+}
+
 pub(crate) async fn stats(worker: &WorkerProcess) -> WorkerStats {
     worker
         .client
@@ -224,7 +293,8 @@ mod tests {
 
     #[test]
     fn unescaped_length_matches_the_decoded_text() {
-        for text in ["plain", "a\nb\t\"q\" \\ é ✓ 😀", "", "\u{1}"] {
+        let long = format!("{}\n{}\"é\\", "x".repeat(255), "y".repeat(300));
+        for text in ["plain", "a\nb\t\"q\" \\ é ✓ 😀", "", "\u{1}", &long] {
             let raw = serde_json::to_string(text).unwrap();
             assert_eq!(unescaped_len(&raw), text.len(), "{raw}");
         }

@@ -14,8 +14,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Backpressure;
+use crate::interpreter::JsonString;
 use crate::stats::Stats;
-use serde_json::value::RawValue;
 
 use capsule_protocol::execute::{EventBody, ExecutionEvent, OutputStream};
 
@@ -38,7 +38,7 @@ pub enum Queued {
     /// An output chunk whose text is still the driver's JSON string, passed through unparsed.
     RawOutput {
         stream: OutputStream,
-        text: Box<RawValue>,
+        text: JsonString,
     },
 }
 
@@ -58,6 +58,16 @@ impl Queued {
                     ..
                 })
         )
+    }
+
+    /// About the bytes of this event's NDJSON line: enough for an output chunk's line, so a batch's
+    /// buffer is allocated once rather than regrown (and copied) by doubling.
+    pub fn ndjson_len_hint(&self, execution_id: &str) -> usize {
+        const FIELDS: usize = 96;
+        match self {
+            Queued::RawOutput { text, .. } => text.get().len() + execution_id.len() + FIELDS,
+            Queued::Event(_) => 2 * FIELDS,
+        }
     }
 
     /// Appends this event as one NDJSON line.
@@ -324,11 +334,15 @@ mod tests {
     async fn raw_output_becomes_the_same_ndjson_as_a_parsed_event() {
         let raw = Queued::RawOutput {
             stream: OutputStream::Stderr,
-            text: RawValue::from_string(r#""a\n\"b\"""#.to_owned()).unwrap(),
+            text: JsonString::from_contents(br#"a\n\"b\""#).unwrap(),
         };
         let mut line = Vec::new();
         raw.write_ndjson("e1", &mut line);
         assert_eq!(line.last(), Some(&b'\n'));
+        assert!(
+            line.len() <= raw.ndjson_len_hint("e1"),
+            "the hint covers the line"
+        );
         let parsed: ExecutionEvent = serde_json::from_slice(&line).unwrap();
         assert_eq!(
             parsed,

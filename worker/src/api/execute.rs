@@ -54,6 +54,10 @@ pub(super) async fn execute(
         .executor
         .submit(&runtime, request, traceparent(&headers))
         .map_err(submit_error)?;
+    // The executor, woken by the submit, runs first: it hands the code to the interpreter and
+    // queues `started`, which then leaves with the headers and `accepted` in one write (one
+    // wake-up of the client instead of two, and the interpreter already at work meanwhile).
+    tokio::task::yield_now().await;
     Ok(event_stream(id, queue))
 }
 
@@ -81,7 +85,8 @@ fn event_stream(id: String, queue: Arc<OutputQueue>) -> Response {
         let execution_id = execution_id.clone();
         async move {
             let batch = guard.0.next_batch().await?;
-            let mut chunk = Vec::with_capacity(256);
+            let size = batch.iter().map(|e| e.ndjson_len_hint(&execution_id)).sum();
+            let mut chunk = Vec::with_capacity(size);
             for event in &batch {
                 event.write_ndjson(&execution_id, &mut chunk);
             }

@@ -13,12 +13,16 @@ use serde::Serialize;
 mod checkpoint;
 #[path = "../../bench/jupyter.rs"]
 mod jupyter;
+#[path = "../../bench/pipe_floor.rs"]
+mod pipe_floor;
 #[path = "../../bench/report.rs"]
 mod report;
 #[path = "../../bench/reset.rs"]
 mod reset;
 #[path = "../../bench/round_trip.rs"]
 mod round_trip;
+#[path = "../../bench/trace_peer.rs"]
+mod trace_peer;
 #[path = "../../bench/transaction.rs"]
 mod transaction;
 #[path = "../../bench/worker_process.rs"]
@@ -40,10 +44,10 @@ struct Args {
     /// Unmeasured round trips first.
     #[arg(long, default_value_t = 200)]
     warmup: usize,
-    /// Bytes printed (in 1 KiB lines) by the throughput run.
+    /// Bytes printed by each throughput run (in 1 KiB lines, then in 64 KiB writes).
     #[arg(long, default_value_t = 20 * 1024 * 1024)]
     throughput_bytes: usize,
-    /// Throughput runs; the median is reported.
+    /// Throughput runs per stdout shape; min, median and max are reported.
     #[arg(long, default_value_t = 5)]
     runs: usize,
     /// The capsule-worker binary (default: next to this one).
@@ -73,6 +77,12 @@ struct Args {
     /// Run the transaction cases only (writes just those to `--json`).
     #[arg(long)]
     transaction_only: bool,
+    /// Run the round trip and stdout figures only, with their references (writes just those).
+    #[arg(long)]
+    round_trip_only: bool,
+    /// Internal: be the pipe floor's relay (copy stdin to stdout).
+    #[arg(long, hide = true)]
+    pipe_relay: bool,
     /// Where `scripts/install-tools.sh jupyter` put the venv.
     #[arg(long, env = "CAPSULE_TOOLS_DIR")]
     tools_dir: Option<PathBuf>,
@@ -90,6 +100,9 @@ fn fail(message: &str) -> ! {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    if args.pipe_relay {
+        return pipe_floor::relay();
+    }
     if cfg!(debug_assertions) {
         eprintln!("capsule-worker-bench: debug build; figures are only meaningful with --release");
     }
@@ -102,7 +115,13 @@ async fn main() {
     if args.checkpoints_only {
         return checkpoint::print(&checkpoint::bench(&args).await);
     }
-    let capsule_worker = round_trip::bench(&args).await;
+    if args.round_trip_only {
+        let round_trips = round_trips(&args).await;
+        report::print_round_trips(&round_trips, &args);
+        report::print_targets(&round_trips);
+        return write_json(&args, &round_trips);
+    }
+    let round_trips = round_trips(&args).await;
     let reset_with_standby = reset::bench(&args, true).await;
     let reset_interpreter_container = reset::bench_interpreter_container(&args).await;
     let reset_without_standby = reset::bench(&args, false).await;
@@ -112,21 +131,32 @@ async fn main() {
         Vec::new()
     };
     let transaction = transaction::bench(&args).await;
-    let jupyter = jupyter::bench(&args).await;
     let report = report::Report {
-        iterations: args.iterations,
-        throughput_bytes: args.throughput_bytes,
-        capsule_worker,
-        jupyter,
+        round_trips,
         reset_with_standby,
         reset_interpreter_container,
         reset_without_standby,
         checkpoints,
         transaction,
-        targets: serde_json::json!({"p50Ms": 0.5, "throughputMBps": 300.0}),
     };
     report::print(&report, &args);
     write_json(&args, &report);
+}
+
+/// capsule-worker's round trip and stdout figures, then the same for Jupyter and the pipe floor.
+async fn round_trips(args: &Args) -> report::RoundTrips {
+    let (capsule_worker, capsule_worker_detail) = round_trip::bench(args).await;
+    let pipe_floor = pipe_floor::bench(args).await;
+    let jupyter = jupyter::bench(args).await;
+    report::RoundTrips {
+        iterations: args.iterations,
+        throughput_bytes: args.throughput_bytes,
+        capsule_worker,
+        capsule_worker_detail,
+        jupyter,
+        pipe_floor,
+        targets: report::targets(),
+    }
 }
 
 fn write_json(args: &Args, report: &impl Serialize) {

@@ -5,6 +5,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::json_string::JsonString;
 use super::messages::FromDriver;
 use capsule_protocol::execute::OutputStream;
 use capsule_protocol::frame::{self, FrameError};
@@ -15,7 +16,7 @@ pub enum DriverEvent {
     /// An output chunk whose text is still JSON-encoded, to be passed through to clients as is.
     Output {
         stream: OutputStream,
-        text: Box<RawValue>,
+        text: JsonString,
     },
     Message(FromDriver),
     /// A frame from the driver could not be read (oversized or malformed) and was skipped whole;
@@ -41,6 +42,9 @@ const OUTPUT_FRAME_PREFIX: &[u8] = br#"{"type":"output","#;
 /// Where the driver puts the text of an output frame: `...,"text":"<escaped>"}`.
 const OUTPUT_TEXT_MARKER: &[u8] = br#","text":""#;
 
+/// How far into a frame the fast path looks for the text marker (the fields before it are short).
+const OUTPUT_HEAD_BYTES: usize = 1024;
+
 /// Decodes one frame body from the driver: an output chunk (text kept JSON-encoded) or a message.
 /// Bytes that are neither are a [`FrameError::Malformed`], never a panic.
 pub fn decode_driver_frame(body: &[u8]) -> std::result::Result<DriverEvent, FrameError> {
@@ -54,29 +58,44 @@ fn decode_raw_output(body: &[u8]) -> Option<DriverEvent> {
     if !body.starts_with(OUTPUT_FRAME_PREFIX) {
         return None;
     }
+    // The driver's layout, text last: its head is parsed, its text checked in one fast pass.
+    let head_end = body.len().min(OUTPUT_HEAD_BYTES);
+    if let Some((stream, escaped)) = split_output(body, head_end) {
+        if let Some(text) = JsonString::from_contents(escaped) {
+            return Some(DriverEvent::Output { stream, text });
+        }
+    }
     if let Ok(frame) = serde_json::from_slice::<RawOutputFrame<'_>>(body) {
-        return Some(DriverEvent::Output {
-            stream: frame.stream,
-            text: frame.text.to_owned(),
-        });
+        if let Some(text) = JsonString::from_raw(frame.text) {
+            return Some(DriverEvent::Output {
+                stream: frame.stream,
+                text,
+            });
+        }
     }
     // The driver escapes only backslash, quote, \n, \t and \r: text holding another control
     // character or invalid UTF-8 (bytes written to sys.stdout.buffer) is repaired here.
-    let start = body
-        .windows(OUTPUT_TEXT_MARKER.len())
-        .position(|w| w == OUTPUT_TEXT_MARKER)?;
-    let head = &body[..start];
-    let escaped = body.get(start + OUTPUT_TEXT_MARKER.len()..body.len().checked_sub(2)?)?;
-    if !body.ends_with(b"\"}") {
-        return None;
-    }
-    let mut header = head.to_vec();
-    header.push(b'}');
-    let stream = serde_json::from_slice::<OutputHead>(&header).ok()?.stream;
+    let (stream, escaped) = split_output(body, body.len())?;
     Some(DriverEvent::Output {
         stream,
         text: repair_text(escaped)?,
     })
+}
+
+/// The stream of an output frame laid out as the driver writes it, and its text still escaped
+/// (without quotes); the text marker is looked for in `body[..head_end]`.
+fn split_output(body: &[u8], head_end: usize) -> Option<(OutputStream, &[u8])> {
+    let start = body[..head_end]
+        .windows(OUTPUT_TEXT_MARKER.len())
+        .position(|w| w == OUTPUT_TEXT_MARKER)?;
+    let escaped = body.get(start + OUTPUT_TEXT_MARKER.len()..body.len().checked_sub(2)?)?;
+    if !body.ends_with(b"\"}") {
+        return None;
+    }
+    let mut header = body[..start].to_vec();
+    header.push(b'}');
+    let stream = serde_json::from_slice::<OutputHead>(&header).ok()?.stream;
+    Some((stream, escaped))
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,7 +105,7 @@ struct OutputHead {
 
 /// Turns driver-escaped text that is not valid JSON into a valid JSON string: invalid UTF-8 becomes
 /// U+FFFD and remaining control characters become `\u00XX` escapes.
-fn repair_text(escaped: &[u8]) -> Option<Box<RawValue>> {
+fn repair_text(escaped: &[u8]) -> Option<JsonString> {
     let text = String::from_utf8_lossy(escaped);
     let mut json = String::with_capacity(text.len() + 16);
     json.push('"');
@@ -98,7 +117,8 @@ fn repair_text(escaped: &[u8]) -> Option<Box<RawValue>> {
         }
     }
     json.push('"');
-    RawValue::from_string(json).ok()
+    let raw = RawValue::from_string(json).ok()?;
+    JsonString::from_raw(&raw)
 }
 
 #[cfg(test)]

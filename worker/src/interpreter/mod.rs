@@ -10,6 +10,8 @@
 
 mod checkpoint_waiters;
 mod decode;
+mod frame_buffer;
+mod json_string;
 mod messages;
 mod reader;
 mod writer;
@@ -28,6 +30,7 @@ use writer::write_observed;
 
 pub use checkpoint_waiters::CheckpointWaiters;
 pub use decode::{decode_driver_frame, DriverEvent};
+pub use json_string::JsonString;
 pub use messages::{CheckpointFrame, FromDriver, ToDriver};
 pub use writer::DriverWriter;
 

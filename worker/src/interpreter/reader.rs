@@ -9,10 +9,11 @@ use tokio::sync::mpsc;
 
 use super::checkpoint_waiters::CheckpointWaiters;
 use super::decode::{decode_driver_frame, DriverEvent};
+use super::frame_buffer::FrameBuffer;
 use super::messages::FromDriver;
 use crate::frame_observer::{self, Direction};
 use crate::warn_once::WarnOnce;
-use capsule_protocol::frame::{self, FrameError};
+use capsule_protocol::frame::FrameError;
 
 static MALFORMED_DRIVER_FRAME: WarnOnce = WarnOnce::new();
 static RAW_INTERPRETER_OUTPUT: WarnOnce = WarnOnce::new();
@@ -34,13 +35,14 @@ pub(super) async fn discard_raw_output(mut stderr: pipe::Receiver) {
 
 /// Turns the driver's frames into events; checkpoint replies go straight to their waiter.
 pub(super) async fn read_frames(
-    mut stdout: pipe::Receiver,
+    stdout: pipe::Receiver,
     tx: mpsc::Sender<DriverEvent>,
     checkpoints: Arc<CheckpointWaiters>,
 ) {
+    let mut frames = FrameBuffer::new(stdout);
     loop {
-        let message = match frame::read_frame_bytes_async(&mut stdout).await {
-            Ok(body) => match decode_driver_frame(&body) {
+        let message = match frames.next_frame().await {
+            Ok(body) => match decode_driver_frame(body) {
                 Ok(DriverEvent::Message(message)) => {
                     frame_observer::observe(Direction::FromInterpreter, message.kind(), body.len());
                     Ok(message)
