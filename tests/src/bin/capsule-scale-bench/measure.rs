@@ -9,7 +9,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
 use serde_json::{json, Value};
 
-use crate::workers::{heartbeat, play_kubelet, Workers};
+use crate::workers::{heartbeat, play_kubelet};
 use crate::{pools, Args, BenchResult};
 
 /// How long the pools may take to come up: the operator creates every pod and Secret.
@@ -22,15 +22,9 @@ pub async fn run(args: &Args, cluster: &DevCluster, port: u16, pid: i32) -> Benc
     let client = Client::try_from(config)?;
     pools::install_crds(&client).await?;
     wait_ready(port).await?;
-    let ready = Workers::default();
-    play_kubelet(client.clone(), ready.clone());
+    let workers = play_kubelet(client.clone());
     let url = format!("http://127.0.0.1:{port}/v1/heartbeats");
-    heartbeat(
-        client.clone(),
-        ready,
-        url,
-        Duration::from_secs(args.heartbeat_seconds),
-    );
+    heartbeat(&workers, url, Duration::from_secs(args.heartbeat_seconds));
 
     pools::create(&client, 0..1, args.workers).await?;
     pools::wait_all_idle(&client, 1, args.workers, WARM_UP_LIMIT).await?;

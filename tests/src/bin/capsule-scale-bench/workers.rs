@@ -1,88 +1,102 @@
-//! The kubelet's and the workers' part, played by the bench: each worker pod the operator creates
-//! is marked Running and Ready, then heartbeats with its own credential like a warm idle worker.
+//! The kubelet's and the workers' part, played by the bench from watch caches (a list of every
+//! pod each second would load the API server more than the operator does): each worker pod the
+//! operator creates is marked Running and Ready, then heartbeats with its own credential like a
+//! warm idle worker.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use capsule_protocol::auth::worker_credential;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use crate::pools::CONCURRENCY;
 use crate::NS;
 
-/// The Ready worker pods, by name, with their pool.
-pub type Workers = Arc<Mutex<BTreeMap<String, String>>>;
+const MANAGED: &str = "app.kubernetes.io/managed-by=capsule-operator";
 
-/// Marks new worker pods Running and Ready, once a second, until the process ends.
-pub fn play_kubelet(client: Client, ready: Workers) {
-    tokio::spawn(async move {
-        let pods: Api<Pod> = Api::namespaced(client, NS);
-        let managed = ListParams::default().labels("app.kubernetes.io/managed-by=capsule-operator");
-        loop {
-            if let Ok(listed) = pods.list(&managed).await {
-                let new: Vec<Pod> = {
-                    let known = ready.lock().unwrap();
-                    listed
-                        .items
-                        .into_iter()
-                        .filter(|p| !known.contains_key(&p.name_any()))
-                        .collect()
-                };
-                mark_ready(&pods, new, &ready).await;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    });
+/// The operator's pods and Secrets as the bench's watches see them.
+pub struct Cluster {
+    pub pods: Store<Pod>,
+    pub secrets: Store<Secret>,
 }
 
-async fn mark_ready(pods: &Api<Pod>, new: Vec<Pod>, ready: &Workers) {
+/// Starts both watches; every pod that is not Ready yet is marked Running and Ready.
+pub fn play_kubelet(client: Client) -> Cluster {
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let secrets_api: Api<Secret> = Api::namespaced(client, NS);
+    let config = watcher::Config::default().labels(MANAGED);
+    let (secrets, writer) = reflector::store();
+    let secret_stream = watcher(secrets_api, config.clone())
+        .default_backoff()
+        .reflect(writer)
+        .for_each(|_| async {});
+    tokio::spawn(secret_stream);
+    let (pods, writer) = reflector::store();
+    let marking = pods_api.clone();
+    let pod_stream = watcher(pods_api, config)
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .filter_map(|pod| async move { pod.ok().filter(|p| !ready(p)) })
+        .for_each_concurrent(CONCURRENCY, move |pod| mark_ready(marking.clone(), pod));
+    tokio::spawn(pod_stream);
+    Cluster { pods, secrets }
+}
+
+fn ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+async fn mark_ready(pods: Api<Pod>, pod: Pod) {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return;
+    }
     let status = json!({"status": {
         "phase": "Running",
         "podIP": "127.0.0.1",
         "conditions": [{"type": "Ready", "status": "True"}],
     }});
-    futures::stream::iter(new)
-        .for_each_concurrent(CONCURRENCY, |pod| {
-            let status = status.clone();
-            async move {
-                let name = pod.name_any();
-                let patched = pods
-                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
-                    .await;
-                let pool = pod.labels().get("capsule.dev/pool").cloned();
-                if let (Ok(_), Some(pool)) = (patched, pool) {
-                    ready.lock().unwrap().insert(name, pool);
-                }
-            }
-        })
+    let _ = pods
+        .patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
         .await;
 }
 
 /// Sends every Ready worker's heartbeat to the operator each `every`, until the process ends.
-pub fn heartbeat(client: Client, ready: Workers, url: String, every: Duration) {
+pub fn heartbeat(cluster: &Cluster, url: String, every: Duration) {
+    let (pods, secrets) = (cluster.pods.clone(), cluster.secrets.clone());
     tokio::spawn(async move {
-        let secrets: Api<Secret> = Api::namespaced(client, NS);
         let http = reqwest::Client::new();
-        let mut keys: HashMap<String, String> = HashMap::new();
         let mut seq = 0u64;
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
             seq += 1;
-            let workers: Vec<(String, String)> =
-                ready.lock().unwrap().clone().into_iter().collect();
-            let mut beats = Vec::with_capacity(workers.len());
-            for (pod, pool) in workers {
-                let Some(key) = pool_key(&secrets, &mut keys, &pool).await else {
-                    continue;
-                };
-                beats.push((worker_credential(&key, NS, &pod), pod, pool));
-            }
+            let beats: Vec<(String, String, String)> = pods
+                .state()
+                .iter()
+                .filter(|p| ready(p) && p.metadata.deletion_timestamp.is_none())
+                .filter_map(|p| {
+                    let pool = p.labels().get("capsule.dev/pool")?.clone();
+                    let key = pool_key(&secrets, &pool)?;
+                    Some((
+                        worker_credential(&key, NS, &p.name_any()),
+                        p.name_any(),
+                        pool,
+                    ))
+                })
+                .collect();
             futures::stream::iter(beats)
                 .for_each_concurrent(CONCURRENCY * 4, |(credential, pod, pool)| {
                     let request = http
@@ -98,22 +112,10 @@ pub fn heartbeat(client: Client, ready: Workers, url: String, every: Duration) {
     });
 }
 
-async fn pool_key(
-    secrets: &Api<Secret>,
-    keys: &mut HashMap<String, String>,
-    pool: &str,
-) -> Option<String> {
-    if let Some(key) = keys.get(pool) {
-        return Some(key.clone());
-    }
-    let secret = secrets
-        .get_opt(&format!("{pool}-pool-token"))
-        .await
-        .ok()??;
-    let bytes = secret.data?.get("token")?.0.clone();
-    let key = String::from_utf8(bytes).ok()?;
-    keys.insert(pool.to_string(), key.clone());
-    Some(key)
+fn pool_key(secrets: &Store<Secret>, pool: &str) -> Option<String> {
+    let secret = secrets.get(&ObjectRef::new(&format!("{pool}-pool-token")).within(NS))?;
+    let bytes = secret.data.as_ref()?.get("token")?.0.clone();
+    String::from_utf8(bytes).ok()
 }
 
 fn idle_heartbeat(pod: &str, pool: &str, seq: u64) -> serde_json::Value {
