@@ -85,9 +85,15 @@ async fn period(args: &Args, cluster: &DevCluster, pid: i32, pools: usize) -> Be
     };
     // An empty f64 sum is -0.0.
     let (reads, writes) = (total(true) + 0.0, total(false) + 0.0);
+    let rss_mib = rss_bytes(pid)? as f64 / (1024.0 * 1024.0);
+    eprintln!(
+        "{pools} pools at rest: operator {:.3} cores, {rss_mib:.0} MiB; {reads:.0} reads and \
+         {writes:.0} writes a minute",
+        cpu / args.measure_seconds as f64
+    );
     Ok(json!({
         "operator_cpu_cores": cpu / args.measure_seconds as f64,
-        "operator_rss_mib": rss_bytes(pid)? as f64 / (1024.0 * 1024.0),
+        "operator_rss_mib": rss_mib,
         "api_reads_per_minute": reads,
         "api_writes_per_minute": writes,
         "api_reads_per_pool_per_minute": reads / pools as f64,
