@@ -26,6 +26,12 @@ where
     }
 }
 
+/// Drops an object's managedFields before it is cached: the operator never reads them, and parsed
+/// into JSON values they are most of a cached pod's or pool's memory.
+pub fn without_managed_fields<K: Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
+}
+
 /// A store and whether its watch has listed everything once.
 #[derive(Clone)]
 pub struct WatchCache<K>

@@ -18,7 +18,7 @@ use super::waiting_sessions::waits_for_new_worker;
 use super::{error_policy, forget, reconcile};
 use crate::context::Context;
 use crate::labels;
-use crate::watch_cache::{reflect, scoped_api, WatchCache};
+use crate::watch_cache::{reflect, scoped_api, without_managed_fields, WatchCache};
 
 /// Session changes the pool controller has not taken yet; a full buffer pauses the session watch.
 const SESSION_TRIGGER_BUFFER: usize = 256;
@@ -59,7 +59,10 @@ where
     K::DynamicType: Eq + std::hash::Hash + Clone + Default + Send + Sync,
 {
     let api: Api<K> = scoped_api(client, namespace);
-    let (cache, events) = reflect(watcher(api, config).default_backoff());
+    let events = watcher(api, config)
+        .default_backoff()
+        .modify(without_managed_fields);
+    let (cache, events) = reflect(events);
     (cache, events.boxed())
 }
 

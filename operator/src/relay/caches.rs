@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::directory::{Directory, StoreDirectory};
 use crate::labels;
-use crate::watch_cache::{reflect, scoped_api};
+use crate::watch_cache::{reflect, scoped_api, without_managed_fields};
 
 /// Pod changes a controller has not taken yet; a full buffer pauses the pod watch.
 const POD_TRIGGER_BUFFER: usize = 1024;
@@ -62,9 +62,13 @@ pub fn start(client: Client, namespace: Option<String>, shutdown: CancellationTo
     let (secrets, secrets_writer) = reflector::store();
     let secret_stream = watcher(secrets_api, config.clone())
         .default_backoff()
+        .modify(without_managed_fields)
         .reflect(secrets_writer)
         .for_each(|_| futures::future::ready(()));
-    let (pods, touched_pods) = reflect(watcher(pods_api, config).default_backoff());
+    let pod_events = watcher(pods_api, config)
+        .default_backoff()
+        .modify(without_managed_fields);
+    let (pods, touched_pods) = reflect(pod_events);
     let pod_triggers = PodTriggers::default();
     let triggers = pod_triggers.clone();
     let pod_stream = touched_pods.for_each(move |touched| {
