@@ -309,13 +309,16 @@ fn run_bridge(client: &Client) {
     );
 }
 
-/// 64 MiB of output to a client that reads nothing for a while: the 4-chunk queue drops new
-/// chunks, and once the code ends the queued rest is not taken within the drain timeout (error).
+/// 64 MiB of output over about a second to a client that reads nothing for a while: the socket
+/// fills, the 4-chunk queue drops new chunks, and once the code ends the queued rest is not taken
+/// within the drain timeout (error). Spread over time so the socket is surely full at the end: a
+/// fast interpreter outruns the stream, and 64 MiB written at once may leave it half empty.
 fn run_backpressure(client: &Client) {
-    let code = "import sys\nfor _ in range(1024):\n    sys.stdout.write('y' * 65536)\n'done'";
+    let code = "import sys, time\nfor _ in range(1024):\n    sys.stdout.write('y' * 65536)\n    \
+                time.sleep(0.001)\n'done'";
     let response = client.post("/executions", json!({"code": code}));
     assert_eq!(response.status(), 200);
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(4));
     let last = BufReader::new(response)
         .lines()
         .map(|l| l.expect("stream line"))
