@@ -35,6 +35,11 @@ pub fn worker_credential_secret(pod: &str) -> String {
     format!("{pod}-credential")
 }
 
+/// Label selector of every object the operator made (its watches select these).
+pub fn managed_selector() -> String {
+    format!("{MANAGED_BY}={MANAGER}")
+}
+
 /// Label selector of a pool's worker pods.
 pub fn pool_selector(pool: &str) -> String {
     format!("{POOL}={pool}")

@@ -326,6 +326,48 @@ fn without_colours(line: &str) -> String {
     plain
 }
 
+/// A kube client acting as the user of `kubeconfig` (the devcluster's admin, or another).
+pub async fn kube_client(kubeconfig: &Path) -> kube::Client {
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    let kubeconfig = Kubeconfig::read_from(kubeconfig).expect("the devcluster's kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("a client config from the kubeconfig");
+    kube::Client::try_from(config).expect("a kube client")
+}
+
+/// The operator as a benchmark runs it: its `RUST_LOG` from `CAPSULE_BENCH_OPERATOR_LOG` (default
+/// `warn`), its log in `state`.
+pub fn start_bench_operator(
+    cluster: &DevCluster,
+    port: u16,
+    status_interval_seconds: u64,
+    state: &Path,
+) -> Process {
+    let mut run = OperatorRun::on_port(port);
+    run.status_interval_seconds = status_interval_seconds;
+    run.rust_log = std::env::var("CAPSULE_BENCH_OPERATOR_LOG").unwrap_or_else(|_| "warn".into());
+    run.start(cluster, &state.join("operator.log"))
+}
+
+/// Ends a benchmark run: writes its figures to `json` when asked, stops the devcluster and removes
+/// the state directory unless `CAPSULE_BENCH_KEEP` is set.
+pub fn finish_bench(
+    figures: &serde_json::Value,
+    json: Option<&Path>,
+    cluster: DevCluster,
+    state: &Path,
+) -> std::io::Result<()> {
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_string_pretty(figures)?)?;
+    }
+    drop(cluster);
+    if std::env::var_os("CAPSULE_BENCH_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(state);
+    }
+    Ok(())
+}
+
 /// One request in the devcluster's request log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiRequest {

@@ -7,7 +7,6 @@ use std::path::Path;
 use axum::{extract::State, http::StatusCode, routing::get, Json, Router};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, ListParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
 use serde_json::Value;
 
@@ -84,14 +83,6 @@ async fn endpoints(State(client): State<Client>) -> Answer {
     Ok(Json(k8s_sd::endpoints_targets(&services, &pods)))
 }
 
-async fn client(kubeconfig: &Path) -> Client {
-    let kubeconfig = Kubeconfig::read_from(kubeconfig).expect("the devcluster's kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("a client config from the kubeconfig");
-    Client::try_from(config).expect("a kube client")
-}
-
 /// Starts the server on a free loopback port, acting as the kubeconfig's user.
 pub fn start_sd_server(kubeconfig: &Path) -> SdServer {
     let kubeconfig = kubeconfig.to_path_buf();
@@ -106,7 +97,7 @@ pub fn start_sd_server(kubeconfig: &Path) -> SdServer {
             let app = Router::new()
                 .route("/pod", get(pods))
                 .route("/endpoints", get(endpoints))
-                .with_state(client(&kubeconfig).await);
+                .with_state(crate::kube_client(&kubeconfig).await);
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             ready_tx
                 .send(listener.local_addr().unwrap().port())

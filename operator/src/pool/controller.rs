@@ -79,12 +79,8 @@ pub fn session_watch(client: kube::Client, namespace: Option<&str>) -> Watch<Cap
 /// The watch of the pools' NetworkPolicies: a pass reads its pool's from the cache, and a change
 /// made by anyone else wakes the pool to put it back.
 pub fn network_policy_watch(client: kube::Client, namespace: Option<&str>) -> Watch<NetworkPolicy> {
-    let managed = format!("{}={}", labels::MANAGED_BY, labels::MANAGER);
-    watch(
-        client,
-        namespace,
-        watcher::Config::default().labels(&managed),
-    )
+    let managed = watcher::Config::default().labels(&labels::managed_selector());
+    watch(client, namespace, managed)
 }
 
 /// What wakes a pool besides its own changes, each from a cache in the [`Context`]: the session

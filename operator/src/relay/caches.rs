@@ -55,8 +55,7 @@ pub struct Caches {
 
 /// Starts the caches; they run until `shutdown`.
 pub fn start(client: Client, namespace: Option<String>, shutdown: CancellationToken) -> Caches {
-    let selector = format!("{}={}", labels::MANAGED_BY, labels::MANAGER);
-    let config = watcher::Config::default().labels(&selector);
+    let config = watcher::Config::default().labels(&labels::managed_selector());
     let secrets_api: Api<Secret> = scoped_api(client.clone(), namespace.as_deref());
     let pods_api: Api<Pod> = scoped_api(client, namespace.as_deref());
     let (secrets, secrets_writer) = reflector::store();

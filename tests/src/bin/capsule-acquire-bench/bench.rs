@@ -8,7 +8,6 @@ use capsule_e2e::DevCluster;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::await_condition;
 use kube::{Api, Client, CustomResourceExt, ResourceExt};
 use serde_json::json;
@@ -208,10 +207,7 @@ pub async fn connect(
     cluster: &DevCluster,
     operator_port: u16,
 ) -> BenchResult<(Bench, Client)> {
-    let kubeconfig = Kubeconfig::read_from(&cluster.kubeconfig)?;
-    let config =
-        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-    let client = Client::try_from(config)?;
+    let client = capsule_e2e::kube_client(&cluster.kubeconfig).await;
     let bench_client = client.clone();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))

@@ -26,7 +26,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use capsule_e2e::{free_port, DevCluster, OperatorRun, Process};
+use capsule_e2e::{finish_bench, free_port, start_bench_operator, DevCluster};
 use clap::Parser;
 
 mod bench;
@@ -71,13 +71,6 @@ struct Args {
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-fn start_operator(cluster: &DevCluster, port: u16, interval: u64, log: PathBuf) -> Process {
-    let mut run = OperatorRun::on_port(port);
-    run.status_interval_seconds = interval;
-    run.rust_log = std::env::var("CAPSULE_BENCH_OPERATOR_LOG").unwrap_or_else(|_| "warn".into());
-    run.start(cluster, &log)
-}
-
 /// Puts the real `python3` first on the PATH the devcluster's pods inherit: a version manager's
 /// shim (pyenv's takes ~150 ms a start here) is not what a worker image runs, and a reset starts
 /// an interpreter.
@@ -105,23 +98,12 @@ fn main() -> BenchResult<()> {
     use_real_python(&state)?;
     let cluster = DevCluster::start_logging_requests(&state);
     let port = free_port();
-    let mut operator = start_operator(
-        &cluster,
-        port,
-        args.status_interval_seconds,
-        state.join("operator.log"),
-    );
+    let mut operator = start_bench_operator(&cluster, port, args.status_interval_seconds, &state);
     let runtime = tokio::runtime::Runtime::new()?;
     let outcome = runtime.block_on(run(&args, &cluster, port));
     operator.stop(Duration::from_secs(10));
     let figures = outcome?;
     print_table(&figures);
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&figures)?)?;
-    }
-    drop(cluster);
-    if std::env::var_os("CAPSULE_BENCH_KEEP").is_none() {
-        let _ = std::fs::remove_dir_all(&state);
-    }
+    finish_bench(&figures, args.json.as_deref(), cluster, &state)?;
     Ok(())
 }

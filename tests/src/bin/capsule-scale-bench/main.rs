@@ -14,7 +14,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use capsule_e2e::{free_port, DevCluster, OperatorRun};
+use capsule_e2e::{finish_bench, free_port, start_bench_operator, DevCluster};
 use clap::Parser;
 
 mod measure;
@@ -57,21 +57,12 @@ fn main() -> BenchResult<()> {
         Some(capsule_e2e::REQUEST_LOG_FILTER),
     );
     let port = free_port();
-    let mut run = OperatorRun::on_port(port);
-    run.status_interval_seconds = args.status_interval_seconds;
-    run.rust_log = std::env::var("CAPSULE_BENCH_OPERATOR_LOG").unwrap_or_else(|_| "warn".into());
-    let mut operator = run.start(&cluster, &state.join("operator.log"));
+    let mut operator = start_bench_operator(&cluster, port, args.status_interval_seconds, &state);
     let runtime = tokio::runtime::Runtime::new()?;
     let outcome = runtime.block_on(measure::run(&args, &cluster, port, operator.pid()));
     operator.stop(Duration::from_secs(10));
     let figures = outcome?;
     measure::print(&figures);
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&figures)?)?;
-    }
-    drop(cluster);
-    if std::env::var_os("CAPSULE_BENCH_KEEP").is_none() {
-        let _ = std::fs::remove_dir_all(&state);
-    }
+    finish_bench(&figures, args.json.as_deref(), cluster, &state)?;
     Ok(())
 }

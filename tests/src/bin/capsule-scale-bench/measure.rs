@@ -5,8 +5,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use capsule_e2e::{ApiRequest, DevCluster};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::Client;
 use serde_json::{json, Value};
 
 use crate::workers::{heartbeat, play_kubelet};
@@ -16,10 +14,7 @@ use crate::{pools, Args, BenchResult};
 const WARM_UP_LIMIT: Duration = Duration::from_secs(900);
 
 pub async fn run(args: &Args, cluster: &DevCluster, port: u16, pid: i32) -> BenchResult<Value> {
-    let kubeconfig = Kubeconfig::read_from(&cluster.kubeconfig)?;
-    let config =
-        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-    let client = Client::try_from(config)?;
+    let client = capsule_e2e::kube_client(&cluster.kubeconfig).await;
     pools::install_crds(&client).await?;
     wait_ready(port).await?;
     let workers = play_kubelet(client.clone());
