@@ -15,7 +15,7 @@ use crate::relay::directory::Directory;
 use crate::relay::index::WorkerIndex;
 use crate::relay::wakeups::PoolWakeups;
 use crate::session::claims::WorkerClaims;
-use crate::watch_cache::WatchCache;
+use crate::watch_cache::{GroupedCache, WatchCache};
 
 use crate::config::OperatorConfig;
 use crate::health::Health;
@@ -35,7 +35,7 @@ pub struct Context {
     /// The session cache the pool controller drives: pools count the sessions waiting on them and
     /// look up the sessions their workers are bound to. `None` only where no cache runs (API-call
     /// tests), and then every read goes to the API server.
-    pub sessions: Option<WatchCache<CapsuleSession>>,
+    pub sessions: Option<GroupedCache<CapsuleSession>>,
     /// The pools, which the pool controller drives; sessions read their pool from it (`None` as
     /// `sessions`).
     pub pools: Option<WatchCache<CapsulePool>>,
@@ -119,7 +119,7 @@ impl Context {
 
 /// The watch caches the controllers read, made at start-up.
 pub struct WatchCaches {
-    pub sessions: WatchCache<CapsuleSession>,
+    pub sessions: GroupedCache<CapsuleSession>,
     pub pools: WatchCache<CapsulePool>,
     pub directory: Arc<dyn Directory>,
     pub network_policies: WatchCache<NetworkPolicy>,

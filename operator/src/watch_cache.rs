@@ -6,13 +6,19 @@
 //! else wakes it. Here the watch stream itself reports its first complete list, through a
 //! `tokio::sync::watch` flag, so nobody polls the store's own readiness.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::Resource;
 use tokio::sync::watch;
+
+mod groups;
+
+pub use groups::GroupKey;
+use groups::{GroupIndex, Groups};
 
 /// The API of `K` the operator watches: in its one namespace, or in all of them.
 pub fn scoped_api<K>(client: kube::Client, namespace: Option<&str>) -> kube::Api<K>
@@ -71,6 +77,59 @@ where
     }
 }
 
+/// A [`WatchCache`] whose objects are also grouped by namespace and a key (see
+/// [`reflect_grouped`]).
+pub struct GroupedCache<K>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    cache: WatchCache<K>,
+    index: GroupIndex<K>,
+}
+
+impl<K> Clone for GroupedCache<K>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    fn clone(&self) -> Self {
+        Self {
+            cache: self.cache.clone(),
+            index: self.index.clone(),
+        }
+    }
+}
+
+impl<K> std::ops::Deref for GroupedCache<K>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    type Target = WatchCache<K>;
+    fn deref(&self) -> &WatchCache<K> {
+        &self.cache
+    }
+}
+
+impl<K> GroupedCache<K>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Default,
+{
+    /// The cached objects of one group. An object being stored may be missing for a moment, as
+    /// if the cache were that much behind.
+    pub fn group(&self, namespace: &str, key: &str) -> Vec<Arc<K>> {
+        let names = self.index.names(namespace, key);
+        let store = self.cache.store();
+        let stored = names.into_iter().filter_map(|name| {
+            store.get(&ObjectRef::new_with(&name, Default::default()).within(namespace))
+        });
+        let still_in_group = |o: &Arc<K>| (self.index.key)(o).as_deref() == Some(key);
+        stored.filter(still_in_group).collect()
+    }
+}
+
 /// How a wait for a cache's first list ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Listing {
@@ -96,31 +155,111 @@ where
     K: Resource + Clone + Send + Sync + std::fmt::Debug + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone + Default + Send + Sync,
 {
+    reflect_indexed(events, None)
+}
+
+/// [`reflect`], with the objects also grouped by namespace and `key` for [`GroupedCache::group`].
+/// The groups follow the store: a list replaces them at once when it completes.
+pub fn reflect_grouped<K>(
+    events: impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
+    key: GroupKey<K>,
+) -> (
+    GroupedCache<K>,
+    impl Stream<Item = watcher::Result<K>> + Send + 'static,
+)
+where
+    K: Resource + Clone + Send + Sync + std::fmt::Debug + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Default + Send + Sync,
+{
+    let index = GroupIndex::new(key);
+    let (cache, touched) = reflect_indexed(events, Some(index.clone()));
+    (GroupedCache { cache, index }, touched)
+}
+
+fn reflect_indexed<K>(
+    events: impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
+    groups: Option<GroupIndex<K>>,
+) -> (
+    WatchCache<K>,
+    impl Stream<Item = watcher::Result<K>> + Send + 'static,
+)
+where
+    K: Resource + Clone + Send + Sync + std::fmt::Debug + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Default + Send + Sync,
+{
     let (store, writer) = reflector::store();
     let (listed_tx, listed) = watch::channel(false);
     let touched = reflector::reflector(writer, events).scan(
-        Vec::new(),
-        move |listing: &mut Vec<K>, event| {
-            let ready: Vec<watcher::Result<K>> = match event {
-                Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj)) => vec![Ok(obj)],
-                Ok(watcher::Event::Init) => {
-                    listing.clear();
-                    Vec::new()
-                }
-                Ok(watcher::Event::InitApply(obj)) => {
-                    listing.push(obj);
-                    Vec::new()
-                }
-                Ok(watcher::Event::InitDone) => {
-                    listed_tx.send_replace(true);
-                    std::mem::take(listing).into_iter().map(Ok).collect()
-                }
-                Err(error) => vec![Err(error)],
-            };
+        ListInProgress::default(),
+        move |listing: &mut ListInProgress<K>, event| {
+            let ready = listing.take(event, groups.as_ref(), &listed_tx);
             futures::future::ready(Some(futures::stream::iter(ready)))
         },
     );
     (WatchCache { store, listed }, touched.flatten())
+}
+
+/// A list in progress: its objects, yielded and grouped once it is complete, as the store has it.
+struct ListInProgress<K> {
+    objects: Vec<K>,
+    groups: Groups,
+}
+
+impl<K> Default for ListInProgress<K> {
+    fn default() -> Self {
+        Self {
+            objects: Vec::new(),
+            groups: Groups::default(),
+        }
+    }
+}
+
+impl<K: Resource> ListInProgress<K> {
+    /// The objects that `event` makes ready to yield, with the groups brought up to date.
+    fn take(
+        &mut self,
+        event: watcher::Result<watcher::Event<K>>,
+        index: Option<&GroupIndex<K>>,
+        listed: &watch::Sender<bool>,
+    ) -> Vec<watcher::Result<K>> {
+        match event {
+            Ok(watcher::Event::Apply(obj)) => {
+                if let Some(index) = index {
+                    index.update(|g| g.apply(&obj, index.key));
+                }
+                vec![Ok(obj)]
+            }
+            Ok(watcher::Event::Delete(obj)) => {
+                if let Some(index) = index {
+                    index.update(|g| g.delete(&obj));
+                }
+                vec![Ok(obj)]
+            }
+            Ok(watcher::Event::Init) => {
+                self.objects.clear();
+                self.groups = Groups::default();
+                Vec::new()
+            }
+            Ok(watcher::Event::InitApply(obj)) => {
+                if let Some(index) = index {
+                    self.groups.apply(&obj, index.key);
+                }
+                self.objects.push(obj);
+                Vec::new()
+            }
+            Ok(watcher::Event::InitDone) => {
+                if let Some(index) = index {
+                    index.replace(std::mem::take(&mut self.groups));
+                }
+                listed.send_replace(true);
+                std::mem::take(&mut self.objects)
+                    .into_iter()
+                    .map(Ok)
+                    .collect()
+            }
+            Err(error) => vec![Err(error)],
+        }
+    }
 }
 
 #[cfg(test)]
@@ -223,5 +362,57 @@ mod tests {
         assert_eq!(second.metadata.name.as_deref(), Some("b"));
         let names: Vec<_> = cache.store().state().iter().map(|c| c.name_any()).collect();
         assert_eq!(names, ["b"], "the store has the new list when b is yielded");
+    }
+
+    fn in_group(name: &str, group: Option<&str>) -> ConfigMap {
+        let mut object = config_map(name);
+        if let Some(group) = group {
+            object.metadata.labels = Some([("group".to_string(), group.to_string())].into());
+        }
+        object
+    }
+
+    fn group_label(object: &ConfigMap) -> Option<String> {
+        object.labels().get("group").cloned()
+    }
+
+    fn names(objects: Vec<Arc<ConfigMap>>) -> Vec<String> {
+        objects.iter().map(|o| o.name_any()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_group_follows_applies_moves_and_deletes_and_a_relist_replaces_it_when_complete() {
+        let (events, rx) = mpsc::unbounded();
+        let (cache, touched) = reflect_grouped::<ConfigMap>(rx, group_label);
+        let mut touched = Box::pin(touched);
+        let send = |event| events.unbounded_send(Ok(event)).unwrap();
+        send(watcher::Event::Init);
+        send(watcher::Event::InitApply(in_group("a", Some("x"))));
+        send(watcher::Event::InitApply(in_group("b", Some("y"))));
+        send(watcher::Event::InitApply(in_group("c", None)));
+        send(watcher::Event::InitDone);
+        for _ in 0..3 {
+            touched.next().await.unwrap().unwrap();
+        }
+        assert_eq!(names(cache.group("default", "x")), ["a"]);
+        assert!(cache.group("other", "x").is_empty(), "another namespace");
+        send(watcher::Event::Apply(in_group("b", Some("x"))));
+        send(watcher::Event::Delete(in_group("a", Some("x"))));
+        send(watcher::Event::Apply(in_group("c", Some("x"))));
+        for _ in 0..3 {
+            touched.next().await.unwrap().unwrap();
+        }
+        assert_eq!(names(cache.group("default", "x")), ["b", "c"]);
+        assert!(cache.group("default", "y").is_empty(), "b moved out of y");
+        // A re-list: the old groups answer until it is complete.
+        send(watcher::Event::Init);
+        send(watcher::Event::InitApply(in_group("d", Some("y"))));
+        let early = tokio::time::timeout(Duration::from_millis(50), touched.next()).await;
+        assert!(early.is_err());
+        assert_eq!(names(cache.group("default", "x")), ["b", "c"]);
+        send(watcher::Event::InitDone);
+        touched.next().await.unwrap().unwrap();
+        assert!(cache.group("default", "x").is_empty());
+        assert_eq!(names(cache.group("default", "y")), ["d"]);
     }
 }

@@ -12,7 +12,7 @@ use capsule_operator::config::OperatorConfig;
 use capsule_operator::context::Context;
 use capsule_operator::pool::{self, worker_pod};
 use capsule_operator::relay::directory::{Directory, PodFacts};
-use capsule_operator::watch_cache::reflect;
+use capsule_operator::watch_cache::reflect_grouped;
 use capsule_protocol::auth::worker_credential;
 use fake_api::{list, not_found, Call};
 use futures::StreamExt;
@@ -201,7 +201,7 @@ impl Harness {
     /// Gives the pool controller a session cache fed by the returned sender, as its watch would.
     fn session_cache(&mut self) -> SessionEvents {
         let (events, rx) = futures::channel::mpsc::unbounded();
-        let (cache, touched) = reflect(rx);
+        let (cache, touched) = reflect_grouped(rx, pool::session_pool);
         tokio::spawn(touched.for_each(|_| async {}));
         let ctx = Arc::get_mut(&mut self.ctx).expect("no pass has started yet");
         ctx.sessions = Some(cache);

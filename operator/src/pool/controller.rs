@@ -18,7 +18,9 @@ use super::waiting_sessions::waits_for_new_worker;
 use super::{error_policy, forget, reconcile};
 use crate::context::Context;
 use crate::labels;
-use crate::watch_cache::{reflect, scoped_api, without_managed_fields, WatchCache};
+use crate::watch_cache::{
+    reflect, reflect_grouped, scoped_api, without_managed_fields, GroupedCache, WatchCache,
+};
 
 /// Session changes the pool controller has not taken yet; a full buffer pauses the session watch.
 const SESSION_TRIGGER_BUFFER: usize = 256;
@@ -58,12 +60,20 @@ where
         + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone + Default + Send + Sync,
 {
-    let api: Api<K> = scoped_api(client, namespace);
-    let events = watcher(api, config)
-        .default_backoff()
-        .modify(without_managed_fields);
-    let (cache, events) = reflect(events);
+    let (cache, events) = reflect(watch_events(scoped_api(client, namespace), config));
     (cache, events.boxed())
+}
+
+fn watch_events<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl futures::Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    watcher(api, config)
+        .default_backoff()
+        .modify(without_managed_fields)
 }
 
 /// The pool watch: it wakes the pool controller, and sessions read their pool from its cache.
@@ -71,9 +81,22 @@ pub fn pool_watch(client: kube::Client, namespace: Option<&str>) -> Watch<Capsul
     watch(client, namespace, watcher::Config::default())
 }
 
-/// The session watch: pools count the sessions waiting on them from its cache.
-pub fn session_watch(client: kube::Client, namespace: Option<&str>) -> Watch<CapsuleSession> {
-    watch(client, namespace, watcher::Config::default())
+/// The session watch: pools count the sessions waiting on them from its cache, grouped by pool.
+pub fn session_watch(
+    client: kube::Client,
+    namespace: Option<&str>,
+) -> (
+    GroupedCache<CapsuleSession>,
+    BoxStream<'static, watcher::Result<CapsuleSession>>,
+) {
+    let events = watch_events(scoped_api(client, namespace), watcher::Config::default());
+    let (cache, events) = reflect_grouped(events, session_pool);
+    (cache, events.boxed())
+}
+
+/// The key the session cache groups by: the pool a session claims from.
+pub fn session_pool(session: &CapsuleSession) -> Option<String> {
+    Some(session.spec.pool.clone())
 }
 
 /// The watch of the pools' NetworkPolicies: a pass reads its pool's from the cache, and a change

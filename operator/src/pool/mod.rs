@@ -28,7 +28,9 @@ mod waiting_sessions;
 pub mod warmup_failing;
 pub mod worker_pod;
 
-pub use controller::{network_policy_watch, pool_watch, run, session_watch, Triggers, Watch};
+pub use controller::{
+    network_policy_watch, pool_watch, run, session_pool, session_watch, Triggers, Watch,
+};
 pub use waiting_sessions::waits_for_new_worker;
 
 use std::sync::Arc;

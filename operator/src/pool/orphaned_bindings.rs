@@ -2,6 +2,7 @@
 //! replaces them.
 
 use capsule_crds::{CapsuleSession, SessionPhase, WorkerPhase};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 use tracing::warn;
 
@@ -26,12 +27,7 @@ pub(super) async fn orphaned_bindings(
         return Ok(Vec::new());
     };
     let sessions: Api<CapsuleSession> = Api::namespaced(ctx.client.clone(), namespace);
-    let cached = |session: &str| {
-        store
-            .state()
-            .into_iter()
-            .find(|s| s.namespace().as_deref() == Some(namespace) && s.name_any() == session)
-    };
+    let cached = |session: &str| store.get(&ObjectRef::new(session).within(namespace));
     let mut orphans = Vec::new();
     for w in workers {
         if w.phase == WorkerPhase::Terminating {

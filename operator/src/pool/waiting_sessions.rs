@@ -2,7 +2,6 @@
 //! the pool's target.
 
 use capsule_crds::{CapsuleSession, SessionPhase};
-use kube::ResourceExt;
 
 use crate::context::Context;
 
@@ -19,18 +18,11 @@ pub fn waits_for_new_worker(session: &CapsuleSession) -> bool {
 
 /// Sessions of this pool that missed; the pool grows by that many (up to maxWorkers).
 pub(super) fn waiting_sessions(ctx: &Context, namespace: &str, pool: &str) -> usize {
-    let Some(store) = ctx.sessions.as_ref().map(|cache| cache.store()) else {
+    let Some(cache) = ctx.sessions.as_ref() else {
         return 0;
     };
-    store
-        .state()
-        .iter()
-        .filter(|s| {
-            s.namespace().as_deref() == Some(namespace)
-                && s.spec.pool == pool
-                && waits_for_new_worker(s)
-        })
-        .count()
+    let of_pool = cache.group(namespace, pool);
+    of_pool.iter().filter(|s| waits_for_new_worker(s)).count()
 }
 
 #[cfg(test)]

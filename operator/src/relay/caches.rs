@@ -7,12 +7,12 @@ use futures::channel::mpsc;
 use futures::{FutureExt, SinkExt, Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 use super::directory::{Directory, StoreDirectory};
 use crate::labels;
-use crate::watch_cache::{reflect, scoped_api, without_managed_fields};
+use crate::watch_cache::{reflect_grouped, scoped_api, without_managed_fields};
 
 /// Pod changes a controller has not taken yet; a full buffer pauses the pod watch.
 const POD_TRIGGER_BUFFER: usize = 1024;
@@ -45,6 +45,11 @@ impl PodTriggers {
     }
 }
 
+/// The key the pod cache groups by: the pool a pod's label names.
+pub fn pod_pool(pod: &Pod) -> Option<String> {
+    pod.labels().get(labels::POOL).cloned()
+}
+
 /// The relay's caches as start-up hands them on.
 pub struct Caches {
     pub directory: Arc<dyn Directory>,
@@ -67,7 +72,7 @@ pub fn start(client: Client, namespace: Option<String>, shutdown: CancellationTo
     let pod_events = watcher(pods_api, config)
         .default_backoff()
         .modify(without_managed_fields);
-    let (pods, touched_pods) = reflect(pod_events);
+    let (pods, touched_pods) = reflect_grouped(pod_events, pod_pool);
     let pod_triggers = PodTriggers::default();
     let triggers = pod_triggers.clone();
     let pod_stream = touched_pods.for_each(move |touched| {

@@ -8,7 +8,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::ResourceExt;
 
 use crate::labels;
-use crate::watch_cache::WatchCache;
+use crate::watch_cache::GroupedCache;
 
 /// What the operator knows of one pod.
 #[derive(Clone, Debug, PartialEq)]
@@ -115,7 +115,7 @@ pub fn secret_token(secret: &Secret) -> Option<String> {
 /// The directory over the operator's watch caches of its Secrets and pods.
 pub struct StoreDirectory {
     pub secrets: Store<Secret>,
-    pub pods: WatchCache<Pod>,
+    pub pods: GroupedCache<Pod>,
 }
 
 impl Directory for StoreDirectory {
@@ -138,11 +138,7 @@ impl Directory for StoreDirectory {
         if !self.pods.is_listed() {
             return None;
         }
-        let of_pool = |p: &Pod| {
-            p.namespace().as_deref() == Some(namespace)
-                && p.labels().get(labels::POOL).map(String::as_str) == Some(pool)
-        };
-        let pods = self.pods.store().state().into_iter().filter(|p| of_pool(p));
+        let pods = self.pods.group(namespace, pool).into_iter();
         Some(pods.map(|p| p.as_ref().clone()).collect())
     }
 }
