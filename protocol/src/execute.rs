@@ -89,8 +89,17 @@ pub struct ExecutionEvent {
     /// when the interpreter had to be killed (`namespaceLost: true`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rolled_back: bool,
+    /// On the final event: output chunks of this execution that never reached the client (dropped
+    /// by a `DropNew` or `DropOldest` policy, or discarded at a drain timeout). Absent (0) when
+    /// every chunk arrived.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub output_dropped: u64,
     #[serde(flatten)]
     pub body: EventBody,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What happened. `accepted`, `started`, `output` and `inputRequest` come first, in order; the
@@ -337,6 +346,7 @@ mod tests {
         let event = ExecutionEvent {
             execution_id: "e1".into(),
             rolled_back: false,
+            output_dropped: 0,
             body: EventBody::OutputDrainTimeout {
                 pending: 1,
                 queue_size: 2,
@@ -384,10 +394,34 @@ mod tests {
     }
 
     #[test]
+    fn output_dropped_is_written_only_when_some_output_was_dropped() {
+        let mut event = ExecutionEvent {
+            execution_id: "e".into(),
+            rolled_back: false,
+            output_dropped: 0,
+            body: EventBody::Result {
+                repr: None,
+                mode: ExecutionMode::Plain,
+                duration_ms: 1,
+            },
+        };
+        let value = serde_json::to_value(&event).unwrap();
+        assert!(value.get("outputDropped").is_none(), "{value}");
+        event.output_dropped = 7;
+        let value = serde_json::to_value(&event).unwrap();
+        assert_eq!(value["outputDropped"], 7);
+        assert_eq!(
+            serde_json::from_value::<ExecutionEvent>(value).unwrap(),
+            event
+        );
+    }
+
+    #[test]
     fn rolled_back_is_written_only_when_true() {
         let mut event = ExecutionEvent {
             execution_id: "e".into(),
             rolled_back: false,
+            output_dropped: 0,
             body: EventBody::Cancelled {
                 namespace_lost: false,
             },

@@ -251,10 +251,12 @@ impl OutputQueue {
         report
     }
 
-    /// Sets the final event; the client receives it after everything queued.
-    pub fn finish(&self, event: ExecutionEvent) {
+    /// Sets the final event, with the count of chunks dropped so far; the client receives it
+    /// after everything queued.
+    pub fn finish(&self, mut event: ExecutionEvent) {
         let mut state = self.lock();
         if state.final_event.is_none() && !state.finished {
+            event.output_dropped = state.dropped;
             state.final_event = Some(Queued::Event(event));
         }
         self.events.notify_one();
@@ -309,6 +311,7 @@ mod tests {
         ExecutionEvent {
             execution_id: "e".into(),
             rolled_back: false,
+            output_dropped: 0,
             body: EventBody::Output {
                 stream: OutputStream::Stdout,
                 text: n.to_string(),
@@ -349,6 +352,7 @@ mod tests {
             ExecutionEvent {
                 execution_id: "e1".into(),
                 rolled_back: false,
+                output_dropped: 0,
                 body: EventBody::Output {
                     stream: OutputStream::Stderr,
                     text: "a\n\"b\"".into()
@@ -369,6 +373,19 @@ mod tests {
         assert_eq!(stats.outputs_enqueued.load(Relaxed), 2);
         assert_eq!(stats.outputs_sent.load(Relaxed), 2);
         assert_eq!(stats.max_queue_depth.load(Relaxed), 2);
+        queue.finish(ExecutionEvent {
+            execution_id: "e".into(),
+            rolled_back: false,
+            output_dropped: 0,
+            body: EventBody::Cancelled {
+                namespace_lost: false,
+            },
+        });
+        let last = queue.next_batch().await.unwrap();
+        assert!(
+            matches!(&last[..], [Queued::Event(e)] if e.output_dropped == 3),
+            "the final event tells the client what was dropped: {last:?}"
+        );
     }
 
     #[tokio::test]
@@ -405,6 +422,7 @@ mod tests {
                 queue.finish(ExecutionEvent {
                     execution_id: "e".into(),
                     rolled_back: false,
+                    output_dropped: 0,
                     body: EventBody::Cancelled {
                         namespace_lost: false,
                     },
@@ -419,7 +437,9 @@ mod tests {
         }
         producer.await.unwrap();
         assert_eq!(seen, (0..1000).map(|n| n.to_string()).collect::<Vec<_>>());
-        assert!(matches!(last, Some(Queued::Event(e)) if e.body.is_final()));
+        assert!(
+            matches!(last, Some(Queued::Event(e)) if e.body.is_final() && e.output_dropped == 0)
+        );
         assert_eq!(stats.outputs_dropped.load(Relaxed), 0);
         assert!(stats.max_queue_depth.load(Relaxed) <= 3);
     }

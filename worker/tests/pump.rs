@@ -100,6 +100,11 @@ async fn drop_new_counts_what_it_drops() {
         final_event(&events)
     );
     let stats = worker.stats().await;
+    let told = events.last().map_or(0, |e| e.output_dropped);
+    assert_eq!(
+        told, stats.executor.outputs_dropped,
+        "the final event tells the client how many chunks were dropped"
+    );
     assert!(output_bytes(&events) < 768 * 65536);
     assert_eq!(
         stats.executor.outputs_enqueued, stats.executor.outputs_sent,

@@ -15,6 +15,7 @@ from .errors import (
     GatewayUnreachable,
     InputNotHandled,
     InterpreterRestarted,
+    OutputDropped,
     OutputLost,
     PoolExhausted,
     PoolNotFound,
@@ -36,7 +37,7 @@ ROLLBACK_ON_ERROR = "rollbackOnError"
 __all__ = [
     "APIError", "AsyncSession", "CapsuleError", "ConfigError", "Event", "ExecutionCancelled",
     "ExecutionError", "ExecutionTimedOut", "GatewayUnreachable", "InputNotHandled",
-    "InterpreterRestarted", "OutputLost", "PoolExhausted", "PoolNotFound", "Result", "ROLLBACK_ON_ERROR", "Session",
+    "InterpreterRestarted", "OutputDropped", "OutputLost", "PoolExhausted", "PoolNotFound", "Result", "ROLLBACK_ON_ERROR", "Session",
     "SessionFailed", "SessionNotBound", "SessionNotFound", "SessionTimeout", "TokenRefused",
     "TRANSACTIONS", "WorkerLost", "WorkerUnreachable",
 ]

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from typing import List, Optional
 
 from . import __version__, errors
+from .events import Result
 from .session import Session
 
 EXIT_CODE_FAILED, EXIT_USAGE, EXIT_CAPSULE, EXIT_INTERRUPTED = 1, 2, 3, 130
@@ -52,6 +54,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
+    # Each run prints its own note on dropped output (`report_dropped`), every time, not once.
+    warnings.simplefilter("ignore", errors.OutputDropped)
     try:
         if args.command == "run":
             return cmd_run(args)
@@ -108,9 +112,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     with Session.create(args.pool, namespace=args.namespace, timeout=args.wait, gateway_url=args.gateway,
                         context=args.context) as s:
         result = s.run(code, timeout=args.timeout, on_input=terminal_input)
+    report_dropped(result)
     if result.repr is not None:
         print(result.repr)
     return 0
+
+
+def report_dropped(result: "Result") -> None:
+    """Says on stderr that some of the run's output never arrived."""
+    if result.output_dropped:
+        print(f"capsule: {errors.output_dropped_note(result.execution_id, result.output_dropped)}", file=sys.stderr)
 
 
 def cmd_sessions(args: argparse.Namespace) -> int:

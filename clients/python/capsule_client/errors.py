@@ -15,6 +15,9 @@ class CapsuleError(Exception):
     #: ExecutionCancelled, ExecutionTimedOut, OutputLost): the namespace was put back as it was
     #: before the code. False when it was not (e.g. the interpreter had to be killed).
     rolled_back: bool = False
+    #: Output chunks of the execution that never reached the client (the pool's backpressure
+    #: policy dropped them, or a drain timeout discarded them); 0 when all arrived.
+    output_dropped: int = 0
 
 
 class ConfigError(CapsuleError):
@@ -128,3 +131,17 @@ class OutputLost(CapsuleError):
 
 class InputNotHandled(CapsuleError):
     """The code called input() but run() was given no `on_input` callback."""
+
+
+class OutputDropped(UserWarning):
+    """Warned when a run finished but some of its output was dropped on the worker (the pool's
+    `spec.executor.backpressure` is `DropNew` or `DropOldest` and the client read slower than the
+    code printed). `Result.output_dropped` has the count."""
+
+
+def output_dropped_note(execution_id: str, dropped: int) -> str:
+    """The one-line note the SDK warns and the CLI, shell and kernel print."""
+    return (
+        f"execution {execution_id}: {dropped} output chunk(s) were dropped on the worker by the pool's "
+        "backpressure policy; set spec.executor.backpressure to Block to keep every chunk"
+    )

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
@@ -62,6 +63,8 @@ class Result:
     stdout: str = ""
     stderr: str = ""
     output_truncated: bool = False
+    #: Output chunks the worker dropped (backpressure `DropNew`/`DropOldest`); 0 when all arrived.
+    output_dropped: int = 0
     data: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -101,7 +104,10 @@ class Collector:
                 f"the stream of execution {self.execution_id or '?'} ended without a final event: "
                 "the worker or the connection went away"
             )
+        dropped = int(ev.get("outputDropped") or 0)
         if ev.type == "result":
+            if dropped:
+                warnings.warn(errors.OutputDropped(errors.output_dropped_note(ev.execution_id, dropped)), stacklevel=3)
             return Result(
                 execution_id=ev.execution_id,
                 repr=ev.get("repr"),
@@ -111,6 +117,7 @@ class Collector:
                 stdout="".join(self._out["stdout"]),
                 stderr="".join(self._out["stderr"]),
                 output_truncated=self.truncated,
+                output_dropped=dropped,
                 data=ev.data,
             )
         raise final_error(ev)
@@ -120,6 +127,7 @@ def final_error(ev: Event) -> errors.CapsuleError:
     """The typed error for a final event other than `result`, with `rolled_back` from the event."""
     err = _final_error(ev)
     err.rolled_back = bool(ev.get("rolledBack"))
+    err.output_dropped = int(ev.get("outputDropped") or 0)
     return err
 
 

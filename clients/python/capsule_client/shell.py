@@ -11,6 +11,7 @@ import codeop
 import sys
 
 from . import errors
+from .cli import report_dropped
 from .session import Session
 
 BANNER = "Capsule shell on {ns}/{name} (pool {pool}, worker {worker}). Ctrl-C cancels a run; Ctrl-C at an empty prompt or Ctrl-D exits."
@@ -51,6 +52,7 @@ def run_one(s: Session, source: str) -> None:
     except KeyboardInterrupt:
         print("\nKeyboardInterrupt (cancelled on the worker)", file=sys.stderr)
         return
+    report_dropped(result)
     if result.repr is not None:
         print(result.repr)
 

@@ -22,6 +22,8 @@ TOOLS_DIR = Path(os.environ.get("CAPSULE_TOOLS_DIR") or REPO / ".tools")
 POOL = "py"
 #: A pool of one worker: a second session on it finds the pool exhausted and fails after 3 s.
 TINY_POOL = "tiny"
+#: A pool whose workers drop output a slow client does not take (a queue of two chunks).
+LOSSY_POOL = "lossy"
 POOLS_YAML = f"""
 apiVersion: capsule.dev/v1alpha1
 kind: CapsulePool
@@ -45,6 +47,18 @@ spec:
   heartbeat: {{intervalSeconds: 1, stalenessSeconds: 6}}
   recycle: {{onRelease: Reset}}
   sessions: {{idleTimeoutSeconds: 0, acquireTimeoutSeconds: 3}}
+---
+apiVersion: capsule.dev/v1alpha1
+kind: CapsulePool
+metadata: {{name: {LOSSY_POOL}, namespace: default}}
+spec:
+  replicas: 1
+  maxWorkers: 1
+  template: {{image: "capsule-worker:dev", terminationGracePeriodSeconds: 1}}
+  heartbeat: {{intervalSeconds: 1, stalenessSeconds: 6}}
+  recycle: {{onRelease: Reset}}
+  sessions: {{idleTimeoutSeconds: 0, acquireTimeoutSeconds: 120}}
+  executor: {{backpressure: DropNew, outputQueueCapacity: 2, drainTimeoutMs: 60000}}
 """
 
 
@@ -127,7 +141,7 @@ class Cluster:
         self.procs.append(op)
         wait_http(f"http://127.0.0.1:{port}/readyz", "capsule-operator", 60, op, log)
         self.kubectl("apply", "-f", "-", stdin=POOLS_YAML)
-        for pool, idle in ((POOL, 2), (TINY_POOL, 1)):
+        for pool, idle in ((POOL, 2), (TINY_POOL, 1), (LOSSY_POOL, 1)):
             self.kubectl("wait", f"--for=jsonpath={{.status.idle}}={idle}", f"cpool/{pool}", "--timeout=120s")
 
     def kubectl(self, *args: str, stdin: Optional[str] = None) -> str:

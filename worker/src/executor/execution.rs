@@ -73,6 +73,7 @@ impl Run<'_> {
         ExecutionEvent {
             execution_id: self.job.id.clone(),
             rolled_back: false,
+            output_dropped: 0,
             body,
         }
     }

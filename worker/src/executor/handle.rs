@@ -109,6 +109,7 @@ impl ExecutorHandle {
         let _ = queue.push_control(ExecutionEvent {
             execution_id: id.clone(),
             rolled_back: false,
+            output_dropped: 0,
             body: EventBody::Accepted {
                 queue_position: position,
             },

@@ -87,6 +87,9 @@ class CapsuleKernel(Kernel):
             return self._error("KeyboardInterrupt", "interrupted: the execution was cancelled on the worker", [], silent)
         except Exception as e:  # a Capsule error, or the frontend refusing input(): the cell fails, the kernel lives
             return self._error(type(e).__name__, str(e), [], silent)
+        if result.output_dropped and not silent:
+            note = errors.output_dropped_note(result.execution_id, result.output_dropped)
+            self.send_response(self.iopub_socket, "stream", {"name": "stderr", "text": f"[capsule] {note}\n"})
         if result.repr is not None and not silent:
             self.send_response(self.iopub_socket, "execute_result", {
                 "execution_count": self.execution_count, "data": {"text/plain": result.repr}, "metadata": {}})
