@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use capsule_crds::{CapsulePool, CapsuleSession};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
@@ -72,6 +73,15 @@ pub struct PendingAcquisition {
 }
 
 impl Context {
+    /// Records a write of one of a pool's pods: for the pool's cache reads (the ledger) and for
+    /// heartbeat ingest's view, which shows it before the watch delivers it.
+    pub fn pod_written(&self, key: &PoolKey, outcome: &Result<Pod, kube::Error>) {
+        self.ledger.record_pod_write(key, outcome);
+        if let (Ok(pod), Some(directory)) = (outcome, self.directory.as_ref()) {
+            directory.wrote(pod);
+        }
+    }
+
     pub fn new(
         client: Client,
         metrics: Arc<Metrics>,

@@ -142,6 +142,12 @@ impl PoolLedger {
         });
     }
 
+    /// Whether `cached` (the pod cache's copy of the pool's pods) shows every write this process
+    /// made to them, so a decision may be made on it.
+    pub fn cache_shows_writes(&self, key: &PoolKey, cached: &[Pod]) -> bool {
+        self.with(key, None, |s| s.pod_writes.met_by(cached, Instant::now()))
+    }
+
     /// The outcome of a create or patch of one of the pool's pods, for the pool's cache reads.
     pub fn record_pod_write(&self, key: &PoolKey, written: &Result<Pod, kube::Error>) {
         let now = Instant::now();

@@ -709,3 +709,60 @@ async fn a_miss_on_the_pod_cache_is_confirmed_on_a_fresh_list_which_finds_the_wo
     assert!(list < patch, "{lines:?}");
     assert_eq!(h.counters().misses, 0, "no miss counted: {lines:?}");
 }
+
+/// A bound session past its idle timeout, in a harness whose pod cache shows its worker.
+async fn idle_bound_session_with_pod_cache() -> (Harness, Value) {
+    let bound = session_object(
+        &now_rfc3339(),
+        true,
+        json!({"phase": "Bound", "worker": "p-a", "endpoint": "http://127.0.0.9:8000"}),
+    );
+    let h = harness(World {
+        pod_session: Some("s1".into()),
+        secret_exists: true,
+        idle_timeout_seconds: 1,
+        ..world_with(&bound)
+    })
+    .with_pod_cache(true);
+    let long_ago = std::time::Instant::now() - std::time::Duration::from_secs(5);
+    h.ctx.index.record(&idle_heartbeat(), true, long_ago);
+    (h, bound)
+}
+
+#[tokio::test]
+async fn a_release_finds_its_worker_in_the_pod_cache_when_the_cache_shows_every_write() {
+    let (h, bound) = idle_bound_session_with_pod_cache().await;
+    h.reconcile(&bound).await.unwrap();
+    let lines = h.take_lines();
+    assert!(
+        lines.contains(&"DELETE /api/v1/namespaces/default/pods/p-a".to_string()),
+        "released: {lines:?}"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l == "GET /api/v1/namespaces/default/pods"),
+        "no list: {lines:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_release_lists_fresh_while_the_cache_lacks_a_write_of_this_process() {
+    let (h, bound) = idle_bound_session_with_pod_cache().await;
+    let newer: Pod = serde_json::from_value(json!({"metadata": {
+        "name": "p-b", "namespace": NS, "resourceVersion": "99"}}))
+    .unwrap();
+    let key = (NS.to_string(), "p".to_string());
+    h.ctx.ledger.record_pod_write(&key, &Ok(newer));
+    h.reconcile(&bound).await.unwrap();
+    let lines = h.take_lines();
+    let list = lines
+        .iter()
+        .position(|l| l == "GET /api/v1/namespaces/default/pods")
+        .expect("a fresh list: the cache may miss a binding");
+    let delete = lines
+        .iter()
+        .position(|l| l == "DELETE /api/v1/namespaces/default/pods/p-a")
+        .expect("the listed worker is released");
+    assert!(list < delete, "{lines:?}");
+}

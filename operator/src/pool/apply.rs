@@ -153,7 +153,7 @@ async fn create_workers(pass: &Pass<'_>, count: usize, pool_key: &str) -> (usize
     for _ in 0..count {
         let outcome =
             new_worker::create(&pods, &secrets, pass.pool, pool_key, &pass.ctx.config).await;
-        pass.ctx.ledger.record_pod_write(&pass.key, &outcome);
+        pass.ctx.pod_written(&pass.key, &outcome);
         match outcome {
             Ok(pod) => {
                 created += 1;

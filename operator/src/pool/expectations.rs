@@ -89,7 +89,7 @@ fn shows(cached: Option<&Pod>, expected: &Expected) -> bool {
 
 /// resourceVersions are opaque to clients; etcd's (and the devcluster's) are counters, which order
 /// them. Anything else is only ever equal.
-fn at_or_after(cached: &str, written: &str) -> bool {
+pub fn at_or_after(cached: &str, written: &str) -> bool {
     match (cached.parse::<u64>(), written.parse::<u64>()) {
         (Ok(cached), Ok(written)) => cached >= written,
         _ => cached == written,

@@ -80,8 +80,9 @@ fn cached_pods(pass: &Pass<'_>) -> Option<Vec<Pod>> {
         .directory
         .as_ref()?
         .pool_pods(pass.namespace(), pass.name())?;
-    let now = Instant::now();
-    pass.with_state(|s| s.pod_writes.met_by(&cached, now))
+    pass.ctx
+        .ledger
+        .cache_shows_writes(&pass.key, &cached)
         .then_some(cached)
 }
 
@@ -113,7 +114,7 @@ async fn adopt(pass: &Pass<'_>, pods: &Api<Pod>, pod: Pod) -> Result<Pod> {
             &Patch::Merge(&patch),
         )
         .await;
-    pass.ctx.ledger.record_pod_write(&pass.key, &adopted);
+    pass.ctx.pod_written(&pass.key, &adopted);
     Ok(adopted?)
 }
 

@@ -100,7 +100,11 @@ pub fn start(client: Client, namespace: Option<String>, shutdown: CancellationTo
         tracing::debug!("pod cache synced");
     };
     Caches {
-        directory: Arc::new(StoreDirectory { secrets, pods }),
+        directory: Arc::new(StoreDirectory {
+            secrets,
+            pods,
+            written: Default::default(),
+        }),
         synced: synced.boxed(),
         pod_triggers,
     }

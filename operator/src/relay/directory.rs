@@ -1,12 +1,15 @@
 //! What heartbeat ingest needs to know about the cluster, answered from watch caches so a heartbeat
 //! never costs an API call.
 
+use std::time::Instant;
+
 use capsule_protocol::auth::worker_credential;
 use capsule_protocol::heartbeat::SessionBinding;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::ResourceExt;
 
+use super::written::WrittenPods;
 use crate::labels;
 use crate::watch_cache::GroupedCache;
 
@@ -51,6 +54,9 @@ pub trait Directory: Send + Sync {
     fn cached_pod(&self, _namespace: &str, _pod: &str) -> Option<Pod> {
         None
     }
+    /// A pod as a write of this process returned it: [`Directory::pod`] answers with it until the
+    /// cache holds that version or a later one.
+    fn wrote(&self, _pod: &Pod) {}
 }
 
 /// The credential `pod` presents and is presented by the operator, given its pool's key.
@@ -116,6 +122,7 @@ pub fn secret_token(secret: &Secret) -> Option<String> {
 pub struct StoreDirectory {
     pub secrets: Store<Secret>,
     pub pods: GroupedCache<Pod>,
+    pub written: WrittenPods,
 }
 
 impl Directory for StoreDirectory {
@@ -126,7 +133,16 @@ impl Directory for StoreDirectory {
 
     fn pod(&self, namespace: &str, pod: &str) -> Option<PodFacts> {
         let key = ObjectRef::new(pod).within(namespace);
-        self.pods.store().get(&key).map(|p| pod_facts(&p))
+        let cached = self.pods.store().get(&key);
+        let now = Instant::now();
+        let newer = self
+            .written
+            .newer_than(namespace, pod, cached.as_deref(), now);
+        newer.or_else(|| cached.map(|p| pod_facts(&p)))
+    }
+
+    fn wrote(&self, pod: &Pod) {
+        self.written.wrote(pod, Instant::now());
     }
 
     fn cached_pod(&self, namespace: &str, pod: &str) -> Option<Pod> {

@@ -9,3 +9,4 @@ pub mod limits;
 pub mod metrics;
 pub mod validate;
 pub mod wakeups;
+pub mod written;

@@ -277,7 +277,7 @@ async fn label(
         pod.namespace().unwrap_or_default(),
         session.spec.pool.clone(),
     );
-    ctx.ledger.record_pod_write(&key, &outcome);
+    ctx.pod_written(&key, &outcome);
     match outcome {
         Ok(bound) => Ok(Some(bound)),
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(None),

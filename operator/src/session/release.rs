@@ -21,7 +21,7 @@ use crate::pool::plan;
 
 pub(super) async fn release(ctx: &Context, session: &CapsuleSession, ns: &str) -> Result<()> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let bound = bound_workers(&pods, &session.name_any()).await?;
+    let bound = bound_workers(ctx, &pods, session, ns).await?;
     if bound.is_empty() {
         return Ok(());
     }
@@ -49,15 +49,35 @@ pub(super) async fn release(ctx: &Context, session: &CapsuleSession, ns: &str) -
 }
 
 /// The workers labelled with the session. A worker already being deleted is gone for good, and
-/// counted by whoever deleted it.
-async fn bound_workers(pods: &Api<Pod>, session_name: &str) -> Result<Vec<Pod>> {
-    let selector = format!("{}={}", labels::SESSION, session_name);
-    let listed = pods.list(&ListParams::default().labels(&selector)).await?;
-    Ok(listed
-        .items
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .collect())
+/// counted by whoever deleted it. Read from the pod cache while it shows every write this process
+/// made to the pool's pods (every binding it made among them); otherwise listed fresh, since the
+/// finalizer goes once this finds none.
+async fn bound_workers(
+    ctx: &Context,
+    pods: &Api<Pod>,
+    session: &CapsuleSession,
+    ns: &str,
+) -> Result<Vec<Pod>> {
+    let name = session.name_any();
+    let live_and_bound = |p: &Pod| {
+        p.metadata.deletion_timestamp.is_none() && p.labels().get(labels::SESSION) == Some(&name)
+    };
+    let key = (ns.to_string(), session.spec.pool.clone());
+    let cached = ctx
+        .directory
+        .as_ref()
+        .and_then(|d| d.pool_pods(ns, &session.spec.pool))
+        .filter(|cached| ctx.ledger.cache_shows_writes(&key, cached));
+    let candidates = match cached {
+        Some(cached) => cached,
+        None => {
+            let selector = format!("{}={}", labels::SESSION, name);
+            pods.list(&ListParams::default().labels(&selector))
+                .await?
+                .items
+        }
+    };
+    Ok(candidates.into_iter().filter(live_and_bound).collect())
 }
 
 /// Takes the token's hash off the worker, which ends the binding in heartbeat replies, while the
@@ -68,7 +88,7 @@ async fn revoke(ctx: &Context, key: &PoolKey, pods: &Api<Pod>, pod_name: &str) -
     let outcome = pods
         .patch(pod_name, &PatchParams::default(), &Patch::Merge(&patch))
         .await;
-    ctx.ledger.record_pod_write(key, &outcome);
+    ctx.pod_written(key, &outcome);
     match outcome {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 404 => return Ok(false),
@@ -105,7 +125,7 @@ async fn return_to_pool(
     let outcome = pods
         .patch(pod_name, &PatchParams::default(), &Patch::Merge(&patch))
         .await;
-    ctx.ledger.record_pod_write(key, &outcome);
+    ctx.pod_written(key, &outcome);
     outcome?;
     info!(worker = %pod_name, "released worker (reset)");
     Ok(())

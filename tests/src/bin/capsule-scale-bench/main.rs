@@ -8,7 +8,7 @@
 //! work: pool passes, heartbeat ingest, status writes.
 //!
 //! Usage: `capsule-scale-bench [--pools 1000] [--workers 3] [--measure-seconds 60]
-//! [--status-interval-seconds 10] [--heartbeat-seconds 5] [--json PATH]`. Binaries come from this
+//! [--status-interval-seconds 10] [--heartbeat-seconds 5] [--staleness-seconds 120] [--json PATH]`. Binaries come from this
 //! executable's directory; `CAPSULE_BENCH_KEEP=1` keeps the state directory with the logs.
 
 use std::path::PathBuf;
@@ -40,6 +40,11 @@ struct Args {
     /// How often each simulated worker heartbeats.
     #[arg(long, default_value_t = 5)]
     heartbeat_seconds: u64,
+    /// The pools' `spec.heartbeat.stalenessSeconds`. Generous by default: on one machine the
+    /// bench's own heartbeats can fall behind while the pools come up, and the operator would then
+    /// rightly replace "stale" workers, which measures the bench rather than the operator at rest.
+    #[arg(long, default_value_t = 120)]
+    staleness_seconds: u64,
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,

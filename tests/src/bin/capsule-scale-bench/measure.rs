@@ -21,11 +21,11 @@ pub async fn run(args: &Args, cluster: &DevCluster, port: u16, pid: i32) -> Benc
     let url = format!("http://127.0.0.1:{port}/v1/heartbeats");
     heartbeat(&workers, url, Duration::from_secs(args.heartbeat_seconds));
 
-    pools::create(&client, 0..1, args.workers).await?;
+    pools::create(&client, 0..1, args).await?;
     pools::wait_all_idle(&client, 1, args.workers, WARM_UP_LIMIT).await?;
     let one = period(args, cluster, pid, 1).await?;
     let started = Instant::now();
-    pools::create(&client, 1..args.pools, args.workers).await?;
+    pools::create(&client, 1..args.pools, args).await?;
     pools::wait_all_idle(&client, args.pools, args.workers, WARM_UP_LIMIT).await?;
     let warm_up_seconds = started.elapsed().as_secs_f64();
     eprintln!("{} pools warm in {warm_up_seconds:.0} s", args.pools);
@@ -36,6 +36,7 @@ pub async fn run(args: &Args, cluster: &DevCluster, port: u16, pid: i32) -> Benc
         "workers_per_pool": args.workers,
         "status_interval_seconds": args.status_interval_seconds,
         "heartbeat_seconds": args.heartbeat_seconds,
+        "staleness_seconds": args.staleness_seconds,
         "measure_seconds": args.measure_seconds,
         "pools_warm_seconds": warm_up_seconds,
         "reference": "one pool, measured first in the same run",

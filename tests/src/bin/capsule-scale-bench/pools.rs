@@ -9,7 +9,7 @@ use kube::api::{ListParams, PostParams};
 use kube::{Api, Client, CustomResourceExt};
 use serde_json::json;
 
-use crate::{BenchResult, NS};
+use crate::{Args, BenchResult, NS};
 
 /// Requests the bench keeps in flight at once when it creates or patches many objects.
 pub const CONCURRENCY: usize = 16;
@@ -28,20 +28,23 @@ pub fn pool_name(index: usize) -> String {
     format!("scale-{index:05}")
 }
 
-/// Creates pools `range` with `workers` warm workers each.
+/// Creates pools `range` with `--workers` warm workers each.
 pub async fn create(
     client: &Client,
     range: std::ops::Range<usize>,
-    workers: i32,
+    args: &Args,
 ) -> BenchResult<()> {
+    let workers = args.workers;
+    let heartbeat = json!({"intervalSeconds": args.heartbeat_seconds,
+                           "stalenessSeconds": args.staleness_seconds});
     let pools: Api<CapsulePool> = Api::namespaced(client.clone(), NS);
     futures::stream::iter(range.map(|i| {
-        let pools = pools.clone();
+        let (pools, heartbeat) = (pools.clone(), heartbeat.clone());
         async move {
             let pool: CapsulePool = serde_json::from_value(json!({
                 "apiVersion": "capsule.dev/v1alpha1", "kind": "CapsulePool",
                 "metadata": {"name": pool_name(i), "namespace": NS},
-                "spec": {"replicas": workers, "maxWorkers": workers,
+                "spec": {"replicas": workers, "maxWorkers": workers, "heartbeat": heartbeat,
                          "template": {"image": "capsule-worker:dev"}},
             }))?;
             pools.create(&PostParams::default(), &pool).await?;
