@@ -492,17 +492,7 @@ fn idle_heartbeat() -> capsule_protocol::heartbeat::Heartbeat {
 
 #[tokio::test]
 async fn a_bound_session_idle_past_the_pools_idle_timeout_is_released_and_its_worker_replaced() {
-    let bound = session_object(
-        &now_rfc3339(),
-        true,
-        json!({"phase": "Bound", "worker": "p-a", "endpoint": "http://127.0.0.9:8000"}),
-    );
-    let h = harness(World {
-        pod_session: Some("s1".into()),
-        secret_exists: true,
-        idle_timeout_seconds: 1,
-        ..world_with(&bound)
-    });
+    let (h, bound) = idle_bound_session();
     h.ctx
         .index
         .record(&idle_heartbeat(), true, std::time::Instant::now());
@@ -698,20 +688,22 @@ async fn a_miss_on_the_pod_cache_is_confirmed_on_a_fresh_list_which_finds_the_wo
     // The binding then waits for the cache to show the label, which this one never does.
     h.reconcile(&fresh).await.unwrap();
     let lines = h.take_lines();
-    let list = lines
-        .iter()
-        .position(|l| l == "GET /api/v1/namespaces/default/pods")
-        .expect("a fresh list after the cache showed no worker");
-    let patch = lines
-        .iter()
-        .position(|l| l == "PATCH /api/v1/namespaces/default/pods/p-a")
-        .expect("the worker the list found is taken");
+    let list = position_of(
+        &lines,
+        "GET /api/v1/namespaces/default/pods",
+        "a fresh list after the cache showed no worker",
+    );
+    let patch = position_of(
+        &lines,
+        "PATCH /api/v1/namespaces/default/pods/p-a",
+        "the worker the list found is taken",
+    );
     assert!(list < patch, "{lines:?}");
     assert_eq!(h.counters().misses, 0, "no miss counted: {lines:?}");
 }
 
-/// A bound session past its idle timeout, in a harness whose pod cache shows its worker.
-async fn idle_bound_session_with_pod_cache() -> (Harness, Value) {
+/// A session bound to worker p-a of a pool whose idle timeout is one second.
+fn idle_bound_session() -> (Harness, Value) {
     let bound = session_object(
         &now_rfc3339(),
         true,
@@ -722,8 +714,20 @@ async fn idle_bound_session_with_pod_cache() -> (Harness, Value) {
         secret_exists: true,
         idle_timeout_seconds: 1,
         ..world_with(&bound)
-    })
-    .with_pod_cache(true);
+    });
+    (h, bound)
+}
+
+/// Where `line` is among the calls, failing with `what` when it is missing.
+fn position_of(lines: &[String], line: &str, what: &str) -> usize {
+    let found = lines.iter().position(|l| l == line);
+    found.unwrap_or_else(|| panic!("{what}: {lines:?}"))
+}
+
+/// A bound session past its idle timeout, in a harness whose pod cache shows its worker.
+async fn idle_bound_session_with_pod_cache() -> (Harness, Value) {
+    let (h, bound) = idle_bound_session();
+    let h = h.with_pod_cache(true);
     let long_ago = std::time::Instant::now() - std::time::Duration::from_secs(5);
     h.ctx.index.record(&idle_heartbeat(), true, long_ago);
     (h, bound)
@@ -756,13 +760,15 @@ async fn a_release_lists_fresh_while_the_cache_lacks_a_write_of_this_process() {
     h.ctx.ledger.record_pod_write(&key, &Ok(newer));
     h.reconcile(&bound).await.unwrap();
     let lines = h.take_lines();
-    let list = lines
-        .iter()
-        .position(|l| l == "GET /api/v1/namespaces/default/pods")
-        .expect("a fresh list: the cache may miss a binding");
-    let delete = lines
-        .iter()
-        .position(|l| l == "DELETE /api/v1/namespaces/default/pods/p-a")
-        .expect("the listed worker is released");
+    let list = position_of(
+        &lines,
+        "GET /api/v1/namespaces/default/pods",
+        "a fresh list: the cache may miss a binding",
+    );
+    let delete = position_of(
+        &lines,
+        "DELETE /api/v1/namespaces/default/pods/p-a",
+        "the listed worker is released",
+    );
     assert!(list < delete, "{lines:?}");
 }

@@ -307,6 +307,17 @@ impl OutputQueue {
 mod tests {
     use super::*;
 
+    fn cancelled() -> ExecutionEvent {
+        ExecutionEvent {
+            execution_id: "e".into(),
+            rolled_back: false,
+            output_dropped: 0,
+            body: EventBody::Cancelled {
+                namespace_lost: false,
+            },
+        }
+    }
+
     fn output(n: usize) -> ExecutionEvent {
         ExecutionEvent {
             execution_id: "e".into(),
@@ -373,14 +384,7 @@ mod tests {
         assert_eq!(stats.outputs_enqueued.load(Relaxed), 2);
         assert_eq!(stats.outputs_sent.load(Relaxed), 2);
         assert_eq!(stats.max_queue_depth.load(Relaxed), 2);
-        queue.finish(ExecutionEvent {
-            execution_id: "e".into(),
-            rolled_back: false,
-            output_dropped: 0,
-            body: EventBody::Cancelled {
-                namespace_lost: false,
-            },
-        });
+        queue.finish(cancelled());
         let last = queue.next_batch().await.unwrap();
         assert!(
             matches!(&last[..], [Queued::Event(e)] if e.output_dropped == 3),
@@ -419,14 +423,7 @@ mod tests {
                     queue.push_output(output(n)).await.unwrap();
                 }
                 queue.drained().await;
-                queue.finish(ExecutionEvent {
-                    execution_id: "e".into(),
-                    rolled_back: false,
-                    output_dropped: 0,
-                    body: EventBody::Cancelled {
-                        namespace_lost: false,
-                    },
-                });
+                queue.finish(cancelled());
             })
         };
         let mut seen = Vec::new();

@@ -24,42 +24,31 @@ POOL = "py"
 TINY_POOL = "tiny"
 #: A pool whose workers drop output a slow client does not take (a queue of two chunks).
 LOSSY_POOL = "lossy"
-POOLS_YAML = f"""
+
+
+def pool_yaml(name: str, replicas: int, max_workers: int, acquire_timeout: int, extra: str = "") -> str:
+    """A pool of the test cluster: fast heartbeats, workers reset (not replaced) on release."""
+    return f"""
 apiVersion: capsule.dev/v1alpha1
 kind: CapsulePool
-metadata: {{name: {POOL}, namespace: default}}
+metadata: {{name: {name}, namespace: default}}
 spec:
-  replicas: 2
-  maxWorkers: 3
-  scaleDownDelaySeconds: 0
+  replicas: {replicas}
+  maxWorkers: {max_workers}
   template: {{image: "capsule-worker:dev", terminationGracePeriodSeconds: 1}}
   heartbeat: {{intervalSeconds: 1, stalenessSeconds: 6}}
   recycle: {{onRelease: Reset}}
-  sessions: {{idleTimeoutSeconds: 0, acquireTimeoutSeconds: 120}}
----
-apiVersion: capsule.dev/v1alpha1
-kind: CapsulePool
-metadata: {{name: {TINY_POOL}, namespace: default}}
-spec:
-  replicas: 1
-  maxWorkers: 1
-  template: {{image: "capsule-worker:dev", terminationGracePeriodSeconds: 1}}
-  heartbeat: {{intervalSeconds: 1, stalenessSeconds: 6}}
-  recycle: {{onRelease: Reset}}
-  sessions: {{idleTimeoutSeconds: 0, acquireTimeoutSeconds: 3}}
----
-apiVersion: capsule.dev/v1alpha1
-kind: CapsulePool
-metadata: {{name: {LOSSY_POOL}, namespace: default}}
-spec:
-  replicas: 1
-  maxWorkers: 1
-  template: {{image: "capsule-worker:dev", terminationGracePeriodSeconds: 1}}
-  heartbeat: {{intervalSeconds: 1, stalenessSeconds: 6}}
-  recycle: {{onRelease: Reset}}
-  sessions: {{idleTimeoutSeconds: 0, acquireTimeoutSeconds: 120}}
-  executor: {{backpressure: DropNew, outputQueueCapacity: 2, drainTimeoutMs: 60000}}
+  sessions: {{idleTimeoutSeconds: 0, acquireTimeoutSeconds: {acquire_timeout}}}
+{extra}
 """
+
+
+POOLS_YAML = "---".join([
+    pool_yaml(POOL, 2, 3, 120, "  scaleDownDelaySeconds: 0"),
+    pool_yaml(TINY_POOL, 1, 1, 3),
+    pool_yaml(LOSSY_POOL, 1, 1, 120,
+              "  executor: {backpressure: DropNew, outputQueueCapacity: 2, drainTimeoutMs: 60000}"),
+])
 
 
 def binary(name: str) -> Path:
