@@ -1,6 +1,9 @@
 //! What heartbeat ingest needs to know about the cluster, answered from watch caches so a heartbeat
 //! never costs an API call.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
 use capsule_protocol::auth::worker_credential;
 use capsule_protocol::heartbeat::SessionBinding;
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -116,6 +119,17 @@ pub fn secret_token(secret: &Secret) -> Option<String> {
 pub struct StoreDirectory {
     pub secrets: Store<Secret>,
     pub pods: WatchCache<Pod>,
+    facts: FactsMemo,
+}
+
+impl StoreDirectory {
+    pub fn new(secrets: Store<Secret>, pods: WatchCache<Pod>) -> Self {
+        Self {
+            secrets,
+            pods,
+            facts: FactsMemo::default(),
+        }
+    }
 }
 
 impl Directory for StoreDirectory {
@@ -126,7 +140,8 @@ impl Directory for StoreDirectory {
 
     fn pod(&self, namespace: &str, pod: &str) -> Option<PodFacts> {
         let key = ObjectRef::new(pod).within(namespace);
-        self.pods.store().get(&key).map(|p| pod_facts(&p))
+        let cached = self.pods.store().get(&key)?;
+        Some(self.facts.of(namespace, pod, &cached))
     }
 
     fn cached_pod(&self, namespace: &str, pod: &str) -> Option<Pod> {
@@ -144,5 +159,102 @@ impl Directory for StoreDirectory {
         };
         let pods = self.pods.store().state().into_iter().filter(|p| of_pool(p));
         Some(pods.map(|p| p.as_ref().clone()).collect())
+    }
+}
+
+/// Facts of each cached pod object, so a heartbeat does not walk its pod's labels and every
+/// container's environment again. An entry holds only for the very object it was taken from: the
+/// cache replaces a pod's `Arc` on every change, and the `Weak` kept here keeps that allocation's
+/// address from being reused, so a pointer match means the same, unchanged object.
+#[derive(Default)]
+struct FactsMemo {
+    inner: Mutex<MemoInner>,
+}
+
+#[derive(Default)]
+struct MemoInner {
+    /// Namespace, then pod name: looked up by `&str` without building a key.
+    by_pod: HashMap<String, HashMap<String, (Weak<Pod>, PodFacts)>>,
+    len: usize,
+    /// Entry count at which entries of pods gone from the cache are swept out.
+    sweep_at: usize,
+}
+
+/// Fewest entries before the first sweep.
+const MEMO_SWEEP_FLOOR: usize = 1024;
+
+impl FactsMemo {
+    fn of(&self, namespace: &str, pod: &str, object: &Arc<Pod>) -> PodFacts {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let hit = inner
+            .by_pod
+            .get(namespace)
+            .and_then(|pods| pods.get(pod))
+            .filter(|(seen, _)| seen.as_ptr() == Arc::as_ptr(object));
+        if let Some((_, facts)) = hit {
+            return facts.clone();
+        }
+        let facts = pod_facts(object);
+        inner.insert(namespace, pod, Arc::downgrade(object), facts.clone());
+        facts
+    }
+}
+
+impl MemoInner {
+    fn insert(&mut self, namespace: &str, pod: &str, object: Weak<Pod>, facts: PodFacts) {
+        let pods = self.by_pod.entry(namespace.to_owned()).or_default();
+        if pods.insert(pod.to_owned(), (object, facts)).is_none() {
+            self.len += 1;
+        }
+        if self.len >= self.sweep_at {
+            self.sweep();
+        }
+    }
+
+    /// Drops the entries of objects the cache no longer holds; amortised by doubling the bound.
+    fn sweep(&mut self) {
+        for pods in self.by_pod.values_mut() {
+            pods.retain(|_, (object, _)| object.strong_count() > 0);
+        }
+        self.by_pod.retain(|_, pods| !pods.is_empty());
+        self.len = self.by_pod.values().map(HashMap::len).sum();
+        self.sweep_at = (self.len * 2).max(MEMO_SWEEP_FLOOR);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(pool: &str) -> Arc<Pod> {
+        let mut pod = Pod::default();
+        pod.metadata.labels = Some([(labels::POOL.to_string(), pool.to_string())].into());
+        Arc::new(pod)
+    }
+
+    #[test]
+    fn memoised_facts_follow_each_new_object_of_a_pod() {
+        let memo = FactsMemo::default();
+        let first = pod("a");
+        assert_eq!(memo.of("ns", "w", &first).pool.as_deref(), Some("a"));
+        assert_eq!(memo.of("ns", "w", &first).pool.as_deref(), Some("a"));
+        // The cache replaced the object (relabelled): its facts, not the memo's, are returned.
+        let relabelled = pod("b");
+        assert_eq!(memo.of("ns", "w", &relabelled).pool.as_deref(), Some("b"));
+        assert_eq!(memo.of("other", "w", &first).pool.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn entries_of_objects_gone_from_the_cache_are_swept() {
+        let memo = FactsMemo::default();
+        let kept = pod("a");
+        memo.of("ns", "kept", &kept);
+        for i in 0..3 * MEMO_SWEEP_FLOOR {
+            // Each object is dropped at once, as a deleted pod leaves the cache.
+            memo.of("ns", &format!("w{i}"), &pod("a"));
+        }
+        let inner = memo.inner.lock().unwrap();
+        assert!(inner.len <= MEMO_SWEEP_FLOOR, "{} entries", inner.len);
+        assert!(inner.by_pod["ns"].contains_key("kept"));
     }
 }
