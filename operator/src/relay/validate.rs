@@ -19,8 +19,8 @@ pub struct Invalid(pub String);
 
 /// Parses and checks one heartbeat body.
 pub fn parse_heartbeat(body: &[u8]) -> Result<Heartbeat, Invalid> {
-    // The plain parse is the common case; tracking the path of every field costs a third of the
-    // parse, so the path is traced only to describe a body already known to be refused.
+    // The plain parse is the common case; tracking every field's path was a fifth of the parse
+    // in a profile, so it is done only to describe a body already refused.
     let hb = match serde_json::from_slice::<Heartbeat>(body) {
         Ok(hb) => hb,
         Err(_) => return Err(explain(body)),
