@@ -100,11 +100,7 @@ pub fn start(client: Client, namespace: Option<String>, shutdown: CancellationTo
         tracing::debug!("pod cache synced");
     };
     Caches {
-        directory: Arc::new(StoreDirectory {
-            secrets,
-            pods,
-            written: Default::default(),
-        }),
+        directory: Arc::new(StoreDirectory::new(secrets, pods)),
         synced: synced.boxed(),
         pod_triggers,
     }

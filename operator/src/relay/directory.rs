@@ -122,7 +122,17 @@ pub fn secret_token(secret: &Secret) -> Option<String> {
 pub struct StoreDirectory {
     pub secrets: Store<Secret>,
     pub pods: GroupedCache<Pod>,
-    pub written: WrittenPods,
+    written: WrittenPods,
+}
+
+impl StoreDirectory {
+    pub fn new(secrets: Store<Secret>, pods: GroupedCache<Pod>) -> Self {
+        Self {
+            secrets,
+            pods,
+            written: WrittenPods::default(),
+        }
+    }
 }
 
 impl Directory for StoreDirectory {

@@ -145,12 +145,13 @@ impl WorkerRecord {
 
     /// The heartbeat's values; high-water marks keep their maximum.
     fn take_latest(&mut self, hb: &Heartbeat, raw: Counters, now: Instant) {
-        self.pool = hb.pool.clone();
+        // clone_from keeps the buffers already held: a steady worker costs no allocation here.
+        self.pool.clone_from(&hb.pool);
         self.last_seen = now;
         self.last_seen_at = Timestamp::now();
         self.seq = hb.seq;
         self.state = hb.state;
-        self.session = hb.session.clone();
+        self.session.clone_from(&hb.session);
         self.rss_bytes = hb.rss_bytes;
         self.worker_rss_bytes = hb.worker_rss_bytes;
         self.cpu_percent = hb.cpu_percent;
@@ -159,8 +160,8 @@ impl WorkerRecord {
         self.promise_high_water = self.promise_high_water.max(hb.bridge.high_water);
         self.max_queue_depth = self.max_queue_depth.max(hb.executor.max_queue_depth);
         self.raw = raw;
-        self.warmup_failure = hb.warmup_failure.clone();
-        self.last_checkpoint = hb.last_checkpoint.clone();
+        self.warmup_failure.clone_from(&hb.warmup_failure);
+        self.last_checkpoint.clone_from(&hb.last_checkpoint);
         if let Some(version) = python_version(hb) {
             self.python_version = Some(version);
         }

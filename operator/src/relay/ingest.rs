@@ -86,7 +86,8 @@ pub fn router(state: IngestState) -> Router {
         .route("/v1/heartbeats", post(heartbeat))
         // The body is read with its own bound in the handler, so an oversized one is counted.
         .layer(DefaultBodyLimit::disable())
-        .with_state(state)
+        // One reference count per request rather than a clone of every handle in the state.
+        .with_state(Arc::new(state))
 }
 
 /// A refused heartbeat: the bounded reason it is counted under, and the answer to the worker.
@@ -134,7 +135,11 @@ impl Refusal {
     }
 }
 
-async fn heartbeat(State(state): State<IngestState>, headers: HeaderMap, body: Body) -> Response {
+async fn heartbeat(
+    State(state): State<Arc<IngestState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     match accept(&state, &headers, body).await {
         Ok(reply) => (StatusCode::OK, Json(reply)).into_response(),
         Err(refusal) => {
