@@ -22,14 +22,14 @@ pub async fn run(args: &Args, cluster: &DevCluster, port: u16, pid: i32) -> Benc
     heartbeat(&workers, url, Duration::from_secs(args.heartbeat_seconds));
 
     pools::create(&client, 0..1, args).await?;
-    pools::wait_all_idle(&client, 1, args.workers, WARM_UP_LIMIT).await?;
-    let one = period(args, cluster, pid, 1).await?;
+    warm_up(&client, 1, args, port).await?;
+    let one = period(args, cluster, pid, port, 1).await?;
     let started = Instant::now();
     pools::create(&client, 1..args.pools, args).await?;
-    pools::wait_all_idle(&client, args.pools, args.workers, WARM_UP_LIMIT).await?;
+    warm_up(&client, args.pools, args, port).await?;
     let warm_up_seconds = started.elapsed().as_secs_f64();
     eprintln!("{} pools warm in {warm_up_seconds:.0} s", args.pools);
-    let many = period(args, cluster, pid, args.pools).await?;
+    let many = period(args, cluster, pid, port, args.pools).await?;
     Ok(json!({
         "benchmark": "capsule-scale-bench",
         "pools": args.pools,
@@ -59,9 +59,54 @@ async fn wait_ready(port: u16) -> BenchResult<()> {
     Err("the operator did not become ready".into())
 }
 
+/// Waits for `count` pools to be warm; on failure says which workers the operator removed, and why.
+async fn warm_up(client: &kube::Client, count: usize, args: &Args, port: u16) -> BenchResult<()> {
+    let warm = pools::wait_all_idle(client, count, args.workers, WARM_UP_LIMIT).await;
+    match warm {
+        Ok(()) => Ok(()),
+        Err(error) => {
+            let removed = removals(port).await.unwrap_or_default();
+            Err(format!("{error}; workers removed so far by reason: {removed:?}").into())
+        }
+    }
+}
+
+/// The operator's `capsule_pool_workers_removed_total`, summed over pools, by reason.
+async fn removals(port: u16) -> BenchResult<BTreeMap<String, f64>> {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await?
+        .text()
+        .await?;
+    let mut by_reason = BTreeMap::new();
+    for line in text.lines() {
+        let Some(labels) = line.strip_prefix("capsule_pool_workers_removed_total{") else {
+            continue;
+        };
+        let reason = labels
+            .split("reason=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("?");
+        let value: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        *by_reason.entry(reason.to_string()).or_default() += value;
+    }
+    Ok(by_reason)
+}
+
 /// One measured period at rest, after a status interval to settle.
-async fn period(args: &Args, cluster: &DevCluster, pid: i32, pools: usize) -> BenchResult<Value> {
+async fn period(
+    args: &Args,
+    cluster: &DevCluster,
+    pid: i32,
+    port: u16,
+    pools: usize,
+) -> BenchResult<Value> {
     tokio::time::sleep(Duration::from_secs(args.status_interval_seconds)).await;
+    let removed_before = removals(port).await?;
     let mark = cluster.requests().len();
     let cpu_before = cpu_seconds(pid)?;
     tokio::time::sleep(Duration::from_secs(args.measure_seconds)).await;
@@ -82,9 +127,15 @@ async fn period(args: &Args, cluster: &DevCluster, pid: i32, pools: usize) -> Be
     // An empty f64 sum is -0.0.
     let (reads, writes) = (total(true) + 0.0, total(false) + 0.0);
     let rss_mib = rss_bytes(pid)? as f64 / (1024.0 * 1024.0);
+    // At rest nothing is removed: a removal here means the period measured churn, not rest.
+    let mut removed = removals(port).await?;
+    for (reason, before) in removed_before {
+        *removed.entry(reason).or_default() -= before;
+    }
+    removed.retain(|_, n| *n > 0.0);
     eprintln!(
         "{pools} pools at rest: operator {:.3} cores, {rss_mib:.0} MiB; {reads:.0} reads and \
-         {writes:.0} writes a minute",
+         {writes:.0} writes a minute; workers removed meanwhile: {removed:?}",
         cpu / args.measure_seconds as f64
     );
     Ok(json!({
@@ -95,6 +146,7 @@ async fn period(args: &Args, cluster: &DevCluster, pid: i32, pools: usize) -> Be
         "api_reads_per_pool_per_minute": reads / pools as f64,
         "api_writes_per_pool_per_minute": writes / pools as f64,
         "requests_per_minute_by_kind": by_kind,
+        "workers_removed_in_period_by_reason": removed,
     }))
 }
 
