@@ -183,6 +183,59 @@ async fn busy_loop_is_cancelled_and_the_worker_stays_usable() {
     assert_eq!(stats.executions.cancelled, 1);
 }
 
+/// A namespace listing and a cancel sent the moment the code started reach the running code, and
+/// the executions after it run as usual.
+#[tokio::test]
+async fn a_listing_and_a_cancel_sent_as_the_code_starts_reach_it() {
+    let worker = Worker::start(&[]).await;
+    worker.run("kept = 1").await;
+    let mut stream = worker
+        .stream(&ExecuteRequest {
+            code: "import time\ntime.sleep(60)".into(),
+            ..Default::default()
+        })
+        .await;
+    let id = loop {
+        let event = stream.expect_next().await;
+        if let EventBody::Started { .. } = event.body {
+            break event.execution_id;
+        }
+    };
+    let listing = tokio::time::timeout(
+        WAIT,
+        worker
+            .client
+            .get(worker.url("/v1/checkpoint"))
+            .bearer_auth(common::SESSION_TOKEN)
+            .send(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(listing.status(), 200);
+    let reply: serde_json::Value = worker
+        .post(&format!("/v1/executions/{id}/cancel"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reply["status"], "cancelling");
+    let rest = tokio::time::timeout(WAIT, stream.collect()).await.unwrap();
+    assert_eq!(
+        final_event(&rest),
+        &EventBody::Cancelled {
+            namespace_lost: false
+        }
+    );
+    for n in 0..20 {
+        let events = worker.run(&format!("kept + {n}")).await;
+        assert_eq!(result_repr(&events), Some((n + 1).to_string()));
+    }
+    assert_eq!(worker.stats().await.cancels.killed, 0);
+}
+
 #[tokio::test]
 async fn code_that_ignores_the_interrupt_is_killed_after_the_grace_period() {
     let worker = Worker::start(&[("CAPSULE_CANCEL_GRACE_MS", "300")]).await;
