@@ -118,7 +118,11 @@ async fn directory(workers: usize) -> StoreDirectory {
     writer.apply_watcher_event(&watcher::Event::InitDone);
     let events = futures::stream::iter(
         std::iter::once(watcher::Event::Init)
-            .chain(worker_pods(workers).map(watcher::Event::InitApply))
+            .chain(worker_pods(workers).map(|mut pod| {
+                // As the operator's pod watch caches it.
+                capsule_operator::relay::pod_trim::trim_pod(&mut pod);
+                watcher::Event::InitApply(pod)
+            }))
             .chain(std::iter::once(watcher::Event::InitDone))
             .map(Ok),
     )

@@ -11,6 +11,7 @@ use kube::{Api, Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 use super::directory::{Directory, StoreDirectory};
+use super::pod_trim::trim_pod;
 use crate::labels;
 use crate::watch_cache::{reflect_grouped, scoped_api, without_managed_fields};
 
@@ -69,9 +70,7 @@ pub fn start(client: Client, namespace: Option<String>, shutdown: CancellationTo
         .modify(without_managed_fields)
         .reflect(secrets_writer)
         .for_each(|_| futures::future::ready(()));
-    let pod_events = watcher(pods_api, config)
-        .default_backoff()
-        .modify(without_managed_fields);
+    let pod_events = watcher(pods_api, config).default_backoff().modify(trim_pod);
     let (pods, touched_pods) = reflect_grouped(pod_events, pod_pool);
     let pod_triggers = PodTriggers::default();
     let triggers = pod_triggers.clone();

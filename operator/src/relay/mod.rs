@@ -7,6 +7,7 @@ pub mod index;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;
+pub mod pod_trim;
 pub mod validate;
 pub mod wakeups;
 pub mod written;
