@@ -53,6 +53,7 @@ import array  # noqa: E402
 import builtins  # noqa: E402
 import collections  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import os  # noqa: E402
 import select  # noqa: E402
 import shutil  # noqa: E402
@@ -208,6 +209,16 @@ class _Sweep:
     def timeout(self):
         return self.ROUND_SECONDS if time.monotonic() < self.until else None
 
+    def wait_next_tick(self):
+        """Returns once the clock tick of the reset has passed: a start time counts whole ticks, so
+        a process the next session starts in the reset's own tick would pass for the ended
+        session's and be killed."""
+        if self.before is None:
+            return
+        next_tick = math.floor(self.before) + 1
+        while _clock_ticks() < next_tick:
+            time.sleep(0.001)
+
     def round(self):
         if self.before is None:
             return
@@ -321,6 +332,7 @@ def _serve_control(control, request, sweep):
             # Its own PID namespace: everything of the ended session is in sight; end it now.
             _end_the_rest()
             sweep.finish()
+        sweep.wait_next_tick()
         _send(control, {"op": "swept"})
     elif op == "kill":
         _kill_group(request.get("pid"))
