@@ -191,11 +191,7 @@ async fn cancelling_an_execution_cancels_its_promises() {
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    worker
-        .post(&format!("/v1/executions/{id}/cancel"))
-        .send()
-        .await
-        .unwrap();
+    worker.cancel(&id).await;
     let events = tokio::time::timeout(WAIT, stream.collect()).await.unwrap();
     assert!(matches!(final_event(&events), EventBody::Cancelled { .. }));
     let bridge = worker.stats().await.bridge;

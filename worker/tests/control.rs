@@ -281,11 +281,7 @@ async fn queued_execution_can_be_cancelled_before_it_runs() {
         })
         .await;
     let accepted = second.expect_next().await;
-    worker
-        .post(&format!("/v1/executions/{}/cancel", accepted.execution_id))
-        .send()
-        .await
-        .unwrap();
+    worker.cancel(&accepted.execution_id).await;
     let events = tokio::time::timeout(WAIT, second.collect()).await.unwrap();
     assert_eq!(
         final_event(&events),

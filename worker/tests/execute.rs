@@ -146,14 +146,7 @@ async fn busy_loop_is_cancelled_and_the_worker_stays_usable() {
             break event.execution_id;
         }
     };
-    let reply: serde_json::Value = worker
-        .post(&format!("/v1/executions/{id}/cancel"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let reply = worker.cancel(&id).await;
     assert_eq!(reply["status"], "cancelling");
     let rest = tokio::time::timeout(WAIT, stream.collect()).await.unwrap();
     assert_eq!(
@@ -165,14 +158,7 @@ async fn busy_loop_is_cancelled_and_the_worker_stays_usable() {
     let events = worker.run("kept").await;
     assert_eq!(result_repr(&events).as_deref(), Some("'still here'"));
 
-    let reply: serde_json::Value = worker
-        .post(&format!("/v1/executions/{id}/cancel"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let reply = worker.cancel(&id).await;
     assert_eq!(reply["status"], "notRunning");
     let stats = worker.stats().await;
     assert_eq!(stats.cancels.requested, 2);
@@ -213,14 +199,7 @@ async fn a_listing_and_a_cancel_sent_as_the_code_starts_reach_it() {
     .unwrap()
     .unwrap();
     assert_eq!(listing.status(), 200);
-    let reply: serde_json::Value = worker
-        .post(&format!("/v1/executions/{id}/cancel"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let reply = worker.cancel(&id).await;
     assert_eq!(reply["status"], "cancelling");
     let rest = tokio::time::timeout(WAIT, stream.collect()).await.unwrap();
     assert_eq!(
@@ -381,11 +360,7 @@ async fn cancel_during_heavy_output_keeps_the_stream_intact() {
             break event.execution_id;
         }
     };
-    worker
-        .post(&format!("/v1/executions/{id}/cancel"))
-        .send()
-        .await
-        .unwrap();
+    worker.cancel(&id).await;
     let rest = tokio::time::timeout(WAIT, stream.collect()).await.unwrap();
     assert_eq!(
         final_event(&rest),

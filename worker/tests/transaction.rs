@@ -128,12 +128,7 @@ async fn a_cancelled_transaction_rolls_back() {
             break event.execution_id;
         }
     };
-    let reply = worker
-        .post(&format!("/v1/executions/{id}/cancel"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reply.status(), 200);
+    worker.cancel(&id).await;
     let rest = tokio::time::timeout(WAIT, stream.collect()).await.unwrap();
     assert_eq!(
         last(&rest).body,

@@ -184,6 +184,17 @@ impl Worker {
         self.client.post(self.url(path)).bearer_auth(SESSION_TOKEN)
     }
 
+    /// Cancels execution `id` and returns the reply (`status`: `cancelling` or `notRunning`).
+    pub async fn cancel(&self, id: &str) -> serde_json::Value {
+        let reply = self
+            .post(&format!("/v1/executions/{id}/cancel"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 200, "cancel refused");
+        reply.json().await.unwrap()
+    }
+
     /// Starts an execution and returns its open event stream.
     pub async fn stream(&self, request: &ExecuteRequest) -> EventStream {
         let response = self
