@@ -326,6 +326,31 @@ fn without_colours(line: &str) -> String {
     plain
 }
 
+/// The samples of metric `name` in a Prometheus text exposition: each series' labels (the text
+/// between the braces, empty without any) and its value.
+pub fn metric_samples<'a>(
+    text: &'a str,
+    name: &'a str,
+) -> impl Iterator<Item = (&'a str, f64)> + 'a {
+    text.lines().filter_map(move |line| {
+        let rest = line.strip_prefix(name)?;
+        let (labels, value) = match rest.strip_prefix('{') {
+            Some(labelled) => labelled.split_once("} ")?,
+            None => ("", rest.strip_prefix(' ')?),
+        };
+        Some((labels, value.trim().parse().ok()?))
+    })
+}
+
+/// The value of label `key` in a series' labels as [`metric_samples`] gives them.
+pub fn metric_label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
+    labels.split(',').find_map(|pair| {
+        pair.strip_prefix(key)?
+            .strip_prefix("=\"")?
+            .strip_suffix('"')
+    })
+}
+
 /// A kube client acting as the user of `kubeconfig` (the devcluster's admin, or another).
 pub async fn kube_client(kubeconfig: &Path) -> kube::Client {
     use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -538,4 +563,20 @@ pub fn wait_for<T>(
         std::thread::sleep(Duration::from_millis(200));
     }
     panic!("timed out after {timeout:?} waiting for {what}; last: {last}");
+}
+
+#[cfg(test)]
+mod metric_text_tests {
+    use super::{metric_label, metric_samples};
+
+    #[test]
+    fn samples_of_one_family_with_their_labels_and_nothing_of_a_longer_name() {
+        let text = "# HELP capsule_x_total X.\ncapsule_x_total{pool=\"a\",reason=\"stale\"} 3\n\
+                    capsule_x_total 2\ncapsule_x_total_other 9\ncapsule_x_created{pool=\"a\"} 1\n";
+        let samples: Vec<_> = metric_samples(text, "capsule_x_total").collect();
+        assert_eq!(samples, [("pool=\"a\",reason=\"stale\"", 3.0), ("", 2.0)]);
+        assert_eq!(metric_label(samples[0].0, "reason"), Some("stale"));
+        assert_eq!(metric_label(samples[0].0, "pool"), Some("a"));
+        assert_eq!(metric_label(samples[0].0, "son"), None);
+    }
 }

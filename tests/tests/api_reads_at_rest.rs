@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use capsule_e2e::{
-    free_port, http, wait_for, wait_session_phase, ApiRequest, DevCluster, OperatorRun,
+    free_port, http, metric_label, metric_samples, wait_for, wait_session_phase, ApiRequest,
+    DevCluster, OperatorRun,
 };
 
 const POOL: &str = r#"
@@ -54,9 +55,9 @@ fn pool_passes(metrics_url: &str) -> u64 {
         return 0;
     };
     let text = response.text().unwrap();
-    text.lines()
-        .filter(|l| l.contains("reconcile_runs") && l.contains("controller=\"pool\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    metric_samples(&text, "capsule_reconcile_runs_total")
+        .filter(|(labels, _)| metric_label(labels, "controller") == Some("pool"))
+        .map(|(_, value)| value)
         .sum::<f64>() as u64
 }
 

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use capsule_e2e::{free_port, wait_for, DevCluster, OperatorRun, Process};
+use capsule_e2e::{free_port, metric_samples, wait_for, DevCluster, OperatorRun, Process};
 
 const POOL: &str = r#"
 apiVersion: capsule.dev/v1alpha1
@@ -65,13 +65,7 @@ fn metric(port: u16, name: &str) -> f64 {
         return f64::NAN;
     };
     let text = response.text().unwrap_or_default();
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metric_samples(&text, name).map(|(_, value)| value).sum()
 }
 
 fn lease_holder(cluster: &DevCluster) -> String {

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use capsule_crds::{CapsulePool, CapsuleSession, SessionPhase};
-use capsule_e2e::DevCluster;
+use capsule_e2e::{metric_label, metric_samples, DevCluster};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -187,16 +187,10 @@ impl Bench {
             .await?
             .text()
             .await?;
-        let series = text
-            .lines()
-            .filter(|l| l.starts_with("capsule_pool_status_writes_total{"))
-            .find(|l| l.contains(&format!("pool=\"{POOL}\"")))
+        let value = metric_samples(&text, "capsule_pool_status_writes_total")
+            .find(|(labels, _)| metric_label(labels, "pool") == Some(POOL))
+            .map(|(_, value)| value)
             .ok_or("capsule_pool_status_writes_total for the pool is missing")?;
-        let value = series
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.parse::<f64>().ok())
-            .ok_or("unparsable status write count")?;
         Ok(value)
     }
 }

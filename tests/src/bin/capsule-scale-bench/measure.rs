@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use capsule_e2e::{ApiRequest, DevCluster};
+use capsule_e2e::{metric_label, metric_samples, ApiRequest, DevCluster};
 use serde_json::{json, Value};
 
 use crate::workers::{heartbeat, play_kubelet};
@@ -78,20 +78,8 @@ async fn removals(port: u16) -> BenchResult<BTreeMap<String, f64>> {
         .text()
         .await?;
     let mut by_reason = BTreeMap::new();
-    for line in text.lines() {
-        let Some(labels) = line.strip_prefix("capsule_pool_workers_removed_total{") else {
-            continue;
-        };
-        let reason = labels
-            .split("reason=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .unwrap_or("?");
-        let value: f64 = line
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
+    for (labels, value) in metric_samples(&text, "capsule_pool_workers_removed_total") {
+        let reason = metric_label(labels, "reason").unwrap_or("?");
         *by_reason.entry(reason.to_string()).or_default() += value;
     }
     Ok(by_reason)
