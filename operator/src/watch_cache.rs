@@ -79,6 +79,7 @@ where
 
 /// A [`WatchCache`] whose objects are also grouped by namespace and a key (see
 /// [`reflect_grouped`]).
+#[derive(Clone)]
 pub struct GroupedCache<K>
 where
     K: Resource + Clone + 'static,
@@ -86,19 +87,6 @@ where
 {
     cache: WatchCache<K>,
     index: GroupIndex<K>,
-}
-
-impl<K> Clone for GroupedCache<K>
-where
-    K: Resource + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    fn clone(&self) -> Self {
-        Self {
-            cache: self.cache.clone(),
-            index: self.index.clone(),
-        }
-    }
 }
 
 impl<K> std::ops::Deref for GroupedCache<K>

@@ -6,11 +6,12 @@
 //! A cached pod is only read, never written back; every write is a patch of named fields.
 
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec};
-use kube::Resource;
+
+use crate::watch_cache::without_managed_fields;
 
 /// Trims `pod` in place to what the operator reads.
 pub fn trim_pod(pod: &mut Pod) {
-    pod.meta_mut().managed_fields = None;
+    without_managed_fields(pod);
     if let Some(spec) = pod.spec.as_mut() {
         let containers = std::mem::take(&mut spec.containers)
             .into_iter()
