@@ -180,12 +180,9 @@ async fn cancelling_an_execution_cancels_its_promises() {
             ..Default::default()
         })
         .await;
-    let id = loop {
-        let event = stream.expect_next().await;
-        if let EventBody::Output { .. } = event.body {
-            break event.execution_id;
-        }
-    };
+    let id = stream
+        .id_once(|body| matches!(body, EventBody::Output { .. }))
+        .await;
     let deadline = tokio::time::Instant::now() + WAIT;
     while worker.stats().await.bridge.pending == 0 {
         assert!(tokio::time::Instant::now() < deadline);

@@ -140,12 +140,9 @@ async fn busy_loop_is_cancelled_and_the_worker_stays_usable() {
             ..Default::default()
         })
         .await;
-    let id = loop {
-        let event = stream.expect_next().await;
-        if let EventBody::Output { .. } = event.body {
-            break event.execution_id;
-        }
-    };
+    let id = stream
+        .id_once(|body| matches!(body, EventBody::Output { .. }))
+        .await;
     let reply = worker.cancel(&id).await;
     assert_eq!(reply["status"], "cancelling");
     let rest = tokio::time::timeout(WAIT, stream.collect()).await.unwrap();
@@ -181,12 +178,9 @@ async fn a_listing_and_a_cancel_sent_as_the_code_starts_reach_it() {
             ..Default::default()
         })
         .await;
-    let id = loop {
-        let event = stream.expect_next().await;
-        if let EventBody::Started { .. } = event.body {
-            break event.execution_id;
-        }
-    };
+    let id = stream
+        .id_once(|body| matches!(body, EventBody::Started { .. }))
+        .await;
     let listing = tokio::time::timeout(
         WAIT,
         worker
@@ -354,12 +348,9 @@ async fn cancel_during_heavy_output_keeps_the_stream_intact() {
             ..Default::default()
         })
         .await;
-    let id = loop {
-        let event = stream.expect_next().await;
-        if let EventBody::Output { .. } = event.body {
-            break event.execution_id;
-        }
-    };
+    let id = stream
+        .id_once(|body| matches!(body, EventBody::Output { .. }))
+        .await;
     worker.cancel(&id).await;
     let rest = tokio::time::timeout(WAIT, stream.collect()).await.unwrap();
     assert_eq!(

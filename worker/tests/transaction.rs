@@ -122,12 +122,9 @@ async fn a_cancelled_transaction_rolls_back() {
     let before = state(&worker).await;
     let code = format!("{CHANGES}\nprint('changed', flush=True)\nimport time\ntime.sleep(60)");
     let mut stream = worker.stream(&transaction(&code)).await;
-    let id = loop {
-        let event = stream.expect_next().await;
-        if let EventBody::Output { .. } = event.body {
-            break event.execution_id;
-        }
-    };
+    let id = stream
+        .id_once(|body| matches!(body, EventBody::Output { .. }))
+        .await;
     worker.cancel(&id).await;
     let rest = tokio::time::timeout(WAIT, stream.collect()).await.unwrap();
     assert_eq!(

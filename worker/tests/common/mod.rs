@@ -286,6 +286,16 @@ impl EventStream {
             .expect("stream still open")
     }
 
+    /// Reads events until one `is` matches, and returns the execution's id.
+    pub async fn id_once(&mut self, is: impl Fn(&EventBody) -> bool) -> String {
+        loop {
+            let event = self.expect_next().await;
+            if is(&event.body) {
+                return event.execution_id;
+            }
+        }
+    }
+
     pub async fn collect(&mut self) -> Vec<ExecutionEvent> {
         let mut events = Vec::new();
         while let Some(event) = self.next().await {
