@@ -79,6 +79,8 @@ class _State:
     running = False
     current_id = None
     cancel_for = None
+    # An execution whose cancel arrived while its command still waited for the main thread.
+    early_cancel = None
     critical = 0
     interrupt_pending = False
     txn = None
@@ -87,6 +89,9 @@ class _State:
 
 
 state = _State()
+# Orders a cancel against the start of its execution: exactly one of the reader (interrupting) and
+# the main thread (cancelling before the code runs) acts on it.
+_cancel_lock = threading.Lock()
 
 
 def send(message):
@@ -736,6 +741,18 @@ def _format_error(exc):
     return type(exc).__name__, evalue, kept
 
 
+def _start_running(execution_id):
+    """Marks the execution running; true when its cancel came before it ran, so it is cancelled
+    before any of its code runs instead of the cancel going unseen."""
+    with _cancel_lock:
+        state.running = True
+        early = state.early_cancel == execution_id
+        state.early_cancel = None
+    if early:
+        state.cancel_for = execution_id
+    return early
+
+
 def execute(execution_id, source, transaction=False):
     state.current_id = execution_id
     state.txn = None
@@ -747,8 +764,10 @@ def execute(execution_id, source, transaction=False):
     state.blocking = []
     outcome = None
     try:
-        state.running = True
+        cancelled_early = _start_running(execution_id)
         try:
+            if cancelled_early:
+                raise KeyboardInterrupt
             text, mode, blocking = _run_cell(source, transaction)
         finally:
             state.running = False
@@ -1046,10 +1065,14 @@ def _reader():
             send({"type": "driverError", "message": "malformed worker frame: %s" % type(exc).__name__})
             continue
         if kind == "cancel":
-            if state.running and state.current_id == message.get("id"):
-                state.cancel_for = message.get("id")
-                signal.pthread_kill(_MAIN_THREAD, signal.SIGINT)
-                threading.Thread(target=_keep_interrupting, args=(state.cancel_for,), daemon=True).start()
+            with _cancel_lock:
+                if state.running and state.current_id == message.get("id"):
+                    state.cancel_for = message.get("id")
+                    signal.pthread_kill(_MAIN_THREAD, signal.SIGINT)
+                    threading.Thread(target=_keep_interrupting, args=(state.cancel_for,), daemon=True).start()
+                else:
+                    # The worker sends a cancel only after the execution's code: it runs next.
+                    state.early_cancel = message.get("id")
         elif kind == "settle":
             _settle(message)
         elif kind == "checkpoint":
